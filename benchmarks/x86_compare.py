@@ -1,0 +1,206 @@
+"""x86 side by side: PyTorch eager fp32, ONNX Runtime fp32, the edgecomp int8 artifact (through the
+runtime) and ONNX Runtime's default `quantize_dynamic`, on the traffic LSTM, GRU and TCN.
+
+All variants run in one process, interleaved round by round, one thread each, on the same real test
+windows, so the ratios are fair on a noisy shared machine. Prints a table and writes JSON.
+
+    python benchmarks/x86_compare.py [--checkpoints examples/traffic/out/checkpoints] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import quantize_dynamic
+
+import edgecomp_runtime
+from edgecomp.bench.host import host_info
+from edgecomp.checkpoint import load_checkpoint
+from edgecomp.data import DataConfig
+from edgecomp.metrics import horizon_metrics
+from edgecomp.pipeline import BuildConfig, build
+from edgecomp.targets.onnx.target import export_onnx
+from edgecomp.train import TrainConfig
+from edgecomp.workflow import dataset_for, train_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "data" / "odot_detector_counts_15min.parquet"
+DATA_CONFIG = DataConfig(input_len=48, horizon=8, id_col="detector", value_cols=("total",))
+TRAIN = TrainConfig(epochs=40, patience=6, lr=2e-3)
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(1)
+    results = {"host": host_info(), "data": DATA.name, "rounds": args.rounds, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs.split(","):
+            model = _checkpoint(arch, args, Path(tmp))
+            results["models"][arch] = compare(model, Path(tmp) / arch, args)
+            _print(arch, results["models"][arch])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoints", type=Path, help="folder with lstm/, gru/, tcn/ checkpoints"
+    )
+    parser.add_argument("--archs", default="lstm,gru,tcn")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--iters", type=int, default=40, help="timed calls per variant per round")
+    parser.add_argument("--quick", action="store_true", help="2-epoch models, 3 short rounds")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "x86_compare.json"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.iters = 3, 5
+    return args
+
+
+def _checkpoint(arch: str, args: argparse.Namespace, tmp: Path):
+    if args.checkpoints and (args.checkpoints / arch / "spec.json").exists():
+        return load_checkpoint(args.checkpoints / arch)
+    config = TrainConfig(
+        **{**TRAIN.to_dict(), "arch": arch, **({"epochs": 2} if args.quick else {})}
+    )
+    return train_checkpoint(DATA, DATA_CONFIG, config, tmp / f"ckpt-{arch}").model
+
+
+def compare(model, work: Path, args: argparse.Namespace) -> dict:
+    """Build the variants of one model, time them interleaved, and measure their test error."""
+    work.mkdir(parents=True)
+    dataset = dataset_for(model.spec, DATA)
+    x, raw_x = dataset.test.x, dataset.raw_inputs("test")
+    truth = dataset.raw_targets("test")
+    fp32_path = export_onnx(
+        model.module, model.spec.input_len, model.spec.n_features, work / "fp32.onnx"
+    )
+    dyn_path = work / "ort_dynamic.onnx"
+    quantize_dynamic(str(fp32_path), str(dyn_path))
+    artifact = build(model, dataset, BuildConfig(precision="int8"), work / "int8.edgepkg").path
+    runtime_model = edgecomp_runtime.load(artifact, threads=1)
+    module = model.module.eval()
+    fp32, dyn = _session(fp32_path), _session(dyn_path)
+    # Each variant takes (scaled, raw) windows; only the runtime's predict() uses the raw ones.
+    variants = {
+        "torch_eager_fp32": lambda s, r: _torch_call(module, s),
+        "ort_fp32": lambda s, r: fp32.run(None, {"window": s})[0],
+        "edgecomp_int8_predict": lambda s, r: runtime_model.predict(r),
+        "edgecomp_int8_engine": lambda s, r: runtime_model.run_scaled(s),
+        "ort_quantize_dynamic": lambda s, r: dyn.run(None, {"window": s})[0],
+    }
+    latency = _interleaved(variants, x, raw_x, args)
+    sizes = {
+        "fp32_onnx": fp32_path.stat().st_size,
+        "ort_dynamic_onnx": dyn_path.stat().st_size,
+        "edgecomp_int8_model": len(edgecomp_runtime.read_artifact(artifact)[1]["model.onnx"]),
+        "edgecomp_int8_artifact": artifact.stat().st_size,
+    }
+    scaled_out = {
+        k: _batched(variants[k], x)
+        for k in ("torch_eager_fp32", "ort_fp32", "ort_quantize_dynamic")
+    }
+    outputs = {k: dataset.unscale_targets(v) for k, v in scaled_out.items()}
+    outputs["edgecomp_int8_predict"] = runtime_model.predict(raw_x)
+    mae = {k: horizon_metrics(truth, v)["mae"] for k, v in outputs.items()}
+    return {
+        "latency_ms": latency,
+        "sizes": sizes,
+        "mae": mae,
+        "ratios": _ratios(latency, sizes, mae),
+    }
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _torch_call(module, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return module(torch.from_numpy(batch)).numpy()
+
+
+def _batched(fn, x: np.ndarray, size: int = 256) -> np.ndarray:
+    return np.concatenate([fn(x[i : i + size], None) for i in range(0, len(x), size)])
+
+
+def _interleaved(variants: dict, x, raw_x, args) -> dict:
+    """p50/p99 per variant and batch size; each round times every variant once, in turn."""
+    times = {b: {name: [] for name in variants} for b in (1, 64)}
+    rng = np.random.default_rng(0)
+    for _ in range(args.rounds):
+        for b in (1, 64):
+            idx = rng.integers(0, len(x) - b)
+            scaled, raw = x[idx : idx + b], raw_x[idx : idx + b]
+            for name in rng.permutation(list(variants)):  # vary the order round to round
+                fn = variants[name]
+                fn(scaled, raw)  # warm-up for this shape
+                for _ in range(args.iters):
+                    t0 = time.perf_counter_ns()
+                    fn(scaled, raw)
+                    times[b][name].append((time.perf_counter_ns() - t0) / 1e6)
+    return {
+        f"b{b}": {
+            name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
+            for name, v in per.items()
+        }
+        for b, per in times.items()
+    }
+
+
+def _ratios(latency: dict, sizes: dict, mae: dict) -> dict:
+    ref = np.asarray(mae["torch_eager_fp32"])
+    out = {}
+    for b in ("b1", "b64"):
+        lat = latency[b]
+        out[f"speedup_vs_torch_{b}"] = (
+            lat["torch_eager_fp32"]["p50"] / lat["edgecomp_int8_predict"]["p50"]
+        )
+        out[f"engine_speedup_vs_torch_{b}"] = (
+            lat["torch_eager_fp32"]["p50"] / lat["edgecomp_int8_engine"]["p50"]
+        )
+        out[f"vs_ort_dynamic_{b}"] = (
+            lat["ort_quantize_dynamic"]["p50"] / lat["edgecomp_int8_predict"]["p50"]
+        )
+    out["int8_size_fraction_of_fp32"] = sizes["edgecomp_int8_model"] / sizes["fp32_onnx"]
+    out["ort_dynamic_size_fraction_of_fp32"] = sizes["ort_dynamic_onnx"] / sizes["fp32_onnx"]
+    for name in ("edgecomp_int8_predict", "ort_quantize_dynamic", "ort_fp32"):
+        out[f"{name}_mae_change_pct"] = ((np.asarray(mae[name]) / ref - 1) * 100).tolist()
+    return out
+
+
+def _print(arch: str, res: dict) -> None:
+    print(f"\n== {arch} ==  p50 latency (ms), b1 / b64")
+    for name in res["latency_ms"]["b1"]:
+        print(
+            f"  {name:<24} {res['latency_ms']['b1'][name]['p50']:8.3f} "
+            f"{res['latency_ms']['b64'][name]['p50']:9.3f}"
+        )
+    r = res["ratios"]
+    print(
+        f"  int8 vs torch eager: {r['speedup_vs_torch_b1']:.2f}x (b1), "
+        f"{r['speedup_vs_torch_b64']:.2f}x (b64); vs ORT quantize_dynamic: "
+        f"{r['vs_ort_dynamic_b1']:.2f}x (b1), {r['vs_ort_dynamic_b64']:.2f}x (b64)"
+    )
+    print(
+        f"  size int8/fp32 {r['int8_size_fraction_of_fp32']:.1%} "
+        f"(ORT dynamic {r['ort_dynamic_size_fraction_of_fp32']:.1%}); MAE change per horizon % "
+        + " ".join(f"{v:+.2f}" for v in r["edgecomp_int8_predict_mae_change_pct"])
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""What machine a benchmark ran on: CPU, ISA flags, OS, library versions, thread settings.
+
+Nothing here imports torch or an engine: versions come from package metadata.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+#: ISA flags that decide which kernels an engine can use (x86 and ARM spellings).
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
+PACKAGES = ("numpy", "onnxruntime", "onnx", "edgecomp", "edgecomp-runtime", "torch")
+_THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO_", "VECLIB_", "ORT_")
+
+
+def host_info(*, threads: int | None = None) -> dict[str, Any]:
+    """Describe this machine and process for a benchmark report.
+
+    Args:
+        threads: Intra-op threads the benchmark asked the engine for (None: engine default).
+
+    Returns:
+        A JSON-ready dict: cpu, os, python, versions, threads.
+    """
+    return {
+        "cpu": cpu_info(),
+        "os": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "version": platform.version(),
+            "machine": platform.machine(),
+        },
+        "python": {"version": platform.python_version(), "implementation": sys.implementation.name},
+        "versions": package_versions(),
+        "threads": thread_settings(threads),
+    }
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, logical and physical core counts, and the ISA flags in ``ISA_FLAGS`` it has."""
+    model, flags = _proc_cpuinfo(Path("/proc/cpuinfo"))
+    if not model and not flags:
+        model, flags = _py_cpuinfo()
+    return {
+        "model": model or platform.processor() or "unknown",
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "isa": {flag: flag in flags for flag in ISA_FLAGS},
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages in ``PACKAGES`` (None when absent); imports none."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def thread_settings(threads: int | None) -> dict[str, Any]:
+    """Requested threads, CPUs this process may run on, and thread-related environment variables."""
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(_THREAD_ENV_PREFIXES)}
+    return {
+        "requested": threads,
+        "cpu_count": os.cpu_count(),
+        "affinity": len(affinity) if affinity is not None else None,
+        "env": env,
+    }
+
+
+def _proc_cpuinfo(path: Path) -> tuple[str, set[str]]:
+    """Model name and flags from a Linux /proc/cpuinfo (x86 "flags", ARM "Features")."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return "", set()
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def _py_cpuinfo() -> tuple[str, set[str]]:
+    """Fallback without /proc/cpuinfo (macOS, Windows): py-cpuinfo, slow but portable."""
+    import cpuinfo
+
+    info = cpuinfo.get_cpu_info()
+    return str(info.get("brand_raw", "")), set(info.get("flags", []))

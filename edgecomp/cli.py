@@ -1,0 +1,294 @@
+"""The `edgecomp` command line: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+class _Group(click.Group):
+    """Turn the library's ValueError-family errors into one red line and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        from edgecomp_runtime import EdgecompRuntimeError
+
+        try:
+            return super().invoke(ctx)
+        except (ValueError, EdgecompRuntimeError, FileNotFoundError) as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"})
+@click.version_option(package_name="edgecomp")
+def main() -> None:
+    """edgecomp: compile spatio-temporal forecasters for edge gateways."""
+
+
+def _data_options(fn):
+    opts = [
+        click.option("--time-col", default=None, help="Time column (default: detected)."),
+        click.option("--id-col", default=None, help="Series id column for long-format data."),
+        click.option(
+            "--value-col", "value_cols", multiple=True, help="Value column(s), long format."
+        ),
+        click.option(
+            "--features", default=None, help="Comma-separated input features (default all)."
+        ),
+        click.option(
+            "--targets", default=None, help="Comma-separated targets (default: features)."
+        ),
+        click.option(
+            "--split",
+            default="0.7,0.15,0.15",
+            show_default=True,
+            help="Train,val,test fractions (chronological).",
+        ),
+        click.option("--stride", default=1, show_default=True),
+        click.option(
+            "--interpolate-limit",
+            default=4,
+            show_default=True,
+            help="Max steps per gap filled by interpolation; the rest is forward filled.",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _data_config(input_len: int, horizon: int, kw: dict):
+    from edgecomp.data import DataConfig
+
+    def names(value):
+        return tuple(v.strip() for v in value.split(",")) if value else None
+
+    return DataConfig(
+        input_len=input_len,
+        horizon=horizon,
+        stride=kw["stride"],
+        features=names(kw["features"]),
+        targets=names(kw["targets"]),
+        split=tuple(float(v) for v in kw["split"].split(",")),
+        interpolate_limit=kw["interpolate_limit"],
+        time_col=kw["time_col"],
+        id_col=kw["id_col"],
+        value_cols=tuple(kw["value_cols"]) or None,
+    )
+
+
+@main.command("data")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input-len", "-L", default=48, show_default=True)
+@click.option("--horizon", "-H", default=8, show_default=True)
+@_data_options
+def data_cmd(path: str, input_len: int, horizon: int, **kw) -> None:
+    """Inspect a CSV/Parquet file: period, gaps, missing values, windows per split."""
+    from edgecomp.data import prepare
+
+    dataset = prepare(path, _data_config(input_len, horizon, kw))
+    console.print_json(json.dumps(dataset.summary(), default=str))
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--arch", type=click.Choice(["lstm", "gru", "tcn"]), default="lstm", show_default=True
+)
+@click.option("--input-len", "-L", default=48, show_default=True, help="Input window (steps).")
+@click.option("--horizon", "-H", default=8, show_default=True, help="Forecast horizon (steps).")
+@click.option("--hparam", multiple=True, help="Architecture hyperparameter KEY=VALUE (JSON value).")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--loss", type=click.Choice(["mse", "mae"]), default="mse", show_default=True)
+@click.option("--patience", default=5, show_default=True, help="Early-stopping patience (epochs).")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Checkpoint folder to write.",
+)
+@_data_options
+def train(
+    data: str, arch: str, input_len: int, horizon: int, hparam: tuple[str, ...], out: str, **kw
+) -> None:
+    """Train a forecaster on DATA and write a checkpoint (safetensors + spec.json + TensorBoard)."""
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import train_checkpoint
+
+    train_keys = ("epochs", "batch_size", "lr", "loss", "patience", "seed")
+    config = TrainConfig(
+        arch=arch, hparams=_parse_hparams(hparam), **{k: kw.pop(k) for k in train_keys}
+    )
+    result = train_checkpoint(
+        data, _data_config(input_len, horizon, kw), config, Path(out), console=console
+    )
+    console.print(result.table())
+
+
+def _parse_hparams(items: tuple[str, ...]) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--hparam")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@main.command()
+@click.argument("source")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="Data file: calibration from its training split, verification on its test split.",
+)
+@click.option("--target", "-t", default="x86-64-avx2", show_default=True, help="Target profile.")
+@click.option("--precision", "-p", default="int8", show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Artifact path.")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Weights for a module.py:factory source.",
+)
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="ModelSpec JSON for a non-checkpoint source.",
+)
+@click.option("--input-len", "-L", type=int, help="Window length, when no spec JSON is given.")
+@click.option("--horizon", "-H", type=int, help="Horizon, when no spec JSON is given.")
+@click.option("--calibration-windows", default=256, show_default=True)
+def build(
+    source: str,
+    data_path: str,
+    target: str,
+    precision: str,
+    out: str,
+    weights: str | None,
+    spec_path: str | None,
+    input_len: int | None,
+    horizon: int | None,
+    calibration_windows: int,
+) -> None:
+    """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target."""
+    from edgecomp.pipeline import BuildConfig
+    from edgecomp.workflow import build_artifact
+
+    config = BuildConfig(
+        target=target, precision=precision, calibration_windows=calibration_windows
+    )
+    result = build_artifact(
+        source,
+        data_path,
+        config,
+        out,
+        weights=weights,
+        spec_path=spec_path,
+        input_len=input_len,
+        horizon=horizon,
+    )
+    metrics = result.manifest["metrics"]
+    ref, art = metrics["reference"]["mae"], metrics["artifact"]["mae"]
+    worst = max((a / r - 1) * 100 for a, r in zip(art, ref, strict=True) if r > 0)
+    console.print(
+        f"wrote {result.path} ({result.path.stat().st_size:,} B): {target} {precision}, "
+        f"MAE {sum(art) / len(art):.4g} vs reference {sum(ref) / len(ref):.4g} "
+        f"(worst horizon {worst:+.2f} %)"
+    )
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Data file for per-horizon error (windowed as the artifact's spec says).",
+)
+@click.option("--batch", "batch_sizes", multiple=True, type=int, default=(1, 64), show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--min-iters", default=200, show_default=True)
+@click.option("--min-seconds", default=2.0, show_default=True)
+@click.option("--no-memory", is_flag=True, help="Skip the fresh-process peak-memory measurement.")
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False), default="bench-out", show_default=True
+)
+def bench(
+    artifacts: tuple[str, ...],
+    data_path: str | None,
+    batch_sizes: tuple[int, ...],
+    threads: int,
+    min_iters: int,
+    min_seconds: float,
+    no_memory: bool,
+    out: str,
+) -> None:
+    """Measure ARTIFACTS through the runtime; write report.json and report.md to --out."""
+    from edgecomp.bench import bench_artifact, print_summary, write_report
+
+    reports = [
+        bench_artifact(
+            a,
+            data=data_path,
+            batch_sizes=batch_sizes,
+            threads=threads,
+            min_iters=min_iters,
+            min_seconds=min_seconds,
+            memory=not no_memory,
+        )
+        for a in artifacts
+    ]
+    paths = write_report(reports, Path(out))
+    print_summary(reports, console=console)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")
+def inspect(artifact: str, as_json: bool) -> None:
+    """Verify ARTIFACT (format, checksums) and print its manifest readably."""
+    from edgecomp.manifest import format_manifest, read_manifest
+
+    manifest = read_manifest(artifact)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        click.echo(format_manifest(manifest))
+
+
+@main.command()
+def targets() -> None:
+    """List target profiles, their backends, precisions and availability."""
+    from edgecomp.targets import get_target, list_profiles
+
+    table = Table("target", "backend", "arch", "precisions", "available", "description")
+    for profile in list_profiles().values():
+        cls = get_target(profile.backend)
+        ok = "yes" if cls.is_available() else f"no: {cls.missing_reason()}"
+        table.add_row(
+            profile.name,
+            profile.backend,
+            profile.arch,
+            ", ".join(profile.precisions),
+            ok,
+            profile.description,
+        )
+    console.print(table)

@@ -1,0 +1,405 @@
+"""Read a sensor table (CSV, CSV.gz or Parquet; wide or long) into a wide frame on a regular grid.
+
+Rules, in the order ``load_table`` applies them:
+
+* Time column: ``time_col`` if given, else the first column named one of ``TIME_NAMES``
+  (case-insensitive), else the only datetime-typed column. Timestamps are parsed to UTC (naive
+  strings are taken as UTC, offsets are converted) and the timezone is then dropped: the returned
+  index is tz-naive UTC. A numeric time column is read as Unix seconds.
+* Layout: ``"long"`` when ``id_col`` is given, or (with ``layout="auto"``) when a column named
+  one of ``ID_NAMES`` (or ending in ``_id``) exists and timestamps repeat; else ``"wide"``.
+* Value columns, unless given: the numeric columns minus the time and id columns and minus the
+  calendar columns ``CALENDAR_NAMES`` (year, month, day, hour, minute), which are derived from the
+  timestamp. Text columns are skipped; a column holding numbers and some text is an error. An
+  integer column that is constant over the whole file (a label such as ``intersection``) is
+  skipped too. Every skipped column is listed in ``TableReport.notes``.
+* Feature names: wide: the column names; long: ``f"{id}"`` with one value column, else
+  ``f"{id}_{value_col}"``, ordered by id then value column.
+* Grid: the sampling period is the most common step between sorted timestamps; missing grid steps
+  are inserted as NaN rows (``regularize=True``) and reported as gaps. Daily data with no weekend
+  rows is a business-day series: its grid holds weekdays only, so weekends are not gaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
+ID_NAMES = ("id", "series", "station", "sensor", "detector", "origin", "symbol")
+CALENDAR_NAMES = frozenset({"year", "month", "day", "hour", "minute"})
+LAYOUTS = ("auto", "wide", "long")
+MAX_GAPS_LISTED = 20
+MAX_GRID_GROWTH = 10  # refuse a grid more than this many times the observed rows (+1000)
+_DAY_NS = 86_400 * 10**9
+
+
+class DataError(ValueError):
+    """Bad input data; the one-line message names the file and the column."""
+
+
+@dataclass(frozen=True)
+class TableReport:
+    """What ``load_table`` found in a file.
+
+    Attributes:
+        path: The file read.
+        layout: "wide" or "long" (as resolved).
+        rows: Rows of the returned frame (the regular grid when regularized).
+        columns: Feature names, in order.
+        period_s: Sampling period in seconds (most common step).
+        seasonal_period: Steps per day when the period divides a day and is under a day, else None.
+        n_gap_steps: Grid steps with no row in the file.
+        gaps: Up to ``MAX_GAPS_LISTED`` spans (first missing, last missing, steps), ISO timestamps.
+        missing: NaN count per feature column of the returned frame.
+        time_col: The time column used.
+        id_col: The id column used (long layout), else None.
+        value_cols: The value columns used.
+        notes: Decisions worth knowing (skipped columns, business-day grid, ...).
+    """
+
+    path: str
+    layout: str
+    rows: int
+    columns: list[str]
+    period_s: float
+    seasonal_period: int | None
+    n_gap_steps: int
+    gaps: list[tuple[str, str, int]]
+    missing: dict[str, int]
+    time_col: str = ""
+    id_col: str | None = None
+    value_cols: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["gaps"] = [list(g) for g in self.gaps]
+        return out
+
+
+def load_table(
+    path: str | Path,
+    *,
+    time_col: str | None = None,
+    id_col: str | None = None,
+    value_cols: tuple[str, ...] | list[str] | None = None,
+    layout: str = "auto",
+    regularize: bool = True,
+) -> tuple[pd.DataFrame, TableReport]:
+    """Read a CSV / CSV.gz / Parquet table into a wide float64 frame on a regular time grid.
+
+    Args:
+        path: The file.
+        time_col: Time column; detected when None (see the module docstring).
+        id_col: Series id column of a long table; detected when None and ``layout`` allows.
+        value_cols: Value columns; numeric non-calendar columns when None.
+        layout: "auto", "wide" or "long".
+        regularize: Insert missing grid steps as NaN rows (False: keep the file's rows only).
+
+    Returns:
+        The frame (tz-naive UTC DatetimeIndex, one float64 column per feature) and a TableReport.
+
+    Raises:
+        DataError: Unreadable file, bad timestamps, duplicates, empty or non-numeric columns.
+    """
+    path = Path(path)
+    df = _read(path)
+    tcol = _time_column(df, time_col, path)
+    times = _parse_times(df[tcol], path, tcol)
+    body = df.drop(columns=[tcol])
+    resolved, icol = _resolve_layout(body, times, layout, id_col, path)
+    exclude = {icol} if icol else set()
+    vcols, notes = _value_columns(body, exclude, value_cols, path)
+    if icol:
+        frame = _pivot(body, times, icol, vcols, path, tcol)
+    else:
+        frame = _wide(body, times, vcols, path, tcol)
+    _check_not_empty(frame, path)
+    frame = frame.sort_index(kind="stable")
+    frame, grid_info = _regularize(frame, path, tcol, regularize)
+    notes += grid_info.pop("notes")
+    report = TableReport(
+        path=str(path),
+        layout=resolved,
+        rows=len(frame),
+        columns=list(frame.columns),
+        missing={c: int(n) for c, n in frame.isna().sum().items()},
+        time_col=tcol,
+        id_col=icol,
+        value_cols=list(vcols),
+        notes=notes,
+        **grid_info,
+    )
+    return frame, report
+
+
+def _read(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        reader = pd.read_parquet
+    elif name.endswith((".csv", ".csv.gz")):
+        reader = pd.read_csv
+    else:
+        raise DataError(f"{path}: unsupported file type; expected .csv, .csv.gz or .parquet")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = reader(path)
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read: {first}") from None
+    df.columns = [str(c) for c in df.columns]
+    if df.empty:
+        raise DataError(f"{path}: the table has no rows")
+    return df
+
+
+def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:
+    if time_col is not None:
+        if time_col not in df.columns:
+            raise DataError(
+                f"{path}: time column '{time_col}' not found; columns: {_few(df.columns)}"
+            )
+        return time_col
+    for col in df.columns:
+        if col.lower() in TIME_NAMES:
+            return col
+    typed = [c for c in df.columns if ptypes.is_datetime64_any_dtype(df[c])]
+    if len(typed) == 1:
+        return typed[0]
+    raise DataError(
+        f"{path}: missing time column (no column named one of {list(TIME_NAMES)} and no single "
+        f"datetime column); pass time_col; columns: {_few(df.columns)}"
+    )
+
+
+def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
+    if ptypes.is_numeric_dtype(col) and not ptypes.is_bool_dtype(col):
+        parsed = pd.to_datetime(col, unit="s", utc=True, errors="coerce")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format": retried below
+            parsed = pd.to_datetime(col, utc=True, errors="coerce")
+            if (parsed.isna() & col.notna()).any():
+                parsed = pd.to_datetime(col, utc=True, errors="coerce", format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        what = "empty timestamp" if pd.isna(col.iloc[i]) else f"cannot parse {col.iloc[i]!r}"
+        raise DataError(
+            f"{path}: column '{name}': {what} (data row {i + 1}; {bad.size} unparsable)"
+        )
+    return pd.DatetimeIndex(parsed).tz_localize(None).as_unit("ns")
+
+
+def _resolve_layout(
+    body: pd.DataFrame, times: pd.DatetimeIndex, layout: str, id_col: str | None, path: Path
+) -> tuple[str, str | None]:
+    if layout not in LAYOUTS:
+        raise DataError(f"{path}: layout '{layout}' unknown; expected one of {list(LAYOUTS)}")
+    if id_col is not None:
+        if id_col not in body.columns:
+            raise DataError(
+                f"{path}: id column '{id_col}' not found; columns: {_few(body.columns)}"
+            )
+        if layout == "wide":
+            raise DataError(f"{path}: id column '{id_col}' given with layout='wide'")
+        return "long", id_col
+    named = [c for c in body.columns if c.lower() in ID_NAMES or c.lower().endswith("_id")]
+    if layout == "long" and not named:
+        raise DataError(f"{path}: layout='long' but no id column found; pass id_col")
+    if named and (layout == "long" or (layout == "auto" and times.has_duplicates)):
+        return "long", named[0]
+    return "wide", None
+
+
+def _value_columns(
+    body: pd.DataFrame, exclude: set[str], requested: Any, path: Path
+) -> tuple[list[str], list[str]]:
+    if requested is not None:
+        unknown = [c for c in requested if c not in body.columns or c in exclude]
+        if unknown:
+            raise DataError(
+                f"{path}: value column(s) {unknown} not found; columns: {_few(body.columns)}"
+            )
+        return list(requested), []
+    skipped: dict[str, list[str]] = {"calendar": [], "text": [], "constant integer (label)": []}
+    chosen = []
+    for col in body.columns:
+        if col in exclude:
+            continue
+        kind = _column_kind(body[col], col, path)
+        if kind == "value":
+            chosen.append(col)
+        else:
+            skipped[kind].append(col)
+    if not chosen:
+        raise DataError(
+            f"{path}: no numeric value columns; columns besides time: {_few(body.columns)}"
+        )
+    notes = [f"skipped {kind} columns: {', '.join(cols)}" for kind, cols in skipped.items() if cols]
+    return chosen, notes
+
+
+def _column_kind(col: pd.Series, name: str, path: Path) -> str:
+    if name.lower() in CALENDAR_NAMES:
+        return "calendar"
+    if not ptypes.is_numeric_dtype(col):
+        parsed = pd.to_numeric(col, errors="coerce")
+        if parsed.notna().any() or col.isna().all():
+            _to_float(col, name, path)  # numbers mixed with text: raises, naming a text value
+            return "value"
+        return "text"
+    if ptypes.is_integer_dtype(col) and col.nunique(dropna=False) == 1:
+        return "constant integer (label)"
+    return "value"
+
+
+def _to_float(col: pd.Series, name: str, path: Path) -> np.ndarray:
+    if ptypes.is_numeric_dtype(col):
+        return col.to_numpy(dtype="float64", na_value=np.nan)
+    parsed = pd.to_numeric(col, errors="coerce")
+    bad = np.flatnonzero((parsed.isna() & col.notna()).to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{path}: column '{name}' has non-numeric value {col.iloc[i]!r} (data row {i + 1}; "
+            f"{bad.size} such values)"
+        )
+    return parsed.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _wide(
+    body: pd.DataFrame, times: pd.DatetimeIndex, vcols: list[str], path: Path, tcol: str
+) -> pd.DataFrame:
+    dup = np.flatnonzero(times.duplicated())
+    if dup.size:
+        raise DataError(
+            f"{path}: column '{tcol}': duplicated timestamp {times[dup[0]]} ({dup.size} duplicates)"
+        )
+    data = {c: _to_float(body[c], c, path) for c in vcols}
+    return pd.DataFrame(data, index=times, columns=vcols)
+
+
+def _pivot(
+    body: pd.DataFrame,
+    times: pd.DatetimeIndex,
+    icol: str,
+    vcols: list[str],
+    path: Path,
+    tcol: str,
+) -> pd.DataFrame:
+    ids = body[icol]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0]) + 1
+        raise DataError(f"{path}: column '{icol}': empty id (data row {row})")
+    keys = pd.MultiIndex.from_arrays([times, ids], names=[tcol, icol])
+    dup = np.flatnonzero(keys.duplicated())
+    if dup.size:
+        t, i = keys[dup[0]]
+        raise DataError(
+            f"{path}: columns '{tcol}', '{icol}': duplicated ({tcol}, {icol}) pair ({t}, {i!r}) "
+            f"({dup.size} duplicates)"
+        )
+    data = pd.DataFrame({c: _to_float(body[c], c, path) for c in vcols}, index=keys)
+    wide = data.unstack(level=icol)  # columns: (value column, id)
+    order = [(v, i) for i in pd.Index(ids.unique()).sort_values() for v in vcols]
+    wide = wide[order]
+    names = [f"{i}" if len(vcols) == 1 else f"{i}_{v}" for v, i in order]
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: column '{icol}': ids and value columns give duplicate names")
+    wide.columns = names
+    return wide
+
+
+def _check_not_empty(frame: pd.DataFrame, path: Path) -> None:
+    empty = [c for c in frame.columns if frame[c].isna().all()]
+    if empty:
+        raise DataError(f"{path}: column '{empty[0]}' is empty (no values); all empty: {empty}")
+
+
+def _regularize(
+    frame: pd.DataFrame, path: Path, tcol: str, regularize: bool
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    index = frame.index
+    step = _mode_step(index, path, tcol)
+    grid, notes = _grid(index, step, path, tcol)
+    missing = ~grid.isin(index)
+    info = {
+        "period_s": step / 1e9,
+        "seasonal_period": _DAY_NS // step if step < _DAY_NS and _DAY_NS % step == 0 else None,
+        "n_gap_steps": int(missing.sum()),
+        "gaps": _gap_spans(grid, missing),
+        "notes": notes,
+    }
+    if not regularize:
+        if info["n_gap_steps"]:
+            notes.append(f"regularize=False: {info['n_gap_steps']} missing steps not inserted")
+        return frame, info
+    return frame.reindex(grid), info
+
+
+def _mode_step(index: pd.DatetimeIndex, path: Path, tcol: str) -> int:
+    if len(index) < 2:
+        raise DataError(f"{path}: column '{tcol}': {len(index)} timestamp(s); need at least 2")
+    diffs = np.diff(index.asi8)
+    values, counts = np.unique(diffs, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _grid(
+    index: pd.DatetimeIndex, step: int, path: Path, tcol: str
+) -> tuple[pd.DatetimeIndex, list[str]]:
+    off = np.flatnonzero((index.asi8 - index.asi8[0]) % step)
+    if off.size:
+        raise DataError(
+            f"{path}: column '{tcol}': timestamp {index[off[0]]} is off the regular "
+            f"{_step_text(step)} grid ({off.size} such); resample the data first"
+        )
+    weekend = index.day_of_week >= 5
+    span_days = (index[-1] - index[0]) / pd.Timedelta(days=1)
+    if step == _DAY_NS and not weekend.any() and span_days >= 7:
+        grid = pd.bdate_range(index[0], index[-1], normalize=False).as_unit("ns")
+        notes = ["business-day series: weekends not treated as gaps"]
+    else:
+        n = (index.asi8[-1] - index.asi8[0]) // step + 1
+        if n > MAX_GRID_GROWTH * len(index) + 1000:
+            raise DataError(
+                f"{path}: column '{tcol}': a regular {_step_text(step)} grid would need {n} rows "
+                f"for {len(index)} timestamps; resample the data first"
+            )
+        grid = pd.date_range(index[0], periods=n, freq=pd.Timedelta(step)).as_unit("ns")
+        notes = []
+    return grid.rename(index.name), notes
+
+
+def _gap_spans(grid: pd.DatetimeIndex, missing: np.ndarray) -> list[tuple[str, str, int]]:
+    pos = np.flatnonzero(missing)
+    if not pos.size:
+        return []
+    breaks = np.flatnonzero(np.diff(pos) != 1)
+    starts = np.concatenate([[0], breaks + 1])[:MAX_GAPS_LISTED]
+    ends = np.concatenate([breaks, [pos.size - 1]])[:MAX_GAPS_LISTED]
+    return [
+        (grid[pos[a]].isoformat(), grid[pos[b]].isoformat(), int(b - a + 1))
+        for a, b in zip(starts, ends, strict=True)
+    ]
+
+
+def _step_text(step_ns: int) -> str:
+    return f"{step_ns / 1e9:g}-second"
+
+
+def _few(names: Any, limit: int = 12) -> str:
+    names = [str(n) for n in names]
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return "[" + ", ".join(names[:limit]) + more + "]"

@@ -1,0 +1,336 @@
+"""prepare(): table -> imputed, scaled, windowed chronological splits.
+
+The regular grid is cut into train / val / test segments (fractions of its rows, in time order).
+Each segment is imputed on its own, so no value leaks across a boundary: linear interpolation along
+time fills at most ``interpolate_limit`` steps per gap (counted from the gap's start), the rest is
+forward filled and a leading gap back filled. The scaler (mean, std per feature) is fitted on the
+imputed train segment only. Windows are cut inside each segment, so none crosses a boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from edgecomp.data.config import DataConfig
+from edgecomp.data.io import DataError, TableReport, _few, load_table
+from edgecomp.data.windows import Windows
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    """A prepared table: raw and imputed values, train-fitted scaler, windows per split.
+
+    Attributes:
+        config: The DataConfig used.
+        source: ``{"file": basename, "sha256": hex digest of the file's bytes}``.
+        report: What ``load_table`` found.
+        features: Input feature names (F), in model order.
+        targets: Target names (F_out), each one of ``features``.
+        raw: Regular grid, not imputed (NaN where missing), feature columns only.
+        values: float64 [T, F] imputed raw values (each split imputed on its own).
+        mean: float64 [F] train mean.
+        std: float64 [F] train std, floored at ``1e-6 * max(1, |mean|)``.
+        bounds: Row range [start, end) of each split.
+        imputed: Per split, per feature: values imputed.
+        train: Training windows (scaled).
+        val: Validation windows (scaled).
+        test: Test windows (scaled).
+        imputation: The runtime's imputation policy (see runtime/FORMAT.md).
+        notes: Warnings raised while preparing (constant or mostly missing columns).
+    """
+
+    config: DataConfig
+    source: dict[str, str]
+    report: TableReport
+    features: list[str]
+    targets: list[str]
+    raw: pd.DataFrame
+    values: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    bounds: dict[str, tuple[int, int]]
+    imputed: dict[str, dict[str, int]]
+    train: Windows
+    val: Windows
+    test: Windows
+    imputation: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def target_index(self) -> list[int]:
+        """Positions of the targets among the features."""
+        return [self.features.index(t) for t in self.targets]
+
+    def split(self, name: str) -> Windows:
+        """The windows of split ``name`` ("train", "val" or "test")."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split '{name}'; expected one of {list(SPLITS)}")
+        return getattr(self, name)
+
+    def raw_inputs(self, name: str, *, imputed: bool = False) -> np.ndarray:
+        """float32 [N, L, F] inputs of split ``name`` in raw units; NaN where missing unless
+        ``imputed`` (as a gateway would see them)."""
+        source = self.values if imputed else self.raw.to_numpy(dtype="float64")
+        return _gather(source, self.split(name).starts, 0, self.config.input_len)
+
+    def raw_targets(self, name: str) -> np.ndarray:
+        """float32 [N, H, F_out] true targets of split ``name`` in raw units (imputed values)."""
+        starts = self.split(name).starts
+        return _gather(
+            self.values, starts, self.config.input_len, self.config.horizon, self.target_index
+        )
+
+    def unscale_targets(self, y_scaled: np.ndarray) -> np.ndarray:
+        """Scaled targets [..., F_out] -> raw units."""
+        idx = self.target_index
+        return np.asarray(y_scaled) * self.std[idx] + self.mean[idx]
+
+    def with_scaler(self, mean: np.ndarray, std: np.ndarray) -> Dataset:
+        """This dataset with its windows rescaled by another scaler (e.g. a model spec's own).
+
+        Returns ``self`` when the statistics already match.
+        """
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise DataError(f"{self.source['file']}: scaler has {mean.shape[0]} features, "
+                            f"the data {self.mean.shape[0]}")
+        if np.allclose(mean, self.mean, rtol=1e-9) and np.allclose(std, self.std, rtol=1e-9):
+            return self
+        tidx = self.target_index
+
+        def rescale(w: Windows) -> Windows:
+            x = (w.x * self.std + self.mean - mean) / std
+            y = (w.y * self.std[tidx] + self.mean[tidx] - mean[tidx]) / std[tidx]
+            return Windows(x.astype(np.float32), y.astype(np.float32), w.starts)
+
+        return replace(self, mean=mean, std=std, train=rescale(self.train),
+                       val=rescale(self.val), test=rescale(self.test))
+
+    def spec_fields(self) -> dict[str, Any]:
+        """Keyword arguments for ``edgecomp.spec.ModelSpec`` except ``arch`` and ``hparams``."""
+        cfg, rep = self.config, self.report
+        return {
+            "input_len": cfg.input_len,
+            "horizon": cfg.horizon,
+            "features": list(self.features),
+            "targets": list(self.targets),
+            "scaler": {"kind": "standard", "mean": self.mean.tolist(), "std": self.std.tolist()},
+            "imputation": dict(self.imputation),
+            "period_s": rep.period_s,
+            "seasonal_period": rep.seasonal_period,
+            "data": {
+                "file": self.source["file"],
+                "sha256": self.source["sha256"],
+                "split": list(cfg.split),
+                "stride": cfg.stride,
+                "time_col": rep.time_col,
+                "id_col": rep.id_col,
+                "layout": rep.layout,
+                "value_cols": list(rep.value_cols),
+                "regularize": cfg.regularize,
+            },
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Rows, period, gaps, imputed counts and windows per split, as a JSON-ready dict."""
+        rep = self.report
+        return {
+            "file": self.source["file"],
+            "layout": rep.layout,
+            "rows": len(self.raw),
+            "features": len(self.features),
+            "targets": len(self.targets),
+            "period_s": rep.period_s,
+            "seasonal_period": rep.seasonal_period,
+            "n_gap_steps": rep.n_gap_steps,
+            "gaps": [list(g) for g in rep.gaps],
+            "missing": int(self.raw.isna().to_numpy().sum()),
+            "imputed": {s: sum(c.values()) for s, c in self.imputed.items()},
+            "bounds": {s: list(b) for s, b in self.bounds.items()},
+            "windows": {s: len(self.split(s)) for s in SPLITS},
+            "notes": rep.notes + self.notes,
+        }
+
+
+def prepare(source: str | Path, config: DataConfig) -> Dataset:
+    """Load ``source`` and turn it into imputed, scaled windows split by time.
+
+    Args:
+        source: CSV, CSV.gz or Parquet file (see ``load_table`` for the accepted layouts).
+        config: Windowing, split and imputation settings.
+
+    Returns:
+        The Dataset.
+
+    Raises:
+        DataError: Bad file content, unknown feature or target names, or too few rows overall or
+            in a split.
+    """
+    path = Path(source)
+    frame, report = load_table(
+        path,
+        time_col=config.time_col,
+        id_col=config.id_col,
+        value_cols=config.value_cols,
+        layout=config.layout,
+        regularize=config.regularize,
+    )
+    features, targets = _select(list(frame.columns), config, path)
+    raw = frame[features]
+    bounds = _bounds(len(raw), config, path)
+    raw_np = raw.to_numpy(dtype="float64")
+    values, imputed = _impute(raw_np, bounds, features, config.interpolate_limit, path)
+    train = values[slice(*bounds["train"])]
+    mean, std, notes = _fit_scaler(train, features)
+    notes += _missing_notes(raw_np, features, config.max_missing_fraction)
+    scaled = ((values - mean) / std).astype(np.float32)
+    tidx = [features.index(t) for t in targets]
+    windows = {s: _windows(scaled, bounds[s], config, tidx) for s in SPLITS}
+    return Dataset(
+        config=config,
+        source={"file": path.name, "sha256": _sha256(path)},
+        report=report,
+        features=features,
+        targets=targets,
+        raw=raw,
+        values=values,
+        mean=mean,
+        std=std,
+        bounds=bounds,
+        imputed=imputed,
+        imputation=_policy(config),
+        notes=notes,
+        **windows,
+    )
+
+
+def _select(columns: list[str], config: DataConfig, path: Path) -> tuple[list[str], list[str]]:
+    features = list(config.features) if config.features else columns
+    unknown = [f for f in features if f not in columns]
+    if unknown:
+        raise DataError(f"{path}: unknown feature(s) {unknown}; available: {_few(columns)}")
+    targets = list(config.targets) if config.targets else list(features)
+    unknown = [t for t in targets if t not in features]
+    if unknown:
+        raise DataError(
+            f"{path}: unknown target(s) {unknown}; targets must be among the features: "
+            f"{_few(features)}"
+        )
+    return features, targets
+
+
+def _bounds(rows: int, config: DataConfig, path: Path) -> dict[str, tuple[int, int]]:
+    need = config.input_len + config.horizon
+    if rows < need:
+        raise DataError(f"{path}: {rows} rows, fewer than input_len + horizon = {need}")
+    n_train = round(rows * config.split[0])
+    n_val = min(round(rows * config.split[1]), rows - n_train)
+    edges = [0, n_train, n_train + n_val, rows]
+    bounds = {s: (edges[i], edges[i + 1]) for i, s in enumerate(SPLITS)}
+    for i, (name, (a, b)) in enumerate(bounds.items()):
+        if config.split[i] > 0 and b - a < need:
+            raise DataError(
+                f"{path}: the {name} split has {b - a} rows ({config.split[i]:g} of {rows}); it "
+                f"needs at least {need} (input_len {config.input_len} + horizon {config.horizon})"
+            )
+    return bounds
+
+
+def _impute(
+    raw: np.ndarray,
+    bounds: dict[str, tuple[int, int]],
+    features: list[str],
+    limit: int,
+    path: Path,
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    values = raw.copy()
+    counts = {}
+    for name, (a, b) in bounds.items():
+        block = raw[a:b]
+        holes = np.isnan(block).sum(axis=0)
+        empty = np.flatnonzero(holes == b - a) if b > a else []
+        if len(empty):
+            col = features[empty[0]]
+            raise DataError(
+                f"{path}: column '{col}' has no values in the {name} split "
+                f"(rows {a}..{b - 1}); cannot impute it"
+            )
+        if holes.any():
+            values[a:b] = fill_missing(block, limit)
+        counts[name] = {f: int(n) for f, n in zip(features, holes, strict=True)}
+    return values, counts
+
+
+def fill_missing(block: np.ndarray, limit: int) -> np.ndarray:
+    """Fill NaN in [T, F] along time: linear interpolation of at most ``limit`` steps per gap
+    (counted from the gap's start), then forward fill, then back fill a leading gap."""
+    frame = pd.DataFrame(block)
+    if limit > 0:
+        frame = frame.interpolate(
+            method="linear", limit=limit, limit_direction="forward", limit_area="inside"
+        )
+    return frame.ffill().bfill().to_numpy(dtype="float64")
+
+
+def _fit_scaler(train: np.ndarray, features: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    floor = 1e-6 * np.maximum(1.0, np.abs(mean))
+    constant = [features[i] for i in np.flatnonzero(std < floor)]
+    notes = []
+    if constant:
+        notes.append(f"constant in the train split (std floored): {', '.join(constant)}")
+        warnings.warn(notes[-1], stacklevel=3)
+    return mean, np.maximum(std, floor), notes
+
+
+def _missing_notes(raw: np.ndarray, features: list[str], max_fraction: float) -> list[str]:
+    frac = np.isnan(raw).mean(axis=0)
+    return [
+        f"column '{features[i]}' is {frac[i]:.0%} missing, more than max_missing_fraction "
+        f"{max_fraction:g}: the runtime will refuse windows where it is that sparse"
+        for i in np.flatnonzero(frac > max_fraction)
+    ]
+
+
+def _windows(
+    scaled: np.ndarray, bound: tuple[int, int], config: DataConfig, tidx: list[int]
+) -> Windows:
+    a, b = bound
+    L, H = config.input_len, config.horizon  # noqa: N806
+    starts = np.arange(a, max(a, b - L - H + 1), config.stride, dtype=np.int64)
+    return Windows(_gather(scaled, starts, 0, L), _gather(scaled, starts, L, H, tidx), starts)
+
+
+def _gather(
+    array: np.ndarray, starts: np.ndarray, offset: int, length: int, cols: list[int] | None = None
+) -> np.ndarray:
+    """float32 [N, length, F] blocks ``array[s + offset : s + offset + length]`` for s in starts."""
+    view = sliding_window_view(array, length, axis=0)  # [T - length + 1, F, length]
+    out = view[starts + offset].transpose(0, 2, 1)
+    if cols is not None:
+        out = out[:, :, cols]
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _policy(config: DataConfig) -> dict[str, Any]:
+    return {
+        "interpolate_limit": config.interpolate_limit,
+        "then": "ffill",
+        "max_missing_fraction": config.max_missing_fraction,
+    }
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -1,0 +1,160 @@
+"""The artifact manifest: the only code that writes manifest.json and .edgepkg files.
+
+The format (keys, types, versioning) is documented in runtime/FORMAT.md and
+runtime/COMPATIBILITY.md. The runtime owns the reader and the validator, so the compiler can never
+write what the runtime would refuse: every artifact passes the runtime's own checks before it is
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgecomp._io import atomic_write
+from edgecomp_runtime import FORMAT, FORMAT_VERSION, read_artifact, validate_manifest
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ARTIFACT_SUFFIX",
+    "producer_versions",
+    "new_manifest",
+    "write_artifact",
+    "read_manifest",
+    "format_manifest",
+]
+
+ARTIFACT_SUFFIX = ".edgepkg"
+MANIFEST_NAME = "manifest.json"
+
+
+def producer_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of edgecomp, torch and ``packages`` (absent ones are skipped)."""
+    versions = {}
+    for name in ("edgecomp", "edgecomp-runtime", "torch", *packages):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def new_manifest(**sections: Any) -> dict[str, Any]:
+    """A manifest dict with the format header, creation time and the given sections."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **sections,
+    }
+
+
+def write_artifact(path: str | Path, manifest: dict[str, Any], files: dict[str, bytes]) -> Path:
+    """Checksum ``files``, validate the manifest with the runtime's rules, write a zip atomically.
+
+    Args:
+        path: Destination .edgepkg path.
+        manifest: Manifest without ``files``; it is completed in place with names, sizes and sha256.
+        files: File name -> contents, flat names only.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    manifest["files"] = [
+        {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for name, data in sorted(files.items())
+    ]
+    validate_manifest(manifest, source=str(path))
+    payload = json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False).encode()
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(MANIFEST_NAME, payload)
+            for name, data in sorted(files.items()):
+                zf.writestr(name, data)
+
+    atomic_write(path, write)
+    read_artifact(path)  # read back through the runtime: checksums and format
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and verify an artifact's manifest (format version, checksums) via the runtime."""
+    manifest, _ = read_artifact(path)
+    return manifest
+
+
+def format_manifest(manifest: dict[str, Any]) -> str:
+    """A readable multi-line summary of a manifest (for `edgecomp inspect`)."""
+    out = io.StringIO()
+    spec, target = manifest["spec"], manifest["target"]
+    print(f"format      {manifest['format']} v{manifest['format_version']}", file=out)
+    print(f"created     {manifest.get('created', '?')}", file=out)
+    print(
+        f"target      {target.get('name')} (backend {target.get('backend')}, "
+        f"{target.get('arch', '?')})  precision {manifest['precision']}",
+        file=out,
+    )
+    print("producer    " + ", ".join(f"{k} {v}" for k, v in manifest["producer"].items()), file=out)
+    print(
+        f"model       {spec['arch']} {spec.get('hparams', {})}  L={spec['input_len']} "
+        f"H={spec['horizon']}  F={len(spec['features'])} -> {len(spec['targets'])}",
+        file=out,
+    )
+    if spec.get("period_s"):
+        print(
+            f"sampling    every {spec['period_s']:g} s, imputation {spec['imputation']}", file=out
+        )
+    _format_io(manifest["io"], out)
+    _format_layers(manifest["layers"], out)
+    _format_metrics(manifest["metrics"], out)
+    print("files", file=out)
+    for entry in manifest["files"]:
+        print(
+            f"  {entry['name']:<24} {entry['size']:>10,} B  sha256 {entry['sha256'][:16]}…",
+            file=out,
+        )
+    return out.getvalue()
+
+
+def _format_io(io_spec: dict[str, Any], out: io.StringIO) -> None:
+    for kind in ("inputs", "outputs"):
+        for t in io_spec.get(kind, []):
+            print(f"{kind[:-1]:<11} {t['name']} {t['shape']} {t['dtype']}", file=out)
+
+
+def _format_layers(layers: list[dict[str, Any]], out: io.StringIO) -> None:
+    print("layers", file=out)
+    for layer in layers:
+        method = f" ({layer['method']})" if layer.get("method") else ""
+        print(
+            f"  {layer['name']:<28} {layer['op_type']:<8} {layer['precision']:<5}{method}"
+            f"  {layer.get('reason', '')}",
+            file=out,
+        )
+
+
+def _format_metrics(metrics: dict[str, Any], out: io.StringIO) -> None:
+    print(
+        f"metrics     {metrics.get('split', '?')} split, {metrics.get('n_windows', '?')} windows; "
+        f"parity max |diff| {metrics.get('parity', {}).get('max_abs_diff', float('nan')):.3g} "
+        "(scaled units)",
+        file=out,
+    )
+    rows = [
+        ("reference MAE", metrics["reference"]["mae"]),
+        ("artifact MAE", metrics["artifact"]["mae"]),
+    ]
+    rows += [(f"{name} MAE", m["mae"]) for name, m in metrics.get("baselines", {}).items()]
+    horizon = len(rows[0][1])
+    print("  " + " " * 22 + "".join(f"h{h + 1:<8}" for h in range(horizon)), file=out)
+    for label, values in rows:
+        print(f"  {label:<22}" + "".join(f"{v:<9.4g}" for v in values), file=out)

@@ -1,0 +1,319 @@
+"""Train a forecaster on windows: Adam, early stopping with best-weights restore, seeded.
+
+Losses are computed in scaled units (what the module sees). The same config and the same initial
+weights give the same trained weights: shuffling uses a numpy generator seeded from the config,
+and torch's generator (dropout) is seeded too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecomp.data.windows import Windows
+
+__all__ = ["LOSSES", "TrainConfig", "TrainResult", "predict", "train_module"]
+
+LOSSES: dict[str, Callable[[], nn.Module]] = {"mse": nn.MSELoss, "mae": nn.L1Loss}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a forecaster.
+
+    Attributes:
+        arch: Registered architecture to build (see ``edgecomp.models.MODELS``).
+        hparams: Architecture hyperparameters, merged over its defaults.
+        epochs: Maximum number of passes over the training windows.
+        batch_size: Windows per optimizer step.
+        lr: Adam learning rate.
+        loss: "mse" or "mae", in scaled units.
+        patience: Stop after this many epochs without a lower validation loss.
+        seed: Seeds torch and the shuffling generator.
+        threads: torch intra-op threads.
+        weight_decay: Adam weight decay (L2).
+    """
+
+    arch: str = "lstm"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    loss: str = "mse"
+    patience: int = 5
+    seed: int = 0
+    threads: int = 1
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("arch", isinstance(self.arch, str) and bool(self.arch), "a non-empty string"),
+            (
+                "hparams",
+                isinstance(self.hparams, dict) and all(isinstance(k, str) for k in self.hparams),
+                "a dict with string keys",
+            ),
+            ("loss", self.loss in LOSSES, f"one of {sorted(LOSSES)}"),
+            ("lr", _is_number(self.lr) and self.lr > 0, "a positive number"),
+            (
+                "weight_decay",
+                _is_number(self.weight_decay) and self.weight_decay >= 0,
+                "a number >= 0",
+            ),
+            ("seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0"),
+        ]
+        for name in ("epochs", "batch_size", "patience", "threads"):
+            value = getattr(self, name)
+            checks.append((name, _is_int(value) and value >= 1, "an integer >= 1"))
+        for name, ok, expected in checks:
+            if not ok:
+                value = getattr(self, name)
+                raise ValueError(f"TrainConfig.{name} must be {expected}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """Rebuild from ``to_dict()`` output; missing fields take their defaults.
+
+        Raises:
+            ValueError: Not a dict, an unknown field (named), or an invalid value.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"TrainConfig: expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown field(s) {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """What training produced.
+
+    Attributes:
+        module: The trained module, holding the best validation weights, in eval mode.
+        history: One ``{"epoch", "train_loss", "val_loss"}`` per epoch run (epochs count from 1).
+        best_epoch: Epoch whose weights were kept.
+        best_val_loss: Its validation loss.
+        seconds: Wall time of training.
+    """
+
+    module: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    seconds: float
+
+
+def _tensors(name: str, windows: Windows) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(windows) == 0:
+        raise ValueError(f"{name} windows are empty")
+    if windows.x.ndim != 3 or windows.y.ndim != 3:
+        raise ValueError(
+            f"{name} windows must have x [N, L, F] and y [N, H, F_out], got "
+            f"{list(windows.x.shape)} and {list(windows.y.shape)}"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(windows.x, dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(windows.y, dtype=np.float32))
+    return x, y
+
+
+def _check_output(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse a module whose output shape differs from the targets (the loss would broadcast)."""
+    module.eval()
+    with torch.no_grad():
+        out = module(x[:1])
+    if tuple(out.shape[1:]) != tuple(y.shape[1:]):
+        raise ValueError(
+            f"module output [batch, {', '.join(map(str, out.shape[1:]))}] does not "
+            f"match the targets [batch, {', '.join(map(str, y.shape[1:]))}]"
+        )
+
+
+def _run_epoch(
+    module: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    order: np.ndarray,
+    batch_size: int,
+) -> float:
+    x, y = data
+    module.train()
+    total = 0.0
+    for begin in range(0, len(order), batch_size):
+        index = torch.from_numpy(order[begin : begin + batch_size])
+        optimizer.zero_grad()
+        loss = loss_fn(module(x[index]), y[index])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(index)
+    return total / len(order)
+
+
+def _evaluate(
+    module: nn.Module, data: tuple[torch.Tensor, torch.Tensor], loss_fn: nn.Module, batch_size: int
+) -> float:
+    x, y = data
+    module.eval()
+    total = 0.0
+    with torch.no_grad():
+        for begin in range(0, len(x), batch_size):
+            xb, yb = x[begin : begin + batch_size], y[begin : begin + batch_size]
+            total += float(loss_fn(module(xb), yb)) * len(xb)
+    return total / len(x)
+
+
+def _writer(log_dir: str | Path | None) -> Any:
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+class _Stopper:
+    """Early stopping on validation loss, keeping a copy of the best weights."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best_loss, self.best_epoch, self.bad = patience, math.inf, 0, 0
+        self.state: dict[str, torch.Tensor] = {}
+
+    def update(self, module: nn.Module, epoch: int, val_loss: float) -> bool:
+        """Record an epoch; True when training should stop."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad = val_loss, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+
+def train_module(
+    module: nn.Module,
+    train: Windows,
+    val: Windows,
+    config: TrainConfig,
+    *,
+    log_dir: str | Path | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train ``module`` in place on scaled windows; keep the weights of the best validation epoch.
+
+    Args:
+        module: Maps x [B, L, F] to [B, H, F_out], matching ``train.y``.
+        train: Training windows (shuffled each epoch).
+        val: Validation windows (early stopping).
+        config: Optimizer, loss, epochs, patience, seed, threads.
+        log_dir: If given, TensorBoard event files with ``loss/train`` and ``loss/val`` per epoch.
+        on_epoch: Called as ``on_epoch(epoch, train_loss, val_loss)`` after each epoch.
+
+    Raises:
+        ValueError: Empty or ill-shaped windows, an output shape that differs from the targets,
+            or a loss that is no longer finite (lower ``lr``).
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    data = _tensors("train", train), _tensors("val", val)
+    _check_output(module, *data[0])
+    loss_fn = LOSSES[config.loss]()
+    optimizer = torch.optim.Adam(
+        module.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    stopper, history, writer = _Stopper(config.patience), [], _writer(log_dir)
+    began = time.perf_counter()
+    try:
+        for epoch in range(1, config.epochs + 1):
+            order = rng.permutation(len(train))
+            train_loss, val_loss = _epoch(module, data, loss_fn, optimizer, order, config, epoch)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            _log(writer, on_epoch, epoch, train_loss, val_loss)
+            if stopper.update(module, epoch, val_loss):
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+    module.load_state_dict(stopper.state)
+    module.eval()
+    return TrainResult(
+        module, history, stopper.best_epoch, stopper.best_loss, time.perf_counter() - began
+    )
+
+
+def _epoch(
+    module: nn.Module,
+    data: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    order: np.ndarray,
+    config: TrainConfig,
+    epoch: int,
+) -> tuple[float, float]:
+    """One pass over the training windows, then the validation loss; refuses a non-finite loss."""
+    train_loss = _run_epoch(module, data[0], loss_fn, optimizer, order, config.batch_size)
+    val_loss = _evaluate(module, data[1], loss_fn, config.batch_size)
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise ValueError(
+            f"training diverged at epoch {epoch} (train loss {train_loss}, "
+            f"val loss {val_loss}); lower TrainConfig.lr"
+        )
+    return train_loss, val_loss
+
+
+def _log(
+    writer: Any,
+    on_epoch: Callable[[int, float, float], None] | None,
+    epoch: int,
+    train_loss: float,
+    val_loss: float,
+) -> None:
+    if writer is not None:
+        writer.add_scalar("loss/train", train_loss, epoch)
+        writer.add_scalar("loss/val", val_loss, epoch)
+        writer.flush()
+    if on_epoch is not None:
+        on_epoch(epoch, train_loss, val_loss)
+
+
+def predict(module: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Run ``module`` on scaled inputs [N, L, F] without gradients; returns float32 [N, H, F_out].
+
+    The module runs in eval mode; its previous mode is restored afterwards.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 3 or len(x) == 0:
+        raise ValueError(f"x must be [N, L, F] with N >= 1, got shape {list(x.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            outs = [
+                module(torch.from_numpy(x[i : i + batch_size])).numpy()
+                for i in range(0, len(x), batch_size)
+            ]
+    finally:
+        module.train(was_training)
+    return np.concatenate(outs).astype(np.float32, copy=False)

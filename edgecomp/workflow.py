@@ -1,0 +1,136 @@
+"""The CLI's jobs as library calls: train and evaluate a checkpoint, build from a source file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from edgecomp._io import atomic_write_text
+from edgecomp.data import DataConfig, Dataset, config_from_spec, prepare
+from edgecomp.frontend import load_model, reference_predict, source_kind
+from edgecomp.metrics import horizon_metrics
+from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics, build
+from edgecomp.spec import Model, ModelSpec
+
+__all__ = ["TrainOutcome", "train_checkpoint", "evaluate", "build_artifact", "dataset_for"]
+
+
+@dataclass
+class TrainOutcome:
+    """A trained checkpoint and its evaluation on the test split."""
+
+    path: Path
+    model: Model
+    evaluation: dict[str, Any]
+
+    def table(self) -> Table:
+        return evaluation_table(
+            self.evaluation, title=f"{self.model.spec.arch} on test split (MAE)"
+        )
+
+
+def train_checkpoint(
+    data: str | Path, data_config: DataConfig, train_config, out_dir: Path, *, console=None
+) -> TrainOutcome:
+    """Prepare ``data``, train ``train_config.arch``, evaluate on test, write a checkpoint folder.
+
+    The folder holds model.safetensors, spec.json, train.json, eval.json and tb/ (TensorBoard).
+    """
+    from edgecomp.checkpoint import save_checkpoint
+    from edgecomp.models import build_model
+    from edgecomp.train import train_module
+
+    dataset = prepare(data, data_config)
+    spec = ModelSpec(
+        arch=train_config.arch, hparams=dict(train_config.hparams), **dataset.spec_fields()
+    )
+    module = build_model(spec)
+
+    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        if console is not None:
+            console.print(
+                f"epoch {epoch:3d}  train {train_loss:.4f}  val {val_loss:.4f}", highlight=False
+            )
+
+    result = train_module(
+        module, dataset.train, dataset.val, train_config, log_dir=out_dir / "tb", on_epoch=on_epoch
+    )
+    model = Model(module=result.module, spec=spec, source=str(data))
+    save_checkpoint(model, out_dir, history=result.history, train_config=train_config)
+    evaluation = evaluate(model, dataset)
+    evaluation["train"] = {
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "seconds": result.seconds,
+    }
+    atomic_write_text(out_dir / "eval.json", json.dumps(evaluation, indent=2))
+    return TrainOutcome(out_dir, model, evaluation)
+
+
+def evaluate(model: Model, dataset: Dataset, split: str = "test") -> dict[str, Any]:
+    """Per-horizon MAE/RMSE/MAPE in raw units of the model and the naive baselines on ``split``."""
+    windows = dataset.split(split)
+    pred = dataset.unscale_targets(reference_predict(model, windows.x))
+    return {
+        "split": split,
+        "n_windows": len(windows),
+        "model": horizon_metrics(dataset.raw_targets(split), pred),
+        "baselines": baseline_metrics(dataset, split),
+    }
+
+
+def evaluation_table(evaluation: dict[str, Any], *, title: str) -> Table:
+    """A rich table: one row per forecaster (model, baselines), one column per horizon step."""
+    rows = {"model": evaluation["model"], **evaluation["baselines"]}
+    horizon = len(evaluation["model"]["mae"])
+    table = Table(title=title)
+    table.add_column("forecaster")
+    for h in range(horizon):
+        table.add_column(f"h{h + 1}", justify="right")
+    table.add_column("mean", justify="right")
+    for name, metrics in rows.items():
+        mae = metrics["mae"]
+        table.add_row(name, *(f"{v:.4g}" for v in mae), f"{np.mean(mae):.4g}")
+    return table
+
+
+def dataset_for(spec: ModelSpec, data: str | Path) -> Dataset:
+    """Window ``data`` the way ``spec`` says, scaled with the spec's own scaler statistics."""
+    dataset = prepare(data, config_from_spec(spec.to_dict()))
+    return dataset.with_scaler(np.asarray(spec.scaler["mean"]), np.asarray(spec.scaler["std"]))
+
+
+def build_artifact(
+    source: str,
+    data: str | Path,
+    config: BuildConfig,
+    out: str | Path,
+    *,
+    weights: str | None = None,
+    spec_path: str | None = None,
+    input_len: int | None = None,
+    horizon: int | None = None,
+) -> BuildResult:
+    """Ingest ``source`` (any front-end kind), window ``data`` per its spec, and build."""
+    spec = None
+    if source_kind(source) != "checkpoint":
+        spec = _external_spec(data, spec_path, input_len, horizon)
+    model = load_model(source, weights=weights, spec=spec)
+    return build(model, dataset_for(model.spec, data), config, out)
+
+
+def _external_spec(data, spec_path, input_len, horizon) -> ModelSpec:
+    if spec_path is not None:
+        return ModelSpec.load(spec_path)
+    if input_len is None or horizon is None:
+        raise ValueError(
+            "a model without a spec JSON needs --input-len and --horizon "
+            "(features and scaling then come from --data's training split)"
+        )
+    dataset = prepare(data, DataConfig(input_len=input_len, horizon=horizon))
+    return ModelSpec(arch="external", **dataset.spec_fields())

@@ -1,0 +1,111 @@
+"""Command line: ``edgecomp-runtime info ARTIFACT`` and ``edgecomp-runtime predict ARTIFACT``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecomp_runtime.errors import EdgecompRuntimeError, InputError
+from edgecomp_runtime.model import Model, load
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 with a one-line error on failure)."""
+    args = _parser().parse_args(argv)
+    try:
+        result = args.command(args)
+    except EdgecompRuntimeError as exc:
+        print(f"edgecomp-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgecomp-runtime", description="Run edgecomp artifacts (.edgepkg) without torch."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    info = commands.add_parser("info", help="print the artifact's summary as JSON")
+    info.add_argument("artifact", type=Path, help=".edgepkg file or unpacked folder")
+    info.set_defaults(command=_info)
+    predict = commands.add_parser("predict", help="forecast one raw window, print JSON")
+    predict.add_argument("artifact", type=Path, help=".edgepkg file or unpacked folder")
+    predict.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="raw window [L, F] or [B, L, F]: .json (nested list), .npy, or .csv (L rows; a "
+        "header row selects the feature columns by name; empty cells are missing)",
+    )
+    predict.add_argument("--threads", type=_positive_int, default=None, help="engine threads")
+    predict.set_defaults(command=_predict)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _info(args: argparse.Namespace) -> dict[str, Any]:
+    return load(args.artifact).info()
+
+
+def _predict(args: argparse.Namespace) -> dict[str, Any]:
+    model = load(args.artifact, threads=args.threads)
+    forecast = model.predict(_read_window(args.input, model))
+    return {"targets": model.targets, "horizon": model.horizon, "forecast": forecast.tolist()}
+
+
+def _read_window(path: Path, model: Model) -> Any:
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".npy", ".csv"):
+        raise InputError(f"{path}: unsupported input type '{suffix}'; use .json, .npy or .csv")
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".json":
+            return json.loads(path.read_text())
+        return _read_csv(path, model.features)
+    except (OSError, ValueError, IndexError) as exc:
+        raise InputError(f"{path}: cannot read the window ({exc})") from None
+
+
+def _read_csv(path: Path, features: list[str]) -> np.ndarray:
+    rows = [row for row in csv.reader(path.read_text().splitlines()) if row]
+    if not rows:
+        raise InputError(f"{path}: the CSV file is empty")
+    if all(_is_number(cell) for cell in rows[0]):
+        return np.array([[_cell(c) for c in row] for row in rows], dtype=np.float64)
+    header = [name.strip() for name in rows[0]]
+    absent = [name for name in features if name not in header]
+    if absent:
+        raise InputError(f"{path}: CSV header lacks the artifact's feature column(s) {absent}")
+    index = [header.index(name) for name in features]
+    return np.array([[_cell(row[i]) for i in index] for row in rows[1:]], dtype=np.float64)
+
+
+def _cell(text: str) -> float:
+    return float(text) if text.strip() else math.nan
+
+
+def _is_number(text: str) -> bool:
+    try:
+        _cell(text)
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

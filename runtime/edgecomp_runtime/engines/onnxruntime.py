@@ -1,0 +1,71 @@
+"""ONNX models on onnxruntime's CPU execution provider."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgecomp_runtime.errors import ArtifactError, EdgecompRuntimeError, EngineUnavailableError
+
+
+class OnnxRuntimeEngine:
+    """One onnxruntime InferenceSession, built from the model bytes.
+
+    Sequential execution, ``threads`` intra-op threads (default 1), one inter-op thread, all graph
+    optimizations. ``InferenceSession.run`` is thread-safe, so ``run`` may be called concurrently.
+    """
+
+    module: ClassVar[str] = "onnxruntime"
+    package: ClassVar[str] = "onnxruntime"
+
+    def __init__(
+        self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None
+    ) -> None:
+        ort = _import_onnxruntime()
+        self._name = manifest["model_file"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only; warnings would go to the gateway's stderr
+        try:
+            self._session = ort.InferenceSession(
+                model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        # NOTE: onnxruntime raises its own Exception subclasses (Fail, InvalidProtobuf, ...).
+        except Exception as exc:
+            raise ArtifactError(
+                f"{self._name}: onnxruntime cannot load the model ({_first_line(exc)})"
+            ) from None
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ArtifactError(f"{self._name}: the model has {len(inputs)} inputs, expected 1")
+        self._input = inputs[0].name
+        self._output = self._session.get_outputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run scaled float32 windows [B, L, F]; returns scaled float32 [B, H, F_out]."""
+        try:
+            (out,) = self._session.run([self._output], {self._input: x})
+        except Exception as exc:  # NOTE: see __init__
+            raise EdgecompRuntimeError(
+                f"{self._name}: onnxruntime failed to run the model ({_first_line(exc)})"
+            ) from None
+        return np.asarray(out, dtype=np.float32)
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"onnxruntime cannot be imported ({exc}); install it: pip install onnxruntime"
+        ) from None
+    return onnxruntime
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

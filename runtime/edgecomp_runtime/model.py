@@ -1,0 +1,196 @@
+"""load() and Model: raw sensor windows in, forecasts in raw units out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecomp_runtime.artifact import read_artifact
+from edgecomp_runtime.engines import Engine, get_engine
+from edgecomp_runtime.errors import ArtifactError, InputDtypeError, InputError, InputShapeError
+from edgecomp_runtime.preprocess import impute_window, scale, unscale
+
+_REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
+
+
+def load(path: str | Path, *, threads: int | None = None, engine: str | None = None) -> Model:
+    """Load and verify an artifact, ready to predict.
+
+    Args:
+        path: A ``.edgepkg`` file or an unpacked artifact folder.
+        threads: Intra-op threads of the engine; None means 1.
+        engine: Backend key of ``ENGINES`` to use instead of the manifest's ``target.backend``.
+
+    Returns:
+        The Model.
+
+    Raises:
+        ArtifactError: The artifact is unreadable, corrupt or malformed (see read_artifact).
+        EngineUnavailableError: No engine for the backend, or its package is not installed.
+        ValueError: ``threads`` is not a positive integer.
+    """
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    manifest, files = read_artifact(path)
+    backend = engine or manifest["target"]["backend"]
+    engine_type = get_engine(backend)
+    runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
+    return Model(manifest, runner, backend=backend)
+
+
+class Model:
+    """A loaded artifact.
+
+    Holds no mutable per-call state: ``predict`` may be called from several threads at once.
+
+    Attributes:
+        manifest: The artifact's manifest.
+        spec: The ModelSpec dict (``manifest["spec"]``).
+        input_len: Window length L.
+        horizon: Forecast steps H.
+        features: The F input columns, in order.
+        targets: The F_out forecast columns, in order.
+        backend: The engine's backend key, e.g. "onnx".
+        precision: The artifact's precision, e.g. "int8".
+    """
+
+    def __init__(self, manifest: dict[str, Any], engine: Engine, *, backend: str) -> None:
+        spec = manifest["spec"]
+        self.manifest = manifest
+        self.spec = spec
+        self.input_len: int = spec["input_len"]
+        self.horizon: int = spec["horizon"]
+        self.features: list[str] = list(spec["features"])
+        self.targets: list[str] = list(spec["targets"])
+        self.backend = backend
+        self.precision: str = manifest["precision"]
+        self._engine = engine
+        self._policy = dict(spec["imputation"])
+        self._mean = _frozen(spec["scaler"]["mean"])
+        self._std = _frozen(spec["scaler"]["std"])
+        index = [self.features.index(name) for name in self.targets]
+        self._out_mean = _frozen(self._mean[index])
+        self._out_std = _frozen(self._std[index])
+
+    def predict(self, window: Any) -> np.ndarray:
+        """Forecast from raw sensor values.
+
+        Args:
+            window: Raw values [L, F] or [B, L, F] (numpy array or nested lists, any real dtype);
+                NaN marks a missing reading, filled per the artifact's imputation policy. Not
+                modified.
+
+        Returns:
+            float32 forecasts in raw units: [H, F_out] for a [L, F] window, else [B, H, F_out].
+
+        Raises:
+            InputDtypeError: The dtype is not a real number type (bool, complex, str, object...).
+            InputShapeError: The shape is not [L, F] or [B, L, F] with B >= 1.
+            InputError: The window holds infinities.
+            MissingValueError: A column misses more values than the policy allows.
+        """
+        array = _as_real_array(window)
+        batched = self._check_shape(array)
+        x = np.array(array if batched else array[None], dtype=np.float64)
+        self._refuse_infinities(x)
+        x = impute_window(x, self._policy, features=self.features)
+        y = self._run(scale(x, self._mean, self._std).astype(np.float32))
+        out = unscale(y.astype(np.float64), self._out_mean, self._out_std).astype(np.float32)
+        return out if batched else out[0]
+
+    def run_scaled(self, x: np.ndarray) -> np.ndarray:
+        """Run already-scaled windows [B, L, F]; returns scaled float32 [B, H, F_out].
+
+        No imputation, scaling or NaN checks: this is the bare model, for parity checks.
+        """
+        array = _as_real_array(x)
+        if array.ndim != 3:
+            raise InputShapeError(
+                f"run_scaled: expected [batch, {self.input_len}, {len(self.features)}], "
+                f"got {list(array.shape)}"
+            )
+        self._check_shape(array)
+        return self._run(np.ascontiguousarray(array, dtype=np.float32))
+
+    def info(self) -> dict[str, Any]:
+        """A short JSON-ready summary: target, precision, shapes, features, files and sizes."""
+        files = {entry["name"]: entry["size"] for entry in self.manifest["files"]}
+        return {
+            "format_version": self.manifest["format_version"],
+            "target": self.manifest["target"]["name"],
+            "backend": self.backend,
+            "precision": self.precision,
+            "input_len": self.input_len,
+            "horizon": self.horizon,
+            "features": self.features,
+            "targets": self.targets,
+            "model_file": self.manifest["model_file"],
+            "files": files,
+            "size_bytes": sum(files.values()),
+            "producer": self.manifest["producer"],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(target={self.manifest['target']['name']!r}, precision={self.precision!r}, "
+            f"L={self.input_len}, H={self.horizon}, F={len(self.features)}, "
+            f"F_out={len(self.targets)})"
+        )
+
+    def _check_shape(self, array: np.ndarray) -> bool:
+        """True for [B, L, F], False for [L, F]; InputShapeError for anything else."""
+        expected = (self.input_len, len(self.features))
+        if array.shape == expected:
+            return False
+        if array.ndim == 3 and array.shape[1:] == expected and array.shape[0] >= 1:
+            return True
+        raise InputShapeError(
+            f"window: expected shape [{expected[0]}, {expected[1]}] or "
+            f"[batch, {expected[0]}, {expected[1]}] (L={expected[0]} steps, "
+            f"F={expected[1]} features), got {list(array.shape)}"
+        )
+
+    def _refuse_infinities(self, x: np.ndarray) -> None:
+        infinite = np.isinf(x)
+        if infinite.any():
+            row, step, col = (int(i) for i in np.argwhere(infinite)[0])
+            raise InputError(
+                f"window: infinite value at batch row {row}, step {step}, feature "
+                f"'{self.features[col]}' (column {col}); use NaN for a missing reading"
+            )
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        y = self._engine.run(x)
+        expected = (x.shape[0], self.horizon, len(self.targets))
+        if y.shape != expected:
+            raise ArtifactError(
+                f"{self.manifest['model_file']}: the model returned shape {list(y.shape)}, "
+                f"the manifest promises {list(expected)}"
+            )
+        return y
+
+
+def _as_real_array(window: Any) -> np.ndarray:
+    if isinstance(window, np.ndarray):
+        array = window
+    else:
+        try:
+            array = np.asarray(window)
+        except (ValueError, TypeError) as exc:
+            raise InputShapeError(f"window: not a rectangular array ({exc})") from None
+    if array.dtype.kind not in _REAL_KINDS:
+        raise InputDtypeError(
+            f"window: dtype {array.dtype} is not a real number type; pass floats or integers "
+            "(NaN marks a missing reading)"
+        )
+    return array
+
+
+def _frozen(values: Any) -> np.ndarray:
+    array = np.array(values, dtype=np.float64)
+    array.flags.writeable = False
+    return array

@@ -1,0 +1,8 @@
+"""x86 ONNX backend (ONNX Runtime): fp32 and int8 with a quantization rule per op type.
+
+Importing this package loads no toolchain: onnx, onnxsim and onnxruntime are imported on use.
+"""
+
+from .target import OnnxTarget, count_ops, export_onnx
+
+__all__ = ["OnnxTarget", "count_ops", "export_onnx"]

@@ -1,0 +1,147 @@
+"""Per-layer records, read off the final graph: what each compute node became, and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import onnx
+import torch
+
+from edgecomp.targets.base import TargetError
+
+from .quantize import FLOAT_OPS
+
+COMPUTE_OPS = ("LSTM", "GRU", "Conv", "Gemm", "MatMul")
+_RNN_OPS = ("LSTM", "GRU")
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+_DYNAMIC_KERNELS = ("DynamicQuantizeLSTM",)  # ORT kernels of dynamically quantized layers
+
+
+def layer_records(
+    exported: onnx.ModelProto,
+    final: onnx.ModelProto,
+    module: torch.nn.Module,
+    *,
+    precision: str,
+    static_reason: str = "",
+    kept_float: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per LSTM/GRU/Conv/Gemm/MatMul node of ``exported``, as found in ``final``.
+
+    Args:
+        exported: The fp32 graph as exported and simplified.
+        final: The graph written to the artifact (``exported`` itself for fp32).
+        module: The torch module, to name records after its submodules.
+        precision: The build precision.
+        static_reason: Reason recorded on layers found under static QDQ.
+        kept_float: Names of ``final`` nodes left in float on purpose -> why.
+
+    Returns:
+        Records ``{"name", "op_type", "precision", "method", "reason", "node"}``; ``node`` is the
+        name of the node in ``final`` that computes the layer.
+    """
+    nodes = [node for node in exported.graph.node if node.op_type in COMPUTE_OPS]
+    producers = {tensor: node for node in final.graph.node for tensor in node.output}
+    by_name = {node.name: node for node in final.graph.node if node.name}
+    records = []
+    for node, name in zip(nodes, _layer_names(nodes, module), strict=True):
+        done = _final_node(node, producers, by_name, name)
+        layer_precision, method = _classify(done, producers)
+        reason = _reason(node.op_type, done.op_type, method, precision, static_reason)
+        if method is None and done.name in (kept_float or {}):
+            reason = kept_float[done.name]
+        records.append(
+            {
+                "name": name,
+                "op_type": node.op_type,
+                "precision": layer_precision,
+                "method": method,
+                "reason": reason,
+                "node": done.name,
+            }
+        )
+    return records
+
+
+def _final_node(
+    node: onnx.NodeProto,
+    producers: dict[str, onnx.NodeProto],
+    by_name: dict[str, onnx.NodeProto],
+    name: str,
+) -> onnx.NodeProto:
+    """The node of the final graph computing ``node``'s output, else the node of the same name.
+
+    The name is the fallback for a node whose Relu ORT folded away (the node now writes the
+    Relu's output). ORT's dynamic quantizer rewrites Gemm as MatMul -> Add, and the static step
+    may then put a Q/DQ pair between the two: the MatMul is the layer.
+    """
+    done = producers.get(node.output[0]) or by_name.get(node.name)
+    if done is not None and node.op_type == "Gemm" and done.op_type == "Add":
+        found = (_skip_qdq(t, producers) for t in done.input)
+        done = next((n for n in found if n is not None and n.op_type == "MatMul"), None)
+    if done is None:
+        raise TargetError(
+            f"onnx: layer '{name}' ({node.op_type} node '{node.name}') "
+            "is missing from the final graph"
+        )
+    return done
+
+
+def _skip_qdq(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
+    node = producers.get(tensor)
+    while node is not None and node.op_type in _QDQ_OPS:
+        node = producers.get(node.input[0])
+    return node
+
+
+def _classify(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> tuple[str, str | None]:
+    if node.op_type in _DYNAMIC_KERNELS:
+        return "int8", "dynamic"
+    sources = [producers.get(tensor) for tensor in node.input[:2]]
+    if all(src is not None and src.op_type == "DequantizeLinear" for src in sources):
+        return "int8", "static-qdq"
+    return "fp32", None
+
+
+def _reason(op: str, kernel: str, method: str | None, precision: str, static_reason: str) -> str:
+    if precision == "fp32":
+        return "fp32 build"
+    if method == "dynamic":
+        return f"dynamic int8: {op} weights int8, activations quantized at run time ({kernel})"
+    if method == "static-qdq":
+        return static_reason
+    return FLOAT_OPS.get(op, f"left in float by ONNX Runtime's quantizer ({kernel})")
+
+
+def _layer_names(nodes: list[onnx.NodeProto], module: torch.nn.Module) -> list[str]:
+    """Torch module names; a module behind several nodes gets ``.l<k>`` (RNN) or ``[k]``."""
+    modules = dict(module.named_modules()) if hasattr(module, "named_modules") else {}
+    bases = [_module_of(node, modules) for node in nodes]
+    totals, seen = Counter(bases), Counter()
+    names = []
+    for node, base in zip(nodes, bases, strict=True):
+        index = seen[base]
+        seen[base] += 1
+        if totals[base] == 1:
+            names.append(base)
+        else:
+            names.append(f"{base}.l{index}" if node.op_type in _RNN_OPS else f"{base}[{index}]")
+    return names
+
+
+def _module_of(node: onnx.NodeProto, modules: dict[str, torch.nn.Module]) -> str:
+    for tensor in node.input[1:]:
+        owner = tensor.removesuffix(".weight")
+        if owner != tensor and owner in modules:
+            return owner
+    scope = _scope_path(node.name)
+    return scope if scope in modules and scope else node.name.strip("/") or node.op_type
+
+
+def _scope_path(node_name: str) -> str:
+    """'/blocks/blocks.0/conv/Conv' -> 'blocks.0.conv' (exporter scopes are partly qualified)."""
+    path = ""
+    for part in node_name.strip("/").split("/")[:-1]:
+        path = part if not path or part.startswith(f"{path}.") else f"{path}.{part}"
+    return path

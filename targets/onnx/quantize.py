@@ -1,0 +1,229 @@
+"""int8 for ONNX Runtime on x86: one quantization rule per op type (see README.md).
+
+LSTM -> dynamic int8 (DynamicQuantizeLSTM); Conv/Gemm/MatMul -> static QDQ calibrated on windows,
+with a Relu right after one folded into its output quantization; GRU -> float (ONNX Runtime has no
+GRU quantizer). The dynamic step runs first: it rewrites Gemm as MatMul + Add, which the static step
+then quantizes with constant, pre-transposed weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from edgecomp.targets.base import TargetError
+
+from .boundary import REASONS, boundary_layers
+from .export import INPUT_NAME
+
+DYNAMIC_OPS = ("LSTM",)
+STATIC_OPS = ("Conv", "Gemm", "MatMul")
+FOLDED_OPS = ("Relu",)  # after a quantized op: ORT drops it, the output's zero point clips at 0
+FLOAT_OPS = {"GRU": "ONNX Runtime has no GRU quantizer"}
+MAX_CALIBRATION_WINDOWS = 512
+_CALIBRATION_BATCH = 32
+_QTYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+_METHODS = {
+    "minmax": ("MinMax", CalibrationMethod.MinMax),
+    "entropy": ("Entropy", CalibrationMethod.Entropy),
+    "percentile": ("Percentile", CalibrationMethod.Percentile),
+}
+_CHOICES = {
+    "activation_type": tuple(_QTYPES),
+    "weight_type": tuple(_QTYPES),
+    "calibration_method": tuple(_METHODS),
+    "per_channel": (False, True),
+    "reduce_range": (False, True),
+}
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """int8 settings, read from the target profile's options.
+
+    Attributes:
+        activation_type: "uint8" or "int8" for static QDQ activations.
+        weight_type: "int8" or "uint8" for static QDQ weights (LSTM weights are always int8).
+        per_channel: Per-output-channel weight scales instead of one per tensor.
+        reduce_range: 7-bit weights (avoids overflow of u8*s8 sums on CPUs without VNNI).
+        calibration_method: "minmax" (default), "entropy" or "percentile".
+        keep_float: Edges of the graph whose Conv/Gemm/MatMul stay float: any of "input" (the
+            layers reading the model input) and "output" (the layer making the forecast).
+    """
+
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = False
+    reduce_range: bool = False
+    calibration_method: str = "minmax"
+    keep_float: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Int8Settings:
+        """Pick the known keys of ``options``; raise TargetError naming a bad one."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        settings = cls(**{k: v for k, v in options.items() if k in names})
+        for name, choices in _CHOICES.items():
+            value = getattr(settings, name)
+            if type(value) is not type(choices[0]) or value not in choices:
+                raise TargetError(
+                    f"onnx: profile option '{name}' must be one of {list(choices)}; got {value!r}"
+                )
+        edges = settings.keep_float
+        if not isinstance(edges, list | tuple) or not set(edges) <= set(REASONS):
+            raise TargetError(
+                f"onnx: profile option 'keep_float' must be a list of {sorted(REASONS)}; "
+                f"got {edges!r}"
+            )
+        return dataclasses.replace(settings, keep_float=tuple(edges))
+
+    def describe(self, n_windows: int) -> str:
+        """Reason recorded on statically quantized layers."""
+        granularity = "per-channel" if self.per_channel else "per-tensor"
+        method = _METHODS[self.calibration_method][0]
+        return f"static QDQ {granularity}, {method} over {n_windows} calibration windows"
+
+    def lowering(self, n_windows: int) -> dict[str, Any]:
+        """The settings as recorded in the manifest's recipe."""
+        rules = {
+            **dict.fromkeys(DYNAMIC_OPS, "dynamic"),
+            **dict.fromkeys(STATIC_OPS, "static-qdq"),
+            **dict.fromkeys(FOLDED_OPS, "folded into the preceding op's output QDQ"),
+            **dict.fromkeys(FLOAT_OPS, "fp32"),
+        }
+        return {
+            "tool": "onnxruntime.quantization",
+            "rules": rules,
+            "quant_format": "QDQ",
+            **dataclasses.asdict(self),
+            "keep_float": list(self.keep_float),
+            "n_calibration_windows": n_windows,
+        }
+
+
+def select_windows(windows: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` windows spread evenly over ``windows`` (kept in order)."""
+    if len(windows) <= limit:
+        return windows
+    return windows[np.linspace(0, len(windows) - 1, limit).round().astype(int)]
+
+
+@dataclass(frozen=True)
+class Int8Graph:
+    """What quantize_int8 produced.
+
+    Attributes:
+        proto: The quantized graph.
+        steps: The ONNX Runtime steps that ran, in order.
+        kept_float: Name of a node left in float on purpose -> why.
+    """
+
+    proto: onnx.ModelProto
+    steps: list[str]
+    kept_float: dict[str, str]
+
+
+def quantize_int8(proto: onnx.ModelProto, windows: np.ndarray, settings: Int8Settings) -> Int8Graph:
+    """Quantize an fp32 graph by the per-op rules; ``windows`` calibrate the static part."""
+    ops = {node.op_type for node in proto.graph.node}
+    with tempfile.TemporaryDirectory(prefix="edgecomp-onnx-") as tmp, _quiet():
+        path = Path(tmp) / "fp32.onnx"
+        onnx.save(proto, path)
+        steps = ["quant_pre_process"]
+        path = _step(steps[-1], quant_pre_process, path)
+        if ops.intersection(DYNAMIC_OPS):
+            steps.append("quantize_dynamic")
+            path = _step(steps[-1], quantize_dynamic, path, **_dynamic_options(settings))
+        current = onnx.load(path)
+        kept = boundary_layers(current, settings.keep_float, STATIC_OPS)
+        if any(n.op_type in STATIC_OPS and n.name not in kept for n in current.graph.node):
+            steps.append("quantize_static")
+            options = _static_options(settings, windows, exclude=list(kept))
+            path = _step(steps[-1], quantize_static, path, **options)
+        return Int8Graph(onnx.load(path), steps, kept)
+
+
+def _dynamic_options(settings: Int8Settings) -> dict[str, Any]:
+    return {
+        "op_types_to_quantize": list(DYNAMIC_OPS),
+        "weight_type": QuantType.QInt8,
+        "per_channel": settings.per_channel,
+        "reduce_range": settings.reduce_range,
+    }
+
+
+def _static_options(
+    settings: Int8Settings, windows: np.ndarray, *, exclude: list[str]
+) -> dict[str, Any]:
+    return {
+        "nodes_to_exclude": exclude,
+        "calibration_data_reader": _WindowReader(windows),
+        "quant_format": QuantFormat.QDQ,
+        "op_types_to_quantize": [*STATIC_OPS, *FOLDED_OPS],
+        "activation_type": _QTYPES[settings.activation_type],
+        "weight_type": _QTYPES[settings.weight_type],
+        "per_channel": settings.per_channel,
+        "reduce_range": settings.reduce_range,
+        "calibrate_method": _METHODS[settings.calibration_method][1],
+    }
+
+
+class _WindowReader(CalibrationDataReader):
+    """Batches of equal size: ORT's histogram calibrators (entropy, percentile) fail otherwise.
+
+    The last batch is topped up with the first windows again, which leaves MinMax ranges as
+    they are and shifts histograms by at most one batch's worth of repeats.
+    """
+
+    def __init__(self, windows: np.ndarray) -> None:
+        size = min(len(windows), _CALIBRATION_BATCH)
+        padded = np.concatenate([windows, windows[: -len(windows) % size]])
+        self._batches = iter(np.split(padded, len(padded) // size))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def _step(name: str, function: Any, source: Path, **kwargs: Any) -> Path:
+    output = source.with_name(f"{name}.onnx")
+    try:
+        function(source, output, **kwargs)
+    except Exception as exc:  # ORT raises many types; name the step and keep the cause
+        raise TargetError(f"onnx: int8 {name} failed: {str(exc).strip()[:300]}") from exc
+    return output
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence ORT's advisory output: root-logger warnings ("already quantized", pre-processing
+    hints) and the histogram calibrators' progress prints."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)

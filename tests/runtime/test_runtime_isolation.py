@@ -1,0 +1,35 @@
+"""The runtime stays light: no torch, no edgecomp, and onnxruntime only once an artifact loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import json, sys
+import numpy as np
+import edgecomp_runtime
+after_import = {name: name in sys.modules for name in ("onnxruntime", "torch", "edgecomp")}
+model = edgecomp_runtime.load(sys.argv[1])
+forecast = model.predict(np.zeros((model.input_len, len(model.features))))
+after_predict = {name: name in sys.modules for name in ("onnxruntime", "torch", "edgecomp")}
+print(json.dumps({"import": after_import, "predict": after_predict, "shape": forecast.shape}))
+"""
+
+
+def test_import_and_predict_load_neither_torch_nor_edgecomp(make_artifact):
+    # execute: a fresh interpreter, so nothing the test process imported leaks in
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(make_artifact())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # assert
+    assert result.returncode == 0, result.stderr
+    modules = json.loads(result.stdout)
+    assert modules["import"] == {"onnxruntime": False, "torch": False, "edgecomp": False}
+    assert modules["predict"] == {"onnxruntime": True, "torch": False, "edgecomp": False}
+    assert modules["shape"] == [2, 2]

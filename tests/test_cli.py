@@ -1,0 +1,166 @@
+"""The CLI through click's CliRunner: each command on real data, and errors as one line."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgecomp.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_targets_lists_profiles(runner):
+    result = runner.invoke(main, ["targets"])
+    assert result.exit_code == 0, result.output
+    assert "x86-64-avx2" in result.output and "onnx" in result.output
+
+
+def test_data_reports_period_and_gaps(runner, traffic_path):
+    result = runner.invoke(
+        main,
+        [
+            "data",
+            str(traffic_path),
+            "--id-col",
+            "detector",
+            "--value-col",
+            "total",
+            "-L",
+            "16",
+            "-H",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["period_s"] == 900
+
+
+@pytest.mark.target
+def test_build_inspect_bench(runner, traffic_checkpoints, traffic_path, tmp_path):
+    # setup
+    artifact = tmp_path / "tcn.edgepkg"
+    # execute
+    built = runner.invoke(
+        main,
+        [
+            "build",
+            str(traffic_checkpoints["tcn"]),
+            "--data",
+            str(traffic_path),
+            "-p",
+            "int8",
+            "-o",
+            str(artifact),
+        ],
+    )
+    inspected = runner.invoke(main, ["inspect", str(artifact)])
+    benched = runner.invoke(
+        main,
+        [
+            "bench",
+            str(artifact),
+            "--data",
+            str(traffic_path),
+            "--min-iters",
+            "3",
+            "--min-seconds",
+            "0",
+            "--no-memory",
+            "-o",
+            str(tmp_path / "bench"),
+        ],
+    )
+    # assert
+    assert built.exit_code == 0, built.output
+    assert artifact.exists()
+    assert inspected.exit_code == 0, inspected.output
+    assert "int8" in inspected.output and "Conv" in inspected.output
+    assert benched.exit_code == 0, benched.output
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
+    assert report[0]["artifact"]["precision"] == "int8"
+
+
+def test_build_refuses_unknown_target_in_one_line(
+    runner, traffic_checkpoints, traffic_path, tmp_path
+):
+    result = runner.invoke(
+        main,
+        [
+            "build",
+            str(traffic_checkpoints["lstm"]),
+            "--data",
+            str(traffic_path),
+            "-t",
+            "vax-11",
+            "-o",
+            str(tmp_path / "a"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "unknown target 'vax-11'" in result.output and "x86-64-avx2" in result.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_build_refuses_unsupported_precision(runner, traffic_checkpoints, traffic_path, tmp_path):
+    result = runner.invoke(
+        main,
+        [
+            "build",
+            str(traffic_checkpoints["lstm"]),
+            "--data",
+            str(traffic_path),
+            "-p",
+            "int3",
+            "-o",
+            str(tmp_path / "a"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "int3" in result.output and "fp32" in result.output
+
+
+def test_inspect_refuses_a_corrupt_artifact(runner, tmp_path):
+    bad = tmp_path / "bad.edgepkg"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    result = runner.invoke(main, ["inspect", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.edgepkg" in result.output
+
+
+def test_train_writes_a_checkpoint(runner, traffic_path, tmp_path):
+    out = tmp_path / "ckpt"
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            str(traffic_path),
+            "--id-col",
+            "detector",
+            "--value-col",
+            "total",
+            "--arch",
+            "gru",
+            "-L",
+            "8",
+            "-H",
+            "2",
+            "--hparam",
+            "hidden=4",
+            "--hparam",
+            "layers=1",
+            "--epochs",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {"model.safetensors", "spec.json", "eval.json"} <= {p.name for p in out.iterdir()}
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert len(evaluation["model"]["mae"]) == 2 and "last_value" in evaluation["baselines"]

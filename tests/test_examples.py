@@ -1,0 +1,42 @@
+"""Smoke tests: each example runs end to end in --quick mode (tiny model, 2 epochs)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.target, pytest.mark.slow]
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"), [("traffic", "tcn"), ("weather", "gru"), ("finance", "lstm")]
+)
+def test_example_runs_end_to_end(name, arch, tmp_path):
+    # execute
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / name / "run.py"),
+            "--quick",
+            "--archs",
+            arch,
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    # assert
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    evaluation = summary["models"][arch]
+    assert "last_value" in evaluation["baselines"]
+    assert [row["precision"] for row in summary["bench"]] == ["fp32", "int8"]
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert f"{name}-{arch}-fp32" in report and f"{name}-{arch}-int8" in report
+    assert len(list((tmp_path / "artifacts").glob("*.edgepkg"))) == 2

@@ -1,0 +1,63 @@
+"""Manifest writing: validated by the runtime's rules, checksummed, atomic; goldens load."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import edgecomp_runtime
+from edgecomp.manifest import format_manifest, read_manifest, write_artifact
+
+GOLDEN = Path(__file__).parent / "golden" / "manifests"
+
+
+def _golden(version: int) -> dict:
+    return json.loads((GOLDEN / f"v{version}.json").read_text())
+
+
+def test_every_golden_manifest_validates_with_the_runtime():
+    paths = sorted(GOLDEN.glob("v*.json"))
+    assert paths
+    for path in paths:
+        edgecomp_runtime.validate_manifest(json.loads(path.read_text()), source=str(path))
+
+
+def test_round_trip_keeps_every_key(tmp_path):
+    # setup
+    manifest = _golden(1)
+    manifest.pop("files")
+    payload = b"\x08\x07" * 50
+    # execute
+    path = write_artifact(tmp_path / "a.edgepkg", manifest, {manifest["model_file"]: payload})
+    back = read_manifest(path)
+    # assert
+    assert back == manifest
+    assert back["files"][0]["size"] == len(payload)
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == sorted(["manifest.json", manifest["model_file"]])
+
+
+def test_invalid_manifest_is_refused_and_nothing_is_written(tmp_path):
+    manifest = _golden(1)
+    manifest["spec"]["input_len"] = "forty-eight"
+    with pytest.raises(edgecomp_runtime.ArtifactError, match="input_len"):
+        write_artifact(tmp_path / "a.edgepkg", manifest, {manifest["model_file"]: b"x"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    manifest = _golden(1)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_artifact(tmp_path / "a.edgepkg", manifest, {manifest["model_file"]: b"x"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_format_manifest_is_readable():
+    text = format_manifest(_golden(1))
+    assert "x86-64-avx2" in text and "artifact MAE" in text and "model.onnx" in text
