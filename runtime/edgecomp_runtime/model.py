@@ -10,7 +10,7 @@ import numpy as np
 from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.engines import Engine, get_engine
 from edgecomp_runtime.errors import ArtifactError, InputDtypeError, InputError, InputShapeError
-from edgecomp_runtime.preprocess import impute_window, scale, unscale
+from edgecomp_runtime.preprocess import impute_window
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 
@@ -70,11 +70,15 @@ class Model:
         self.precision: str = manifest["precision"]
         self._engine = engine
         self._policy = dict(spec["imputation"])
-        self._mean = _frozen(spec["scaler"]["mean"])
-        self._std = _frozen(spec["scaler"]["std"])
+        mean = np.array(spec["scaler"]["mean"], dtype=np.float64)
+        std = np.array(spec["scaler"]["std"], dtype=np.float64)
         index = [self.features.index(name) for name in self.targets]
-        self._out_mean = _frozen(self._mean[index])
-        self._out_std = _frozen(self._std[index])
+        # per input dtype: (mean, 1 / std); float32 windows are scaled in float32, others in float64
+        self._scalers = {
+            dt: (_frozen(mean, dt), _frozen(1.0 / std, dt)) for dt in (np.float32, np.float64)
+        }
+        self._out_mean = _frozen(mean[index], np.float32)
+        self._out_std = _frozen(std[index], np.float32)
 
     def predict(self, window: Any) -> np.ndarray:
         """Forecast from raw sensor values.
@@ -95,12 +99,16 @@ class Model:
         """
         array = _as_real_array(window)
         batched = self._check_shape(array)
-        x = np.array(array if batched else array[None], dtype=np.float64)
-        self._refuse_infinities(x)
-        x = impute_window(x, self._policy, features=self.features)
-        y = self._run(scale(x, self._mean, self._std).astype(np.float32))
-        out = unscale(y.astype(np.float64), self._out_mean, self._out_std).astype(np.float32)
-        return out if batched else out[0]
+        dtype = np.float32 if array.dtype.kind == "f" and array.itemsize <= 4 else np.float64
+        x = np.asarray(array if batched else array[None], dtype=dtype)
+        if not np.isfinite(x).all():  # the rare path: NaN to impute, or infinities to refuse
+            self._refuse_infinities(x)
+            x = impute_window(x, self._policy, features=self.features).astype(dtype)
+        mean, inv_std = self._scalers[dtype]
+        y = self._run(((x - mean) * inv_std).astype(np.float32, copy=False))
+        y *= self._out_std  # the engine's output array is ours: unscale in place
+        y += self._out_mean
+        return y if batched else y[0]
 
     def run_scaled(self, x: np.ndarray) -> np.ndarray:
         """Run already-scaled windows [B, L, F]; returns scaled float32 [B, H, F_out].
@@ -190,7 +198,7 @@ def _as_real_array(window: Any) -> np.ndarray:
     return array
 
 
-def _frozen(values: Any) -> np.ndarray:
-    array = np.array(values, dtype=np.float64)
+def _frozen(values: Any, dtype: type = np.float64) -> np.ndarray:
+    array = np.array(values, dtype=dtype)
     array.flags.writeable = False
     return array

@@ -15,7 +15,8 @@ from .quantize import FLOAT_OPS
 COMPUTE_OPS = ("LSTM", "GRU", "Conv", "Gemm", "MatMul")
 _RNN_OPS = ("LSTM", "GRU")
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-_DYNAMIC_KERNELS = ("DynamicQuantizeLSTM",)  # ORT kernels of dynamically quantized layers
+_DYNAMIC_KERNELS = ("DynamicQuantizeLSTM", "MatMulInteger")  # ORT's dynamic int8 kernels
+_BETWEEN = (*_QDQ_OPS, "Mul", "Cast")  # what may sit between a MatMul kernel and the Gemm's Add
 
 
 def layer_records(
@@ -79,7 +80,8 @@ def _final_node(
     done = producers.get(node.output[0]) or by_name.get(node.name)
     if done is not None and node.op_type == "Gemm" and done.op_type == "Add":
         found = (_skip_qdq(t, producers) for t in done.input)
-        done = next((n for n in found if n is not None and n.op_type == "MatMul"), None)
+        kernels = ("MatMul", "MatMulInteger")
+        done = next((n for n in found if n is not None and n.op_type in kernels), None)
     if done is None:
         raise TargetError(
             f"onnx: layer '{name}' ({node.op_type} node '{node.name}') "
@@ -90,8 +92,8 @@ def _final_node(
 
 def _skip_qdq(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
     node = producers.get(tensor)
-    while node is not None and node.op_type in _QDQ_OPS:
-        node = producers.get(node.input[0])
+    while node is not None and node.op_type in _BETWEEN:
+        node = next((producers[t] for t in node.input if t in producers), None)
     return node
 
 

@@ -2,8 +2,11 @@
 
 LSTM -> dynamic int8 (DynamicQuantizeLSTM); Conv/Gemm/MatMul -> static QDQ calibrated on windows,
 with a Relu right after one folded into its output quantization; GRU -> float (ONNX Runtime has no
-GRU quantizer). The dynamic step runs first: it rewrites Gemm as MatMul + Add, which the static step
-then quantizes with constant, pre-transposed weights.
+GRU quantizer). In recurrent models (LSTM/GRU) the Gemm/MatMul layers are dynamic int8 too: the
+head runs once per forecast on one hidden vector, where a static Q/DQ pair cost 2-3 us more at
+batch 1 than ORT's dynamic MatMulInteger (benchmarks/x86_compare.py). The dynamic step runs first:
+it rewrites Gemm as MatMul + Add, which the static step then quantizes with constant,
+pre-transposed weights.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from .export import INPUT_NAME
 
 DYNAMIC_OPS = ("LSTM",)
 STATIC_OPS = ("Conv", "Gemm", "MatMul")
+RECURRENT_OPS = ("LSTM", "GRU")
+RECURRENT_DYNAMIC_OPS = ("Gemm", "MatMul")  # dynamic, not static, in a recurrent model
 FOLDED_OPS = ("Relu",)  # after a quantized op: ORT drops it, the output's zero point clips at 0
 FLOAT_OPS = {"GRU": "ONNX Runtime has no GRU quantizer"}
 MAX_CALIBRATION_WINDOWS = 512
@@ -108,6 +113,7 @@ class Int8Settings:
         rules = {
             **dict.fromkeys(DYNAMIC_OPS, "dynamic"),
             **dict.fromkeys(STATIC_OPS, "static-qdq"),
+            **{f"{op} (recurrent model)": "dynamic" for op in RECURRENT_DYNAMIC_OPS},
             **dict.fromkeys(FOLDED_OPS, "folded into the preceding op's output QDQ"),
             **dict.fromkeys(FLOAT_OPS, "fp32"),
         }
@@ -146,26 +152,36 @@ class Int8Graph:
 def quantize_int8(proto: onnx.ModelProto, windows: np.ndarray, settings: Int8Settings) -> Int8Graph:
     """Quantize an fp32 graph by the per-op rules; ``windows`` calibrate the static part."""
     ops = {node.op_type for node in proto.graph.node}
+    recurrent = bool(ops.intersection(RECURRENT_OPS))
+    dynamic = [*DYNAMIC_OPS, *(RECURRENT_DYNAMIC_OPS if recurrent else ())]
+    static = [op for op in STATIC_OPS if op not in dynamic]
     with tempfile.TemporaryDirectory(prefix="edgecomp-onnx-") as tmp, _quiet():
         path = Path(tmp) / "fp32.onnx"
         onnx.save(proto, path)
         steps = ["quant_pre_process"]
         path = _step(steps[-1], quant_pre_process, path)
-        if ops.intersection(DYNAMIC_OPS):
+        kept = boundary_layers(onnx.load(path), settings.keep_float, dynamic)
+        # ORT's dynamic quantizer splits a Gemm into "<name>_MatMul" + Add before it quantizes
+        kept |= {f"{name}_MatMul": why for name, why in kept.items()}
+        if ops.intersection(dynamic):
             steps.append("quantize_dynamic")
-            path = _step(steps[-1], quantize_dynamic, path, **_dynamic_options(settings))
+            options = _dynamic_options(settings, dynamic, exclude=list(kept))
+            path = _step(steps[-1], quantize_dynamic, path, **options)
         current = onnx.load(path)
-        kept = boundary_layers(current, settings.keep_float, STATIC_OPS)
-        if any(n.op_type in STATIC_OPS and n.name not in kept for n in current.graph.node):
+        kept |= boundary_layers(current, settings.keep_float, static)
+        if any(n.op_type in static and n.name not in kept for n in current.graph.node):
             steps.append("quantize_static")
-            options = _static_options(settings, windows, exclude=list(kept))
+            options = _static_options(settings, windows, static, exclude=list(kept))
             path = _step(steps[-1], quantize_static, path, **options)
         return Int8Graph(onnx.load(path), steps, kept)
 
 
-def _dynamic_options(settings: Int8Settings) -> dict[str, Any]:
+def _dynamic_options(
+    settings: Int8Settings, ops: list[str], *, exclude: list[str]
+) -> dict[str, Any]:
     return {
-        "op_types_to_quantize": list(DYNAMIC_OPS),
+        "op_types_to_quantize": ops,
+        "nodes_to_exclude": exclude,
         "weight_type": QuantType.QInt8,
         "per_channel": settings.per_channel,
         "reduce_range": settings.reduce_range,
@@ -173,13 +189,13 @@ def _dynamic_options(settings: Int8Settings) -> dict[str, Any]:
 
 
 def _static_options(
-    settings: Int8Settings, windows: np.ndarray, *, exclude: list[str]
+    settings: Int8Settings, windows: np.ndarray, ops: list[str], *, exclude: list[str]
 ) -> dict[str, Any]:
     return {
         "nodes_to_exclude": exclude,
         "calibration_data_reader": _WindowReader(windows),
         "quant_format": QuantFormat.QDQ,
-        "op_types_to_quantize": [*STATIC_OPS, *FOLDED_OPS],
+        "op_types_to_quantize": [*ops, *FOLDED_OPS],
         "activation_type": _QTYPES[settings.activation_type],
         "weight_type": _QTYPES[settings.weight_type],
         "per_channel": settings.per_channel,

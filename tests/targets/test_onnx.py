@@ -153,20 +153,22 @@ def test_io_and_toolchain_are_described(emit, precision):
     assert "dynamo=False" in result.lowering["exporter"]
 
 
-def test_int8_lstm_uses_dynamic_quantize_lstm_and_a_qdq_head(emit):
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_int8_recurrent_models_get_a_dynamic_int8_head(emit, arch):
     # setup
-    emitted = emit("lstm", "int8")
+    emitted = emit(arch, "int8")
     made = producers(emitted.graph)
     # execute
     ops = onnx_backend.count_ops(emitted.path)
-    head = next(n for n in emitted.graph.graph.node if n.op_type == "MatMul")
-    # assert: ORT's dynamic step turned the Gemm head into MatMul + Add, the static one wrapped it
-    assert ops["DynamicQuantizeLSTM"] == 2 and "LSTM" not in ops
-    assert [made[t].op_type for t in head.input] == ["DequantizeLinear", "DequantizeLinear"]
+    head = next(n for n in emitted.graph.graph.node if n.op_type == "MatMulInteger")
+    # assert: the Gemm head became DynamicQuantizeLinear -> MatMulInteger, with no static Q/DQ
+    assert ops.get("DynamicQuantizeLSTM", 0) == (2 if arch == "lstm" else 0)
+    assert "LSTM" not in ops and ops.get("GRU", 0) == (2 if arch == "gru" else 0)
+    assert made[head.input[0]].op_type == "DynamicQuantizeLinear"
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
     assert emitted.result.lowering["quantization"]["steps"] == [
         "quant_pre_process",
         "quantize_dynamic",
-        "quantize_static",
     ]
 
 
@@ -192,8 +194,9 @@ def test_keep_float_leaves_the_graph_edges_in_float(tmp_path, arch, edges, kept)
     assert set(floats) == kept
     for record in floats.values():
         assert "kept in float (profile option keep_float)" in record["reason"]
-        inputs = nodes[record["node"]].input
-        assert "DequantizeLinear" not in {made[t].op_type for t in inputs if t in made}
+        node = nodes[record["node"]]
+        assert node.op_type in ("Conv", "Gemm", "MatMul"), node.op_type
+        assert "DequantizeLinear" not in {made[t].op_type for t in node.input if t in made}
     assert result.lowering["quantization"]["keep_float"] == edges
 
 
@@ -257,7 +260,8 @@ def test_layer_records_match_the_graph(emit, arch, precision):
             made.get(t) and made[t].op_type == "DequantizeLinear" for t in node.input[:2]
         )
         assert record["name"].partition(".l")[0] in modules or record["name"] in modules
-        assert (node.op_type == "DynamicQuantizeLSTM") == (record["method"] == "dynamic")
+        dynamic_kernel = node.op_type in ("DynamicQuantizeLSTM", "MatMulInteger")
+        assert dynamic_kernel == (record["method"] == "dynamic")
         assert quantized_inputs == (record["method"] == "static-qdq")
         assert (record["precision"] == "int8") == (record["method"] is not None)
 
@@ -284,13 +288,14 @@ def test_int8_reasons_state_the_method(emit):
 @pytest.mark.parametrize("arch", ["lstm", "tcn"])
 def test_int8_keeps_no_float_weights(emit, arch):
     # setup: a float initializer may only be a bias (of an LSTM, or of a Gemm that ORT's
-    # dynamic quantizer split into MatMul + Add) or a Q/DQ scale
+    # dynamic quantizer split into MatMul + Add), a Q/DQ scale or a dynamic kernel's weight scale
     graph = emit(arch, "int8").graph
     allowed = {
         ("DynamicQuantizeLSTM", 3),
         ("DynamicQuantizeLSTM", 8),
         ("DynamicQuantizeLSTM", 10),
         ("Add", 1),
+        ("Mul", 1),
         ("QuantizeLinear", 1),
         ("DequantizeLinear", 1),
     }
