@@ -94,6 +94,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         n_targets=len(spec.targets),
         input_len=spec.input_len,
         horizon=spec.horizon,
+        target_index=spec.target_index,
         **hparams,
     )
 
@@ -111,10 +112,23 @@ def _fraction(name: str, value: Any) -> float:
 
 
 class _Forecaster(nn.Module):
-    """Shape bookkeeping and the head: Linear(width -> H * F_out), reshaped to [B, H, F_out]."""
+    """Shape bookkeeping and the head: Linear(width -> H * F_out), reshaped to [B, H, F_out].
+
+    With ``residual`` (the default) the head forecasts the change from the last observed value
+    of each target: ``y = head(h) + x[:, -1, targets]``. Persistence is then the starting point
+    instead of something the network must learn, which is what short horizons need.
+    """
 
     def __init__(
-        self, width: int, n_features: int, n_targets: int, input_len: int, horizon: int
+        self,
+        width: int,
+        n_features: int,
+        n_targets: int,
+        input_len: int,
+        horizon: int,
+        *,
+        residual: bool,
+        target_index: list[int] | None,
     ) -> None:
         super().__init__()
         self.n_features = _positive_int("n_features", n_features)
@@ -122,14 +136,31 @@ class _Forecaster(nn.Module):
         self.input_len = _positive_int("input_len", input_len)
         self.horizon = _positive_int("horizon", horizon)
         self.head = nn.Linear(width, horizon * n_targets)
+        if not isinstance(residual, bool):
+            raise ModelError(f"hyperparameter 'residual' must be true or false, got {residual!r}")
+        self.residual = residual
+        index = list(range(n_targets)) if target_index is None else list(target_index)
+        if len(index) != n_targets or not all(0 <= i < n_features for i in index):
+            raise ModelError(f"target_index {index} must hold {n_targets} feature positions")
+        self._all_features = index == list(range(n_features))
+        self.register_buffer("target_index", torch.tensor(index), persistent=False)
 
-    def _project(self, last: torch.Tensor) -> torch.Tensor:
-        return self.head(last).reshape(-1, self.horizon, self.n_targets)
+    def _project(self, last: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(last).reshape(-1, self.horizon, self.n_targets)
+        if not self.residual:
+            return y
+        previous = x[:, -1:, :] if self._all_features else x[:, -1:, self.target_index]
+        return y + previous
 
 
 class _RecurrentForecaster(_Forecaster):
     rnn_type: ClassVar[type[nn.RNNBase]]
-    DEFAULTS: ClassVar[dict[str, Any]] = {"hidden": 64, "layers": 2, "dropout": 0.0}
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "hidden": 64,
+        "layers": 2,
+        "dropout": 0.0,
+        "residual": True,
+    }
 
     def __init__(
         self,
@@ -141,8 +172,18 @@ class _RecurrentForecaster(_Forecaster):
         hidden: int = 64,
         layers: int = 2,
         dropout: float = 0.0,
+        residual: bool = True,
+        target_index: list[int] | None = None,
     ) -> None:
-        super().__init__(_positive_int("hidden", hidden), n_features, n_targets, input_len, horizon)
+        super().__init__(
+            _positive_int("hidden", hidden),
+            n_features,
+            n_targets,
+            input_len,
+            horizon,
+            residual=residual,
+            target_index=target_index,
+        )
         self.rnn = self.rnn_type(
             n_features,
             hidden,
@@ -153,14 +194,14 @@ class _RecurrentForecaster(_Forecaster):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
-        return self._project(out[:, -1])
+        return self._project(out[:, -1], x)
 
 
 @register_model("lstm")
 class LSTMForecaster(_RecurrentForecaster):
     """Stacked LSTM; the head reads the last step's hidden state.
 
-    Hparams: hidden (64), layers (2), dropout (0.0, between layers).
+    Hparams: hidden (64), layers (2), dropout (0.0, between layers), residual (True).
     """
 
     rnn_type = nn.LSTM
@@ -170,7 +211,7 @@ class LSTMForecaster(_RecurrentForecaster):
 class GRUForecaster(_RecurrentForecaster):
     """Stacked GRU; the head reads the last step's hidden state.
 
-    Hparams: hidden (64), layers (2), dropout (0.0, between layers).
+    Hparams: hidden (64), layers (2), dropout (0.0, between layers), residual (True).
     """
 
     rnn_type = nn.GRU
@@ -212,10 +253,16 @@ def receptive_field(kernel: int, dilations: list[int]) -> int:
 class TCNForecaster(_Forecaster):
     """Causal dilated 1-D conv stack (residual blocks); the head reads the last time step.
 
-    Hparams: channels, kernel, dilations (None: 1, 2, 4, ... until the receptive field covers L).
+    Hparams: channels (32), kernel (3), dilations (None: 1, 2, 4, ... until the receptive field
+    covers L), residual (True).
     """
 
-    DEFAULTS: ClassVar[dict[str, Any]] = {"channels": 32, "kernel": 3, "dilations": None}
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "channels": 32,
+        "kernel": 3,
+        "dilations": None,
+        "residual": True,
+    }
 
     def __init__(
         self,
@@ -227,9 +274,17 @@ class TCNForecaster(_Forecaster):
         channels: int = 32,
         kernel: int = 3,
         dilations: list[int] | None = None,
+        residual: bool = True,
+        target_index: list[int] | None = None,
     ) -> None:
         super().__init__(
-            _positive_int("channels", channels), n_features, n_targets, input_len, horizon
+            _positive_int("channels", channels),
+            n_features,
+            n_targets,
+            input_len,
+            horizon,
+            residual=residual,
+            target_index=target_index,
         )
         if _positive_int("kernel", kernel) < 2:
             raise ModelError(f"hyperparameter 'kernel' must be >= 2 for a TCN, got {kernel}")
@@ -251,4 +306,4 @@ class TCNForecaster(_Forecaster):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(x.transpose(1, 2))
-        return self._project(h[:, :, -1])
+        return self._project(h[:, :, -1], x)

@@ -42,13 +42,13 @@ def train_checkpoint(
     The folder holds model.safetensors, spec.json, train.json, eval.json and tb/ (TensorBoard).
     """
     from edgecomp.checkpoint import save_checkpoint
-    from edgecomp.models import build_model
+    from edgecomp.models import build_model, resolve_hparams
     from edgecomp.train import train_module
 
     dataset = prepare(data, data_config)
-    spec = ModelSpec(
-        arch=train_config.arch, hparams=dict(train_config.hparams), **dataset.spec_fields()
-    )
+    # every hyperparameter is written out, so a later change of a default cannot change the model
+    hparams = resolve_hparams(train_config.arch, train_config.hparams)
+    spec = ModelSpec(arch=train_config.arch, hparams=hparams, **dataset.spec_fields())
     module = build_model(spec)
 
     def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:

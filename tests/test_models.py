@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 
@@ -60,15 +61,26 @@ def test_build_model_uses_defaults(arch):
 
 
 def test_default_hparams():
-    assert default_hparams("lstm") == {"hidden": 64, "layers": 2, "dropout": 0.0}
-    assert default_hparams("gru") == {"hidden": 64, "layers": 2, "dropout": 0.0}
-    assert default_hparams("tcn") == {"channels": 32, "kernel": 3, "dilations": None}
+    rnn = {"hidden": 64, "layers": 2, "dropout": 0.0, "residual": True}
+    assert default_hparams("lstm") == rnn
+    assert default_hparams("gru") == rnn
+    assert default_hparams("tcn") == {
+        "channels": 32,
+        "kernel": 3,
+        "dilations": None,
+        "residual": True,
+    }
     default_hparams("lstm")["hidden"] = 1  # a copy: the registry's defaults stay put
     assert default_hparams("lstm")["hidden"] == 64
 
 
 def test_hparams_override_defaults():
-    assert resolve_hparams("gru", {"hidden": 5}) == {"hidden": 5, "layers": 2, "dropout": 0.0}
+    assert resolve_hparams("gru", {"hidden": 5}) == {
+        "hidden": 5,
+        "layers": 2,
+        "dropout": 0.0,
+        "residual": True,
+    }
     spec = tiny_spec("gru")
     module = build_model(type(spec)(**{**spec.to_dict(), "hparams": {"hidden": 5, "layers": 3}}))
     assert (module.rnn.hidden_size, module.rnn.num_layers) == (5, 3)
@@ -205,7 +217,8 @@ def test_tcn_simplifies_to_plain_ops():
     simplified, ok = onnxsim.simplify(onnx.load_from_string(_export(model.module, 12, 4)))
     assert ok
     ops = {node.op_type for node in simplified.graph.node}
-    assert ops <= {"Transpose", "Pad", "Conv", "Relu", "Add", "Gather", "Gemm", "Reshape"}
+    # Slice: the residual path reads the last input step
+    assert ops <= {"Transpose", "Pad", "Conv", "Relu", "Add", "Gather", "Gemm", "Reshape", "Slice"}
 
 
 # edgecomp.testing helpers
@@ -259,3 +272,26 @@ def test_assert_close_tolerances_per_dtype():
     assert_close(ref, ref + 5e-3, atol=1e-2)
     with pytest.raises(ValueError, match="unknown dtype 'bf8'"):
         assert_close(ref, ref, dtype="bf8")
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "tcn"])
+def test_residual_head_starts_from_the_last_observed_targets(arch):
+    # setup: targets are features 2 and 0; a zeroed head leaves only the residual path
+    spec = tiny_spec(arch, n_features=4, n_targets=2)
+    spec = dataclasses.replace(spec, targets=[spec.features[2], spec.features[0]])
+    module = build_model(spec).eval()
+    torch.nn.init.zeros_(module.head.weight)
+    torch.nn.init.zeros_(module.head.bias)
+    x = torch.randn(3, spec.input_len, 4)
+    # execute
+    with torch.no_grad():
+        y = module(x)
+        plain = build_model(dataclasses.replace(spec, hparams={"residual": False}))
+        torch.nn.init.zeros_(plain.head.weight)
+        torch.nn.init.zeros_(plain.head.bias)
+        y_plain = plain.eval()(x)
+    # assert
+    expected = x[:, -1, [2, 0]].unsqueeze(1).expand(3, spec.horizon, 2)
+    torch.testing.assert_close(y, expected)
+    assert torch.count_nonzero(y_plain) == 0
+    assert "target_index" not in module.state_dict()

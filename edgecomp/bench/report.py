@@ -183,17 +183,23 @@ def _horizon_section(report: dict[str, Any]) -> str:
     ref = (acc.get("reference") or {}).get("mae") or [None] * len(mae)
     delta = acc.get("delta_mae") or [None] * len(mae)
     pct = acc.get("delta_mae_pct") or [None] * len(mae)
+    gateway = acc.get("gateway") or {}
+    raw = gateway.get("mae") or [None] * len(mae)
     rows = [
         [str(h + 1), _num(a, 4), _num(r, 4), _num(d, 4, signed=True), _num(p, 2, signed=True)]
-        for h, (a, r, d, p) in enumerate(zip(mae, ref, delta, pct, strict=True))
+        + [_num(g, 4)]
+        for h, (a, r, d, p, g) in enumerate(zip(mae, ref, delta, pct, raw, strict=True))
     ]
     note = (
         f"{acc['split']} split, {acc['n_windows']} windows ({acc.get('n_refused', 0)} refused); "
         f"reference: {acc.get('reference_split')} split, {acc.get('reference_n_windows')} windows"
         + ("" if acc.get("comparable") else " (not the same windows)")
+        + f". Raw-window MAE: the same windows with their {gateway.get('n_with_missing', 0)} "
+        f"gappy ones filled per window by the runtime ({gateway.get('n_refused', 0)} refused)."
     )
     head = f"### {report['artifact']['name']}\n\n{note}\n\n"
-    return head + _table(("h", "MAE", "reference MAE", "Δ", "Δ%"), rows) + "\n"
+    columns = ("h", "MAE", "reference MAE", "Δ", "Δ%", "raw-window MAE")
+    return head + _table(columns, rows) + "\n"
 
 
 def _host_section(host: dict[str, Any]) -> str:

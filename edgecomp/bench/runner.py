@@ -297,20 +297,34 @@ def _random_windows(spec: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _score(model: Any, data: Path, split: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Accuracy on ``split`` of ``data`` plus the accepted raw windows and their scaled form."""
+    """Accuracy on ``split`` of ``data`` plus the accepted raw windows and their scaled form.
+
+    The main figures use the windows as the build verified them (gaps filled along the whole
+    series), so their change against the manifest's fp32 reference is the compression's alone.
+    ``gateway`` repeats the measurement on the raw windows with their missing readings, filled
+    (or refused) by the runtime's own per-window imputation, as a gateway would see them.
+    """
     from edgecomp.data import config_from_spec, prepare
+    from edgecomp.metrics import horizon_metrics
 
     spec = model.manifest["spec"]
     dataset = prepare(data, config_from_spec(spec))
-    raw = dataset.raw_inputs(split, imputed=False)
-    pred, ok = _predict_all(model, raw)
-    truth = dataset.raw_targets(split)[ok]
-    accuracy = _accuracy(truth, pred, model.manifest.get("metrics") or {}, split, len(raw))
+    filled = dataset.raw_inputs(split, imputed=True)
+    truth = dataset.raw_targets(split)
+    pred, ok = _predict_all(model, filled)
+    accuracy = _accuracy(truth[ok], pred, model.manifest.get("metrics") or {}, split, len(filled))
     accuracy["data"] = str(data)
+    raw = dataset.raw_inputs(split, imputed=False)
+    gateway_pred, gateway_ok = _predict_all(model, raw)
+    accuracy["gateway"] = {
+        "n_windows": int(gateway_ok.sum()),
+        "n_refused": int((~gateway_ok).sum()),
+        "n_with_missing": int(np.isnan(raw).any(axis=(1, 2)).sum()),
+        **(horizon_metrics(truth[gateway_ok], gateway_pred) if gateway_ok.any() else {}),
+    }
     mean = np.asarray(spec["scaler"]["mean"], dtype=np.float32)
     std = np.asarray(spec["scaler"]["std"], dtype=np.float32)
-    scaled = (dataset.raw_inputs(split, imputed=True)[ok] - mean) / std
-    return accuracy, raw[ok], scaled.astype(np.float32)
+    return accuracy, filled[ok], ((filled[ok] - mean) / std).astype(np.float32)
 
 
 def _predict_all(model: Any, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -102,8 +102,10 @@ class Dataset:
         """
         mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         if mean.shape != self.mean.shape or std.shape != self.std.shape:
-            raise DataError(f"{self.source['file']}: scaler has {mean.shape[0]} features, "
-                            f"the data {self.mean.shape[0]}")
+            raise DataError(
+                f"{self.source['file']}: scaler has {mean.shape[0]} features, "
+                f"the data {self.mean.shape[0]}"
+            )
         if np.allclose(mean, self.mean, rtol=1e-9) and np.allclose(std, self.std, rtol=1e-9):
             return self
         tidx = self.target_index
@@ -113,8 +115,14 @@ class Dataset:
             y = (w.y * self.std[tidx] + self.mean[tidx] - mean[tidx]) / std[tidx]
             return Windows(x.astype(np.float32), y.astype(np.float32), w.starts)
 
-        return replace(self, mean=mean, std=std, train=rescale(self.train),
-                       val=rescale(self.val), test=rescale(self.test))
+        return replace(
+            self,
+            mean=mean,
+            std=std,
+            train=rescale(self.train),
+            val=rescale(self.val),
+            test=rescale(self.test),
+        )
 
     def spec_fields(self) -> dict[str, Any]:
         """Keyword arguments for ``edgecomp.spec.ModelSpec`` except ``arch`` and ``hparams``."""

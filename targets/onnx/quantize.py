@@ -36,7 +36,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgecomp.targets.base import TargetError
 
-from .boundary import REASONS, boundary_layers
+from .boundary import REASONS, boundary_layers, heavy_tailed_input
 from .export import INPUT_NAME
 
 DYNAMIC_OPS = ("LSTM",)
@@ -74,6 +74,9 @@ class Int8Settings:
         calibration_method: "minmax" (default), "entropy" or "percentile".
         keep_float: Edges of the graph whose Conv/Gemm/MatMul stay float: any of "input" (the
             layers reading the model input) and "output" (the layer making the forecast).
+        max_input_ratio: Statically quantized input layers stay float when the widest input
+            feature spans more than this many times the median feature's range (heavy-tailed
+            inputs such as rain); 0 turns the check off.
     """
 
     activation_type: str = "uint8"
@@ -82,6 +85,7 @@ class Int8Settings:
     reduce_range: bool = False
     calibration_method: str = "minmax"
     keep_float: tuple[str, ...] = ()
+    max_input_ratio: float = 8.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Int8Settings:
@@ -99,6 +103,11 @@ class Int8Settings:
             raise TargetError(
                 f"onnx: profile option 'keep_float' must be a list of {sorted(REASONS)}; "
                 f"got {edges!r}"
+            )
+        ratio = settings.max_input_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or ratio < 0:
+            raise TargetError(
+                f"onnx: profile option 'max_input_ratio' must be a number >= 0; got {ratio!r}"
             )
         return dataclasses.replace(settings, keep_float=tuple(edges))
 
@@ -149,7 +158,12 @@ class Int8Graph:
     kept_float: dict[str, str]
 
 
-def quantize_int8(proto: onnx.ModelProto, windows: np.ndarray, settings: Int8Settings) -> Int8Graph:
+def quantize_int8(
+    proto: onnx.ModelProto,
+    windows: np.ndarray,
+    settings: Int8Settings,
+    features: list[str] | None = None,
+) -> Int8Graph:
     """Quantize an fp32 graph by the per-op rules; ``windows`` calibrate the static part."""
     ops = {node.op_type for node in proto.graph.node}
     recurrent = bool(ops.intersection(RECURRENT_OPS))
@@ -168,12 +182,30 @@ def quantize_int8(proto: onnx.ModelProto, windows: np.ndarray, settings: Int8Set
             options = _dynamic_options(settings, dynamic, exclude=list(kept))
             path = _step(steps[-1], quantize_dynamic, path, **options)
         current = onnx.load(path)
-        kept |= boundary_layers(current, settings.keep_float, static)
+        edges, reasons = _static_edges(settings, windows, features)
+        kept |= boundary_layers(current, edges, static, reasons)
         if any(n.op_type in static and n.name not in kept for n in current.graph.node):
             steps.append("quantize_static")
             options = _static_options(settings, windows, static, exclude=list(kept))
             path = _step(steps[-1], quantize_static, path, **options)
         return Int8Graph(onnx.load(path), steps, kept)
+
+
+def _static_edges(
+    settings: Int8Settings, windows: np.ndarray, features: list[str] | None
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The profile's keep_float edges, plus "input" when the inputs are heavy-tailed."""
+    if "input" in settings.keep_float or not settings.max_input_ratio:
+        return settings.keep_float, {}
+    why = heavy_tailed_input(windows, settings.max_input_ratio, features)
+    return (
+        (settings.keep_float, {})
+        if why is None
+        else (
+            (*settings.keep_float, "input"),
+            {"input": why},
+        )
+    )
 
 
 def _dynamic_options(

@@ -158,7 +158,7 @@ class OnnxTarget(Target):
             )
         settings = Int8Settings.from_options(profile.options)
         calibration = select_windows(windows, MAX_CALIBRATION_WINDOWS)
-        quantized = quantize_int8(exported, calibration, settings)
+        quantized = quantize_int8(exported, calibration, settings, model.spec.features)
         layers = layer_records(
             exported,
             quantized.proto,

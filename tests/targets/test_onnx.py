@@ -212,8 +212,9 @@ def test_int8_tcn_wraps_every_conv_in_qdq(emit):
         assert {n.op_type for n in used[conv.output[0]]} == {"QuantizeLinear"}, conv.name
     ops = onnx_backend.count_ops(emitted.path)
     assert not {"ConvInteger", "DynamicQuantizeLinear"} & set(ops)
-    # the Relu right after each Conv is folded into the Conv's output quantization
-    assert ops["Relu"] == onnx_backend.count_ops(emit("tcn", "fp32").path)["Add"]
+    # the Relu right after each Conv is folded into the Conv's output quantization; each block's
+    # residual Add keeps its Relu, the forecast's residual Add (last value + change) has none
+    assert ops["Relu"] == onnx_backend.count_ops(emit("tcn", "fp32").path)["Add"] - 1
 
 
 def test_int8_gru_stays_float_with_reason(emit):
@@ -465,3 +466,22 @@ def test_importing_the_backend_loads_no_toolchain():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # assert
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("spike", "ratio", "kept"), [(200.0, 8.0, True), (200.0, 0, False), (0.0, 8.0, False)]
+)
+def test_heavy_tailed_inputs_keep_the_input_layers_float(tmp_path, spike, ratio, kept):
+    # setup: one feature with a rain-like spike in the calibration windows
+    calibration = windows()
+    calibration[7, 3, 2] = spike
+    profile = dataclasses.replace(PROFILE, options={**PROFILE.options, "max_input_ratio": ratio})
+    model = make_model("tcn")
+    # execute
+    result = OnnxTarget().emit(model, profile, tmp_path, precision="int8", calibration=calibration)
+    # assert
+    floats = {r["name"]: r["reason"] for r in result.layers if r["precision"] == "fp32"}
+    assert bool(floats) == kept
+    if kept:
+        assert set(floats) == {"blocks.0.conv1", "blocks.0.skip"}
+        assert all(f"'{model.spec.features[2]}'" in why for why in floats.values())
