@@ -79,7 +79,7 @@ def _train_config(base: TrainConfig, arch: str, args: argparse.Namespace) -> Tra
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
     if args.quick:
-        config = replace(config, epochs=2, hparams=QUICK_HPARAMS[arch])
+        config = replace(config, epochs=2, hparams={**config.hparams, **QUICK_HPARAMS[arch]})
     return config
 
 
