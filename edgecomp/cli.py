@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=max(Console().width, 120))  # logs and pipes get 80 columns otherwise
 
 
 class _Group(click.Group):
@@ -128,7 +128,7 @@ def train(
 
     train_keys = ("epochs", "batch_size", "lr", "loss", "patience", "seed")
     config = TrainConfig(
-        arch=arch, hparams=_parse_hparams(hparam), **{k: kw.pop(k) for k in train_keys}
+        arch=arch, hparams=_parse_pairs(hparam, "--hparam"), **{k: kw.pop(k) for k in train_keys}
     )
     result = train_checkpoint(
         data, _data_config(input_len, horizon, kw), config, Path(out), console=console
@@ -136,12 +136,12 @@ def train(
     console.print(result.table())
 
 
-def _parse_hparams(items: tuple[str, ...]) -> dict:
+def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--hparam")
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint=flag)
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -175,6 +175,13 @@ def _parse_hparams(items: tuple[str, ...]) -> dict:
 @click.option("--input-len", "-L", type=int, help="Window length, when no spec JSON is given.")
 @click.option("--horizon", "-H", type=int, help="Horizon, when no spec JSON is given.")
 @click.option("--calibration-windows", default=256, show_default=True)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    help="Override a profile lowering option KEY=VALUE (JSON value), e.g. "
+    "keep_float='[\"input\"]' or per_channel=true.",
+)
 def build(
     source: str,
     data_path: str,
@@ -186,13 +193,17 @@ def build(
     input_len: int | None,
     horizon: int | None,
     calibration_windows: int,
+    options: tuple[str, ...],
 ) -> None:
     """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target."""
     from edgecomp.pipeline import BuildConfig
     from edgecomp.workflow import build_artifact
 
     config = BuildConfig(
-        target=target, precision=precision, calibration_windows=calibration_windows
+        target=target,
+        precision=precision,
+        calibration_windows=calibration_windows,
+        options=_parse_pairs(options, "--option"),
     )
     result = build_artifact(
         source,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ class BuildConfig:
         precision: "fp32" or "int8" (what the profile allows).
         calibration_windows: Cap on calibration windows, drawn evenly across the training split.
         eval_split: Split used to verify the artifact and record its metrics.
-        options: Lowering options passed to the backend.
+        options: Overrides of the profile's lowering options (e.g. ``{"keep_float": ["input"]}``,
+            ``{"calibration_method": "percentile"}``); recorded in the manifest's recipe.
     """
 
     target: str = "x86-64-avx2"
@@ -181,6 +182,8 @@ def baseline_metrics(dataset: Dataset, split: str) -> dict[str, Any]:
 
 def _resolve(config: BuildConfig) -> tuple[TargetProfile, type]:
     profile = get_profile(config.target)
+    if config.options:  # build-time overrides of the profile's lowering options
+        profile = replace(profile, options={**profile.options, **config.options})
     target_cls = get_target(profile.backend)
     allowed = sorted(set(profile.precisions) & set(target_cls.supported_precisions))
     if config.precision not in allowed:

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecomp.cli import main
+from edgecomp.manifest import read_manifest
 
 
 @pytest.fixture
@@ -145,3 +146,47 @@ def test_train_writes_a_checkpoint(runner, traffic_path, tmp_path):
     assert list((out / "tb").glob("events.out.tfevents.*"))
     evaluation = json.loads((out / "eval.json").read_text())
     assert len(evaluation["model"]["mae"]) == 2 and "last_value" in evaluation["baselines"]
+
+
+@pytest.mark.target
+def test_build_option_overrides_the_profile(runner, traffic_checkpoints, traffic_path, tmp_path):
+    # setup
+    artifact = tmp_path / "tcn.edgepkg"
+    # execute
+    result = runner.invoke(
+        main,
+        [
+            "build",
+            str(traffic_checkpoints["tcn"]),
+            "--data",
+            str(traffic_path),
+            "-o",
+            str(artifact),
+            "--option",
+            'keep_float=["output"]',
+        ],
+    )
+    # assert
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(artifact)
+    head = next(layer for layer in manifest["layers"] if layer["name"] == "head")
+    assert head["precision"] == "fp32" and "keep_float" in head["reason"]
+    assert manifest["recipe"]["lowering"]["build"]["options"] == {"keep_float": ["output"]}
+
+
+def test_build_option_must_be_key_value(runner, traffic_checkpoints, traffic_path, tmp_path):
+    result = runner.invoke(
+        main,
+        [
+            "build",
+            str(traffic_checkpoints["tcn"]),
+            "--data",
+            str(traffic_path),
+            "-o",
+            str(tmp_path / "a"),
+            "--option",
+            "per_channel",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.output
