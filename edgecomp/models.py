@@ -126,7 +126,6 @@ class _Forecaster(nn.Module):
         n_targets: int,
         input_len: int,
         horizon: int,
-        *,
         residual: bool,
         target_index: list[int] | None,
     ) -> None:
@@ -175,15 +174,8 @@ class _RecurrentForecaster(_Forecaster):
         residual: bool = True,
         target_index: list[int] | None = None,
     ) -> None:
-        super().__init__(
-            _positive_int("hidden", hidden),
-            n_features,
-            n_targets,
-            input_len,
-            horizon,
-            residual=residual,
-            target_index=target_index,
-        )
+        shape = (n_features, n_targets, input_len, horizon)
+        super().__init__(_positive_int("hidden", hidden), *shape, residual, target_index)
         self.rnn = self.rnn_type(
             n_features,
             hidden,
@@ -277,15 +269,8 @@ class TCNForecaster(_Forecaster):
         residual: bool = True,
         target_index: list[int] | None = None,
     ) -> None:
-        super().__init__(
-            _positive_int("channels", channels),
-            n_features,
-            n_targets,
-            input_len,
-            horizon,
-            residual=residual,
-            target_index=target_index,
-        )
+        shape = (n_features, n_targets, input_len, horizon)
+        super().__init__(_positive_int("channels", channels), *shape, residual, target_index)
         if _positive_int("kernel", kernel) < 2:
             raise ModelError(f"hyperparameter 'kernel' must be >= 2 for a TCN, got {kernel}")
         if dilations is None:

@@ -14,6 +14,13 @@ def runner():
     return CliRunner()
 
 
+def build(runner, checkpoint, data, out, *flags):
+    """`edgecomp build CHECKPOINT --data DATA -o OUT FLAGS...` through the CliRunner."""
+    return runner.invoke(
+        main, ["build", str(checkpoint), "--data", str(data), "-o", str(out), *flags]
+    )
+
+
 def test_targets_lists_profiles(runner):
     result = runner.invoke(main, ["targets"])
     assert result.exit_code == 0, result.output
@@ -46,19 +53,7 @@ def test_build_inspect_bench(runner, traffic_checkpoints, traffic_path, tmp_path
     # setup
     artifact = tmp_path / "tcn.edgepkg"
     # execute
-    built = runner.invoke(
-        main,
-        [
-            "build",
-            str(traffic_checkpoints["tcn"]),
-            "--data",
-            str(traffic_path),
-            "-p",
-            "int8",
-            "-o",
-            str(artifact),
-        ],
-    )
+    built = build(runner, traffic_checkpoints["tcn"], traffic_path, artifact, "-p", "int8")
     inspected = runner.invoke(main, ["inspect", str(artifact)])
     benched = runner.invoke(
         main,
@@ -97,8 +92,7 @@ def test_build_refusals_are_one_line_and_write_nothing(
     runner, traffic_checkpoints, traffic_path, tmp_path, flags, expected
 ):
     # execute
-    args = ["build", str(traffic_checkpoints["lstm"]), "--data", str(traffic_path), *flags]
-    result = runner.invoke(main, [*args, "-o", str(tmp_path / "a")])
+    result = build(runner, traffic_checkpoints["lstm"], traffic_path, tmp_path / "a", *flags)
     # assert
     assert result.exit_code == 2
     assert all(text in result.output for text in expected), result.output
@@ -153,18 +147,13 @@ def test_build_option_overrides_the_profile(runner, traffic_checkpoints, traffic
     # setup
     artifact = tmp_path / "tcn.edgepkg"
     # execute
-    result = runner.invoke(
-        main,
-        [
-            "build",
-            str(traffic_checkpoints["tcn"]),
-            "--data",
-            str(traffic_path),
-            "-o",
-            str(artifact),
-            "--option",
-            'keep_float=["output"]',
-        ],
+    result = build(
+        runner,
+        traffic_checkpoints["tcn"],
+        traffic_path,
+        artifact,
+        "--option",
+        'keep_float=["output"]',
     )
     # assert
     assert result.exit_code == 0, result.output
@@ -175,18 +164,8 @@ def test_build_option_overrides_the_profile(runner, traffic_checkpoints, traffic
 
 
 def test_build_option_must_be_key_value(runner, traffic_checkpoints, traffic_path, tmp_path):
-    result = runner.invoke(
-        main,
-        [
-            "build",
-            str(traffic_checkpoints["tcn"]),
-            "--data",
-            str(traffic_path),
-            "-o",
-            str(tmp_path / "a"),
-            "--option",
-            "per_channel",
-        ],
+    result = build(
+        runner, traffic_checkpoints["tcn"], traffic_path, tmp_path / "a", "--option", "per_channel"
     )
     assert result.exit_code == 2
     assert "KEY=VALUE" in result.output
