@@ -41,6 +41,8 @@ def train_checkpoint(
 
     The folder holds model.safetensors, spec.json, train.json, eval.json and tb/ (TensorBoard).
     """
+    import torch
+
     from edgecomp.checkpoint import save_checkpoint
     from edgecomp.models import build_model, resolve_hparams
     from edgecomp.train import train_module
@@ -49,6 +51,7 @@ def train_checkpoint(
     # every hyperparameter is written out, so a later change of a default cannot change the model
     hparams = resolve_hparams(train_config.arch, train_config.hparams)
     spec = ModelSpec(arch=train_config.arch, hparams=hparams, **dataset.spec_fields())
+    torch.manual_seed(train_config.seed)  # seeded initial weights: same seed, same model
     module = build_model(spec)
 
     def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
