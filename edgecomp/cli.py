@@ -271,6 +271,87 @@ def bench(
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+@main.command("report")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Data file for per-horizon error of the artifacts benched now.",
+)
+@click.option("--batch", "batch_sizes", multiple=True, type=int, default=(1, 64), show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--min-iters", default=200, show_default=True)
+@click.option("--min-seconds", default=2.0, show_default=True)
+@click.option("--no-memory", is_flag=True, help="Skip the fresh-process peak-memory measurement.")
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True),
+    help="Earlier report.json or bench report.json (or its folder) to check for regressions.",
+)
+@click.option(
+    "--fail-on-regression",
+    is_flag=True,
+    help="Exit with code 1 when the --baseline check finds a regression (default: report only).",
+)
+@click.option(
+    "--confirm",
+    default=2,
+    show_default=True,
+    help="With --baseline: measure an artifact whose latency looks regressed up to N more times "
+    "(the fastest p50 per batch size counts), so a burst of load on the machine is not a "
+    "regression.",
+)
+@click.option("--title", default="edgecomp report", show_default=True)
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False), default="report-out", show_default=True
+)
+def report_cmd(
+    inputs: tuple[str, ...],
+    data_path: str | None,
+    batch_sizes: tuple[int, ...],
+    threads: int,
+    min_iters: int,
+    min_seconds: float,
+    no_memory: bool,
+    baseline: str | None,
+    fail_on_regression: bool,
+    confirm: int,
+    title: str,
+    out: str,
+) -> None:
+    """Compare INPUTS (artifacts, folders of them, or bench JSONs): tables, plots, JSON/MD/HTML."""
+    from edgecomp.bench import print_summary
+    from edgecomp.report import (
+        build_report,
+        format_summary,
+        load_bench_json,
+        load_inputs,
+        remeasure_flagged,
+        write_report_files,
+    )
+
+    if fail_on_regression and baseline is None:
+        raise click.UsageError("--fail-on-regression needs --baseline")
+    bench_kw = {
+        "data": data_path,
+        "batch_sizes": batch_sizes,
+        "threads": threads,
+        "min_iters": min_iters,
+        "min_seconds": min_seconds,
+    }
+    benches = load_inputs(inputs, memory=not no_memory, **bench_kw)
+    if baseline is not None and confirm > 0:
+        benches = remeasure_flagged(benches, load_bench_json(baseline), retries=confirm, **bench_kw)
+    report = build_report(benches, title=title, baseline=baseline)
+    paths = write_report_files(report, Path(out))
+    print_summary(benches, console=console)
+    console.print(format_summary(report), highlight=False)
+    console.print(f"wrote {paths['html']}, {paths['md']}, {paths['json']} and the plots")
+    if fail_on_regression and not report["regression"]["passed"]:
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")

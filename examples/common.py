@@ -17,6 +17,7 @@ from rich.console import Console
 from edgecomp.bench import bench_artifact, print_summary, write_report
 from edgecomp.data import DataConfig
 from edgecomp.pipeline import BuildConfig
+from edgecomp.report import write_full_report
 from edgecomp.train import TrainConfig
 from edgecomp.workflow import build_artifact, train_checkpoint
 
@@ -66,11 +67,15 @@ def run_example(
     bench_kw = {"min_iters": 5, "min_seconds": 0.0} if args.quick else {}
     reports = [bench_artifact(a, data=data, **bench_kw) for a in artifacts]
     write_report(reports, out / "bench", title=f"edgecomp {name} example")
+    write_full_report(reports, out / "report", title=f"edgecomp {name} example")
     print_summary(reports, console=console)
     results["bench"] = [_bench_row(r) for r in reports]
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     (out / "summary.md").write_text(render_summary(results))
-    console.print(f"wrote {out / 'summary.md'} and {out / 'bench' / 'report.md'}")
+    console.print(
+        f"wrote {out / 'summary.md'}, {out / 'bench' / 'report.md'} and "
+        f"{out / 'report' / 'report.html'}"
+    )
     return results
 
 

@@ -40,3 +40,5 @@ def test_example_runs_end_to_end(name, arch, tmp_path):
     report = (tmp_path / "bench" / "report.md").read_text()
     assert f"{name}-{arch}-fp32" in report and f"{name}-{arch}-int8" in report
     assert len(list((tmp_path / "artifacts").glob("*.edgepkg"))) == 2
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "http" not in html

@@ -1,6 +1,7 @@
 """Manifest writing: validated by the runtime's rules, checksummed, atomic; goldens load."""
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -61,3 +62,11 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_format_manifest_is_readable():
     text = format_manifest(_golden(1))
     assert "x86-64-avx2" in text and "artifact MAE" in text and "model.onnx" in text
+
+
+def test_artifacts_get_the_usual_file_mode(tmp_path):
+    manifest = _golden(1)
+    path = write_artifact(tmp_path / "a.edgepkg", manifest, {manifest["model_file"]: b"x"})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

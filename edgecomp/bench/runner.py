@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.metadata
 import json
+import platform
 import subprocess
 import sys
 import time
@@ -26,12 +28,21 @@ import numpy as np
 import edgecomp_runtime
 from edgecomp.bench.host import host_info
 
-__all__ = ["BenchError", "artifact_info", "bench_artifact", "latency_stats", "measure"]
+__all__ = [
+    "BenchError",
+    "artifact_info",
+    "bench_artifact",
+    "engine_info",
+    "latency_stats",
+    "measure",
+    "recipe_summary",
+]
 
 SCHEMA = "edgecomp-bench"
 SCHEMA_VERSION = 1
 _CHUNK = 256  # windows per predict call when scoring a split
 _CHILD_REPEATS = 3  # predict calls per batch size in the memory child
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 _MEMORY_METHOD = (
     "peak RSS so far at each step of a fresh process: VmHWM from /proc/self/status where it "
@@ -111,7 +122,7 @@ def bench_artifact(
 
     Returns:
         The report dict (schema "edgecomp-bench", version 1): host, artifact, latency,
-        engine_latency, throughput, preprocess_overhead, memory, load_ms, accuracy.
+        engine_latency, throughput, preprocess_overhead, memory, load_ms, accuracy, engine.
 
     Raises:
         FileNotFoundError: The artifact or data file does not exist.
@@ -132,6 +143,7 @@ def bench_artifact(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": host_info(threads=threads),
         "runtime": _jsonable(model.info()),
+        "engine": engine_info(model),
         "artifact": artifact_info(path, model.manifest),
         **timing,
         "latency_inputs": f"data:{split}" if accuracy and accuracy["n_windows"] else "random",
@@ -162,8 +174,12 @@ def measure(
     return np.asarray(times, dtype=np.float64) / 1e6
 
 
-def latency_stats(ms: np.ndarray) -> dict[str, float]:
-    """Percentiles, mean, spread and count of per-call times in milliseconds."""
+def latency_stats(ms: np.ndarray) -> dict[str, Any]:
+    """Percentiles, mean, spread and count of per-call times in milliseconds.
+
+    ``quantiles_ms`` holds the 0th, 1st, ..., 100th percentiles: a bounded summary of the whole
+    distribution (for plots and noise thresholds) whatever the number of calls.
+    """
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {
         "p50_ms": float(p50),
@@ -175,6 +191,7 @@ def latency_stats(ms: np.ndarray) -> dict[str, float]:
         "std_ms": float(ms.std()),
         "iters": int(ms.size),
         "seconds": float(ms.sum() / 1e3),
+        "quantiles_ms": [float(q) for q in np.percentile(ms, np.arange(101))],
     }
 
 
@@ -205,7 +222,75 @@ def artifact_info(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "file_size": file_size,
         "model_file_size": model_file_size,
         "sha256": digest,
+        "recipe": recipe_summary(manifest),
     }
+
+
+def recipe_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What was done to the model: passes, quantization tool and steps, layers per precision.
+
+    ``summary`` says it in one line, e.g. "int8: 1/3 layers dynamic int8; GRU fp32".
+    """
+    recipe = manifest.get("recipe") or {}
+    quant = (recipe.get("lowering") or {}).get("quantization") or {}
+    passes = [
+        p.get("_type", "?") if isinstance(p, dict) else str(p) for p in recipe.get("passes") or []
+    ]
+    layers = manifest.get("layers") or []
+    methods: dict[str, int] = {}
+    for layer in layers:
+        if layer.get("precision") != "fp32":
+            kind = " ".join(v for v in (layer.get("method"), layer.get("precision")) if v)
+            methods[kind] = methods.get(kind, 0) + 1
+    float_ops = sorted({la["op_type"] for la in layers if la.get("precision") == "fp32"})
+    parts = [f"{n}/{len(layers)} layers {kind}" for kind, n in methods.items()]
+    if parts and float_ops:
+        parts.append(" ".join(float_ops) + " fp32")
+    summary = ", ".join([*passes, str(manifest.get("precision"))])
+    summary += ": " + ("; ".join(parts) if parts else "not quantized")
+    return {
+        "summary": summary,
+        "passes": passes,
+        "quantization": {k: quant.get(k) for k in ("tool", "steps", "quant_format")}
+        if quant
+        else None,
+        "layer_precisions": methods,
+        "float_ops": float_ops,
+    }
+
+
+def engine_info(model: Any) -> dict[str, Any]:
+    """Which engine measured ``model`` and whether it is the target's own engine on its CPU arch.
+
+    ``native`` is false for a host fallback: the artifact's backend run on another engine (say a
+    Jetson artifact on onnxruntime), or a target CPU architecture other than this machine's.
+    """
+    from edgecomp_runtime.engines import get_engine
+
+    target = model.manifest.get("target", {})
+    engine = get_engine(model.backend)
+    try:
+        version = importlib.metadata.version(engine.package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    host_arch = _arch(platform.machine())
+    target_arch = _arch(target.get("arch") or host_arch)
+    notes = []
+    if model.backend != target.get("backend"):
+        notes.append(f"host fallback: {target.get('backend')} artifact run on {engine.module}")
+    if target_arch != host_arch:
+        notes.append(f"host fallback: {target_arch} target measured on a {host_arch} CPU")
+    return {
+        "backend": model.backend,
+        "engine": f"{engine.module} {version}",
+        "native": not notes,
+        "note": "; ".join(notes) or f"the target's own engine on a {host_arch} CPU",
+    }
+
+
+def _arch(name: str) -> str:
+    name = name.lower()
+    return _ARCH_ALIASES.get(name, name)
 
 
 def _check_args(
