@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (ValueError, EdgecompRuntimeError, FileNotFoundError) as exc:
+        except (ValueError, EdgecompRuntimeError, FileNotFoundError, FileExistsError) as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
@@ -182,6 +183,12 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
     help="Override a profile lowering option KEY=VALUE (JSON value), e.g. "
     "keep_float='[\"input\"]' or per_channel=true.",
 )
+@click.option(
+    "--sign",
+    "sign_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Sign the artifact with this ed25519 private key (PEM, from `edgecomp keygen`).",
+)
 def build(
     source: str,
     data_path: str,
@@ -194,11 +201,14 @@ def build(
     horizon: int | None,
     calibration_windows: int,
     options: tuple[str, ...],
+    sign_path: str | None,
 ) -> None:
     """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target."""
     from edgecomp.pipeline import BuildConfig
     from edgecomp.workflow import build_artifact
+    from edgecomp_runtime.signing import load_private_key
 
+    sign_key = None if sign_path is None else load_private_key(sign_path)  # fail before building
     config = BuildConfig(
         target=target,
         precision=precision,
@@ -214,6 +224,7 @@ def build(
         spec_path=spec_path,
         input_len=input_len,
         horizon=horizon,
+        sign_key=sign_key,
     )
     metrics = result.manifest["metrics"]
     ref, art = metrics["reference"]["mae"], metrics["artifact"]["mae"]
@@ -223,6 +234,40 @@ def build(
         f"MAE {sum(art) / len(art):.4g} vs reference {sum(ref) / len(ref):.4g} "
         f"(worst horizon {worst:+.2f} %)"
     )
+    if sign_key is not None:
+        from edgecomp_runtime.signing import key_id
+
+        console.print(f"signed with ed25519 key {key_id(sign_key.public_key())}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+def keygen(out: str, force: bool) -> None:
+    """Write a new ed25519 key pair: OUT (private, PEM, mode 0600) and OUT.pub (public, PEM)."""
+    from edgecomp_runtime.signing import key_id, load_private_key, new_key_pair
+
+    private_path, public_path = Path(out), Path(out + ".pub")
+    for path in (private_path, public_path):
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} exists; pass --force to replace it")
+    private_pem, public_pem = new_key_pair()
+    _write_private(private_path, private_pem)
+    public_path.write_bytes(public_pem)
+    console.print(
+        f"wrote {private_path} (private, keep it secret) and {public_path} (public, "
+        f"key id {key_id(load_private_key(private_pem).public_key())})"
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a private key readable by its owner only (created 0600, never group/world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
 
 
 @main.command()
@@ -355,15 +400,34 @@ def report_cmd(
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")
-def inspect(artifact: str, as_json: bool) -> None:
-    """Verify ARTIFACT (format, checksums) and print its manifest readably."""
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key (PEM or raw 32 bytes) the artifact must be signed by; repeatable.",
+)
+def inspect(artifact: str, as_json: bool, trusted_keys: tuple[str, ...]) -> None:
+    """Verify ARTIFACT (format, checksums, signature with --trusted-key), print its manifest."""
     from edgecomp.manifest import format_manifest, read_manifest
+    from edgecomp_runtime import SignatureError
+    from edgecomp_runtime.signing import signer_key_id
 
-    manifest = read_manifest(artifact)
+    manifest = read_manifest(artifact, trusted_keys=list(trusted_keys) or None)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
+        return
+    click.echo(format_manifest(manifest), nl=False)
+    try:
+        signer = signer_key_id(artifact)
+    except SignatureError as exc:  # without --trusted-key a bad manifest.sig is only reported
+        click.echo(f"signature   unreadable: {exc}")
+        return
+    if signer is None:
+        click.echo("signature   none")
     else:
-        click.echo(format_manifest(manifest))
+        checked = "verified" if trusted_keys else "not verified: pass --trusted-key"
+        click.echo(f"signature   ed25519 key {signer} ({checked})")
 
 
 @main.command()

@@ -19,6 +19,7 @@ from typing import Any
 
 from edgecomp._io import atomic_write
 from edgecomp_runtime import FORMAT, FORMAT_VERSION, read_artifact, validate_manifest
+from edgecomp_runtime.signing import SIGNATURE_NAME, load_private_key, sign_manifest
 
 __all__ = [
     "FORMAT",
@@ -56,39 +57,52 @@ def new_manifest(**sections: Any) -> dict[str, Any]:
     }
 
 
-def write_artifact(path: str | Path, manifest: dict[str, Any], files: dict[str, bytes]) -> Path:
+def write_artifact(
+    path: str | Path,
+    manifest: dict[str, Any],
+    files: dict[str, bytes],
+    *,
+    sign_key: Any = None,
+) -> Path:
     """Checksum ``files``, validate the manifest with the runtime's rules, write a zip atomically.
 
     Args:
         path: Destination .edgepkg path.
         manifest: Manifest without ``files``; it is completed in place with names, sizes and sha256.
         files: File name -> contents, flat names only.
+        sign_key: None, or an ed25519 private key (PEM file path, PEM bytes or key object): the
+            manifest's bytes are signed into ``manifest.sig``.
 
     Returns:
         The written path.
     """
     path = Path(path)
+    private = None if sign_key is None else load_private_key(sign_key)
     manifest["files"] = [
         {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         for name, data in sorted(files.items())
     ]
     validate_manifest(manifest, source=str(path))
     payload = json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False).encode()
+    signature = None if private is None else sign_manifest(payload, private)
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(MANIFEST_NAME, payload)
+            if signature is not None:
+                zf.writestr(SIGNATURE_NAME, signature)
             for name, data in sorted(files.items()):
                 zf.writestr(name, data)
 
     atomic_write(path, write)
-    read_artifact(path)  # read back through the runtime: checksums and format
+    # read back through the runtime: checksums, format and the signature
+    read_artifact(path, trusted_keys=None if private is None else private.public_key())
     return path
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and verify an artifact's manifest (format version, checksums) via the runtime."""
-    manifest, _ = read_artifact(path)
+def read_manifest(path: str | Path, *, trusted_keys: Any = None) -> dict[str, Any]:
+    """Read and verify an artifact's manifest (format version, checksums, optional signature)."""
+    manifest, _ = read_artifact(path, trusted_keys=trusted_keys)
     return manifest
 
 

@@ -21,6 +21,7 @@ from edgecomp.manifest import new_manifest, producer_versions, write_artifact
 from edgecomp.metrics import horizon_metrics, naive_forecasts
 from edgecomp.spec import Model
 from edgecomp.targets import TargetError, TargetProfile, get_profile, get_target
+from edgecomp_runtime.signing import load_private_key
 
 __all__ = [
     "BuildConfig",
@@ -68,7 +69,14 @@ class BuildResult:
     manifest: dict[str, Any]
 
 
-def build(model: Model, dataset: Dataset, config: BuildConfig, out: str | Path) -> BuildResult:
+def build(
+    model: Model,
+    dataset: Dataset,
+    config: BuildConfig,
+    out: str | Path,
+    *,
+    sign_key: Any = None,
+) -> BuildResult:
     """Lower, quantize, verify and package ``model`` for ``config.target``.
 
     Args:
@@ -77,12 +85,16 @@ def build(model: Model, dataset: Dataset, config: BuildConfig, out: str | Path) 
             split, verification from ``config.eval_split``.
         config: Target, precision and options.
         out: Destination .edgepkg path; written atomically.
+        sign_key: None, or an ed25519 private key (PEM path, PEM bytes or key object) that signs
+            the manifest into ``manifest.sig``; a bad key fails before anything is built.
 
     Raises:
         BuildError, TargetError: The target cannot produce the artifact; nothing is written.
     """
     profile, target_cls = _resolve(config)
     _check_data_matches(model, dataset)
+    if sign_key is not None:
+        sign_key = load_private_key(sign_key)
     calib = None
     if config.precision in target_cls.needs_calibration:
         calib = calibration_windows(dataset, config.calibration_windows)
@@ -114,7 +126,7 @@ def build(model: Model, dataset: Dataset, config: BuildConfig, out: str | Path) 
         layers=emitted.layers,
     )
     manifest["metrics"] = verify(model, dataset, manifest, files, split=config.eval_split)
-    return BuildResult(write_artifact(out, manifest, files), manifest)
+    return BuildResult(write_artifact(out, manifest, files, sign_key=sign_key), manifest)
 
 
 def calibration_windows(dataset: Dataset, limit: int) -> np.ndarray:

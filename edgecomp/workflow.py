@@ -118,13 +118,17 @@ def build_artifact(
     spec_path: str | None = None,
     input_len: int | None = None,
     horizon: int | None = None,
+    sign_key: Any = None,
 ) -> BuildResult:
-    """Ingest ``source`` (any front-end kind), window ``data`` per its spec, and build."""
+    """Ingest ``source`` (any front-end kind), window ``data`` per its spec, and build.
+
+    ``sign_key`` (an ed25519 private key, see ``pipeline.build``) signs the artifact.
+    """
     spec = None
     if source_kind(source) != "checkpoint":
         spec = _external_spec(data, spec_path, input_len, horizon)
     model = load_model(source, weights=weights, spec=spec)
-    return build(model, dataset_for(model.spec, data), config, out)
+    return build(model, dataset_for(model.spec, data), config, out, sign_key=sign_key)
 
 
 def _external_spec(data, spec_path, input_len, horizon) -> ModelSpec:

@@ -32,6 +32,8 @@ class DataConfig:
         value_cols: Value columns of the file; detected when None.
         layout: "auto", "wide" or "long".
         regularize: Insert missing grid steps as NaN rows (see ``load_table``).
+        spike_threshold: When set, values whose robust z-score against the train split exceeds
+            it are set to missing before imputation (see ``prepare``); None: keep every value.
     """
 
     input_len: int
@@ -47,6 +49,7 @@ class DataConfig:
     value_cols: tuple[str, ...] | None = None
     layout: str = "auto"
     regularize: bool = True
+    spike_threshold: float | None = None
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -73,6 +76,8 @@ class DataConfig:
         _check(self.layout in LAYOUTS, "layout", f"one of {list(LAYOUTS)}")
         _check(not (self.layout == "wide" and self.id_col), "id_col", "None with layout='wide'")
         _check(isinstance(self.regularize, bool), "regularize", "true or false")
+        spike = self.spike_threshold
+        _check(spike is None or (_is_num(spike) and spike > 0), "spike_threshold", "> 0 or None")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -122,7 +127,8 @@ def config_from_spec(spec: Any) -> DataConfig:
         "interpolate_limit": imp.get("interpolate_limit", defaults.interpolate_limit),
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
     }
-    for key in ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize"):
+    keys = ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize")
+    for key in (*keys, "spike_threshold"):
         fields[key] = data.get(key, getattr(defaults, key))
     try:
         return DataConfig(**fields)

@@ -18,11 +18,38 @@ Rules, in the order ``load_table`` applies them:
 * Grid: the sampling period is the most common step between sorted timestamps; missing grid steps
   are inserted as NaN rows (``regularize=True``) and reported as gaps. Daily data with no weekend
   rows is a business-day series: its grid holds weekdays only, so weekends are not gaps.
+
+Bad data (``load_table`` here, ``prepare`` in prep.py). Every refusal is a one-line ``DataError``
+naming the file and the column:
+
+* Gaps: inserted as NaN rows and reported (``n_gap_steps``, ``gaps``, ``missing``); ``prepare``
+  imputes them and names the columns with a gap longer than ``interpolate_limit`` (forward filled
+  there, while the runtime refuses a window missing more than ``max_missing_fraction`` of a
+  column).
+* Duplicated timestamps (wide) or (time, id) pairs (long): refused with the timestamp and data
+  rows, exact duplicate rows too (a repeated row usually means a bad export or concatenation).
+* Rows out of time order: sorted, with a note.
+* Unit spikes: ``prepare`` names columns whose robust z-score against the train split exceeds 20;
+  ``DataConfig.spike_threshold`` (off by default) sets such values to missing.
+* Constant columns: a constant integer column is skipped as a label (noted); a feature constant
+  over the train split is noted by ``prepare`` and its std floored.
+* Empty columns: a column with no value is refused; ``prepare`` refuses a column with no value
+  in one split, naming the split.
+* Mixed types: the markers ``MISSING_MARKERS`` (empty, NA, N/A, nan, null, none, -; any case,
+  spaces ignored) are missing values; any other text in a numeric column is refused naming the
+  value, its timestamp and data row. Decimal commas ("12,5") are refused with a hint, not
+  guessed. Infinite values are refused.
+* Time zones: offsets (``Z``, ``+02:00``, mixed ones too) are converted to UTC; naive timestamps
+  are taken as UTC as given; a column mixing naive and offset timestamps is refused.
+* Daylight-saving changes: naive local times lose an hour in spring (a reported gap) and repeat
+  one in autumn (refused as a duplicate, with a hint to export UTC or offsets); local times with
+  offsets across a change give a continuous UTC series.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -39,6 +66,10 @@ CALENDAR_NAMES = frozenset({"year", "month", "day", "hour", "minute"})
 LAYOUTS = ("auto", "wide", "long")
 MAX_GAPS_LISTED = 20
 MAX_GRID_GROWTH = 10  # refuse a grid more than this many times the observed rows (+1000)
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})  # case-insensitive
+_OFFSET = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:\d\d|[+-]\d{4})$", re.IGNORECASE)
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+(?:,\d+)+$")
+_LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
 _DAY_NS = 86_400 * 10**9
 
 
@@ -118,13 +149,15 @@ def load_table(
     body = df.drop(columns=[tcol])
     resolved, icol = _resolve_layout(body, times, layout, id_col, path)
     exclude = {icol} if icol else set()
-    vcols, notes = _value_columns(body, exclude, value_cols, path)
+    vcols, notes = _value_columns(body, times, exclude, value_cols, path)
     if icol:
         frame = _pivot(body, times, icol, vcols, path, tcol)
     else:
         frame = _wide(body, times, vcols, path, tcol)
     _check_not_empty(frame, path)
-    frame = frame.sort_index(kind="stable")
+    if not frame.index.is_monotonic_increasing:
+        notes.append(f"rows not in time order (column '{tcol}'): sorted")
+        frame = frame.sort_index(kind="stable")
     frame, grid_info = _regularize(frame, path, tcol, regularize)
     notes += grid_info.pop("notes")
     report = TableReport(
@@ -198,7 +231,21 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
         raise DataError(
             f"{path}: column '{name}': {what} (data row {i + 1}; {bad.size} unparsable)"
         )
+    _check_offsets(col, path, name)
     return pd.DatetimeIndex(parsed).tz_localize(None).as_unit("ns")
+
+
+def _check_offsets(col: pd.Series, path: Path, name: str) -> None:
+    """Refuse text timestamps that mix UTC offsets and naive (offset-less) values."""
+    if ptypes.is_numeric_dtype(col) or ptypes.is_datetime64_any_dtype(col):
+        return
+    aware = col.astype(str).str.strip().str.contains(_OFFSET).to_numpy()
+    if aware.any() and not aware.all():
+        i, j = int(np.flatnonzero(aware)[0]), int(np.flatnonzero(~aware)[0])
+        raise DataError(
+            f"{path}: column '{name}': mixes timestamps with a UTC offset ({col.iloc[i]!r}, data "
+            f"row {i + 1}) and without ({col.iloc[j]!r}, data row {j + 1}); use one convention"
+        )
 
 
 def _resolve_layout(
@@ -223,7 +270,7 @@ def _resolve_layout(
 
 
 def _value_columns(
-    body: pd.DataFrame, exclude: set[str], requested: Any, path: Path
+    body: pd.DataFrame, times: pd.DatetimeIndex, exclude: set[str], requested: Any, path: Path
 ) -> tuple[list[str], list[str]]:
     if requested is not None:
         unknown = [c for c in requested if c not in body.columns or c in exclude]
@@ -237,7 +284,7 @@ def _value_columns(
     for col in body.columns:
         if col in exclude:
             continue
-        kind = _column_kind(body[col], col, path)
+        kind = _column_kind(body[col], col, path, times)
         if kind == "value":
             chosen.append(col)
         else:
@@ -250,13 +297,15 @@ def _value_columns(
     return chosen, notes
 
 
-def _column_kind(col: pd.Series, name: str, path: Path) -> str:
+def _column_kind(col: pd.Series, name: str, path: Path, times: pd.DatetimeIndex) -> str:
     if name.lower() in CALENDAR_NAMES:
         return "calendar"
     if not ptypes.is_numeric_dtype(col):
-        parsed = pd.to_numeric(col, errors="coerce")
-        if parsed.notna().any() or col.isna().all():
-            _to_float(col, name, path)  # numbers mixed with text: raises, naming a text value
+        cleaned = _drop_markers(col)
+        parsed = pd.to_numeric(cleaned, errors="coerce")
+        commas = cleaned.astype(str).str.strip().str.match(_DECIMAL_COMMA) & cleaned.notna()
+        if parsed.notna().any() or commas.any() or col.isna().all():
+            _to_float(col, name, path, times)  # numbers mixed with text: raises, naming one
             return "value"
         return "text"
     if ptypes.is_integer_dtype(col) and col.nunique(dropna=False) == 1:
@@ -264,18 +313,44 @@ def _column_kind(col: pd.Series, name: str, path: Path) -> str:
     return "value"
 
 
-def _to_float(col: pd.Series, name: str, path: Path) -> np.ndarray:
+def _drop_markers(col: pd.Series) -> pd.Series:
+    """``col`` with the missing-value markers (``MISSING_MARKERS``) set to NaN."""
+    marked = col.map(lambda v: isinstance(v, str) and v.strip().lower() in MISSING_MARKERS)
+    return col.mask(marked.astype(bool))
+
+
+def _to_float(
+    col: pd.Series, name: str, path: Path, times: pd.DatetimeIndex | None = None
+) -> np.ndarray:
     if ptypes.is_numeric_dtype(col):
-        return col.to_numpy(dtype="float64", na_value=np.nan)
-    parsed = pd.to_numeric(col, errors="coerce")
-    bad = np.flatnonzero((parsed.isna() & col.notna()).to_numpy())
-    if bad.size:
-        i = int(bad[0])
+        out = col.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        cleaned = _drop_markers(col)
+        parsed = pd.to_numeric(cleaned, errors="coerce")
+        bad = np.flatnonzero((parsed.isna() & cleaned.notna()).to_numpy())
+        if bad.size:
+            value = col.iloc[int(bad[0])]
+            hint = ""
+            if _DECIMAL_COMMA.match(str(value).strip()):
+                hint = "; decimal comma or thousands separator? write numbers with '.' only"
+            raise DataError(
+                f"{path}: column '{name}' has non-numeric value {value!r} at "
+                f"{_where(times, int(bad[0]))} ({bad.size} such values){hint}"
+            )
+        out = parsed.to_numpy(dtype="float64", na_value=np.nan)
+    inf = np.flatnonzero(np.isinf(out))
+    if inf.size:
         raise DataError(
-            f"{path}: column '{name}' has non-numeric value {col.iloc[i]!r} (data row {i + 1}; "
-            f"{bad.size} such values)"
+            f"{path}: column '{name}' has an infinite value at {_where(times, int(inf[0]))} "
+            f"({inf.size} such values)"
         )
-    return parsed.to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
+def _where(times: pd.DatetimeIndex | None, i: int) -> str:
+    """'<timestamp> (data row n)' for row ``i`` (0-based) of the file."""
+    stamp = f"{times[i].isoformat()} " if times is not None else ""
+    return f"{stamp}(data row {i + 1})"
 
 
 def _wide(
@@ -283,10 +358,14 @@ def _wide(
 ) -> pd.DataFrame:
     dup = np.flatnonzero(times.duplicated())
     if dup.size:
+        first = int(np.flatnonzero(times == times[dup[0]])[0])
+        same = body.iloc[first].equals(body.iloc[int(dup[0])])
         raise DataError(
-            f"{path}: column '{tcol}': duplicated timestamp {times[dup[0]]} ({dup.size} duplicates)"
+            f"{path}: column '{tcol}': duplicated timestamp {times[dup[0]].isoformat()} (data rows "
+            f"{first + 1} and {dup[0] + 1}, {'identical' if same else 'different values'}; "
+            f"{dup.size} duplicates); {_LOCAL_HINT}"
         )
-    data = {c: _to_float(body[c], c, path) for c in vcols}
+    data = {c: _to_float(body[c], c, path, times) for c in vcols}
     return pd.DataFrame(data, index=times, columns=vcols)
 
 
@@ -307,10 +386,11 @@ def _pivot(
     if dup.size:
         t, i = keys[dup[0]]
         raise DataError(
-            f"{path}: columns '{tcol}', '{icol}': duplicated ({tcol}, {icol}) pair ({t}, {i!r}) "
-            f"({dup.size} duplicates)"
+            f"{path}: columns '{tcol}', '{icol}': duplicated ({tcol}, {icol}) pair "
+            f"({t.isoformat()}, {i!r}) (data row {dup[0] + 1}; {dup.size} duplicates); "
+            f"{_LOCAL_HINT}"
         )
-    data = pd.DataFrame({c: _to_float(body[c], c, path) for c in vcols}, index=keys)
+    data = pd.DataFrame({c: _to_float(body[c], c, path, times) for c in vcols}, index=keys)
     wide = data.unstack(level=icol)  # columns: (value column, id)
     order = [(v, i) for i in pd.Index(ids.unique()).sort_values() for v in vcols]
     wide = wide[order]

@@ -5,6 +5,20 @@ Each segment is imputed on its own, so no value leaks across a boundary: linear 
 time fills at most ``interpolate_limit`` steps per gap (counted from the gap's start), the rest is
 forward filled and a leading gap back filled. The scaler (mean, std per feature) is fitted on the
 imputed train segment only. Windows are cut inside each segment, so none crosses a boundary.
+
+Checks on the values (each listed in ``Dataset.notes``):
+
+* Gaps longer than ``interpolate_limit`` are forward filled here, so training sees a flat stretch;
+  the runtime instead refuses a window in which a column misses more than
+  ``max_missing_fraction`` of its L values. The note names the columns and their longest gap.
+* Spikes: each feature's robust z-score ``|x - median| / (1.4826 * MAD)`` is computed against the
+  train split (all rows are scored). Columns whose maximum exceeds ``SPIKE_NOTE_Z`` are always
+  named (a wrong unit, e.g. a 1,048 mph wind speed). With ``DataConfig.spike_threshold`` set,
+  values scoring above it are set to missing and imputed like any gap, counted per column in
+  ``Dataset.spikes``; ``raw`` keeps them (a gateway sees them: the runtime does not remove spikes).
+  A column whose train MAD is 0 (mostly one value, e.g. precipitation) is not scored.
+* A feature constant over the train split is named and its std floored (a warning too).
+* A feature with no value in one split is refused, naming the column and the split.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from edgecomp.data.io import DataError, TableReport, _few, load_table
 from edgecomp.data.windows import Windows
 
 SPLITS = ("train", "val", "test")
+SPIKE_NOTE_Z = 20.0  # always name a column whose max robust z-score exceeds this
 
 
 @dataclass
@@ -46,7 +61,8 @@ class Dataset:
         val: Validation windows (scaled).
         test: Test windows (scaled).
         imputation: The runtime's imputation policy (see runtime/FORMAT.md).
-        notes: Warnings raised while preparing (constant or mostly missing columns).
+        notes: Findings while preparing (constant, mostly missing, long gaps, spikes).
+        spikes: Per feature: values set to missing by ``spike_threshold`` (empty when off).
     """
 
     config: DataConfig
@@ -65,6 +81,7 @@ class Dataset:
     test: Windows
     imputation: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    spikes: dict[str, int] = field(default_factory=dict)
 
     @property
     def target_index(self) -> list[int]:
@@ -146,7 +163,8 @@ class Dataset:
                 "layout": rep.layout,
                 "value_cols": list(rep.value_cols),
                 "regularize": cfg.regularize,
-            },
+            }
+            | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {}),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -167,6 +185,7 @@ class Dataset:
             "bounds": {s: list(b) for s, b in self.bounds.items()},
             "windows": {s: len(self.split(s)) for s in SPLITS},
             "notes": rep.notes + self.notes,
+            "spikes": dict(self.spikes),
         }
 
 
@@ -197,10 +216,12 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
     raw = frame[features]
     bounds = _bounds(len(raw), config, path)
     raw_np = raw.to_numpy(dtype="float64")
-    values, imputed = _impute(raw_np, bounds, features, config.interpolate_limit, path)
+    cleaned, spikes, notes = _spikes(raw_np, bounds["train"], raw, config.spike_threshold)
+    values, imputed = _impute(cleaned, bounds, features, config.interpolate_limit, path)
     train = values[slice(*bounds["train"])]
-    mean, std, notes = _fit_scaler(train, features)
-    notes += _missing_notes(raw_np, features, config.max_missing_fraction)
+    mean, std, scaler_notes = _fit_scaler(train, features)
+    notes += scaler_notes + _missing_notes(raw_np, features, config.max_missing_fraction)
+    notes += _gap_notes(raw_np, features, config)
     scaled = ((values - mean) / std).astype(np.float32)
     tidx = [features.index(t) for t in targets]
     windows = {s: _windows(scaled, bounds[s], config, tidx) for s in SPLITS}
@@ -218,6 +239,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         imputed=imputed,
         imputation=_policy(config),
         notes=notes,
+        spikes=spikes,
         **windows,
     )
 
@@ -309,6 +331,61 @@ def _missing_notes(raw: np.ndarray, features: list[str], max_fraction: float) ->
         f"{max_fraction:g}: the runtime will refuse windows where it is that sparse"
         for i in np.flatnonzero(frac > max_fraction)
     ]
+
+
+def _spikes(
+    raw: np.ndarray, train: tuple[int, int], frame: pd.DataFrame, threshold: float | None
+) -> tuple[np.ndarray, dict[str, int], list[str]]:
+    """Robust z-scores against the train split: notes on outlying columns; values above
+    ``threshold`` set to NaN (when set), with counts per column."""
+    block = raw[slice(*train)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: refused later
+        median = np.nanmedian(block, axis=0)
+        scale = 1.4826 * np.nanmedian(np.abs(block - median), axis=0)
+        z = np.abs(raw - median) / np.where(scale > 0, scale, np.nan)
+    z = np.where(np.isnan(z), 0.0, z)
+    notes = []
+    peak = z.max(axis=0)
+    loud = np.flatnonzero(peak > SPIKE_NOTE_Z)
+    if loud.size:
+        found = ", ".join(
+            f"{frame.columns[i]} (z {peak[i]:.0f} at {frame.index[z[:, i].argmax()].isoformat()}, "
+            f"value {raw[z[:, i].argmax(), i]:g})"
+            for i in loud
+        )
+        notes.append(f"possible unit spikes (robust z-score > {SPIKE_NOTE_Z:g} vs train): {found}")
+    if threshold is None:
+        return raw, {}, notes
+    hit = z > threshold
+    counts = {str(c): int(n) for c, n in zip(frame.columns, hit.sum(axis=0), strict=True)}
+    if hit.any():
+        listed = ", ".join(f"{c}: {n}" for c, n in counts.items() if n)
+        notes.append(f"spike_threshold {threshold:g}: values set to missing: {listed}")
+    return np.where(hit, np.nan, raw), counts, notes
+
+
+def _gap_notes(raw: np.ndarray, features: list[str], config: DataConfig) -> list[str]:
+    """Name the columns with a gap longer than ``interpolate_limit`` (forward filled here)."""
+    longest = [_longest_run(np.isnan(raw[:, i])) for i in range(raw.shape[1])]
+    long = [(f, n) for f, n in zip(features, longest, strict=True) if n > config.interpolate_limit]
+    if not long:
+        return []
+    listed = _few([f"{f} ({n})" for f, n in sorted(long, key=lambda fn: -fn[1])])
+    refused = int(config.max_missing_fraction * config.input_len) + 1
+    return [
+        f"gaps longer than interpolate_limit {config.interpolate_limit} are forward filled here; "
+        f"the runtime refuses windows missing {refused}+ of a column's {config.input_len} "
+        f"values; longest gap (steps): {listed}"
+    ]
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D bool array."""
+    if not mask.any():
+        return 0
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
 def _windows(

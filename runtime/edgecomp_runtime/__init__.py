@@ -4,7 +4,8 @@
     model = ecr.load("traffic.edgepkg")
     forecast = model.predict(raw_window)  # [L, F] raw units -> [H, F_out] raw units
 
-Importing this package loads numpy only; the engine (onnxruntime) is imported by ``load``.
+Importing this package loads numpy only; the engine (onnxruntime) is imported by ``load``, and
+``cryptography`` only when ``trusted_keys`` are given (see ``edgecomp_runtime.signing``).
 """
 
 from edgecomp_runtime.artifact import (
@@ -25,6 +26,7 @@ from edgecomp_runtime.errors import (
     InputError,
     InputShapeError,
     MissingValueError,
+    SignatureError,
 )
 from edgecomp_runtime.model import Model, load
 
@@ -45,6 +47,7 @@ __all__ = [
     "InputShapeError",
     "MissingValueError",
     "Model",
+    "SignatureError",
     "__version__",
     "get_engine",
     "load",

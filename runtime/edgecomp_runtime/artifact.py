@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from edgecomp_runtime.errors import ArtifactError, ChecksumError, FormatVersionError
+from edgecomp_runtime.signing import (
+    SIGNATURE_NAME,
+    check_signature_size,
+    load_trusted_keys,
+    verify_manifest,
+)
 
 FORMAT = "edgecomp-artifact"
 FORMAT_VERSION = 1
@@ -39,42 +45,59 @@ _REPR.maxstring = 40
 _REPR.maxother = 40
 
 
-def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+def read_artifact(
+    path: str | Path, *, trusted_keys: Any = None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Read an artifact and verify it.
 
     Args:
         path: A ``.edgepkg`` zip file, or a folder holding the same files unpacked.
+        trusted_keys: None (signatures are not checked), or ed25519 public keys (paths, PEM or
+            raw 32-byte ``bytes``, ``Ed25519PublicKey``): the artifact must then carry a
+            ``manifest.sig`` by one of them that matches its manifest. Needs ``cryptography``.
 
     Returns:
         The validated manifest, and the content of every file it lists, keyed by file name.
 
     Raises:
         ArtifactError: Not a zip, truncated, unsafe or oversize entries, missing or malformed
-            manifest, missing files. ``ChecksumError`` and ``FormatVersionError`` are subclasses.
+            manifest, missing files. ``ChecksumError``, ``FormatVersionError`` and
+            ``SignatureError`` (only with ``trusted_keys``) are subclasses.
+        ValueError: ``trusted_keys`` is empty or holds something that is not an ed25519 public key.
+        EngineUnavailableError: ``trusted_keys`` given and ``cryptography`` is not installed.
     """
     path = Path(path)
     source = str(path)
+    trusted = None if trusted_keys is None else load_trusted_keys(trusted_keys)
     if path.is_dir():
-        return _read_folder(path, source)
+        return _read_folder(path, source, trusted)
     if not path.is_file():
         raise ArtifactError(f"{source}: no such artifact file or folder")
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise ArtifactError(
             f"{source}: not a readable zip, truncated or not an .edgepkg ({exc})"
         ) from None
     with archive:
-        return _read_zip(archive, source)
+        return _read_zip(archive, source, trusted)
 
 
-def _read_zip(archive: zipfile.ZipFile, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _read_zip(
+    archive: zipfile.ZipFile, source: str, trusted: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     infos = {info.filename: info for info in _checked_entries(archive.infolist(), source)}
     if MANIFEST_NAME not in infos:
         raise ArtifactError(f"{source}: no {MANIFEST_NAME} in the artifact")
     if infos[MANIFEST_NAME].file_size > MAX_MANIFEST_BYTES:
         raise ArtifactError(f"{source}: {MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
     raw = _read_entry(archive, infos[MANIFEST_NAME], source)
+    if trusted is not None:  # authenticate the manifest before parsing it
+        sig = infos.get(SIGNATURE_NAME)
+        if sig is not None:
+            check_signature_size(sig.file_size, source)
+        signature = None if sig is None else _read_entry(archive, sig, source)
+        verify_manifest(raw, signature, trusted, source=source)
     manifest = validate_manifest(_parse_manifest(raw, source), source=source)
     files = {}
     for entry in manifest["files"]:
@@ -131,7 +154,14 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) ->
     try:
         with archive.open(info) as handle:
             data = handle.read(info.file_size + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,  # e.g. a local header flagging strong encryption
+    ) as exc:
         raise ChecksumError(f"{source}: '{info.filename}' is corrupt in the zip ({exc})") from None
     if len(data) != info.file_size:
         raise ChecksumError(
@@ -141,13 +171,22 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) ->
     return data
 
 
-def _read_folder(folder: Path, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _read_folder(
+    folder: Path, source: str, trusted: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ArtifactError(f"{source}: no {MANIFEST_NAME} in the artifact folder")
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         raise ArtifactError(f"{source}: {MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
-    manifest = validate_manifest(_parse_manifest(manifest_path.read_bytes(), source), source=source)
+    raw = manifest_path.read_bytes()
+    if trusted is not None:
+        sig = folder / SIGNATURE_NAME
+        if sig.is_file():
+            check_signature_size(sig.stat().st_size, source)
+        signature = sig.read_bytes() if sig.is_file() else None
+        verify_manifest(raw, signature, trusted, source=source)
+    manifest = validate_manifest(_parse_manifest(raw, source), source=source)
     total = sum(entry["size"] for entry in manifest["files"])
     if total > MAX_TOTAL_BYTES:
         raise ArtifactError(f"{source}: files total {total} bytes, more than {MAX_TOTAL_BYTES}")
@@ -353,8 +392,8 @@ def _check_files(check: _Checker, manifest: dict) -> None:
         name = check.need(
             entry, "name", path, _is_safe_name, "a plain file name (no folders, no '..')"
         )
-        if name == MANIFEST_NAME or name in seen:
-            check.fail(f"{path}name", f"unique and not '{MANIFEST_NAME}'", name)
+        if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in seen:
+            check.fail(f"{path}name", f"unique, not '{MANIFEST_NAME}' or '{SIGNATURE_NAME}'", name)
         seen.add(name)
         check.need(entry, "sha256", path, _is_sha256, "64 hex digits")
         check.need(entry, "size", path, _is_size, f"an integer in 0..{MAX_TOTAL_BYTES}")
@@ -371,7 +410,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) < 2**1023 if isinstance(value, int) else math.isfinite(value)  # 10**400
 
 
 def _is_str(value: Any) -> bool:

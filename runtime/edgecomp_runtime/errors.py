@@ -19,6 +19,10 @@ class FormatVersionError(ArtifactError):
     """The artifact's format_version is outside the range this runtime reads."""
 
 
+class SignatureError(ArtifactError):
+    """Trusted keys were given and the artifact is unsigned, signed by another key, or altered."""
+
+
 class EngineUnavailableError(EdgecompRuntimeError):
     """No engine for the artifact's backend, or the engine's package is not installed."""
 

@@ -15,27 +15,37 @@ from edgecomp_runtime.preprocess import impute_window
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 
 
-def load(path: str | Path, *, threads: int | None = None, engine: str | None = None) -> Model:
+def load(
+    path: str | Path,
+    *,
+    threads: int | None = None,
+    engine: str | None = None,
+    trusted_keys: Any = None,
+) -> Model:
     """Load and verify an artifact, ready to predict.
 
     Args:
         path: A ``.edgepkg`` file or an unpacked artifact folder.
         threads: Intra-op threads of the engine; None means 1.
         engine: Backend key of ``ENGINES`` to use instead of the manifest's ``target.backend``.
+        trusted_keys: None, or ed25519 public keys (paths, PEM or raw bytes, key objects): the
+            artifact must then be signed by one of them (see read_artifact).
 
     Returns:
         The Model.
 
     Raises:
         ArtifactError: The artifact is unreadable, corrupt or malformed (see read_artifact).
+        SignatureError: ``trusted_keys`` given and the artifact is unsigned, signed by another
+            key, or altered after signing.
         EngineUnavailableError: No engine for the backend, or its package is not installed.
-        ValueError: ``threads`` is not a positive integer.
+        ValueError: ``threads`` is not a positive integer, or ``trusted_keys`` is malformed.
     """
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    manifest, files = read_artifact(path)
+    manifest, files = read_artifact(path, trusted_keys=trusted_keys)
     backend = engine or manifest["target"]["backend"]
     engine_type = get_engine(backend)
     runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
