@@ -59,6 +59,13 @@ def _data_options(fn):
             show_default=True,
             help="Max steps per gap filled by interpolation; the rest is forward filled.",
         ),
+        click.option(
+            "--spike-threshold",
+            type=float,
+            default=None,
+            help="Treat values whose robust z-score against the training split exceeds this "
+            "as missing (unit spikes); off by default, spikes above 20 are always reported.",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -79,6 +86,7 @@ def _data_config(input_len: int, horizon: int, kw: dict):
         targets=names(kw["targets"]),
         split=tuple(float(v) for v in kw["split"].split(",")),
         interpolate_limit=kw["interpolate_limit"],
+        spike_threshold=kw["spike_threshold"],
         time_col=kw["time_col"],
         id_col=kw["id_col"],
         value_cols=tuple(kw["value_cols"]) or None,

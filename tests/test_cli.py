@@ -1,6 +1,7 @@
 """The CLI through click's CliRunner: each command on real data, and errors as one line."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -169,3 +170,16 @@ def test_build_option_must_be_key_value(runner, traffic_checkpoints, traffic_pat
     )
     assert result.exit_code == 2
     assert "KEY=VALUE" in result.output
+
+
+def test_data_spike_threshold_removes_the_weather_spike(runner):
+    weather = (
+        Path(__file__).resolve().parents[1]
+        / "examples/data/nyc_airports_weather_2013_hourly.csv.gz"
+    )
+    args = ["data", str(weather), "--id-col", "origin", "-L", "24", "-H", "6"]
+    plain = json.loads(runner.invoke(main, args).output)
+    removed = json.loads(runner.invoke(main, [*args, "--spike-threshold", "20"]).output)
+    assert any("EWR_wind_speed" in note for note in plain["notes"])
+    assert not any(plain["spikes"].values())
+    assert removed["spikes"]["EWR_wind_speed"] == 1

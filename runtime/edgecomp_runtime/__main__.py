@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = args.command(args)
-    except EdgecompRuntimeError as exc:
+    except (EdgecompRuntimeError, ValueError) as exc:
         print(f"edgecomp-runtime: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="print the artifact's summary as JSON")
     info.add_argument("artifact", type=Path, help=".edgepkg file or unpacked folder")
+    _trusted_key_option(info)
     info.set_defaults(command=_info)
     predict = commands.add_parser("predict", help="forecast one raw window, print JSON")
     predict.add_argument("artifact", type=Path, help=".edgepkg file or unpacked folder")
@@ -46,8 +47,19 @@ def _parser() -> argparse.ArgumentParser:
         "header row selects the feature columns by name; empty cells are missing)",
     )
     predict.add_argument("--threads", type=_positive_int, default=None, help="engine threads")
+    _trusted_key_option(predict)
     predict.set_defaults(command=_predict)
     return parser
+
+
+def _trusted_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trusted-key",
+        action="append",
+        type=Path,
+        help="ed25519 public key (PEM); repeatable. With it, unsigned or wrongly signed "
+        "artifacts are refused",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -58,11 +70,11 @@ def _positive_int(text: str) -> int:
 
 
 def _info(args: argparse.Namespace) -> dict[str, Any]:
-    return load(args.artifact).info()
+    return load(args.artifact, trusted_keys=args.trusted_key).info()
 
 
 def _predict(args: argparse.Namespace) -> dict[str, Any]:
-    model = load(args.artifact, threads=args.threads)
+    model = load(args.artifact, threads=args.threads, trusted_keys=args.trusted_key)
     forecast = model.predict(_read_window(args.input, model))
     return {"targets": model.targets, "horizon": model.horizon, "forecast": forecast.tolist()}
 

@@ -225,3 +225,21 @@ def test_bare_import_skips_cryptography_and_its_absence_is_a_clear_error(make_ar
     assert outcome["imported"] is False
     assert outcome["plain"] == 6
     assert "pip install 'edgecomp-runtime[signing]'" in outcome["error"]
+
+
+def test_runtime_cli_checks_signatures_with_trusted_key(make_artifact, keys, tmp_path, capsys):
+    # setup
+    from edgecomp_runtime.__main__ import main
+
+    signed = _sign(make_artifact(), keys["good"][0])
+    good, other = tmp_path / "good.pub", tmp_path / "other.pub"
+    good.write_bytes(keys["good"][1])
+    other.write_bytes(keys["other"][1])
+    # execute
+    ok = main(["info", str(signed), "--trusted-key", str(good)])
+    refused = main(["info", str(signed), "--trusted-key", str(other)])
+    missing = main(["info", str(signed), "--trusted-key", str(tmp_path / "absent.pub")])
+    # assert
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (ok, refused, missing) == (0, 2, 2)
+    assert "not among the trusted keys" in err[0] and "absent.pub" in err[1]
