@@ -160,7 +160,7 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) ->
         EOFError,
         OSError,
         ValueError,
-        NotImplementedError,  # e.g. a local header flagging strong encryption
+        NotImplementedError,  # e.g. flag bit 5 or 6 (patched data, strong encryption)
     ) as exc:
         raise ChecksumError(f"{source}: '{info.filename}' is corrupt in the zip ({exc})") from None
     if len(data) != info.file_size:

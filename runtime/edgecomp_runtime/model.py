@@ -118,6 +118,11 @@ class Model:
         y = self._run(((x - mean) * inv_std).astype(np.float32, copy=False))
         y *= self._out_std  # the engine's output array is ours: unscale in place
         y += self._out_mean
+        if not np.isfinite(y).all():  # e.g. raw values beyond float32 range: never a silent NaN
+            raise InputError(
+                "window: the forecast is not finite; the raw values are out of float32 range or "
+                "far outside what the model was trained on"
+            )
         return y if batched else y[0]
 
     def run_scaled(self, x: np.ndarray) -> np.ndarray:
