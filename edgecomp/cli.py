@@ -278,6 +278,24 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
+def _bench_options(fn):
+    """The measurement options shared by `bench` and `report`."""
+    opts = [
+        click.option(
+            "--batch", "batch_sizes", multiple=True, type=int, default=(1, 64), show_default=True
+        ),
+        click.option("--threads", default=1, show_default=True),
+        click.option("--min-iters", default=200, show_default=True),
+        click.option("--min-seconds", default=2.0, show_default=True),
+        click.option(
+            "--no-memory", is_flag=True, help="Skip the fresh-process peak-memory measurement."
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
 @main.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
@@ -286,11 +304,7 @@ def _write_private(path: Path, data: bytes) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Data file for per-horizon error (windowed as the artifact's spec says).",
 )
-@click.option("--batch", "batch_sizes", multiple=True, type=int, default=(1, 64), show_default=True)
-@click.option("--threads", default=1, show_default=True)
-@click.option("--min-iters", default=200, show_default=True)
-@click.option("--min-seconds", default=2.0, show_default=True)
-@click.option("--no-memory", is_flag=True, help="Skip the fresh-process peak-memory measurement.")
+@_bench_options
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), default="bench-out", show_default=True
 )
@@ -332,11 +346,7 @@ def bench(
     type=click.Path(exists=True, dir_okay=False),
     help="Data file for per-horizon error of the artifacts benched now.",
 )
-@click.option("--batch", "batch_sizes", multiple=True, type=int, default=(1, 64), show_default=True)
-@click.option("--threads", default=1, show_default=True)
-@click.option("--min-iters", default=200, show_default=True)
-@click.option("--min-seconds", default=2.0, show_default=True)
-@click.option("--no-memory", is_flag=True, help="Skip the fresh-process peak-memory measurement.")
+@_bench_options
 @click.option(
     "--baseline",
     type=click.Path(exists=True),
