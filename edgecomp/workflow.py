@@ -124,20 +124,22 @@ def build_artifact(
 
     ``sign_key`` (an ed25519 private key, see ``pipeline.build``) signs the artifact.
     """
-    spec = None
+    spec, dataset = None, None
     if source_kind(source) != "checkpoint":
-        spec = _external_spec(data, spec_path, input_len, horizon)
+        spec, dataset = _external_spec(data, spec_path, input_len, horizon)
     model = load_model(source, weights=weights, spec=spec)
-    return build(model, dataset_for(model.spec, data), config, out, sign_key=sign_key)
+    dataset = dataset or dataset_for(model.spec, data)
+    return build(model, dataset, config, out, sign_key=sign_key)
 
 
-def _external_spec(data, spec_path, input_len, horizon) -> ModelSpec:
+def _external_spec(data, spec_path, input_len, horizon) -> tuple[ModelSpec, Dataset | None]:
+    """The spec of a non-checkpoint source, and the dataset when the spec was derived from it."""
     if spec_path is not None:
-        return ModelSpec.load(spec_path)
+        return ModelSpec.load(spec_path), None
     if input_len is None or horizon is None:
         raise ValueError(
             "a model without a spec JSON needs --input-len and --horizon "
             "(features and scaling then come from --data's training split)"
         )
     dataset = prepare(data, DataConfig(input_len=input_len, horizon=horizon))
-    return ModelSpec(arch="external", **dataset.spec_fields())
+    return ModelSpec(arch="external", **dataset.spec_fields()), dataset

@@ -137,3 +137,29 @@ def test_build_from_onnx_and_torchscript_sources(kind, traffic_checkpoints, traf
     x = np.random.default_rng(1).normal(size=(2, model.spec.input_len, 22)).astype(np.float32)
     np.testing.assert_allclose(built.run_scaled(x), reference_predict(model, x), atol=1e-4)
     assert built.manifest["recipe"]["source"] == str(source)
+
+
+@pytest.mark.target
+def test_build_onnx_source_with_flags_instead_of_a_spec(
+    traffic_checkpoints, traffic_path, tmp_path
+):
+    # setup: an ONNX file and only -L/-H; features and scaling come from the data's training split
+    from click.testing import CliRunner
+
+    import edgecomp_runtime
+    from edgecomp.checkpoint import load_checkpoint
+    from edgecomp.cli import main
+    from edgecomp.targets.onnx.target import export_onnx
+
+    model = load_checkpoint(traffic_checkpoints["tcn"])
+    spec = model.spec
+    source = export_onnx(model.module, spec.input_len, spec.n_features, tmp_path / "m.onnx")
+    args = ["build", str(source), "--data", str(traffic_path), "-p", "fp32", "-o"]
+    flags = ["-L", str(spec.input_len), "-H", str(spec.horizon)]
+    # execute
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "a.edgepkg"), *flags])
+    # assert
+    assert result.exit_code == 0, result.output
+    built = edgecomp_runtime.load(tmp_path / "a.edgepkg")
+    assert built.spec["arch"] == "external"
+    assert built.spec["scaler"] == spec.scaler and built.features == spec.features
