@@ -466,3 +466,20 @@ def targets() -> None:
             profile.description,
         )
     console.print(table)
+
+
+# Commands that live beside their subsystem, as "module:attribute" of a click command or group.
+# Each module must import only click and the standard library at top level (toolchains inside
+# the command), so `edgecomp --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for spec in COMMAND_MODULES:
+        module_name, _, attr = spec.partition(":")
+        main.add_command(getattr(importlib.import_module(module_name), attr))
+
+
+_register_commands()

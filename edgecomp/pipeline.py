@@ -76,6 +76,7 @@ def build(
     out: str | Path,
     *,
     sign_key: Any = None,
+    passes: list[dict[str, Any]] | None = None,
 ) -> BuildResult:
     """Lower, quantize, verify and package ``model`` for ``config.target``.
 
@@ -87,6 +88,8 @@ def build(
         out: Destination .edgepkg path; written atomically.
         sign_key: None, or an ed25519 private key (PEM path, PEM bytes or key object) that signs
             the manifest into ``manifest.sig``; a bad key fails before anything is built.
+        passes: Records of the model passes (prune, distill, ...) already applied to ``model``,
+            in order; stored in the manifest's ``recipe.passes``.
 
     Raises:
         BuildError, TargetError: The target cannot produce the artifact; nothing is written.
@@ -116,7 +119,7 @@ def build(
         io=emitted.io,
         spec=model.spec.to_dict(),
         recipe={
-            "passes": [],
+            "passes": list(passes or []),
             "source": model.source,
             "lowering": {
                 **emitted.lowering,
