@@ -26,6 +26,10 @@ __all__ = ["LOSSES", "TrainConfig", "TrainResult", "predict", "train_module"]
 LOSSES: dict[str, Callable[[], nn.Module]] = {"mse": nn.MSELoss, "mae": nn.L1Loss}
 
 
+# objective(module, x, y) -> scalar training loss of one batch
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -157,6 +161,7 @@ def _run_epoch(
     optimizer: torch.optim.Optimizer,
     order: np.ndarray,
     batch_size: int,
+    objective: Objective | None = None,
 ) -> float:
     x, y = data
     module.train()
@@ -164,7 +169,10 @@ def _run_epoch(
     for begin in range(0, len(order), batch_size):
         index = torch.from_numpy(order[begin : begin + batch_size])
         optimizer.zero_grad()
-        loss = loss_fn(module(x[index]), y[index])
+        if objective is None:
+            loss = loss_fn(module(x[index]), y[index])
+        else:
+            loss = objective(module, x[index], y[index])
         loss.backward()
         optimizer.step()
         total += loss.item() * len(index)
@@ -217,6 +225,7 @@ def train_module(
     *,
     log_dir: str | Path | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train ``module`` in place on scaled windows; keep the weights of the best validation epoch.
 
@@ -227,6 +236,9 @@ def train_module(
         config: Optimizer, loss, epochs, patience, seed, threads.
         log_dir: If given, TensorBoard event files with ``loss/train`` and ``loss/val`` per epoch.
         on_epoch: Called as ``on_epoch(epoch, train_loss, val_loss)`` after each epoch.
+        objective: If given, the training loss of a batch as ``objective(module, x, y)``
+            (e.g. distillation or a FedProx term) instead of ``config.loss`` against ``y``.
+            Validation and early stopping still use ``config.loss`` against the truth.
 
     Raises:
         ValueError: Empty or ill-shaped windows, an output shape that differs from the targets,
@@ -246,7 +258,9 @@ def train_module(
     try:
         for epoch in range(1, config.epochs + 1):
             order = rng.permutation(len(train))
-            train_loss, val_loss = _epoch(module, data, loss_fn, optimizer, order, config, epoch)
+            train_loss, val_loss = _epoch(
+                module, data, loss_fn, optimizer, order, config, epoch, objective
+            )
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
             _log(writer, on_epoch, epoch, train_loss, val_loss)
             if stopper.update(module, epoch, val_loss):
@@ -269,9 +283,12 @@ def _epoch(
     order: np.ndarray,
     config: TrainConfig,
     epoch: int,
+    objective: Objective | None,
 ) -> tuple[float, float]:
     """One pass over the training windows, then the validation loss; refuses a non-finite loss."""
-    train_loss = _run_epoch(module, data[0], loss_fn, optimizer, order, config.batch_size)
+    train_loss = _run_epoch(
+        module, data[0], loss_fn, optimizer, order, config.batch_size, objective
+    )
     val_loss = _evaluate(module, data[1], loss_fn, config.batch_size)
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise ValueError(
