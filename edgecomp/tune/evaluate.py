@@ -1,0 +1,169 @@
+"""Measure one recipe: run its passes, build, verify on validation windows, time the runtime.
+
+Error is measured on the validation split (the test split stays untouched until the chosen
+recipe is built), against the input model in fp32 at every horizon step. Latency and memory are
+measured through ``edgecomp_runtime`` on this host, like `edgecomp bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecomp.data import Dataset
+from edgecomp.spec import Model
+
+__all__ = ["Constraints", "Evaluator", "TuneError"]
+
+
+class TuneError(ValueError):
+    """Tuning cannot go on, or found nothing that meets the constraints."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a recipe must meet; None leaves a quantity free.
+
+    Attributes:
+        max_error_increase: Relative MAE increase over the input fp32 model, at every horizon
+            step (0.01 = 1 %), or at ``horizon`` only.
+        max_error_abs: Absolute MAE increase in raw units, same steps.
+        horizon: 1-based horizon step the error limits apply to (None: every step).
+        max_p99_ms: p99 latency of one raw window through the runtime, in ms.
+        max_size_kb: Artifact file size in KiB.
+        max_memory_mb: Peak resident memory of a fresh runtime process that loads and predicts.
+    """
+
+    max_error_increase: float | None = None
+    max_error_abs: float | None = None
+    horizon: int | None = None
+    max_p99_ms: float | None = None
+    max_size_kb: float | None = None
+    max_memory_mb: float | None = None
+
+    def violations(self, measured: dict[str, Any]) -> dict[str, float]:
+        """Each set limit's excess, normalized by the limit (<= 0 means it holds)."""
+        pairs = {
+            "error_increase": (measured["error_increase"], self.max_error_increase),
+            "error_abs": (measured["error_abs"], self.max_error_abs),
+            "p99_ms": (measured["p99_ms"], self.max_p99_ms),
+            "size_kb": (measured["size_bytes"] / 1024, self.max_size_kb),
+            "memory_mb": (measured.get("peak_rss_mb"), self.max_memory_mb),
+        }
+        return {
+            name: (value - limit) / max(abs(limit), 1e-9)
+            for name, (value, limit) in pairs.items()
+            if limit is not None and value is not None
+        }
+
+    def describe(self) -> str:
+        """The set limits as one line, e.g. 'error +1.0 % at every step, p99 <= 2 ms'."""
+        where = f"at step h{self.horizon}" if self.horizon else "at every step"
+        parts = []
+        if self.max_error_increase is not None:
+            parts.append(f"MAE +{self.max_error_increase * 100:g} % {where}")
+        if self.max_error_abs is not None:
+            parts.append(f"MAE +{self.max_error_abs:g} raw units {where}")
+        for name, unit, value in (
+            ("p99", "ms", self.max_p99_ms),
+            ("size", "KiB", self.max_size_kb),
+            ("memory", "MB", self.max_memory_mb),
+        ):
+            if value is not None:
+                parts.append(f"{name} <= {value:g} {unit}")
+        return ", ".join(parts) or "none"
+
+
+@dataclass
+class Evaluator:
+    """Builds and measures recipes for one model and dataset; caches pass results in-process.
+
+    Attributes:
+        model: The input model (the fp32 reference).
+        dataset: Its data; error on ``val``.
+        workdir: Where trial artifacts are written (one file per canonical recipe).
+        constraints: The limits (memory is measured only when limited).
+        latency_iters: Timed runtime calls per trial (at least).
+    """
+
+    model: Model
+    dataset: Dataset
+    workdir: Path
+    constraints: Constraints
+    latency_iters: int = 300
+    _reference: list[float] = field(default_factory=list, init=False)
+    _cache: dict[str, tuple[Model, list]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        from edgecomp.workflow import evaluate
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._reference = [
+            float(v) for v in evaluate(self.model, self.dataset, "val")["model"]["mae"]
+        ]
+
+    @property
+    def reference_mae(self) -> list[float]:
+        """Per-step validation MAE of the input model in fp32 (raw units)."""
+        return list(self._reference)
+
+    def __call__(self, recipe: dict[str, Any], name: str) -> dict[str, Any]:
+        """Build ``recipe`` as ``workdir/name.edgepkg`` and return what it measured."""
+        from edgecomp.passes.recipe import parse_recipe
+        from edgecomp.pipeline import build
+
+        parsed = parse_recipe(recipe, source=f"trial {name}")
+        model, records = self._passes(parsed)
+        (_, config) = parsed.build_configs()[0]
+        path = self.workdir / f"{name}.edgepkg"
+        result = build(model, self.dataset, config, path, passes=records)
+        measured = self._error(result.manifest["metrics"]["artifact"]["mae"])
+        measured.update(self._speed(path))
+        measured["params"] = records[-1]["measured"]["after"]["params"] if records else None
+        measured["artifact"] = str(path)
+        return measured
+
+    def _passes(self, parsed: Any) -> tuple[Model, list]:
+        from edgecomp.passes import PassContext, run_passes
+
+        key = json.dumps(parsed.passes, sort_keys=True)
+        if key not in self._cache:
+            ctx = PassContext(self.dataset, eval_split="val")
+            self._cache[key] = run_passes(self.model, parsed.make_passes(), ctx)
+        return self._cache[key]
+
+    def _error(self, mae: list[float]) -> dict[str, Any]:
+        steps = range(len(mae))
+        if self.constraints.horizon is not None:
+            steps = [self.constraints.horizon - 1]
+        rel = [mae[i] / self._reference[i] - 1 if self._reference[i] > 0 else 0.0 for i in steps]
+        return {
+            "mae": [float(v) for v in mae],
+            "error_increase": max(rel),
+            "error_abs": max(mae[i] - self._reference[i] for i in steps),
+        }
+
+    def _speed(self, path: Path) -> dict[str, Any]:
+        from edgecomp.bench.runner import bench_artifact
+
+        report = bench_artifact(
+            path,
+            batch_sizes=(1,),
+            min_iters=self.latency_iters,
+            min_seconds=0.2,
+            warmup=20,
+            memory=self.constraints.max_memory_mb is not None,
+        )
+        memory = report["memory"] or {}
+        p99 = report["latency"]["b1"]["p99_ms"]
+        if not math.isfinite(p99):
+            raise TuneError(f"{path}: non-finite latency")
+        return {
+            "p50_ms": report["latency"]["b1"]["p50_ms"],
+            "p99_ms": p99,
+            "size_bytes": path.stat().st_size,
+            "peak_rss_mb": memory.get("peak_rss_mb"),
+        }

@@ -1,0 +1,118 @@
+"""The search space of `edgecomp tune`, and how a point in it becomes a build recipe.
+
+Every dimension is categorical, so grid, random, TPE, GP and NSGA-II all sample the same space.
+A trial draws every dimension; ``recipe_for`` then drops what a choice makes irrelevant (the
+calibration settings of an fp32 build, the importance criterion of an unpruned model), so two
+trials that differ only there share one canonical recipe and are measured once.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edgecomp.models import MODELS
+from edgecomp.targets import TargetProfile, get_target
+
+__all__ = ["SpaceError", "default_space", "load_space", "recipe_for", "recipe_key"]
+
+# precisions whose lowering reads calibration windows (per backend, from the target class)
+_ONNX_METHODS = ("minmax", "entropy", "percentile")
+_KEEP_FLOAT = {"none": [], "input": ["input"], "output": ["output"], "both": ["input", "output"]}
+
+
+class SpaceError(ValueError):
+    """A search-space file or override is invalid; the message names the file and dimension."""
+
+
+def default_space(profile: TargetProfile, *, students: bool = True) -> dict[str, tuple]:
+    """The dimensions the passes and ``profile``'s backend offer, with their choices.
+
+    Args:
+        profile: Target profile; its precisions (those its backend can emit) become choices.
+        students: Offer distilled students (one training run per student: the costly dimension).
+    """
+    target_cls = get_target(profile.backend)
+    precisions = tuple(p for p in profile.precisions if p in target_cls.supported_precisions)
+    space: dict[str, tuple] = {
+        "precision": precisions,
+        "prune_ratio": (0.0, 0.25, 0.5, 0.75),
+        "prune_importance": ("l2", "taylor"),
+        "calibration_windows": (64, 256, 1024),
+    }
+    if students:
+        space["student"] = ("none", *(f"{arch}-{h}" for arch in sorted(MODELS) for h in (16, 32)))
+    if profile.backend == "onnx":
+        space["calibration_method"] = _ONNX_METHODS
+        space["keep_float"] = tuple(_KEEP_FLOAT)
+    return space
+
+
+def load_space(path: str | Path, base: dict[str, tuple]) -> dict[str, tuple]:
+    """``base`` with the dimensions of a TOML file's ``[space]`` table replaced.
+
+    ``[space] prune_ratio = [0.0, 0.5]`` narrows a dimension; a dimension absent from ``base``
+    (unknown, or not offered by this target) is refused with the known names.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SpaceError(f"{path}: cannot read the search space: {exc}") from None
+    table = data.get("space")
+    if not isinstance(table, dict):
+        raise SpaceError(f"{path}: expected a [space] table of dimension = [choices]")
+    space = dict(base)
+    for name, choices in table.items():
+        if name not in base:
+            raise SpaceError(f"{path}: space.{name}: unknown dimension. Known: {sorted(base)}")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{path}: space.{name}: expected a non-empty list of choices")
+        bad = [c for c in choices if c not in base[name]]
+        if bad:
+            raise SpaceError(f"{path}: space.{name}: {bad[0]!r} is not one of {list(base[name])}")
+        space[name] = tuple(choices)
+    return space
+
+
+def recipe_for(
+    params: dict[str, Any], *, target: str, finetune_epochs: int, needs_calibration: frozenset
+) -> dict[str, Any]:
+    """The recipe (as `edgecomp build --recipe` reads it) for one point of the space.
+
+    Order: distill into a student (if any), prune (if any) and fine-tune, then one lowering.
+    """
+    passes: list[dict[str, Any]] = []
+    student = params.get("student", "none")
+    if student != "none":
+        arch, _, hidden = student.rpartition("-")
+        passes.append(
+            {"pass": "distill", "student": arch, "hparams": _student_hparams(arch, int(hidden))}
+        )
+    ratio = float(params.get("prune_ratio", 0.0))
+    if ratio > 0:
+        passes.append({"pass": "prune", "ratio": ratio, "importance": params["prune_importance"]})
+        passes.append({"pass": "finetune", "epochs": finetune_epochs})
+    lower: dict[str, Any] = {"target": target, "precision": params["precision"]}
+    options: dict[str, Any] = {}
+    if params["precision"] in needs_calibration:
+        lower["calibration_windows"] = int(params["calibration_windows"])
+        if "calibration_method" in params:
+            options["calibration_method"] = params["calibration_method"]
+        if params.get("keep_float", "none") != "none":
+            options["keep_float"] = _KEEP_FLOAT[params["keep_float"]]
+    if options:
+        lower["options"] = options
+    return {"eval_split": "val", "passes": passes, "lower": [lower]}
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """A canonical string for a recipe: equal keys build the same artifact."""
+    return json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+
+
+def _student_hparams(arch: str, hidden: int) -> dict[str, Any]:
+    key = "channels" if "channels" in MODELS[arch].DEFAULTS else "hidden"
+    return {key: hidden}
