@@ -312,3 +312,28 @@ def test_two_worker_processes_share_one_sqlite_study(traffic_checkpoints, traffi
     trials = optuna.load_study(study_name="edgecomp-tune", storage=f"sqlite:///{db}").trials
     assert 4 <= len(trials) <= 5  # the shared budget; a worker may start one before it sees it
     assert len({t.number for t in trials}) == len(trials)
+
+
+def test_multi_objective_search_records_values_and_constraints(lstm, tmp_path):
+    import optuna
+
+    model, dataset = lstm
+    storage = f"sqlite:///{tmp_path}/s.db"
+    config = TuneConfig(strategy="nsga2", trials=2, storage=storage, seed=1)
+    result = tune(
+        model,
+        dataset,
+        config,
+        Constraints(max_error_increase=0.05, max_size_kb=10_000),
+        tmp_path / "out",
+        space_file=_space_file(tmp_path),
+        students=False,
+        build_chosen=False,
+    )
+    study = optuna.load_study(study_name="edgecomp-tune", storage=storage)
+    assert len(study.directions) == 3
+    for trial in study.trials:
+        m = trial.user_attrs["measured"]
+        assert trial.values == [m["error_increase"], m["p99_ms"], m["size_bytes"]]
+        assert set(trial.constraints) == {"error_increase", "size_kb"}
+    assert result.chosen is not None and any(r["pareto"] for r in result.rows)

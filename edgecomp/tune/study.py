@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgecomp.tune.evaluate import Constraints, Evaluator, TuneError
+from edgecomp.tune.evaluate import Evaluator, TuneError
 from edgecomp.tune.space import recipe_for, recipe_key
 
 __all__ = ["OBJECTIVES", "STRATEGIES", "TuneConfig", "run_study"]
@@ -86,10 +86,9 @@ def run_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    names = _constraint_names(evaluator.constraints)
-    study = _study(config, space, names)
+    study = _study(config, space)
     done = _finished(study)
-    objective = _objective(config, space, evaluator, names, needs_calibration)
+    objective = _objective(config, space, evaluator, needs_calibration)
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
     def callback(study: Any, trial: Any) -> None:
@@ -110,11 +109,11 @@ def run_study(
     return study, False
 
 
-def _study(config: TuneConfig, space: dict[str, tuple], names: list[str]) -> Any:
+def _study(config: TuneConfig, space: dict[str, tuple]) -> Any:
     import optuna
 
     multi = STRATEGIES[config.strategy]
-    sampler = _sampler(config, space, _constraints_func(names) if names else None)
+    sampler = _sampler(config, space)
     kwargs = {"directions": ["minimize"] * 3} if multi else {"direction": "minimize"}
     try:
         return optuna.create_study(
@@ -128,7 +127,8 @@ def _study(config: TuneConfig, space: dict[str, tuple], names: list[str]) -> Any
         raise TuneError(f"study '{config.study_name}' in {config.storage}: {exc}") from None
 
 
-def _sampler(config: TuneConfig, space: dict[str, tuple], constraints: Any) -> Any:
+def _sampler(config: TuneConfig, space: dict[str, tuple]) -> Any:
+    """TPE, GP and NSGA-II read each trial's constraints (``Trial.set_constraint``)."""
     from optuna import samplers
 
     seed, startup = config.seed, max(2, min(10, config.trials // 3))
@@ -137,36 +137,19 @@ def _sampler(config: TuneConfig, space: dict[str, tuple], constraints: Any) -> A
     if config.strategy == "random":
         return samplers.RandomSampler(seed=seed)
     if config.strategy == "gp":
-        return samplers.GPSampler(seed=seed, n_startup_trials=startup, constraints_func=constraints)
+        return samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if config.strategy == "nsga2":
         population = max(4, min(20, config.trials // 4))
-        return samplers.NSGAIISampler(
-            seed=seed, population_size=population, constraints_func=constraints
-        )
+        return samplers.NSGAIISampler(seed=seed, population_size=population)
     return samplers.TPESampler(  # tpe and motpe
-        seed=seed, n_startup_trials=startup, constraints_func=constraints, multivariate=True
+        seed=seed, n_startup_trials=startup, multivariate=True
     )
-
-
-def _constraint_names(constraints: Constraints) -> list[str]:
-    probe = {"error_increase": 0.0, "error_abs": 0.0, "p99_ms": 0.0, "size_bytes": 0}
-    probe["peak_rss_mb"] = 0.0
-    return sorted(constraints.violations(probe))
-
-
-def _constraints_func(names: list[str]) -> Callable[[Any], list[float]]:
-    def constraints(trial: Any) -> list[float]:
-        values = trial.user_attrs.get("violations", {})
-        return [float(values.get(name, 1.0)) for name in names]
-
-    return constraints
 
 
 def _objective(
     config: TuneConfig,
     space: dict[str, tuple],
     evaluator: Evaluator,
-    names: list[str],
     needs_calibration: frozenset,
 ) -> Callable[[Any], Any]:
     def objective(trial: Any) -> Any:
@@ -190,7 +173,10 @@ def _objective(
                 raise
             measured["seconds"] = time.perf_counter() - began
         trial.set_user_attr("measured", measured)
-        trial.set_user_attr("violations", evaluator.constraints.violations(measured))
+        violations = evaluator.constraints.violations(measured)
+        trial.set_user_attr("violations", violations)
+        for name, value in violations.items():
+            trial.set_constraint(name, value)
         return _values(config, measured)
 
     return objective
