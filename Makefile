@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test examples bench lint clean system-deps
+.PHONY: demo test examples bench bench-tune lint clean system-deps
 
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
@@ -37,6 +37,11 @@ examples: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/x86_compare.py
+
+# edgecomp tune against grid search and neural-compressor's autotune (a peer, installed only here)
+bench-tune: $(STAMP)
+	$(PIP) neural-compressor-pt==3.10 neural-compressor==3.10
+	$(BIN)/python benchmarks/tune_compare.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -199,6 +199,8 @@ def test_study_resumes_and_reuses_measured_recipes(lstm, tmp_path):
     assert len(first.rows) <= 2 and len(second.rows) == 2  # only two distinct recipes exist
     reused = [t for t in study.trials if "reused_from" in t.user_attrs["measured"]]
     assert len(reused) == 3  # 5 trials, 2 distinct recipes: 3 measurements were looked up
+    first_recipe = study.trials[0].user_attrs["recipe"]  # the warm start: as trained, int8
+    assert first_recipe["passes"] == [] and first_recipe["lower"][0]["precision"] == "int8"
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_study(lstm, tmp_path):
