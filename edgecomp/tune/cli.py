@@ -132,7 +132,8 @@ def _run(model, dataset, config, constraints, out_dir, space_file, students, bui
     console.print(
         f"chosen (trial {result.chosen['trial']}): {result.chosen['summary']}: "
         f"MAE {100 * m['error_increase']:+.2f} % (worst step, validation), "
-        f"p99 {m['p99_ms']:.3f} ms, {m['size_bytes'] / 1024:.1f} KiB -> {out_dir}/recipe.toml"
+        f"p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms, {m['size_bytes'] / 1024:.1f} KiB "
+        f"-> {out_dir}/recipe.toml"
     )
     if result.artifact is not None:
         console.print(f"built {result.artifact} (verified on the test split)")
