@@ -17,7 +17,15 @@ from edgecomp.metrics import horizon_metrics
 from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics, build
 from edgecomp.spec import Model, ModelSpec
 
-__all__ = ["TrainOutcome", "train_checkpoint", "evaluate", "build_artifact", "dataset_for"]
+__all__ = [
+    "TrainOutcome",
+    "build_artifact",
+    "build_recipe",
+    "dataset_for",
+    "evaluate",
+    "ingest",
+    "train_checkpoint",
+]
 
 
 @dataclass
@@ -124,12 +132,61 @@ def build_artifact(
 
     ``sign_key`` (an ed25519 private key, see ``pipeline.build``) signs the artifact.
     """
+    model, dataset = ingest(
+        source, data, weights=weights, spec_path=spec_path, input_len=input_len, horizon=horizon
+    )
+    return build(model, dataset, config, out, sign_key=sign_key)
+
+
+def ingest(
+    source: str,
+    data: str | Path,
+    *,
+    weights: str | None = None,
+    spec_path: str | None = None,
+    input_len: int | None = None,
+    horizon: int | None = None,
+) -> tuple[Model, Dataset]:
+    """Load ``source`` (any front-end kind) and window ``data`` the way its spec says."""
     spec, dataset = None, None
     if source_kind(source) != "checkpoint":
         spec, dataset = _external_spec(data, spec_path, input_len, horizon)
     model = load_model(source, weights=weights, spec=spec)
-    dataset = dataset or dataset_for(model.spec, data)
-    return build(model, dataset, config, out, sign_key=sign_key)
+    return model, dataset or dataset_for(model.spec, data)
+
+
+def build_recipe(
+    model: Model,
+    dataset: Dataset,
+    recipe: Any,
+    out: str | Path,
+    *,
+    sign_key: Any = None,
+    save_model: str | Path | None = None,
+    log: Any = None,
+) -> list[BuildResult]:
+    """Apply ``recipe``'s passes to ``model``, then build one artifact per lowering.
+
+    With one lowering ``out`` is the artifact path; with several it is a folder receiving
+    ``<name>.edgepkg`` per lowering. Each manifest's ``recipe.passes`` holds the pass records
+    (config and measurements). ``save_model`` also writes the transformed model as a checkpoint.
+    ``log`` (a callable) receives one line per pass.
+    """
+    from edgecomp.checkpoint import save_checkpoint
+    from edgecomp.passes import PassContext, run_passes
+
+    configs = recipe.build_configs()  # fail on a bad lowering before any pass runs
+    passes = recipe.make_passes()
+    ctx = PassContext(dataset, recipe.eval_split, recipe.calibration_windows)
+    model, records = run_passes(model, passes, ctx, log=log)
+    if save_model is not None:
+        save_checkpoint(model, save_model)
+    out = Path(out)
+    paths = [out] if len(configs) == 1 else [out / f"{stem}.edgepkg" for stem, _ in configs]
+    return [
+        build(model, dataset, config, path, sign_key=sign_key, passes=records)
+        for path, (_, config) in zip(paths, configs, strict=True)
+    ]
 
 
 def _external_spec(data, spec_path, input_len, horizon) -> tuple[ModelSpec, Dataset | None]:
