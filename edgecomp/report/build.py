@@ -16,6 +16,7 @@ from edgecomp._io import atomic_write_bytes, atomic_write_text
 from edgecomp.bench.report import _finite
 from edgecomp.report.compare import Rules, artifact_key, compare_runs
 from edgecomp.report.inputs import SCHEMA, SCHEMA_VERSION, ReportError, load_bench_json
+from edgecomp.report.mixed import mixed_records
 
 __all__ = [
     "SCHEMA",
@@ -56,6 +57,7 @@ def build_report(
     hosts, host_of = _hosts(benches)
     rows = [summary_row(b, host_of[i]) for i, b in enumerate(benches)]
     front = _mark_pareto(rows)
+    mixed = mixed_records(benches)  # per-layer cost of mixed-precision artifacts (optional key)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -68,6 +70,7 @@ def build_report(
         "regression": _regression(benches, baseline, rules),
         "plots": {},
         "artifacts": _finite(benches),
+        **({"mixed_precision": _finite(mixed)} if mixed else {}),
     }
 
 
@@ -92,16 +95,23 @@ def _with_defaults(bench: dict[str, Any]) -> dict[str, Any]:
 
 def _recipe_from_disk(art: dict[str, Any]) -> dict[str, Any] | None:
     """The recipe of the artifact a bench measured, if that same file (sha256) is still there."""
+    from edgecomp.bench.runner import recipe_summary
+
+    manifest = _manifest_from_disk(art)
+    return None if manifest is None else recipe_summary(manifest)
+
+
+def _manifest_from_disk(art: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of the artifact a bench measured, if that same file (sha256) is still there."""
     path = Path(art.get("path") or "")
     if not art.get("path") or not path.is_file() or not art.get("sha256"):
         return None
     with open(path, "rb") as fh:
         if hashlib.file_digest(fh, "sha256").hexdigest() != art["sha256"]:
             return None
-    from edgecomp.bench.runner import recipe_summary
     from edgecomp.manifest import read_manifest
 
-    return recipe_summary(read_manifest(path))
+    return read_manifest(path)
 
 
 def _check_unique(benches: Sequence[dict[str, Any]], what: str) -> None:

@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 from edgecomp.report.compare import artifact_key
+from edgecomp.report.mixed import mixed_plots
 
 __all__ = ["render_plots"]
 
@@ -45,7 +46,7 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
         fig = fn()
         if fig is not None:
             images[name] = _png(fig)
-    return images
+    return images | mixed_plots(report)
 
 
 def _png(fig: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""x86 ONNX backend (ONNX Runtime): fp32 and int8 with a quantization rule per op type.
+"""x86 ONNX backend (ONNX Runtime): fp32, int8 with a rule per op type, int4 weight-only.
 
 Importing this package loads no toolchain: onnx, onnxsim and onnxruntime are imported on use.
 """

@@ -16,6 +16,7 @@ COMPUTE_OPS = ("LSTM", "GRU", "Conv", "Gemm", "MatMul")
 _RNN_OPS = ("LSTM", "GRU")
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _DYNAMIC_KERNELS = ("DynamicQuantizeLSTM", "MatMulInteger")  # ORT's dynamic int8 kernels
+_MATMUL_KERNELS = ("MatMul", "MatMulInteger", "MatMulNBits")
 _BETWEEN = (*_QDQ_OPS, "Mul", "Cast")  # what may sit between a MatMul kernel and the Gemm's Add
 
 
@@ -27,6 +28,7 @@ def layer_records(
     precision: str,
     static_reason: str = "",
     kept_float: dict[str, str] | None = None,
+    method_reasons: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per LSTM/GRU/Conv/Gemm/MatMul node of ``exported``, as found in ``final``.
 
@@ -37,6 +39,7 @@ def layer_records(
         precision: The build precision.
         static_reason: Reason recorded on layers found under static QDQ.
         kept_float: Names of ``final`` nodes left in float on purpose -> why.
+        method_reasons: Reason recorded per quantization method (e.g. "int4-matmulnbits").
 
     Returns:
         Records ``{"name", "op_type", "precision", "method", "reason", "node"}``; ``node`` is the
@@ -45,11 +48,13 @@ def layer_records(
     nodes = [node for node in exported.graph.node if node.op_type in COMPUTE_OPS]
     producers = {tensor: node for node in final.graph.node for tensor in node.output}
     by_name = {node.name: node for node in final.graph.node if node.name}
+    int4 = {i.name for i in final.graph.initializer if i.data_type == onnx.TensorProto.INT4}
     records = []
     for node, name in zip(nodes, _layer_names(nodes, module), strict=True):
         done = _final_node(node, producers, by_name, name)
-        layer_precision, method = _classify(done, producers)
+        layer_precision, method = _classify(done, producers, int4)
         reason = _reason(node.op_type, done.op_type, method, precision, static_reason)
+        reason = (method_reasons or {}).get(method, reason)
         if method is None and done.name in (kept_float or {}):
             reason = kept_float[done.name]
         records.append(
@@ -80,8 +85,7 @@ def _final_node(
     done = producers.get(node.output[0]) or by_name.get(node.name)
     if done is not None and node.op_type == "Gemm" and done.op_type == "Add":
         found = (_skip_qdq(t, producers) for t in done.input)
-        kernels = ("MatMul", "MatMulInteger")
-        done = next((n for n in found if n is not None and n.op_type in kernels), None)
+        done = next((n for n in found if n is not None and n.op_type in _MATMUL_KERNELS), None)
     if done is None:
         raise TargetError(
             f"onnx: layer '{name}' ({node.op_type} node '{node.name}') "
@@ -97,13 +101,33 @@ def _skip_qdq(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodePro
     return node
 
 
-def _classify(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> tuple[str, str | None]:
+def _classify(
+    node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], int4: set[str]
+) -> tuple[str, str | None]:
     if node.op_type in _DYNAMIC_KERNELS:
         return "int8", "dynamic"
+    if node.op_type == "MatMulNBits":
+        return "int4", "int4-matmulnbits"
+    weight = _skip_casts(node.input[1], producers) if len(node.input) > 1 else None
+    if weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] in int4:
+        return "int4", "int4-storage"
     sources = [producers.get(tensor) for tensor in node.input[:2]]
     if all(src is not None and src.op_type == "DequantizeLinear" for src in sources):
         return "int8", "static-qdq"
     return "fp32", None
+
+
+def _skip_casts(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
+    node = producers.get(tensor)
+    while node is not None and node.op_type == "Cast":
+        node = producers.get(node.input[0])
+    return node
+
+
+def layer_names(exported: onnx.ModelProto, module: torch.nn.Module) -> dict[str, str]:
+    """Node name -> layer name (torch module path) for each compute node of ``exported``."""
+    nodes = [node for node in exported.graph.node if node.op_type in COMPUTE_OPS]
+    return dict(zip((n.name for n in nodes), _layer_names(nodes, module), strict=True))
 
 
 def _reason(op: str, kernel: str, method: str | None, precision: str, static_reason: str) -> str:

@@ -36,8 +36,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgecomp.targets.base import TargetError
 
-from .boundary import REASONS, boundary_layers, heavy_tailed_input
+from .boundary import boundary_layers, heavy_tailed_input
 from .export import INPUT_NAME
+from .keep import keep_float_entries
 
 DYNAMIC_OPS = ("LSTM",)
 STATIC_OPS = ("Conv", "Gemm", "MatMul")
@@ -72,8 +73,9 @@ class Int8Settings:
         per_channel: Per-output-channel weight scales instead of one per tensor.
         reduce_range: 7-bit weights (avoids overflow of u8*s8 sums on CPUs without VNNI).
         calibration_method: "minmax" (default), "entropy" or "percentile".
-        keep_float: Edges of the graph whose Conv/Gemm/MatMul stay float: any of "input" (the
-            layers reading the model input) and "output" (the layer making the forecast).
+        keep_float: Layers left in float: "input" (the layers reading the model input),
+            "output" (the layer making the forecast), or layer names / patterns / op types
+            (resolved by keep.py and passed to ``quantize_int8`` as ``keep``).
         max_input_ratio: Statically quantized input layers stay float when the widest input
             feature spans more than this many times the median feature's range (heavy-tailed
             inputs such as rain); 0 turns the check off.
@@ -98,12 +100,7 @@ class Int8Settings:
                 raise TargetError(
                     f"onnx: profile option '{name}' must be one of {list(choices)}; got {value!r}"
                 )
-        edges = settings.keep_float
-        if not isinstance(edges, list | tuple) or not set(edges) <= set(REASONS):
-            raise TargetError(
-                f"onnx: profile option 'keep_float' must be a list of {sorted(REASONS)}; "
-                f"got {edges!r}"
-            )
+        edges = keep_float_entries(options)
         ratio = settings.max_input_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or ratio < 0:
             raise TargetError(
@@ -163,8 +160,12 @@ def quantize_int8(
     windows: np.ndarray,
     settings: Int8Settings,
     features: list[str] | None = None,
+    keep: dict[str, str] | None = None,
 ) -> Int8Graph:
-    """Quantize an fp32 graph by the per-op rules; ``windows`` calibrate the static part."""
+    """Quantize an fp32 graph by the per-op rules; ``windows`` calibrate the static part.
+
+    ``keep`` names nodes left in float (-> why) besides the edges in ``settings.keep_float``.
+    """
     ops = {node.op_type for node in proto.graph.node}
     recurrent = bool(ops.intersection(RECURRENT_OPS))
     dynamic = [*DYNAMIC_OPS, *(RECURRENT_DYNAMIC_OPS if recurrent else ())]
@@ -174,7 +175,7 @@ def quantize_int8(
         onnx.save(proto, path)
         steps = ["quant_pre_process"]
         path = _step(steps[-1], quant_pre_process, path)
-        kept = boundary_layers(onnx.load(path), settings.keep_float, dynamic)
+        kept = boundary_layers(onnx.load(path), settings.keep_float, dynamic) | (keep or {})
         # ORT's dynamic quantizer splits a Gemm into "<name>_MatMul" + Add before it quantizes
         kept |= {f"{name}_MatMul": why for name, why in kept.items()}
         if ops.intersection(dynamic):

@@ -60,10 +60,11 @@ def count_ops(path: str | Path) -> dict[str, int]:
 
 
 class OnnxTarget(Target):
-    """ONNX Runtime on x86 CPUs: fp32, or int8 chosen per op type (see targets/onnx/README.md)."""
+    """ONNX Runtime on x86 CPUs: fp32, int8 chosen per op type, or int4 weight-only (see
+    targets/onnx/README.md); option ``keep_float`` leaves named layers in float."""
 
     name: ClassVar[str] = "onnx"
-    supported_precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "int8"})
+    supported_precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "int8", "int4"})
     needs_calibration: ClassVar[frozenset[str]] = frozenset({"int8"})
 
     @classmethod
@@ -141,6 +142,8 @@ class OnnxTarget(Target):
         windows: np.ndarray | None,
     ) -> tuple[onnx.ModelProto, list[dict[str, Any]], dict[str, Any]]:
         from .export import EXPORTER, SIMPLIFIER
+        from .int4 import lower_int4
+        from .keep import keep_float_entries, kept_nodes
         from .layers import layer_records
         from .quantize import MAX_CALIBRATION_WINDOWS, Int8Settings, quantize_int8, select_windows
 
@@ -156,9 +159,16 @@ class OnnxTarget(Target):
                 layer_records(exported, exported, model.module, precision="fp32"),
                 lowering,
             )
+        entries = keep_float_entries(profile.options)
+        keep = kept_nodes(exported, model.module, entries, with_edges=precision == "int4")
+        if precision == "int4":
+            final, layers, lowering["quantization"] = lower_int4(
+                exported, model.module, profile.options, keep
+            )
+            return final, layers, lowering
         settings = Int8Settings.from_options(profile.options)
         calibration = select_windows(windows, MAX_CALIBRATION_WINDOWS)
-        quantized = quantize_int8(exported, calibration, settings, model.spec.features)
+        quantized = quantize_int8(exported, calibration, settings, model.spec.features, keep)
         layers = layer_records(
             exported,
             quantized.proto,

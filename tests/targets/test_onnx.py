@@ -104,7 +104,7 @@ def test_registry_resolves_the_onnx_backend():
     cls = get_target("onnx")
     # assert
     assert cls is OnnxTarget
-    assert cls.supported_precisions == {"fp32", "int8"}
+    assert cls.supported_precisions == {"fp32", "int8", "int4"}
     assert cls.needs_calibration == {"int8"}
     assert "pip install 'edgecomp[onnx]'" in cls.missing_reason()
 
@@ -400,7 +400,7 @@ def _emit_error(model: Model, profile: TargetProfile = PROFILE, **kw: Any) -> st
 
 def test_unknown_precision_lists_supported():
     message = _emit_error(make_model("lstm"), precision="fp16")
-    assert "'fp16'" in message and "['fp32', 'int8']" in message
+    assert "'fp16'" in message and "['fp32', 'int4', 'int8']" in message
 
 
 def test_precision_outside_the_profile_lists_the_profile_ones():
@@ -430,7 +430,7 @@ def test_nan_calibration_is_refused():
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("calibration_method", "kl"), ("per_channel", 1), ("keep_float", ["head"])],
+    [("calibration_method", "kl"), ("per_channel", 1), ("keep_float", ["no_such_layer"])],
 )
 def test_bad_profile_option_is_named(option, value):
     profile = dataclasses.replace(PROFILE, options={**PROFILE.options, option: value})

@@ -1,0 +1,280 @@
+"""int4 weight-only for ONNX Runtime on x86 (see README.md).
+
+MatMul -> ``MatMulNBits`` (ORT contrib op: block-wise symmetric int4 weights, computed in int4 by
+MLAS); Gemm is first rewritten as MatMul + Add because MatMulNBits acts on MatMul only.
+Conv, LSTM and GRU have no int4 kernel in ONNX Runtime: their weights are stored as packed INT4
+initializers with one scale per output channel behind a ``DequantizeLinear`` (opset 21), which the
+runtime folds back to float32 when it loads the model. That saves download and flash size, not
+compute. No calibration: weight-only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgecomp.targets.base import TargetError
+from edgecomp_runtime.int4 import pack_int4, quantize_int4
+
+OPSET = 21  # DequantizeLinear on INT4 inputs
+DEFAULT_BLOCK_SIZE = 64  # at most: a MatMul with K < 64 gets the largest power of two <= K
+STORAGE_OPS = {"Conv": 0, "LSTM": 1, "GRU": 1}  # op -> output-channel axis of its weight input
+BIAS_INPUTS = {"Conv": 2, "LSTM": 3, "GRU": 3}  # biases: stored as float16, expanded at load
+STORAGE_NOTE = (
+    "int4 storage only: packed int4 weights with per-output-channel float16 scales (float16 "
+    "biases), expanded to float32 when the runtime loads the model; saves download and flash "
+    "size, not compute"
+)
+
+
+@dataclass(frozen=True)
+class Int4Graph:
+    """What quantize_int4_graph produced.
+
+    Attributes:
+        proto: The graph with int4 weights.
+        steps: The steps that ran, in order.
+        storage: Names of the nodes whose weights are stored in int4 and expanded at load.
+    """
+
+    proto: onnx.ModelProto
+    steps: list[str]
+    storage: list[str]
+
+
+def block_size_option(options: dict[str, Any]) -> int:
+    """The profile option ``int4_block_size`` (a power of two >= 16): the largest MatMulNBits
+    block, default 64."""
+    size = options.get("int4_block_size", DEFAULT_BLOCK_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
+        raise TargetError(
+            f"onnx: profile option 'int4_block_size' must be a power of two >= 16; got {size!r}"
+        )
+    return size
+
+
+def quantize_int4_graph(proto: onnx.ModelProto, keep: set[str], block_size: int) -> Int4Graph:
+    """int4 weights for every MatMul/Gemm/Conv/LSTM/GRU node whose name is not in ``keep``."""
+    from onnx import version_converter
+
+    try:
+        proto = version_converter.convert_version(proto, OPSET)
+    except Exception as exc:  # the converter raises plain RuntimeError from C++
+        raise TargetError(f"onnx: int4 cannot convert the graph to opset {OPSET}: {exc}") from exc
+    steps = [f"convert to opset {OPSET}", "Gemm -> MatMul + Add"]
+    gemm_to_matmul(proto.graph, keep)
+    if any(n.op_type == "MatMul" and n.name not in keep for n in proto.graph.node):
+        steps.append(f"MatMulNBits (block <= {block_size}, symmetric)")
+        proto = _matmul_nbits(proto, keep, block_size)
+    storage = _int4_storage(proto.graph, keep)
+    if storage:
+        ops = ", ".join(sorted(_ops(proto, storage)))
+        steps.append(f"int4 storage (DequantizeLinear) for {ops}")
+    return Int4Graph(proto, steps, storage)
+
+
+def gemm_to_matmul(graph: onnx.GraphProto, keep: set[str]) -> None:
+    """Rewrite each plain Gemm (constant B, alpha = beta = 1, no transA) as MatMul + Add, in place.
+
+    The MatMul takes the Gemm's name, so layer records and ``keep`` still find it; the Add writes
+    the Gemm's output.
+    """
+    inits = {init.name: init for init in graph.initializer}
+    uses = Counter(t for node in graph.node for t in node.input)
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Gemm" or node.name in keep or not _plain_gemm(node, inits):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if _attr(node, "transB", 0):
+            weight = weight.T
+        b_name = f"{node.input[1]}.matmul"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), b_name))
+        product = f"{node.output[0]}.matmul"
+        nodes.append(helper.make_node("MatMul", [node.input[0], b_name], [product], name=node.name))
+        if len(node.input) < 3 or not node.input[2]:
+            nodes[-1].output[0] = node.output[0]
+            continue
+        bias = node.input[2]
+        if bias in inits and uses[bias] == 1:  # stored as float16, expanded at load
+            nodes.append(_half(graph, inits[bias]))
+            bias = nodes[-1].output[0]
+        nodes.append(helper.make_node("Add", [product, bias], [node.output[0]]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused(graph)
+
+
+def _plain_gemm(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    return (
+        node.input[1] in inits
+        and _attr(node, "alpha", 1.0) == 1.0
+        and _attr(node, "beta", 1.0) == 1.0
+        and not _attr(node, "transA", 0)
+    )
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    found = [a for a in node.attribute if a.name == name]
+    return helper.get_attribute_value(found[0]) if found else default
+
+
+def _matmul_nbits(proto: onnx.ModelProto, keep: set[str], block_size: int) -> onnx.ModelProto:
+    """MatMulNBits for each MatMul not in ``keep`` with a constant weight; the block is
+    ``block_size`` or, for a shorter K, the largest power of two <= K (>= 16) so that no block is
+    padded."""
+    groups: dict[int, list[str]] = {}
+    for node, k in _constant_matmuls(proto.graph, keep):
+        groups.setdefault(max(16, min(block_size, 1 << (k.bit_length() - 1))), []).append(node)
+    for block, nodes in sorted(groups.items()):
+        proto = _run_matmul_nbits(proto, nodes, block)
+    return proto
+
+
+def _constant_matmuls(graph: onnx.GraphProto, keep: set[str]) -> list[tuple[str, int]]:
+    dims = {init.name: list(init.dims) for init in graph.initializer}
+    return [
+        (node.name, dims[node.input[1]][0])
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and node.name not in keep
+        and len(dims.get(node.input[1], ())) == 2
+    ]
+
+
+def _run_matmul_nbits(proto: onnx.ModelProto, nodes: list[str], block: int) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        proto, bits=4, block_size=block, is_symmetric=True, nodes_to_include=nodes
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs every node it visits at INFO
+    try:
+        quantizer.process()
+    except Exception as exc:  # ORT raises many types; name the step and keep the cause
+        raise TargetError(f"onnx: int4 MatMulNBits failed: {str(exc).strip()[:300]}") from exc
+    finally:
+        root.setLevel(level)
+    return quantizer.model.model
+
+
+def _int4_storage(graph: onnx.GraphProto, keep: set[str]) -> list[str]:
+    """Put the weights of Conv/LSTM/GRU nodes not in ``keep`` behind an INT4 DequantizeLinear.
+
+    Only weights that one node alone reads are converted (a shared tensor keeps its type).
+    """
+    inits = {init.name: init for init in graph.initializer}
+    uses = Counter(t for node in graph.node for t in node.input)
+    stored, dequant = [], []
+    for node in graph.node:
+        weights = [1, 2] if node.op_type in ("LSTM", "GRU") else [1]  # W (and R for RNNs)
+        own = [i < len(node.input) and uses[node.input[i]] == 1 for i in weights]
+        if node.op_type not in STORAGE_OPS or node.name in keep or not all(own):
+            continue
+        if any(node.input[i] not in inits for i in weights):
+            continue
+        for i in weights:
+            dequant += _dequantize(graph, inits[node.input[i]], STORAGE_OPS[node.op_type])
+            node.input[i] = dequant[-1].output[0]
+        bias = BIAS_INPUTS[node.op_type]
+        if len(node.input) > bias and node.input[bias] in inits and uses[node.input[bias]] == 1:
+            merge = _sum_lstm_biases if node.op_type == "LSTM" else None
+            dequant.append(_half(graph, inits[node.input[bias]], merge))
+            node.input[bias] = dequant[-1].output[0]
+        stored.append(node.name)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(dequant + nodes)  # constants first: the graph stays topologically sorted
+    _drop_unused(graph)
+    return stored
+
+
+def _dequantize(graph: onnx.GraphProto, init: onnx.TensorProto, axis: int) -> list[onnx.NodeProto]:
+    """INT4 values and float16 scales -> DequantizeLinear (float16) -> Cast to float32."""
+    q, scales = quantize_int4(numpy_helper.to_array(init), axis, np.float16)
+    packed = helper.make_tensor(  # takes the float weight's name: that one is dropped
+        init.name, onnx.TensorProto.INT4, q.shape, pack_int4(q).tobytes(), raw=True
+    )
+    scale = numpy_helper.from_array(scales, f"{init.name}.scale")
+    graph.initializer.remove(init)
+    graph.initializer.extend([packed, scale])
+    dq = helper.make_node(
+        "DequantizeLinear", [packed.name, scale.name], [f"{init.name}.dq"], axis=axis
+    )
+    return [dq, _cast(dq.output[0], f"{init.name}.w")]
+
+
+def _half(graph: onnx.GraphProto, init: onnx.TensorProto, transform: Any = None) -> onnx.NodeProto:
+    """The float32 initializer ``init`` (after ``transform``) stored as float16 -> Cast."""
+    values = numpy_helper.to_array(init)
+    values = values if transform is None else transform(values)
+    half = numpy_helper.from_array(values.astype(np.float16), init.name)
+    graph.initializer.remove(init)  # the float16 copy takes its name
+    graph.initializer.append(half)
+    return _cast(half.name, f"{init.name}.f")
+
+
+def _sum_lstm_biases(bias: np.ndarray) -> np.ndarray:
+    """LSTM B = [Wb, Rb] per direction; every gate adds both, so [Wb + Rb, 0] is the same model
+    (and its zero half packs to almost nothing in the artifact's zip)."""
+    d, width = bias.shape
+    pair = bias.reshape(d, 2, width // 2)
+    return np.concatenate([pair[:, 0] + pair[:, 1], np.zeros_like(pair[:, 1])], axis=1)
+
+
+def _cast(source: str, output: str) -> onnx.NodeProto:
+    return helper.make_node("Cast", [source], [output], to=onnx.TensorProto.FLOAT)
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    used = {t for node in graph.node for t in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _ops(proto: onnx.ModelProto, names: list[str]) -> set[str]:
+    return {node.op_type for node in proto.graph.node if node.name in names}
+
+
+def lower_int4(
+    exported: onnx.ModelProto,
+    module: Any,
+    options: dict[str, Any],
+    keep: dict[str, str],
+) -> tuple[onnx.ModelProto, list[dict[str, Any]], dict[str, Any]]:
+    """int4 graph, layer records and the lowering record for the manifest's recipe."""
+    from .layers import layer_records
+
+    block_size = block_size_option(options)
+    graph = quantize_int4_graph(exported, set(keep), block_size)
+    reasons = {
+        "int4-matmulnbits": f"int4 weight-only, block-wise (blocks of up to {block_size} along K, "
+        "symmetric float32 scales): ONNX Runtime MatMulNBits computes with the int4 weights",
+        "int4-storage": STORAGE_NOTE,
+    }
+    layers = layer_records(
+        exported, graph.proto, module, precision="int4", kept_float=keep, method_reasons=reasons
+    )
+    named = {layer["node"] for layer in layers}
+    for node in graph.proto.graph.node:  # only layer nodes need names: every byte shows at int4
+        if node.name not in named:
+            node.name = ""
+    storage = [layer["name"] for layer in layers if layer["method"] == "int4-storage"]
+    lowering = {
+        "tool": "onnxruntime.quantization (MatMulNBitsQuantizer) + edgecomp int4 storage",
+        "block_size": block_size,
+        "steps": graph.steps,
+        "keep_float": sorted({layer["name"] for layer in layers if layer["node"] in keep}),
+        "int4_storage": {"layers": storage, "expand_at_load": bool(storage), "note": STORAGE_NOTE},
+    }
+    return graph.proto, layers, lowering

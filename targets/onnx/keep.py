@@ -1,0 +1,69 @@
+"""The generic lowering option ``keep_float``: which layers stay in float, and why.
+
+Entries are "input" / "output" (the graph's edges, see boundary.py), layer names (torch module
+paths as in the manifest's ``layers``), fnmatch patterns over them (``blocks.0.*``) or ONNX op
+types (``Conv``). An entry that matches no layer is an error naming the known layers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any
+
+import onnx
+import torch
+
+from edgecomp.targets.base import TargetError
+
+from .boundary import REASONS, boundary_layers
+
+
+def keep_float_entries(options: dict[str, Any]) -> tuple[str, ...]:
+    """The option's entries, checked to be a list of non-empty strings."""
+    keep = options.get("keep_float", ())
+    if not isinstance(keep, list | tuple) or not all(isinstance(k, str) and k for k in keep):
+        raise TargetError(
+            "onnx: profile option 'keep_float' must be a list of layer names, patterns, op types "
+            f"or {sorted(REASONS)}; got {keep!r}"
+        )
+    return tuple(keep)
+
+
+def kept_nodes(
+    exported: onnx.ModelProto,
+    module: torch.nn.Module,
+    entries: tuple[str, ...],
+    *,
+    with_edges: bool,
+) -> dict[str, str]:
+    """Node name of ``exported`` -> why it stays float, for every entry of ``entries``.
+
+    Edge entries are resolved here only when ``with_edges`` (int8 resolves them itself, per op
+    rule); they are never an error.
+    """
+    from .layers import COMPUTE_OPS, layer_names  # layers -> quantize -> this module
+
+    names = layer_names(exported, module)
+    types = {node.name: node.op_type for node in exported.graph.node}
+    kept: dict[str, str] = {}
+    for entry in entries:
+        if entry in REASONS:
+            if with_edges:
+                kept |= boundary_layers(exported, (entry,), COMPUTE_OPS)
+            continue
+        found = [n for n, layer in names.items() if _matches(entry, layer, types[n])]
+        if not found:
+            raise TargetError(
+                f"onnx: profile option 'keep_float' entry {entry!r} in {list(entries)!r} matches "
+                f"no layer; layers: {sorted(set(names.values()))}"
+            )
+        kept |= {n: kept.get(n, f"kept in float (option keep_float: {entry!r})") for n in found}
+    return kept
+
+
+def _matches(pattern: str, layer: str, op_type: str) -> bool:
+    base = re.sub(r"(\[\d+\]|\.l\d+)$", "", layer)  # "head[1]", "rnn.l0" match "head", "rnn"
+    return pattern in (layer, base, op_type) or any(
+        fnmatch.fnmatchcase(name, pattern) for name in (layer, base, op_type)
+    )

@@ -1,0 +1,254 @@
+"""x86 ONNX int4: nibble packing, MatMulNBits / int4 storage graphs, keep_float by layer name,
+and int4 artifacts predicting through the runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecomp.models import build_model
+from edgecomp.spec import Model
+from edgecomp.targets import TargetError, get_profile
+from edgecomp.targets.onnx import OnnxTarget
+from edgecomp.testing import TINY_HPARAMS, sine_windows, tiny_spec
+from edgecomp_runtime.int4 import dequantize_int4, pack_int4, quantize_int4, unpack_int4
+
+onnx = pytest.importorskip("onnx", reason=OnnxTarget.missing_reason())
+ort = pytest.importorskip("onnxruntime", reason=OnnxTarget.missing_reason())
+pytestmark = pytest.mark.skipif(not OnnxTarget.is_available(), reason=OnnxTarget.missing_reason())
+
+PROFILE = get_profile("x86-64-avx2")
+# int4 artifact vs torch, raw units, on the traffic test split: mean |diff| within 5 % of the
+# targets' mean absolute value (tiny 2-epoch models, symmetric int4 weights)
+RUNTIME_TOLERANCE = 0.05
+
+
+def make_model(arch: str) -> Model:
+    spec = dataclasses.replace(tiny_spec(arch), hparams={**TINY_HPARAMS[arch], "hidden": 32})
+    if arch == "tcn":
+        spec = dataclasses.replace(spec, hparams=TINY_HPARAMS[arch])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return Model(module=build_model(spec).eval(), spec=spec)
+
+
+def emit(model: Model, tmp_path: Path, precision: str = "int4", **options):
+    profile = dataclasses.replace(PROFILE, options={**PROFILE.options, **options})
+    result = OnnxTarget().emit(model, profile, tmp_path, precision=precision, calibration=None)
+    return result, onnx.load(str(tmp_path / result.model_file))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-8, 7), max_size=257))
+def test_pack_unpack_round_trip_is_exact(values):
+    # execute
+    packed = pack_int4(np.array(values, dtype=np.int8))
+    # assert
+    assert packed.dtype == np.uint8 and len(packed) == (len(values) + 1) // 2
+    assert unpack_int4(packed, len(values)).tolist() == values
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(-8, 7), min_size=1, max_size=64))
+def test_packing_matches_onnx_int4_layout(values):
+    # setup
+    q = np.array(values, dtype=np.int8)
+    tensor = onnx.helper.make_tensor(
+        "w", onnx.TensorProto.INT4, [len(q)], pack_int4(q).tobytes(), raw=True
+    )
+    # execute
+    decoded = onnx.numpy_helper.to_array(tensor).astype(np.int8)
+    # assert
+    assert decoded.tolist() == values
+
+
+def test_pack_refuses_out_of_range_and_short_buffers():
+    with pytest.raises(ValueError, match=r"\[-8, 7\]"):
+        pack_int4(np.array([8]))
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_int4(np.zeros(2, np.uint8), 5)
+
+
+@pytest.mark.parametrize("scale_dtype", [np.float32, np.float16])
+def test_quantize_error_is_within_half_a_step_per_channel(scale_dtype):
+    # setup
+    w = np.random.default_rng(0).standard_normal((6, 5, 3)).astype(np.float32)
+    w[2] = 0  # an all-zero channel
+    # execute
+    q, scales = quantize_int4(w, axis=0, scale_dtype=scale_dtype)
+    back = dequantize_int4(q, scales, axis=0)
+    # assert
+    assert q.min() >= -8 and q.max() <= 7 and scales.dtype == scale_dtype
+    step = scales.astype(np.float32)[:, None, None]
+    assert np.all(np.abs(back - w) <= step / 2 + 1e-6)
+    assert np.all(back[2] == 0)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "tcn"])
+def test_int4_graph_uses_matmulnbits_and_int4_storage(tmp_path, arch):
+    # setup
+    model = make_model(arch)
+    # execute
+    result, graph = emit(model, tmp_path)
+    # assert
+    ops = {node.op_type for node in graph.graph.node}
+    assert "MatMulNBits" in ops and "Gemm" not in ops
+    assert any(i.data_type == onnx.TensorProto.INT4 for i in graph.graph.initializer)
+    methods = {layer["name"]: layer["method"] for layer in result.layers}
+    assert methods.pop("head") == "int4-matmulnbits"
+    assert set(methods.values()) == {"int4-storage"}  # LSTM, GRU and Conv: no int4 kernel
+    assert all(layer["precision"] == "int4" for layer in result.layers)
+    storage = result.lowering["quantization"]["int4_storage"]
+    assert storage["expand_at_load"] and "not compute" in storage["note"]
+    assert "not compute" in next(la["reason"] for la in result.layers if la["name"] != "head")
+
+
+def test_int4_file_is_a_fraction_of_fp32(tmp_path):
+    # setup
+    model = make_model("lstm")
+    # execute
+    emit(model, tmp_path / "a", precision="fp32")
+    emit(model, tmp_path / "b")
+    # assert
+    fp32 = (tmp_path / "a" / "model.onnx").stat().st_size
+    int4 = (tmp_path / "b" / "model.onnx").stat().st_size
+    assert int4 < 0.3 * fp32
+
+
+def test_int4_initializers_decode_like_the_runtime_module(tmp_path):
+    # setup
+    _, graph = emit(make_model("lstm"), tmp_path)
+    packed = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT4]
+    # execute / assert
+    assert packed
+    for init in packed:
+        ours = unpack_int4(np.frombuffer(init.raw_data, np.uint8), int(np.prod(init.dims)))
+        assert np.array_equal(ours, onnx.numpy_helper.to_array(init).astype(np.int8).ravel())
+
+
+def test_gemm_to_matmul_keeps_the_numbers():
+    # setup
+    from edgecomp.targets.onnx.export import export_model, ort_runner
+    from edgecomp.targets.onnx.int4 import gemm_to_matmul
+
+    model = make_model("tcn")
+    proto = export_model(model.module, model.spec.input_len, model.spec.n_features, opset=17)
+    x = sine_windows(9, model.spec.input_len, 3, model.spec.n_features, 2).x
+    before = ort_runner(proto)(x)
+    # execute
+    gemm_to_matmul(proto.graph, keep=set())
+    # assert
+    assert "Gemm" not in {n.op_type for n in proto.graph.node}
+    assert np.abs(ort_runner(proto)(x) - before).max() <= 1e-3  # bias stored as float16
+
+
+def test_keep_float_by_layer_name(tmp_path):
+    # execute
+    result, graph = emit(make_model("tcn"), tmp_path, keep_float=["head", "blocks.0.*"])
+    # assert
+    precision = {layer["name"]: layer for layer in result.layers}
+    assert precision["head"]["precision"] == "fp32"
+    assert "keep_float" in precision["head"]["reason"]
+    assert all(p["precision"] == "fp32" for n, p in precision.items() if n.startswith("blocks.0."))
+    assert precision["blocks.1.conv1"]["precision"] == "int4"
+    assert "Gemm" in {n.op_type for n in graph.graph.node}
+    assert result.lowering["quantization"]["keep_float"][0] == "blocks.0.conv1"
+
+
+def test_keep_float_by_layer_name_in_int8(tmp_path):
+    # setup
+    profile = dataclasses.replace(
+        PROFILE, options={**PROFILE.options, "keep_float": ["blocks.1.conv1"]}
+    )
+    model = make_model("tcn")
+    calibration = sine_windows(40, model.spec.input_len, 3, model.spec.n_features, 2).x
+    # execute
+    result = OnnxTarget().emit(model, profile, tmp_path, precision="int8", calibration=calibration)
+    # assert
+    records = {layer["name"]: layer for layer in result.layers}
+    assert records["blocks.1.conv1"]["precision"] == "fp32"
+    assert "keep_float" in records["blocks.1.conv1"]["reason"]
+    assert records["blocks.1.conv2"]["precision"] == "int8"
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"keep_float": ["nope"]}, "matches no layer"),
+        ({"keep_float": "head"}, "'keep_float' must be a list"),
+        ({"int4_block_size": 24}, "'int4_block_size'"),
+    ],
+)
+def test_bad_int4_options_are_named(tmp_path, options, needle):
+    with pytest.raises(TargetError, match=needle):
+        emit(make_model("lstm"), tmp_path, **options)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "tcn"])
+def test_int4_artifact_predicts_through_the_runtime(
+    tmp_path, traffic_checkpoints, traffic_path, arch
+):
+    # setup
+    import edgecomp_runtime
+    from edgecomp.frontend import load_model, reference_predict
+    from edgecomp.pipeline import BuildConfig, build
+    from edgecomp.workflow import dataset_for
+    from edgecomp_runtime.engines.onnxruntime import expands_int4
+
+    model = load_model(traffic_checkpoints[arch])
+    dataset = dataset_for(model.spec, traffic_path)
+    # execute
+    built = build(model, dataset, BuildConfig(precision="int4"), tmp_path / "m.edgepkg")
+    loaded = edgecomp_runtime.load(built.path)
+    raw = dataset.raw_inputs("test", imputed=True)[:64]
+    out = loaded.predict(raw)
+    # assert
+    assert built.manifest["precision"] == "int4" and expands_int4(built.manifest)
+    reference = dataset.unscale_targets(reference_predict(model, dataset.test.x[:64]))
+    scale = np.abs(reference).mean()
+    assert np.abs(out - reference).mean() <= RUNTIME_TOLERANCE * scale
+    assert np.isfinite(built.manifest["metrics"]["artifact"]["mae"]).all()
+
+
+def test_runtime_expansion_at_load_matches_per_run_dequantize(tmp_path):
+    # setup
+    from edgecomp_runtime.engines.onnxruntime import OnnxRuntimeEngine
+
+    model = make_model("lstm")
+    result, _ = emit(model, tmp_path)
+    data = (tmp_path / result.model_file).read_bytes()
+    manifest = {"model_file": "model.onnx", "recipe": {"lowering": result.lowering}}
+    x = sine_windows(5, model.spec.input_len, 3, model.spec.n_features, 2).x
+    # execute
+    folded = OnnxRuntimeEngine(data, manifest, threads=1).run(x)
+    per_run = OnnxRuntimeEngine(data, {"model_file": "model.onnx"}, threads=1).run(x)
+    # assert
+    assert np.abs(folded - per_run).max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ({}, False),
+        ({"recipe": 5}, False),
+        ({"recipe": {"lowering": {"quantization": None}}}, False),
+        (
+            {"recipe": {"lowering": {"quantization": {"int4_storage": {"expand_at_load": 1}}}}},
+            False,
+        ),
+        (
+            {"recipe": {"lowering": {"quantization": {"int4_storage": {"expand_at_load": True}}}}},
+            True,
+        ),
+    ],
+)
+def test_expand_flag_is_read_defensively(manifest, expected):
+    from edgecomp_runtime.engines.onnxruntime import expands_int4
+
+    assert expands_int4(manifest) is expected
