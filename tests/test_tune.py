@@ -339,3 +339,31 @@ def test_multi_objective_search_records_values_and_constraints(lstm, tmp_path):
         assert trial.values == [m["error_increase"], m["p50_ms"], m["size_bytes"]]
         assert set(trial.constraints) == {"error_increase", "size_kb"}
     assert result.chosen is not None and any(r["pareto"] for r in result.rows)
+
+
+def test_mixed_choice_keeps_sensitive_layers_in_float_within_the_budget(lstm, tmp_path):
+    model, dataset = lstm
+    space = tmp_path / "space.toml"
+    space.write_text(SMALL_SPACE.replace('["fp32", "int8"]', '["mixed-int4"]'))
+    result = tune(
+        model,
+        dataset,
+        TuneConfig(strategy="random", trials=1, storage=f"sqlite:///{tmp_path}/s.db"),
+        Constraints(max_error_increase=0.01),
+        tmp_path / "out",
+        space_file=space,
+        students=False,
+        build_chosen=False,
+    )
+    (row,) = result.rows
+    built = row["measured"]["recipe"]["lower"][0]
+    assert built["precision"] == "int4" and isinstance(built["options"]["keep_float"], list)
+    assert row["measured"]["error_increase"] <= 0.01 + 1e-3  # the float artifact is the plan's base
+    written = tomllib.loads((tmp_path / "out" / "recipe.toml").read_text())
+    assert written["lower"][0]["options"]["keep_float"] == built["options"]["keep_float"]
+
+
+def test_mixed_is_offered_only_with_a_relative_error_limit():
+    profile = get_profile("x86-64-avx2")
+    assert "mixed-int4" in default_space(profile, mixed=True)["precision"]
+    assert not any(p.startswith("mixed") for p in default_space(profile)["precision"])

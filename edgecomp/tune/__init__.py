@@ -80,7 +80,9 @@ def tune(
 
     out = Path(out_dir)
     profile = get_profile(config.target)
-    space = default_space(profile, students=students)
+    space = default_space(
+        profile, students=students, mixed=constraints.max_error_increase is not None
+    )
     if space_file is not None:
         space = load_space(space_file, space)
     evaluator = Evaluator(model, dataset, out / "trials", constraints)
@@ -97,7 +99,7 @@ def tune(
     _write(out, rows, chosen, config, constraints, evaluator, space)
     artifact = None
     if chosen is not None and build_chosen and not interrupted:
-        artifact = _build_chosen(model, dataset, chosen["recipe"], out)
+        artifact = _build_chosen(model, dataset, chosen["measured"]["recipe"], out)
     return TuneResult(rows, chosen, artifact, interrupted, error)
 
 
@@ -130,7 +132,7 @@ def _write(
             f"trial {chosen['trial']}) under: {constraints.describe()}\n"
             f"Measured on the validation split: {chosen['summary']}"
         )
-        recipe = {**chosen["recipe"], "eval_split": "test"}
+        recipe = {**chosen["measured"]["recipe"], "eval_split": "test"}
         atomic_write_text(out / "recipe.toml", to_toml(recipe, comment))
 
 

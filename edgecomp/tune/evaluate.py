@@ -115,16 +115,36 @@ class Evaluator:
         from edgecomp.passes.recipe import parse_recipe
         from edgecomp.pipeline import build
 
-        parsed = parse_recipe(recipe, source=f"trial {name}")
-        model, records = self._passes(parsed)
-        (_, config) = parsed.build_configs()[0]
+        model, records = self._passes(parse_recipe({**recipe, "lower": []}, source=name))
+        recipe, mixed = self._resolve_mixed(recipe, model)
+        (_, config) = parse_recipe(recipe, source=f"trial {name}").build_configs()[0]
         path = self.workdir / f"{name}.edgepkg"
-        result = build(model, self.dataset, config, path, passes=records)
+        result = build(model, self.dataset, config, path, passes=records, mixed=mixed)
         measured = self._error(result.manifest["metrics"]["artifact"]["mae"])
         measured.update(self._speed(path))
         measured["params"] = records[-1]["measured"]["after"]["params"] if records else None
         measured["artifact"] = str(path)
+        measured["recipe"] = recipe  # as built: a mixed recipe names its float layers
         return measured
+
+    def _resolve_mixed(self, recipe: dict[str, Any], model: Model) -> tuple[dict, dict | None]:
+        """For precision "mixed-<p>": keep the most sensitive layers of ``model`` in float
+        until the relative error limit holds (edgecomp.mixed) and name them in the recipe."""
+        lower = recipe["lower"][0]
+        if not lower["precision"].startswith("mixed-"):
+            return recipe, None
+        from edgecomp.analyze import analyze
+        from edgecomp.mixed import Budget, plan_mixed
+
+        base = lower["precision"].removeprefix("mixed-")
+        options = dict(lower.get("options", {}))
+        kw = {"options": options, "calibration_windows": lower.get("calibration_windows", 256)}
+        sens = analyze(model, self.dataset, target=lower["target"], precision=base, **kw)
+        budget = Budget(self.constraints.max_error_increase, at_horizon=self.constraints.horizon)
+        plan = plan_mixed(model, self.dataset, sens, budget, **kw)
+        options["keep_float"] = list(plan.kept_float)
+        lower = {**lower, "precision": base, "options": options}
+        return {**recipe, "lower": [lower]}, plan.record()
 
     def _passes(self, parsed: Any) -> tuple[Model, list]:
         from edgecomp.passes import PassContext, run_passes

@@ -21,21 +21,28 @@ __all__ = ["SpaceError", "default_space", "load_space", "recipe_for", "recipe_ke
 # precisions whose lowering reads calibration windows (per backend, from the target class)
 _ONNX_METHODS = ("minmax", "entropy", "percentile")
 _KEEP_FLOAT = {"none": [], "input": ["input"], "output": ["output"], "both": ["input", "output"]}
+_KEEPS_LAYERS = ("onnx", "tflite")  # backends whose keep_float takes layer names
 
 
 class SpaceError(ValueError):
     """A search-space file or override is invalid; the message names the file and dimension."""
 
 
-def default_space(profile: TargetProfile, *, students: bool = True) -> dict[str, tuple]:
+def default_space(
+    profile: TargetProfile, *, students: bool = True, mixed: bool = False
+) -> dict[str, tuple]:
     """The dimensions the passes and ``profile``'s backend offer, with their choices.
 
     Args:
         profile: Target profile; its precisions (those its backend can emit) become choices.
         students: Offer distilled students (one training run per student: the costly dimension).
+        mixed: Offer "mixed-<precision>": the most sensitive layers kept in float until the
+            relative error limit holds (edgecomp.mixed), for backends that keep layers by name.
     """
     target_cls = get_target(profile.backend)
     precisions = tuple(p for p in profile.precisions if p in target_cls.supported_precisions)
+    if mixed and profile.backend in _KEEPS_LAYERS:
+        precisions += tuple(f"mixed-{p}" for p in precisions if p in ("int8", "int4"))
     space: dict[str, tuple] = {
         "precision": precisions,
         "prune_ratio": (0.0, 0.25, 0.5, 0.75),
@@ -97,11 +104,13 @@ def recipe_for(
         passes.append({"pass": "finetune", "epochs": finetune_epochs})
     lower: dict[str, Any] = {"target": target, "precision": params["precision"]}
     options: dict[str, Any] = {}
-    if params["precision"] in needs_calibration:
+    base = params["precision"].removeprefix("mixed-")
+    if base in needs_calibration:
         lower["calibration_windows"] = int(params["calibration_windows"])
         if "calibration_method" in params:
             options["calibration_method"] = params["calibration_method"]
-        if params.get("keep_float", "none") != "none":
+        mixed = base != params["precision"]  # the mixed search picks the float layers itself
+        if params.get("keep_float", "none") != "none" and not mixed:
             options["keep_float"] = _KEEP_FLOAT[params["keep_float"]]
     if options:
         lower["options"] = options
