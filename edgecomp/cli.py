@@ -167,9 +167,15 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
     required=True,
     help="Data file: calibration from its training split, verification on its test split.",
 )
-@click.option("--target", "-t", default="x86-64-avx2", show_default=True, help="Target profile.")
-@click.option("--precision", "-p", default="int8", show_default=True)
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Artifact path.")
+@click.option("--target", "-t", help="Target profile [default: x86-64-avx2, or the recipe's].")
+@click.option("--precision", "-p", help="Precision [default: int8, or the recipe's].")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(),
+    required=True,
+    help="Artifact path (a folder for a recipe with several lowerings).",
+)
 @click.option(
     "--weights",
     type=click.Path(exists=True, dir_okay=False),
@@ -183,7 +189,7 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
 )
 @click.option("--input-len", "-L", type=int, help="Window length, when no spec JSON is given.")
 @click.option("--horizon", "-H", type=int, help="Horizon, when no spec JSON is given.")
-@click.option("--calibration-windows", default=256, show_default=True)
+@click.option("--calibration-windows", type=int, help="Calibration windows [default: 256].")
 @click.option(
     "--option",
     "options",
@@ -197,55 +203,75 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
     type=click.Path(exists=True, dir_okay=False),
     help="Sign the artifact with this ed25519 private key (PEM, from `edgecomp keygen`).",
 )
+@click.option(
+    "--recipe",
+    "recipe_path",
+    type=click.Path(dir_okay=False),
+    help="TOML build recipe: model passes, then lowerings; flags given here override it.",
+)
+@click.option("--set", "sets", multiple=True, help="Override a recipe pass option PASS.KEY=VALUE.")
+@click.option(
+    "--save-model", type=click.Path(file_okay=False), help="Also save the recipe's model here."
+)
 def build(
     source: str,
     data_path: str,
-    target: str,
-    precision: str,
     out: str,
     weights: str | None,
     spec_path: str | None,
     input_len: int | None,
     horizon: int | None,
-    calibration_windows: int,
     options: tuple[str, ...],
     sign_path: str | None,
+    recipe_path: str | None,
+    sets: tuple[str, ...],
+    save_model: str | None,
+    **lowering,
 ) -> None:
     """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target."""
-    from edgecomp.pipeline import BuildConfig
-    from edgecomp.workflow import build_artifact
+    from edgecomp.passes.recipe import Recipe, load_recipe
+    from edgecomp.workflow import build_recipe, ingest
     from edgecomp_runtime.signing import load_private_key
 
     sign_key = None if sign_path is None else load_private_key(sign_path)  # fail before building
-    config = BuildConfig(
-        target=target,
-        precision=precision,
-        calibration_windows=calibration_windows,
-        options=_parse_pairs(options, "--option"),
-    )
-    result = build_artifact(
+    recipe = load_recipe(recipe_path) if recipe_path else Recipe(source="command line")
+    lowering["options"] = _parse_pairs(options, "--option") or None
+    recipe = recipe.with_overrides(_parse_pairs(sets, "--set"), **lowering)
+    model, dataset = ingest(
         source,
         data_path,
-        config,
-        out,
         weights=weights,
         spec_path=spec_path,
         input_len=input_len,
         horizon=horizon,
-        sign_key=sign_key,
     )
+    results = build_recipe(
+        model,
+        dataset,
+        recipe,
+        out,
+        sign_key=sign_key,
+        save_model=save_model,
+        log=lambda line: console.print(line, highlight=False),
+    )
+    for result in results:
+        _print_built(result)
+    if sign_key is not None:
+        from edgecomp_runtime.signing import key_id
+
+        console.print(f"signed with ed25519 key {key_id(sign_key.public_key())}")
+
+
+def _print_built(result) -> None:
     metrics = result.manifest["metrics"]
     ref, art = metrics["reference"]["mae"], metrics["artifact"]["mae"]
     worst = max((a / r - 1) * 100 for a, r in zip(art, ref, strict=True) if r > 0)
+    target, precision = result.manifest["target"]["name"], result.manifest["precision"]
     console.print(
         f"wrote {result.path} ({result.path.stat().st_size:,} B): {target} {precision}, "
         f"MAE {sum(art) / len(art):.4g} vs reference {sum(ref) / len(ref):.4g} "
         f"(worst horizon {worst:+.2f} %)"
     )
-    if sign_key is not None:
-        from edgecomp_runtime.signing import key_id
-
-        console.print(f"signed with ed25519 key {key_id(sign_key.public_key())}")
 
 
 @main.command()
@@ -471,7 +497,11 @@ def targets() -> None:
 # Commands that live beside their subsystem, as "module:attribute" of a click command or group.
 # Each module must import only click and the standard library at top level (toolchains inside
 # the command), so `edgecomp --help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "edgecomp.analyze_cli:analyze",
+    "edgecomp.tune.cli:tune",
+    "edgecomp.fl.cli:fl",
+)
 
 
 def _register_commands() -> None:

@@ -1,0 +1,179 @@
+"""`edgecomp fl`: federated training across gateways (Flower), thin wrappers over edgecomp.fl.
+
+Imports only click and the standard library at top level; Flower, torch and pandas load inside
+the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group("fl")
+def fl() -> None:
+    """Federated training across gateways with Flower: each site's data stays on its gateway."""
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",")) if value else None
+
+
+def _run_options(fn):
+    """Data, model, local training and federation options shared by `simulate` and `run`."""
+    opts = [
+        click.option("--input-len", "-L", default=48, show_default=True),
+        click.option("--horizon", "-H", default=8, show_default=True),
+        click.option("--features", help="Comma-separated input features (default: all)."),
+        click.option("--targets", help="Comma-separated targets (default: the features)."),
+        click.option("--time-col", help="Time column (default: detected)."),
+        click.option("--split", default="0.7,0.15,0.15", show_default=True),
+        click.option("--arch", type=click.Choice(["lstm", "gru", "tcn"]), default="lstm"),
+        click.option("--hparam", multiple=True, help="Architecture hyperparameter KEY=JSON."),
+        click.option("--local-epochs", default=1, show_default=True),
+        click.option("--batch-size", default=64, show_default=True),
+        click.option("--lr", default=1e-3, show_default=True),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--rounds", default=3, show_default=True),
+        click.option("--strategy", type=click.Choice(["fedavg", "fedprox"]), default="fedavg"),
+        click.option("--mu", default=0.0, show_default=True, help="FedProx proximal weight."),
+        click.option("--fraction-train", default=1.0, show_default=True),
+        click.option("--fraction-evaluate", default=1.0, show_default=True),
+        click.option(
+            "--updates",
+            type=click.Choice(["fp32", "int8"]),
+            default="fp32",
+            show_default=True,
+            help="Client updates: fp32 weights or int8-quantized deltas.",
+        ),
+        click.option("--out", "-o", required=True, help="Checkpoint folder for the global model."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _config(kw: dict, sites: tuple[str, ...] = (), min_nodes: int = 2):
+    from edgecomp.cli import _parse_pairs  # loaded already: this group is part of its CLI
+    from edgecomp.data import DataConfig
+    from edgecomp.fl.config import FLConfig
+    from edgecomp.train import TrainConfig
+
+    data = DataConfig(
+        input_len=kw["input_len"],
+        horizon=kw["horizon"],
+        features=_names(kw["features"]),
+        targets=_names(kw["targets"]),
+        time_col=kw["time_col"],
+        split=tuple(float(v) for v in kw["split"].split(",")),
+    )
+    train = TrainConfig(
+        arch=kw["arch"],
+        hparams=_parse_pairs(kw["hparam"], "--hparam"),
+        epochs=kw["local_epochs"],
+        batch_size=kw["batch_size"],
+        lr=kw["lr"],
+        seed=kw["seed"],
+    )
+    keys = ("rounds", "strategy", "fraction_train", "fraction_evaluate", "updates", "out")
+    return FLConfig(
+        data=data,
+        train=train,
+        sites=sites,
+        proximal_mu=kw["mu"],
+        min_nodes=min_nodes,
+        **{k: kw[k] for k in keys},
+    )
+
+
+def _print_rounds(summary: dict, out: str) -> None:
+    click.echo("round  clients  up bytes  down bytes  val loss  val MAE (mean over steps)")
+    for r in summary["rounds"]:
+        ev = r["evaluate"]
+        click.echo(
+            f"{r['round']:5d}  {r['clients']:7d}  {r['up_bytes']:8d}  {r['down_bytes']:10d}  "
+            f"{ev.get('val-loss', float('nan')):8.4f}  {ev.get('val-mae-mean', float('nan')):.4f}"
+        )
+    click.echo(f"wrote {out} (checkpoint: `edgecomp build {out} --data SITE_FILE ...`)")
+
+
+@fl.command("split")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--site-col", required=True, help="Column naming each row's site.")
+@click.option("--site", "sites", multiple=True, help="Site to write (default: all).")
+@click.option("--max-rows", type=int, help="Keep each site's first N rows.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+def split_cmd(data: str, site_col: str, sites: tuple[str, ...], max_rows, out: str) -> None:
+    """Write one data file per site of DATA (what each gateway holds)."""
+    from edgecomp.fl.sites import split_by_site
+
+    for site, path in split_by_site(data, site_col, out, sites=sites, max_rows=max_rows).items():
+        click.echo(f"{site}\t{path}")
+
+
+@fl.command("simulate")
+@click.argument("sites", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@_run_options
+@click.option("--num-cpus", default=2, show_default=True, help="CPUs Ray may use.")
+def simulate_cmd(sites: tuple[str, ...], num_cpus: int, **kw) -> None:
+    """Train across SITES (one data file per client) on Flower's simulation engine."""
+    from edgecomp.fl.simulation import simulate
+
+    config = _config(kw, sites=sites, min_nodes=len(sites))
+    _print_rounds(simulate(config, num_cpus=num_cpus), config.out)
+
+
+@fl.command("local")
+@click.argument("sites", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@_run_options
+@click.option("--work-dir", default="fl-deploy", show_default=True, type=click.Path())
+def local_cmd(sites: tuple[str, ...], work_dir: str, **kw) -> None:
+    """Run a SuperLink and one SuperNode per SITE as processes on 127.0.0.1, and train."""
+    from edgecomp.fl.deploy import LocalDeployment
+
+    config = _config(kw, min_nodes=len(sites))
+    with LocalDeployment(list(sites), work_dir) as deployment:
+        summary = deployment.run(config)
+    _print_rounds(summary, config.out)
+
+
+@fl.command("superlink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9092, show_default=True)
+def superlink_cmd(host: str, port: int) -> None:
+    """Start a Flower SuperLink (no TLS: loopback or a trusted network only)."""
+    from edgecomp.fl.deploy import flower_env, superlink_command
+
+    sys.exit(subprocess.call(superlink_command(host, port), env=flower_env()))
+
+
+@fl.command("supernode")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--superlink", default="127.0.0.1:9092", show_default=True, help="host:port")
+@click.option("--port", default=9094, show_default=True, help="This node's local runtime API.")
+def supernode_cmd(data: str, superlink: str, port: int) -> None:
+    """Start a Flower SuperNode for a gateway holding DATA (it never leaves this machine)."""
+    from edgecomp.fl.deploy import flower_env, supernode_command
+
+    sys.exit(subprocess.call(supernode_command(data, superlink, port=port), env=flower_env()))
+
+
+@fl.command("run")
+@click.option("--superlink", default="127.0.0.1:9092", show_default=True, help="host:port")
+@click.option("--min-nodes", default=2, show_default=True, help="SuperNodes to wait for.")
+@click.option("--work-dir", default="fl-run", show_default=True, type=click.Path())
+@_run_options
+def run_cmd(superlink: str, min_nodes: int, work_dir: str, **kw) -> None:
+    """Submit a federated training to a running SuperLink and stream its log."""
+    from edgecomp.fl.deploy import submit
+
+    config = _config(kw, min_nodes=min_nodes)
+    summary_path = Path(config.out) / "fl.json"
+    summary_path.unlink(missing_ok=True)
+    submit(config, superlink, work_dir)
+    if summary_path.is_file():  # the SuperLink ran on this machine
+        _print_rounds(json.loads(summary_path.read_text()), config.out)
