@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test examples bench bench-tune lint clean system-deps
+.PHONY: demo test examples bench bench-tune bench-passes bench-int4 bench-tensorrt bench-fl lint clean \
+	system-deps
 
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
@@ -34,6 +35,7 @@ examples: $(STAMP)
 	$(BIN)/python examples/traffic/run.py
 	$(BIN)/python examples/weather/run.py
 	$(BIN)/python examples/finance/run.py
+	$(BIN)/python examples/federated/run.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/x86_compare.py
@@ -42,6 +44,20 @@ bench: $(STAMP)
 bench-tune: $(STAMP)
 	$(PIP) neural-compressor-pt==3.10 neural-compressor==3.10
 	$(BIN)/python benchmarks/tune_compare.py
+
+# These read the traffic checkpoints that `make demo` trains (examples/traffic/out/checkpoints).
+bench-passes: $(STAMP)
+	$(BIN)/python benchmarks/passes_traffic.py --checkpoints examples/traffic/out/checkpoints \
+	  --archs lstm,gru,tcn
+
+bench-int4: $(STAMP)
+	$(BIN)/python benchmarks/int4_mixed.py
+
+bench-tensorrt: $(STAMP)
+	$(BIN)/python benchmarks/tensorrt_traffic.py
+
+bench-fl: $(STAMP)
+	$(BIN)/python benchmarks/fl_compare.py --fedprox 0.001
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
