@@ -7,6 +7,7 @@ profile and the backend class.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +28,10 @@ __all__ = [
     "BuildConfig",
     "BuildResult",
     "BuildError",
+    "CalibrationSet",
     "build",
+    "compile_artifact",
+    "calibration_set",
     "calibration_windows",
     "baseline_metrics",
 ]
@@ -43,8 +47,10 @@ class BuildConfig:
 
     Attributes:
         target: Target profile name (see `edgecomp targets`).
-        precision: "fp32" or "int8" (what the profile allows).
-        calibration_windows: Cap on calibration windows, drawn evenly across the training split.
+        precision: "fp32", "int8" or "int4" (what the profile allows); a mixed-precision build
+            (``build(..., mixed=...)``) uses it for the layers not kept in float.
+        calibration_windows: Cap on calibration windows, drawn evenly across the training
+            split's time range (bounded memory: only the drawn windows are copied).
         eval_split: Split used to verify the artifact and record its metrics.
         options: Overrides of the profile's lowering options (e.g. ``{"keep_float": ["input"]}``,
             ``{"calibration_method": "percentile"}``); recorded in the manifest's recipe.
@@ -77,6 +83,7 @@ def build(
     *,
     sign_key: Any = None,
     passes: list[dict[str, Any]] | None = None,
+    mixed: dict[str, Any] | None = None,
 ) -> BuildResult:
     """Lower, quantize, verify and package ``model`` for ``config.target``.
 
@@ -90,22 +97,46 @@ def build(
             the manifest into ``manifest.sig``; a bad key fails before anything is built.
         passes: Records of the model passes (prune, distill, ...) already applied to ``model``,
             in order; stored in the manifest's ``recipe.passes``.
+        mixed: A mixed-precision plan (``edgecomp.mixed``): ``{"layers": {name: why}, ...}``;
+            the layers it keeps in float must already be in ``config.options["keep_float"]``.
+            The manifest's precision becomes "mixed", each layer's reason says why, and the plan
+            is stored in ``recipe.mixed_precision``.
 
     Raises:
         BuildError, TargetError: The target cannot produce the artifact; nothing is written.
     """
-    profile, target_cls = _resolve(config)
-    _check_data_matches(model, dataset)
     if sign_key is not None:
         sign_key = load_private_key(sign_key)
+    manifest, files = compile_artifact(model, dataset, config, passes=passes, mixed=mixed)
+    if config.options.get("stream"):  # step model + manifest "stream" section (edgecomp.streaming)
+        from edgecomp.streaming import add_stream
+
+        add_stream(model, dataset, manifest, files, options=config.options, split=config.eval_split)
+    return BuildResult(write_artifact(out, manifest, files, sign_key=sign_key), manifest)
+
+
+def compile_artifact(
+    model: Model,
+    dataset: Dataset,
+    config: BuildConfig,
+    *,
+    passes: list[dict[str, Any]] | None = None,
+    mixed: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest (metrics on ``config.eval_split`` included) and files of ``build``, in
+    memory: nothing is written. See ``build`` for the arguments."""
+    profile, target_cls = _resolve(config)
+    _check_data_matches(model, dataset)
     calib = None
     if config.precision in target_cls.needs_calibration:
-        calib = calibration_windows(dataset, config.calibration_windows)
-    with tempfile.TemporaryDirectory(prefix="edgecomp-build-") as tmp:
-        emitted = target_cls().emit(
-            model, profile, Path(tmp), precision=config.precision, calibration=calib
-        )
-        files = {name: (Path(tmp) / name).read_bytes() for name in emitted.files}
+        calib = calibration_set(dataset, config.calibration_windows)
+    emitted, files = _emit(target_cls, model, profile, config.precision, calib)
+    lowering = {**emitted.lowering, "build": asdict(config)}
+    if calib is not None:
+        lowering["calibration"] = calib.record()
+    recipe = {"passes": list(passes or []), "source": model.source, "lowering": lowering}
+    if mixed:
+        recipe["mixed_precision"] = mixed
     manifest = new_manifest(
         producer=producer_versions(*emitted.toolchain),
         target={
@@ -114,31 +145,91 @@ def build(
             "arch": profile.arch,
             "toolchain": emitted.toolchain,
         },
-        precision=config.precision,
+        precision="mixed" if mixed else config.precision,
         model_file=emitted.model_file,
         io=emitted.io,
         spec=model.spec.to_dict(),
-        recipe={
-            "passes": list(passes or []),
-            "source": model.source,
-            "lowering": {
-                **emitted.lowering,
-                "build": asdict(config),
-            },
-        },
-        layers=emitted.layers,
+        recipe=recipe,
+        layers=_annotate(emitted.layers, (mixed or {}).get("layers", {})),
     )
     manifest["metrics"] = verify(model, dataset, manifest, files, split=config.eval_split)
-    return BuildResult(write_artifact(out, manifest, files, sign_key=sign_key), manifest)
+    return manifest, files
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Calibration windows drawn across the training split's whole time range.
+
+    Attributes:
+        windows: Scaled float32 windows [N, L, F], in time order.
+        starts: Row of each window's first step in the full series.
+        train_rows: The training split's row range [start, end).
+        limit: The cap asked for.
+        sha256: Hex digest of the windows' float32 bytes (C order) and shape: the same data and
+            cap give the same digest.
+    """
+
+    windows: np.ndarray
+    starts: np.ndarray
+    train_rows: tuple[int, int]
+    limit: int
+    sha256: str
+
+    def record(self) -> dict[str, Any]:
+        """The set as recorded in the manifest's ``recipe.lowering.calibration``."""
+        first, last = int(self.starts[0]), int(self.starts[-1])
+        span = max(self.train_rows[1] - self.train_rows[0], 1)
+        return {
+            "n_windows": len(self.windows),
+            "limit": self.limit,
+            "sampling": "evenly spaced in time over the training split",
+            "train_rows": list(self.train_rows),
+            "first_start": first,
+            "last_start": last,
+            "span_fraction": round((last - first + self.windows.shape[1]) / span, 4),
+            "sha256": self.sha256,
+        }
+
+
+def calibration_set(dataset: Dataset, limit: int) -> CalibrationSet:
+    """Up to ``limit`` training windows whose start times are evenly spaced over the whole
+    training range (not its first days); only the drawn windows are copied.
+
+    Raises:
+        BuildError: The training split has no windows, or ``limit`` < 1.
+    """
+    train = dataset.train
+    if len(train) == 0:
+        raise BuildError("the training split has no windows to calibrate with")
+    if limit < 1:
+        raise BuildError(f"the calibration cap must be at least 1; got {limit}")
+    wanted = np.linspace(train.starts[0], train.starts[-1], num=min(limit, len(train)))
+    index = np.unique(np.searchsorted(train.starts, wanted.round()).clip(0, len(train) - 1))
+    windows = np.ascontiguousarray(train.x[index], dtype=np.float32)
+    digest = hashlib.sha256(str(windows.shape).encode())
+    for window in windows:  # window by window: no bytes copy of the whole set
+        digest.update(window.tobytes())
+    return CalibrationSet(
+        windows, train.starts[index], dataset.bounds["train"], limit, digest.hexdigest()
+    )
 
 
 def calibration_windows(dataset: Dataset, limit: int) -> np.ndarray:
-    """Up to ``limit`` scaled training windows spread evenly over the whole training range."""
-    x = dataset.train.x
-    if len(x) == 0:
-        raise BuildError("the training split has no windows to calibrate with")
-    index = np.unique(np.linspace(0, len(x) - 1, num=min(limit, len(x))).round().astype(int))
-    return np.ascontiguousarray(x[index], dtype=np.float32)
+    """Up to ``limit`` scaled training windows spread over the whole training time range."""
+    return calibration_set(dataset, limit).windows
+
+
+def _annotate(layers: list[dict[str, Any]], notes: dict[str, str]) -> list[dict[str, Any]]:
+    """Layer records with the mixed-precision search's note: the reason of a layer it kept in
+    float, appended to the reason of one it quantized."""
+    out = []
+    for layer in layers:
+        note = notes.get(layer["name"])
+        if note is not None:
+            joined = note if layer["precision"] == "fp32" else f"{layer['reason']}; {note}"
+            layer = {**layer, "reason": joined}
+        out.append(layer)
+    return out
 
 
 def verify(
@@ -193,6 +284,25 @@ def baseline_metrics(dataset: Dataset, split: str) -> dict[str, Any]:
     )
     forecasts["train_mean"] = np.broadcast_to(dataset.mean[dataset.target_index], truth.shape)
     return {name: horizon_metrics(truth, pred) for name, pred in forecasts.items()}
+
+
+def _emit(
+    target_cls: type,
+    model: Model,
+    profile: TargetProfile,
+    precision: str,
+    calib: CalibrationSet | None,
+) -> tuple[Any, dict[str, bytes]]:
+    """The backend's EmitResult and the files it wrote, read back into memory."""
+    with tempfile.TemporaryDirectory(prefix="edgecomp-build-") as tmp:
+        emitted = target_cls().emit(
+            model,
+            profile,
+            Path(tmp),
+            precision=precision,
+            calibration=None if calib is None else calib.windows,
+        )
+        return emitted, {name: (Path(tmp) / name).read_bytes() for name in emitted.files}
 
 
 def _resolve(config: BuildConfig) -> tuple[TargetProfile, type]:

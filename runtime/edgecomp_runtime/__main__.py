@@ -1,4 +1,4 @@
-"""Command line: ``edgecomp-runtime info ARTIFACT`` and ``edgecomp-runtime predict ARTIFACT``."""
+"""Command line: ``edgecomp-runtime info|predict|serve ARTIFACT``."""
 
 from __future__ import annotations
 
@@ -49,7 +49,47 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=_positive_int, default=None, help="engine threads")
     _trusted_key_option(predict)
     predict.set_defaults(command=_predict)
+    _serve_parser(commands)
     return parser
+
+
+def _serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve", help="forecast MQTT readings as they arrive; HTTP health, manifest, forecast"
+    )
+    serve.add_argument("artifact", type=Path, help=".edgepkg file or unpacked folder")
+    serve.add_argument("--broker", required=True, help="MQTT broker HOST:PORT")
+    serve.add_argument("--device", default="gateway", help="topic segment naming this site")
+    serve.add_argument("--topic-prefix", default="edgecomp", help="first topic segment")
+    serve.add_argument(
+        "--http", default="127.0.0.1:8080", help="HOST:PORT of the HTTP endpoint ('off': none)"
+    )
+    serve.add_argument("--every", type=_positive_int, default=1, help="forecast every k readings")
+    serve.add_argument("--mode", choices=("auto", "incremental", "windowed"), default="auto")
+    serve.add_argument("--state", type=Path, help="stream state file: resumed, saved atomically")
+    serve.add_argument("--save-every", type=_positive_int, default=1, help="readings per save")
+    serve.add_argument("--threads", type=_positive_int, default=None, help="engine threads")
+    _trusted_key_option(serve)
+    serve.set_defaults(command=_serve)
+
+
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    from edgecomp_runtime.serve import parse_address, serve
+
+    broker = parse_address(args.broker, what="--broker")
+    http = None if args.http == "off" else parse_address(args.http, what="--http")
+    model = load(args.artifact, threads=args.threads, trusted_keys=args.trusted_key)
+    resume = args.state if args.state is not None and args.state.exists() else None
+    stream = model.stream(every=args.every, mode=args.mode, resume=resume)
+    return serve(
+        stream,
+        broker=broker,
+        http=http,
+        device=args.device,
+        prefix=args.topic_prefix,
+        state=args.state,
+        save_every=args.save_every,
+    )
 
 
 def _trusted_key_option(parser: argparse.ArgumentParser) -> None:

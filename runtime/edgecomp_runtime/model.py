@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,6 +11,10 @@ from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.engines import Engine, get_engine
 from edgecomp_runtime.errors import ArtifactError, InputDtypeError, InputError, InputShapeError
 from edgecomp_runtime.preprocess import impute_window
+from edgecomp_runtime.step import stream_section
+
+if TYPE_CHECKING:
+    from edgecomp_runtime.stream import Stream
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 
@@ -49,7 +53,9 @@ def load(
     backend = engine or manifest["target"]["backend"]
     engine_type = get_engine(backend)
     runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
-    return Model(manifest, runner, backend=backend)
+    section = stream_section(manifest, source=str(path))
+    extra = {} if section is None else {section["step_file"]: files[section["step_file"]]}
+    return Model(manifest, runner, backend=backend, threads=threads, files=extra)
 
 
 class Model:
@@ -66,10 +72,21 @@ class Model:
         targets: The F_out forecast columns, in order.
         backend: The engine's backend key, e.g. "onnx".
         precision: The artifact's precision, e.g. "int8".
+        threads: The engine's intra-op threads (None: 1); step models of streams use as many.
     """
 
-    def __init__(self, manifest: dict[str, Any], engine: Engine, *, backend: str) -> None:
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        engine: Engine,
+        *,
+        backend: str,
+        threads: int | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         spec = manifest["spec"]
+        self.threads = threads
+        self._files = dict(files or {})
         self.manifest = manifest
         self.spec = spec
         self.input_len: int = spec["input_len"]
@@ -138,6 +155,54 @@ class Model:
             )
         self._check_shape(array)
         return self._run(np.ascontiguousarray(array, dtype=np.float32))
+
+    def stream(
+        self,
+        *,
+        every: int = 1,
+        mode: str = "auto",
+        period_s: float | None = None,
+        resume: str | Path | None = None,
+    ) -> Stream:
+        """Start (or resume) a stream: push one reading at a time, get forecasts as they come.
+
+        Args:
+            every: Emit a forecast after every ``every``-th new sampling slot.
+            mode: ``"auto"`` (the step model when the manifest allows it, else windowed),
+                ``"incremental"`` (the step model, or StreamError) or ``"windowed"`` (``predict``
+                on the window for each forecast).
+            period_s: Sampling period in seconds; defaults to the artifact's ``spec.period_s``.
+            resume: A state file written by ``Stream.save``: continue from it.
+
+        Returns:
+            The Stream (see ``edgecomp_runtime.stream``).
+
+        Raises:
+            StreamError: Bad arguments, no step model for ``mode="incremental"``, no sampling
+                period, or a state file saved for another artifact.
+            StateFileError: ``resume`` is missing or not a readable state file.
+        """
+        from edgecomp_runtime.stream import Stream
+
+        stream = Stream(self, every=every, mode=mode, period_s=period_s)
+        if resume is not None:
+            stream._restore(resume)
+        return stream
+
+    def file(self, name: str) -> bytes:
+        """The bytes of an extra artifact file kept at load (the step model)."""
+        if name not in self._files:
+            raise ArtifactError(f"file '{name}' was not kept from the artifact")
+        return self._files[name]
+
+    def scale_window(self, window: np.ndarray) -> np.ndarray:
+        """Scale a NaN-free raw float64 window [..., F] as ``predict`` does; float32."""
+        mean, inv_std = self._scalers[np.float64]
+        return ((window - mean) * inv_std).astype(np.float32)
+
+    def unscale_forecast(self, y: np.ndarray) -> np.ndarray:
+        """Scaled forecasts [..., F_out] -> raw units (float32), as ``predict`` does."""
+        return y * self._out_std + self._out_mean
 
     def info(self) -> dict[str, Any]:
         """A short JSON-ready summary: target, precision, shapes, features, files and sizes."""

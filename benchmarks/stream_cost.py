@@ -1,0 +1,207 @@
+"""Cost per new reading on a gateway: incremental step model against the full window, side by side.
+
+    .venv/bin/python benchmarks/stream_cost.py                 # traffic, L=48, H=8
+    .venv/bin/python benchmarks/stream_cost.py --rounds 5 --per-round 200   # quicker
+
+For each forecaster it builds artifacts with ``stream=true`` (fp32, and int8 for the windowed
+comparison), then pushes the real traffic test-split readings (raw, NaN where missing, as a gateway
+sees them) through ``Model.stream()`` one at a time, forecasting after every reading, in three
+modes: incremental (the step model), windowed fp32 and windowed int8 (``predict`` on the window).
+Rounds interleave the variants in random order; the figure is the median over rounds of the mean
+time per ``push``; "engine only" times the bare step and the bare windowed model. Forecasters: an
+exact TCN (kernel 4, dilations 1, 2, 4, ... while the receptive field fits L: 43 for L = 48;
+trained here) and, for L = 48, the traffic example's TCN (receptive field 61), LSTM and GRU when
+`make demo` has trained them (else, and for other L, trained here for ``--epochs``). Writes
+benchmarks/out/stream_cost.json (stream_cost_L<L>.json for another ``--input-len``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples/data/odot_detector_counts_15min.parquet"
+CHECKPOINTS = ROOT / "examples/traffic/out/checkpoints"
+OUT = ROOT / "benchmarks/out"
+
+
+def checkpoints(tmp: Path, epochs: int, input_len: int) -> dict[str, Path]:
+    """name -> checkpoint: an exact TCN trained here; the others from the traffic example when
+    L = 48 and it has been run, else trained here."""
+    from edgecomp.data import DataConfig
+    from edgecomp.models import receptive_field
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import train_checkpoint
+
+    config = DataConfig(input_len=input_len, horizon=8, id_col="detector", value_cols=("total",))
+    dilations = [1]  # kernel 4: the longest 1, 2, 4, ... whose receptive field fits the window
+    while receptive_field(4, [*dilations, dilations[-1] * 2]) <= input_len:
+        dilations.append(dilations[-1] * 2)
+    wanted = {"tcn-exact": ("tcn", {"channels": 32, "kernel": 4, "dilations": dilations})}
+    found = {}
+    for arch in ("tcn", "lstm", "gru"):
+        if input_len == 48 and (CHECKPOINTS / arch / "spec.json").is_file():
+            found[arch] = CHECKPOINTS / arch
+        else:
+            wanted[arch] = (arch, {})
+    for name, (arch, hparams) in wanted.items():
+        train = TrainConfig(arch=arch, hparams=hparams, epochs=epochs)
+        found[name] = train_checkpoint(DATA, config, train, tmp / name).path
+    return found
+
+
+def build(name: str, checkpoint: Path, tmp: Path) -> dict:
+    """fp32 (with the step model) and int8 artifacts of one checkpoint."""
+    from edgecomp.pipeline import BuildConfig
+    from edgecomp.workflow import build_artifact
+
+    fp32 = build_artifact(
+        str(checkpoint),
+        DATA,
+        BuildConfig(precision="fp32", options={"stream": True}),
+        tmp / f"{name}-fp32.edgepkg",
+    )
+    int8 = build_artifact(
+        str(checkpoint), DATA, BuildConfig(precision="int8"), tmp / f"{name}-int8.edgepkg"
+    )
+    return {"fp32": fp32.path, "int8": int8.path, "stream": fp32.manifest["stream"]}
+
+
+def readings(model) -> tuple[np.ndarray, float]:
+    """The test split's raw readings [T, F] (NaN where missing) and the sampling period."""
+    from edgecomp.spec import ModelSpec
+    from edgecomp.workflow import dataset_for
+
+    dataset = dataset_for(ModelSpec.from_dict(model.spec), DATA)
+    start, end = dataset.bounds["test"]
+    return dataset.raw.to_numpy(dtype="float64")[start:end], float(model.spec["period_s"])
+
+
+class Feed:
+    """A stream and an endless, time-ordered supply of real readings for it."""
+
+    def __init__(self, model, mode: str, rows: np.ndarray, period: float) -> None:
+        self.stream = model.stream(mode=mode)
+        self.rows, self.period, self.i = rows, period, 0
+        for _ in range(model.input_len):  # fill the window before timing
+            self.push()
+
+    def push(self):
+        row = self.rows[self.i % len(self.rows)]
+        y = self.stream.push(self.i * self.period, row)
+        self.i += 1
+        return y
+
+
+def timed(call, n: int) -> float:
+    """Mean seconds per call over ``n`` calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - start) / n
+
+
+def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
+    import edgecomp_runtime as ecr
+
+    fp32, int8 = ecr.load(artifacts["fp32"], threads=1), ecr.load(artifacts["int8"], threads=1)
+    rows, period = readings(fp32)
+    feeds = {
+        "incremental": Feed(fp32, "incremental", rows, period),
+        "windowed fp32": Feed(fp32, "windowed", rows, period),
+        "windowed int8": Feed(int8, "windowed", rows, period),
+    }
+    from edgecomp_runtime.step import StepRunner, stream_section
+
+    section = stream_section(fp32.manifest)
+    runner = StepRunner(fp32.file(section["step_file"]), section, threads=1)  # its own state
+    reading = fp32.scale_window(np.nan_to_num(rows[:1]))[0]
+    window = fp32.scale_window(np.nan_to_num(rows[None, : fp32.input_len]))
+    calls = {name: feed.push for name, feed in feeds.items()}
+    calls |= {
+        "engine step": lambda: runner.step(reading),
+        "engine window": lambda: fp32.run_scaled(window),
+    }
+    times = {name: [] for name in calls}
+    order = random.Random(seed)
+    for _ in range(rounds):
+        names = list(calls)
+        order.shuffle(names)
+        for name in names:
+            times[name].append(timed(calls[name], per_round))
+    us = {name: float(np.median(t)) * 1e6 for name, t in times.items()}
+    replays = feeds["incremental"].stream.stats["replays"]
+    return {
+        "us_per_reading": {name: us[name] for name in feeds},
+        "engine_us": {"step": us["engine step"], "window": us["engine window"]},
+        "speedup_vs_windowed_fp32": us["windowed fp32"] / us["incremental"],
+        "speedup_vs_windowed_int8": us["windowed int8"] / us["incremental"],
+        "replays": replays,
+        "readings": feeds["incremental"].i,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--per-round", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=3, help="for the models trained here")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--input-len", type=int, default=48, help="window length L")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    results = {
+        "data": DATA.name,
+        "input_len": args.input_len,
+        "horizon": 8,
+        "rounds": args.rounds,
+        "per_round": args.per_round,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="stream-cost-") as tmp:
+        for name, checkpoint in checkpoints(Path(tmp), args.epochs, args.input_len).items():
+            artifacts = build(name, checkpoint, Path(tmp))
+            row = measure(artifacts, args.rounds, args.per_round, args.seed)
+            section = artifacts["stream"]
+            row["step_model"] = {k: section[k] for k in ("kind", "exact", "allowed", "reason")}
+            row["step_model"]["metrics"] = section["metrics"]
+            results["models"][name] = row
+            print_row(name, row)
+    suffix = "" if args.input_len == 48 else f"_L{args.input_len}"
+    path = OUT / f"stream_cost{suffix}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def print_row(name: str, row: dict) -> None:
+    us, engine, step = row["us_per_reading"], row["engine_us"], row["step_model"]
+    metrics = step["metrics"]
+    pairs = zip(metrics["stream"]["mae"], metrics["windowed"]["mae"], strict=True)
+    worst = max(s / w - 1 for s, w in pairs)
+    print(
+        f"{name:<10} per reading: incremental {us['incremental']:6.1f} us, windowed fp32 "
+        f"{us['windowed fp32']:6.1f} us ({row['speedup_vs_windowed_fp32']:.2f}x), windowed int8 "
+        f"{us['windowed int8']:6.1f} us ({row['speedup_vs_windowed_int8']:.2f}x); engine only: "
+        f"step {engine['step']:6.1f} us, window {engine['window']:6.1f} us "
+        f"({engine['window'] / engine['step']:.2f}x)\n"
+        f"{'':<10} exact {step['exact']}, allowed {step['allowed']}, stream MAE vs windowed "
+        f"worst step {worst:+.2%}, |stream - windowed| <= {max(metrics['deviation_mae']):.3f} "
+        f"(mean per step), replays {row['replays']} in {row['readings']} readings",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Step models for streaming: one reading in, one forecast out, state carried between readings.
+
+``add_stream`` (called by ``pipeline.build`` with the lowering option ``stream=true``) builds the
+step model of a trained forecaster, exports it to ONNX (``step.onnx``, batch 1), runs it through
+the runtime over the whole evaluation split as a gateway would, one reading at a time, and writes
+what it measured into the manifest's ``stream`` section (runtime/FORMAT.md, "Streaming"):
+
+* TCN: each causal convolution keeps a cache of its last ``(kernel - 1) * dilation`` inputs, so a
+  reading costs one output step per layer. When the receptive field is at most the window length L
+  this is the windowed computation exactly (checked: ``exact``); when it is longer, the windowed
+  model zero-pads what the stream remembers, so the two differ and are measured like a recurrent
+  model.
+* LSTM / GRU: the hidden (and cell) state is carried across readings instead of re-running the
+  window: a different computation, measured against the windowed artifact on the split.
+
+The runtime uses the step model only when the section says ``allowed``: exact, or a per-horizon
+MAE (against the truth) within ``stream_error_budget`` (default 1 %) of the windowed artifact's.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecomp.data import Dataset
+from edgecomp.metrics import horizon_metrics
+from edgecomp.models import TCNForecaster, _RecurrentForecaster
+from edgecomp.pipeline import BuildError
+from edgecomp.spec import Model
+from edgecomp_runtime.engines import get_engine
+from edgecomp_runtime.step import FORECAST, READING, STATE, STATE_NEXT, StepRunner
+
+__all__ = ["STEP_FILE", "StreamBuildError", "add_stream", "export_step", "step_module"]
+
+STEP_FILE = "step.onnx"
+DEFAULT_BUDGET = 0.01  # stateful MAE may exceed the windowed artifact's by at most 1 % per step
+EXACT_TOLERANCE = 1e-4  # max |step - windowed reference|, scaled units, for an exact step model
+
+
+class StreamBuildError(BuildError):
+    """A step model cannot be built for this model; the message says why."""
+
+
+def step_module(module: nn.Module) -> tuple[nn.Module, int, str]:
+    """The step model of a trained forecaster: (module, state size S, kind).
+
+    The module maps ``reading [1, F]`` and ``state [1, S]`` to ``forecast [1, H, F_out]`` and the
+    next state; it shares (does not copy) the forecaster's weights.
+
+    Raises:
+        StreamBuildError: The forecaster is not a TCN, LSTM or GRU from ``edgecomp.models``.
+    """
+    if isinstance(module, TCNForecaster):
+        step = _TCNStep(module)
+        return step, step.state_size, "tcn-cache"
+    if isinstance(module, _RecurrentForecaster):
+        step = _RecurrentStep(module)
+        return step, step.state_size, "recurrent-state"
+    raise StreamBuildError(
+        f"no step model for {type(module).__name__}: streaming needs an edgecomp TCN, LSTM or GRU"
+    )
+
+
+class _TCNStep(nn.Module):
+    """Causal convolutions fed one step at a time from per-layer caches of past inputs.
+
+    The state packs, per convolution (two per block, in order), its last ``P = (kernel - 1) *
+    dilation`` inputs, time-major (oldest first). One Gather of every past tap and one batched
+    MatMul (taps padded to the longest, with zero weights) give each convolution's contribution
+    from the past; the current input adds one small Gemm per
+    convolution. The next state is one Gather over ``[state, new inputs]``: few ONNX nodes, since
+    per-node overhead, not arithmetic, is what a single step costs.
+    """
+
+    def __init__(self, tcn: TCNForecaster) -> None:
+        super().__init__()
+        self.tcn = tcn
+        convs = [conv for block in tcn.blocks for conv in (block.conv1, block.conv2)]
+        sizes = [conv.in_channels * _span(conv) for conv in convs]
+        self.state_size = sum(sizes)
+        offsets = np.cumsum([0, *sizes])
+        new_offsets = np.cumsum([0, *(conv.in_channels for conv in convs)])
+        taps, weights, perm = [], [], []
+        for conv, off, new_off in zip(convs, offsets, new_offsets, strict=False):
+            t, w = _past_taps(conv, int(off))
+            taps.append(t)
+            weights.append(w)
+            perm.append(_shift(conv, int(off), self.state_size + int(new_off)))
+        # one batched MatMul for every convolution's past: taps padded to the longest, weight 0
+        width = max(len(t) for t in taps)
+        index = np.stack([np.pad(t, (0, width - len(t))) for t in taps])
+        past = torch.stack([nn.functional.pad(w, (0, 0, 0, width - len(w))) for w in weights])
+        self.register_buffer("taps", torch.from_numpy(index.reshape(-1)), persistent=False)
+        self.register_buffer("past", past, persistent=False)  # [convs, width, channels]
+        bias = torch.cat([conv.bias.detach() for conv in convs])
+        self.register_buffer("bias", bias[None], persistent=False)
+        self.register_buffer("perm", torch.from_numpy(np.concatenate(perm)), persistent=False)
+        now = [conv.weight.detach()[:, :, -1].T.contiguous() for conv in convs]
+        for i, w in enumerate(now):
+            self.register_buffer(f"now{i}", w, persistent=False)
+
+    def forward(self, reading: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n, width, channels = self.past.shape
+        taps = state.index_select(1, self.taps).reshape(n, 1, width)
+        past = (torch.matmul(taps, self.past).reshape(1, n * channels) + self.bias).split(
+            channels, 1
+        )
+        x, new = reading, []
+        for i, block in enumerate(self.tcn.blocks):
+            h = torch.relu(torch.addmm(past[2 * i], x, getattr(self, f"now{2 * i}")))
+            out = torch.relu(torch.addmm(past[2 * i + 1], h, getattr(self, f"now{2 * i + 1}")))
+            skip = x if isinstance(block.skip, nn.Identity) else block.skip(x[:, :, None])[:, :, 0]
+            new += [x, h]
+            x = torch.relu(out + skip)
+        y = self.tcn._project(x, reading.unsqueeze(1))
+        return y, torch.cat([state, *new], dim=1).index_select(1, self.perm)
+
+
+def _span(conv: nn.Conv1d) -> int:
+    """Past inputs a causal convolution needs: (kernel - 1) * dilation."""
+    return (conv.kernel_size[0] - 1) * conv.dilation[0]
+
+
+def _past_taps(conv: nn.Conv1d, offset: int) -> tuple[np.ndarray, torch.Tensor]:
+    """State indices of a convolution's past taps, and their weights [taps, out_channels]."""
+    channels, kernel, dilation, span = (
+        conv.in_channels,
+        conv.kernel_size[0],
+        conv.dilation[0],
+        _span(conv),
+    )
+    index, weights = [], []
+    for m in range(kernel - 1):  # weight m reads time t - (kernel - 1 - m) * dilation
+        slot = span - (kernel - 1 - m) * dilation  # its row in the time-major cache
+        index.append(offset + slot * channels + np.arange(channels))
+        weights.append(conv.weight.detach()[:, :, m].T)
+    return np.concatenate(index), torch.cat(weights)
+
+
+def _shift(conv: nn.Conv1d, offset: int, new_at: int) -> np.ndarray:
+    """Where each entry of the next cache comes from in [state, new inputs]: shift by one step."""
+    channels, span = conv.in_channels, _span(conv)
+    older = offset + channels + np.arange((span - 1) * channels)
+    return np.concatenate([older, new_at + np.arange(channels)])
+
+
+class _RecurrentStep(nn.Module):
+    """An LSTM or GRU advanced one reading, its hidden (and cell) states packed in one vector."""
+
+    def __init__(self, model: _RecurrentForecaster) -> None:
+        super().__init__()
+        self.model = model
+        self.lstm = isinstance(model.rnn, nn.LSTM)
+        self.shape = (model.rnn.num_layers, 1, model.rnn.hidden_size)
+        self.size = self.shape[0] * self.shape[2]
+        self.state_size = self.size * (2 if self.lstm else 1)
+
+    def forward(self, reading: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = reading.unsqueeze(1)  # [1, 1, F]
+        h = state[:, : self.size].reshape(self.shape)
+        if self.lstm:
+            c = state[:, self.size :].reshape(self.shape)
+            out, (h, c) = self.model.rnn(x, (h, c))
+            packed = torch.cat([h.reshape(1, -1), c.reshape(1, -1)], dim=1)
+        else:
+            out, h = self.model.rnn(x, h)
+            packed = h.reshape(1, -1)
+        return self.model._project(out[:, -1], x), packed
+
+
+def export_step(step: nn.Module, n_features: int, state_size: int) -> bytes:
+    """Export a step model to ONNX bytes (batch 1, opset 17), checked by the ONNX checker."""
+    import onnx
+    import onnxsim
+
+    example = (torch.zeros(1, n_features), torch.zeros(1, state_size))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation, RNN batch-size notes
+        _export(step, example, buffer)
+    proto, ok = onnxsim.simplify(onnx.load_from_string(buffer.getvalue()))
+    if not ok:
+        raise StreamBuildError("onnxsim could not check the simplified step model")
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def _export(step: nn.Module, example: tuple, buffer: io.BytesIO) -> None:
+    try:
+        torch.onnx.export(
+            step.eval(),
+            example,
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=[READING, STATE],
+            output_names=[FORECAST, STATE_NEXT],
+        )
+    except Exception as exc:  # any exporter failure becomes one line naming the step model
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise StreamBuildError(f"cannot export the step model to ONNX: {lines[0]}") from exc
+
+
+def add_stream(
+    model: Model,
+    dataset: Dataset,
+    manifest: dict[str, Any],
+    files: dict[str, bytes],
+    *,
+    options: dict[str, Any],
+    split: str = "test",
+) -> None:
+    """Build, export and measure the step model; add ``step.onnx`` and ``manifest["stream"]``.
+
+    Args:
+        model: The forecaster the artifact was built from (an edgecomp TCN, LSTM or GRU).
+        dataset: Its data; the step model streams through ``split``'s segment.
+        manifest: The artifact's manifest (with ``model_file``); completed in place.
+        files: The artifact's files; ``step.onnx`` is added.
+        options: Lowering options; ``stream_error_budget`` (fraction, default 0.01) is read.
+        split: The split streamed through and measured.
+
+    Raises:
+        StreamBuildError: No step model for this forecaster, a bad budget, a split too short to
+            fill one window, or an exact step model that does not match the windowed one.
+    """
+    budget = _budget(options.get("stream_error_budget", DEFAULT_BUDGET))
+    step, state_size, kind = step_module(model.module)
+    step_bytes = export_step(step, model.spec.n_features, state_size)
+    section = {"step_file": STEP_FILE, "kind": kind, "state_size": state_size}
+    section.update(_structure(model.module))
+    runner = StepRunner(step_bytes, {**section, "exact": False, "allowed": False}, threads=1)
+    section.update(_measure(runner, model, dataset, manifest, files, split, budget))
+    files[STEP_FILE] = step_bytes
+    manifest["stream"] = section
+
+
+def _budget(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 10:
+        raise StreamBuildError(
+            f"lowering option 'stream_error_budget' must be a fraction in [0, 10), got {value!r}"
+        )
+    return float(value)
+
+
+def _structure(module: nn.Module) -> dict[str, Any]:
+    """Whether the step model is the windowed computation exactly, and why (or why not)."""
+    if not isinstance(module, TCNForecaster):
+        return {
+            "exact": False,
+            "reason": "the hidden state is carried across readings instead of re-running the "
+            "window: a different computation, measured on the split",
+        }
+    field, window = module.receptive_field, module.input_len
+    if field <= window:
+        return {
+            "exact": True,
+            "receptive_field": field,
+            "reason": f"receptive field {field} <= window {window}: per-layer caches give the "
+            "windowed forecast",
+        }
+    return {
+        "exact": False,
+        "receptive_field": field,
+        "reason": f"receptive field {field} > window {window}: the windowed model zero-pads "
+        "what the stream remembers, so the two differ; measured on the split",
+    }
+
+
+def _measure(
+    runner: StepRunner,
+    model: Model,
+    dataset: Dataset,
+    manifest: dict[str, Any],
+    files: dict[str, bytes],
+    split: str,
+    budget: float,
+) -> dict[str, Any]:
+    """Stream the split's segment reading by reading; compare with the windowed forecasts."""
+    windows, (start, end) = dataset.split(split), dataset.bounds[split]
+    if len(windows) == 0:
+        raise StreamBuildError(f"the {split} split has no window to measure the step model on")
+    spec = model.spec
+    mean, std = np.asarray(spec.scaler["mean"]), np.asarray(spec.scaler["std"])
+    readings = ((dataset.values[start:end] - mean) / std).astype(np.float32)
+    streamed = runner.run(readings)[windows.starts - start + spec.input_len - 1]
+    engine = get_engine(manifest["target"]["backend"])(
+        files[manifest["model_file"]], manifest, threads=1
+    )
+    windowed = np.concatenate(
+        [engine.run(windows.x[i : i + 256]) for i in range(0, len(windows), 256)]
+    )
+    return _verdict(model, dataset, split, streamed, windowed, budget)
+
+
+def _verdict(model, dataset, split, streamed, windowed, budget) -> dict[str, Any]:
+    from edgecomp.frontend import reference_predict
+
+    truth = dataset.raw_targets(split)
+    stream_metrics = horizon_metrics(truth, dataset.unscale_targets(streamed))
+    windowed_metrics = horizon_metrics(truth, dataset.unscale_targets(windowed))
+    deviation = np.abs(dataset.unscale_targets(streamed) - dataset.unscale_targets(windowed))
+    parity = float(np.abs(streamed - reference_predict(model, dataset.split(split).x)).max())
+    exact = _structure(model.module)["exact"]
+    if exact and parity > EXACT_TOLERANCE:
+        raise StreamBuildError(
+            f"the exact step model differs from the windowed reference by {parity:.3g} "
+            f"(scaled units) on the {split} split, above {EXACT_TOLERANCE}"
+        )
+    within = all(
+        s <= w * (1 + budget)
+        for s, w in zip(stream_metrics["mae"], windowed_metrics["mae"], strict=True)
+    )
+    return {
+        "error_budget": budget,
+        "within_budget": within,
+        "allowed": exact or within,
+        "metrics": {
+            "split": split,
+            "n_windows": len(truth),
+            "stream": stream_metrics,
+            "windowed": windowed_metrics,
+            "deviation_mae": deviation.mean(axis=(0, 2)).tolist(),
+            "reference_max_abs_diff": parity,
+        },
+    }

@@ -1,0 +1,354 @@
+"""Stream: push one sensor reading at a time, get a forecast whenever the window allows.
+
+The stream keeps the last L sampling slots of raw readings (NaN where missing). Timestamps are
+placed on slots of the artifact's sampling period (``spec.period_s``), counted from the first
+reading and rounded to the nearest slot, so jitter below half a period is absorbed. Then:
+
+* a reading for a new slot advances the window; skipped slots become missing rows;
+* a duplicate (same slot as the newest) or late reading (an older slot still in the window) only
+  fills values that are missing there, never overwrites one; a reading older than the window is
+  dropped. Neither emits a forecast; both are counted in ``stats``;
+* once the window spans L slots, a forecast is emitted after every ``every``-th new slot. Missing
+  values are filled per the artifact's imputation policy exactly as ``predict`` does (FORMAT.md);
+  a window the policy refuses emits nothing (``stats["refused"]``, ``last_refusal``).
+
+Two ways to forecast (``mode``): ``"windowed"`` calls ``Model.predict`` on the window;
+``"incremental"`` feeds each new reading to the artifact's step model (see ``step.py``) and is used
+only when the manifest's ``stream.allowed`` is true. When an imputed value in the window changes
+after it was fed (a late reading, a gap filled by interpolation), the step model is replayed over
+the whole window from a zero state.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecomp_runtime.errors import (
+    EdgecompRuntimeError,
+    EngineUnavailableError,
+    InputError,
+    InputShapeError,
+)
+from edgecomp_runtime.preprocess import impute_window
+from edgecomp_runtime.state import load_state, save_state
+from edgecomp_runtime.step import StepRunner, stream_section
+
+if TYPE_CHECKING:
+    from edgecomp_runtime.model import Model
+
+MODES = ("auto", "incremental", "windowed")
+_SAVED = ("stats", "last_refusal", "_t0", "_slot", "_pending", "_since", "_synced")
+COUNTERS = (
+    "readings",
+    "slots",
+    "missing_slots",
+    "duplicates",
+    "late",
+    "too_late",
+    "forecasts",
+    "replays",
+)
+
+
+class StreamError(EdgecompRuntimeError):
+    """A stream cannot be set up or restored as asked; the message says why."""
+
+
+class Stream:
+    """Readings in, forecasts out, for one sensor site. Not thread-safe: one stream per feed.
+
+    Create with ``Model.stream()``.
+
+    Attributes:
+        mode: ``"incremental"`` or ``"windowed"``, as chosen.
+        mode_reason: Why that mode (e.g. the manifest's verdict on the step model).
+        every: A forecast after every ``every``-th new slot.
+        period_s: The sampling period in seconds.
+        stats: Counters: readings, slots, missing_slots, duplicates, late, too_late, forecasts,
+            replays (of the step model over the whole window), refused.
+        last_refusal: The message of the last window the imputation policy refused, or None.
+    """
+
+    def __init__(
+        self, model: Model, *, every: int = 1, mode: str = "auto", period_s: float | None = None
+    ) -> None:
+        self.model = model
+        self.every = _positive_int("every", every)
+        self.period_s = _period(model, period_s)
+        self.mode, self.mode_reason, self._runner = _choose_mode(model, mode)
+        self.stats = dict.fromkeys((*COUNTERS, "refused"), 0)
+        self.last_refusal: str | None = None
+        n_features = len(model.features)
+        self._window = np.full((model.input_len, n_features), np.nan)
+        self._synced = False  # the step model's state holds the window as last fed
+        self._fed: np.ndarray | None = None  # that window, when imputed values were fed
+        self._t0: float | None = None
+        self._slot = -1  # newest slot
+        self._pending = 0  # new slots not yet fed to the step model
+        self._since = 0  # new slots since the last forecast
+        self._last: tuple[float, np.ndarray] | None = None
+
+    @property
+    def window(self) -> np.ndarray:
+        """A copy of the raw window [L, F]: NaN where a value is missing."""
+        return self._window.copy()
+
+    @property
+    def latest(self) -> tuple[float, np.ndarray] | None:
+        """(timestamp of the window's newest slot, forecast [H, F_out]) of the last forecast."""
+        return self._last
+
+    def slot_time(self, steps_ahead: int = 0) -> float:
+        """Timestamp (s) of the newest slot plus ``steps_ahead`` periods."""
+        if self._t0 is None:
+            raise StreamError("the stream has no reading yet")
+        return self._t0 + (self._slot + steps_ahead) * self.period_s
+
+    def push(self, timestamp: Any, values: Any) -> np.ndarray | None:
+        """Add one reading; return a forecast [H, F_out] in raw units, or None.
+
+        Args:
+            timestamp: Seconds since the epoch (int or float), a ``datetime`` (naive = UTC) or an
+                ISO 8601 string.
+            values: The F feature values in model order (a sequence; NaN or None = missing), or
+                a dict feature name -> value (absent features are missing).
+
+        Raises:
+            InputError: A bad timestamp, an unknown feature, a value that is not a finite number
+                (NaN and None excepted); ``InputShapeError`` for the wrong number of values.
+        """
+        row = self._row(values)
+        slot = self._slot_of(_seconds(timestamp))
+        self.stats["readings"] += 1
+        if slot <= self._slot:
+            self._merge(slot, row)
+            return None
+        self._advance(slot, row)
+        if self.stats["slots"] < self.model.input_len or self._since < self.every:
+            return None
+        return self._emit()
+
+    def _row(self, values: Any) -> np.ndarray:
+        features = self.model.features
+        if isinstance(values, dict):
+            unknown = sorted(set(values) - set(features))
+            if unknown:
+                raise InputError(f"reading: unknown feature(s) {unknown}; expected {features}")
+            values = [values.get(name) for name in features]
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu" and values.ndim == 1:
+            return self._array_row(values)
+        if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+            raise InputError(
+                f"reading: values must be a list or a dict, not {type(values).__name__}"
+            )
+        if len(values) != len(features):
+            raise InputShapeError(f"reading: expected {len(features)} values, got {len(values)}")
+        return np.array([_value(v, name) for v, name in zip(values, features, strict=True)])
+
+    def _array_row(self, values: np.ndarray) -> np.ndarray:
+        if values.shape[0] != len(self.model.features):
+            raise InputShapeError(
+                f"reading: expected {len(self.model.features)} values, got {values.shape[0]}"
+            )
+        row = values.astype(np.float64)
+        infinite = np.isinf(row)
+        if infinite.any():
+            name = self.model.features[int(np.argmax(infinite))]
+            raise InputError(f"reading: feature '{name}' is infinite; use NaN or null for missing")
+        return row
+
+    def _slot_of(self, seconds: float) -> int:
+        if self._t0 is None:
+            self._t0 = seconds
+        return round((seconds - self._t0) / self.period_s)
+
+    def _merge(self, slot: int, row: np.ndarray) -> None:
+        age = self._slot - slot
+        kind = "duplicates" if age == 0 else "late" if age < self.model.input_len else "too_late"
+        self.stats[kind] += 1
+        if kind != "too_late":
+            target = self._window[-1 - age]
+            missing = np.isnan(target)
+            target[missing] = row[missing]
+
+    def _advance(self, slot: int, row: np.ndarray) -> None:
+        steps = slot - self._slot
+        length = self.model.input_len
+        if steps >= length:
+            self._window[:] = np.nan
+        else:
+            self._window[:-steps] = self._window[steps:]
+            self._window[-steps:] = np.nan
+        self._window[-1] = row
+        self.stats["slots"] += steps
+        self.stats["missing_slots"] += steps - 1
+        self._slot, self._pending, self._since = slot, self._pending + steps, self._since + steps
+
+    def _emit(self) -> np.ndarray | None:
+        try:
+            forecast = self._forecast()
+        except InputError as exc:  # the imputation policy refuses this window
+            self.stats["refused"] += 1
+            self.last_refusal = str(exc)
+            return None
+        self._since = 0
+        self.stats["forecasts"] += 1
+        self._last = (self.slot_time(), forecast)
+        return forecast
+
+    def _forecast(self) -> np.ndarray:
+        if self._runner is None:
+            return self.model.predict(self._window)
+        window, steps = self._window, self._pending
+        missing = np.isnan(window).any()
+        if missing:
+            window = impute_window(window[None], self.model._policy, features=self.model.features)
+            window = window[0]
+        # NOTE: values fed as read never change (late readings only fill gaps); imputed ones may
+        if not self._synced or steps >= len(window) or self._changed(window, steps):
+            self._runner.reset()  # first window, long gap, or an old value changed: replay
+            steps = len(window)
+            self.stats["replays"] += 1
+        self._synced, self._pending = True, 0
+        self._fed = window.copy() if missing else None
+        for row in self.model.scale_window(window[-steps:]):
+            y = self._runner.step(row)
+        forecast = self.model.unscale_forecast(y)
+        if not np.isfinite(forecast).all():
+            raise InputError("window: the forecast is not finite; raw values out of float32 range?")
+        return forecast
+
+    def _changed(self, window: np.ndarray, steps: int) -> bool:
+        return self._fed is not None and not np.array_equal(window[:-steps], self._fed[steps:])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the stream's state to ``path`` atomically (temp file, fsync, rename).
+
+        A power loss leaves the previous state file or the new one, never a torn file. Restore
+        with ``model.stream(resume=path)``.
+        """
+        meta = {key: getattr(self, key) for key in _SAVED}
+        meta.update(artifact=_identity(self.model), mode=self.mode, period_s=self.period_s)
+        arrays = {"window": self._window, "fed": _or_empty(self._fed)}
+        arrays["state"] = _or_empty(None if self._runner is None else self._runner.state)
+        arrays["forecast"] = _or_empty(None if self._last is None else self._last[1])
+        meta["last_time"] = None if self._last is None else self._last[0]
+        return save_state(Path(path), meta, arrays)
+
+    def _restore(self, path: str | Path) -> None:
+        meta, arrays = load_state(Path(path))
+        where = f"{path}: stream state"
+        if meta.get("artifact") != _identity(self.model):
+            raise StreamError(f"{where} was saved for another artifact")
+        if meta.get("period_s") != self.period_s:
+            raise StreamError(f"{where} has period {meta.get('period_s')} s, not {self.period_s}")
+        if arrays["window"].shape != self._window.shape:
+            raise StreamError(f"{where} holds a window of shape {list(arrays['window'].shape)}")
+        _check_meta(meta, where)
+        for key in _SAVED:
+            setattr(self, key, meta[key])
+        self._window = arrays["window"].astype(np.float64)
+        self._synced = self._synced and self._runner is not None and meta["mode"] == self.mode
+        if self._synced:
+            self._fed = arrays["fed"] if arrays["fed"].size else None
+            self._runner.state = (
+                arrays["state"].astype(np.float32).reshape(self._runner.state.shape)
+            )
+        if meta["last_time"] is not None:
+            self._last = (meta["last_time"], arrays["forecast"].astype(np.float32))
+
+
+def _check_meta(meta: dict[str, Any], where: str) -> None:
+    ints = ("_slot", "_pending", "_since")
+    stats = meta.get("stats")
+    ok = (
+        all(isinstance(meta.get(key), int) for key in ints)
+        and isinstance(meta.get("_synced"), bool)
+        and isinstance(meta.get("_t0"), int | float | None)
+        and isinstance(stats, dict)
+        and all(isinstance(stats.get(key), int) for key in (*COUNTERS, "refused"))
+    )
+    if not ok:
+        raise StreamError(f"{where} is malformed (counters or positions of the wrong type)")
+
+
+def _identity(model: Model) -> str:
+    """The sha256 of the artifact's model file: a state belongs to one artifact."""
+    name = model.manifest["model_file"]
+    return next(e["sha256"] for e in model.manifest["files"] if e["name"] == name)
+
+
+def _or_empty(array: np.ndarray | None) -> np.ndarray:
+    return np.zeros(0) if array is None else np.asarray(array)
+
+
+def _choose_mode(model: Model, mode: str) -> tuple[str, str, StepRunner | None]:
+    if mode not in MODES:
+        raise StreamError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    section = stream_section(model.manifest)
+    if mode == "windowed":
+        return "windowed", "asked for", None
+    if section is None:
+        reason = "the artifact has no step model (built without the lowering option stream=true)"
+    elif not section["allowed"]:
+        reason = f"the manifest does not allow its step model: {section.get('reason', '')}"
+    else:
+        try:
+            runner = StepRunner(model.file(section["step_file"]), section, threads=model.threads)
+        except EngineUnavailableError as exc:  # step models run on onnxruntime
+            reason = f"the step model needs onnxruntime: {exc}"
+        else:
+            why = "exact" if section["exact"] else "within the error budget"
+            return "incremental", f"step model {section['kind']}, {why}", runner
+    if mode == "incremental":
+        raise StreamError(f"cannot stream incrementally: {reason}")
+    return "windowed", reason, None
+
+
+def _period(model: Model, period_s: float | None) -> float:
+    value = period_s if period_s is not None else model.spec.get("period_s")
+    if value is None:
+        raise StreamError("the artifact has no sampling period (spec.period_s); pass period_s=")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise StreamError(f"period_s must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StreamError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _value(value: Any, name: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InputError(f"reading: feature '{name}' is {value!r:.40}, not a number")
+    if math.isinf(value):
+        raise InputError(f"reading: feature '{name}' is infinite; use NaN or null for missing")
+    return float(value)
+
+
+def _seconds(timestamp: Any) -> float:
+    if isinstance(timestamp, str):
+        try:
+            timestamp = datetime.fromisoformat(timestamp.strip())
+        except ValueError:
+            raise InputError(f"reading: timestamp {timestamp!r:.40} is not ISO 8601") from None
+    if isinstance(timestamp, datetime):
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=UTC)
+        return timestamp.timestamp()
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float | np.number):
+        raise InputError(
+            f"reading: timestamp must be seconds, a datetime or ISO 8601, got {timestamp!r:.40}"
+        )
+    if not math.isfinite(timestamp):
+        raise InputError(f"reading: timestamp {timestamp} is not finite")
+    return float(timestamp)
