@@ -63,6 +63,7 @@ def write_report(
 def render_markdown(reports: list[dict[str, Any]], *, title: str = "edgecomp bench") -> str:
     """Markdown: a summary row per artifact, latency and memory detail, per-horizon MAE, hosts."""
     parts = [f"# {title}", "", _table(SUMMARY_COLUMNS, summary_rows(reports)), ""]
+    parts += [_engine_note(r) for r in reports if not r.get("engine", {}).get("native", True)]
     parts += ["## Latency per batch size", "", _latency_table(reports), ""]
     parts += ["## Memory and load", "", _memory_table(reports), ""]
     accuracy = [r for r in reports if r.get("accuracy")]
@@ -200,6 +201,12 @@ def _horizon_section(report: dict[str, Any]) -> str:
     head = f"### {report['artifact']['name']}\n\n{note}\n\n"
     columns = ("h", "MAE", "reference MAE", "Δ", "Δ%", "raw-window MAE")
     return head + _table(columns, rows) + "\n"
+
+
+def _engine_note(report: dict[str, Any]) -> str:
+    """One line per artifact not measured on its target's own engine, saying what ran instead."""
+    engine = report["engine"]
+    return f"- **{report['artifact']['name']}**: {engine['note']}\n"
 
 
 def _host_section(host: dict[str, Any]) -> str:

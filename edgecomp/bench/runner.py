@@ -276,13 +276,19 @@ def engine_info(model: Any) -> dict[str, Any]:
     host_arch = _arch(platform.machine())
     target_arch = _arch(target.get("arch") or host_arch)
     notes = []
+    # an engine that may fall back (tensorrt) says what ran (``ran_on``) and why
+    running = model.engine
+    fallback = getattr(running, "fallback_reason", None)
+    if fallback:
+        native = getattr(running, "native", target.get("backend"))
+        notes.append(f"measured the fallback {running.ran_on}, not {native} ({fallback})")
     if model.backend != target.get("backend"):
         notes.append(f"host fallback: {target.get('backend')} artifact run on {engine.module}")
     if target_arch != host_arch:
         notes.append(f"host fallback: {target_arch} target measured on a {host_arch} CPU")
     return {
         "backend": model.backend,
-        "engine": f"{engine.module} {version}",
+        "engine": getattr(running, "ran_on", None) or f"{engine.module} {version}",
         "native": not notes,
         "note": "; ".join(notes) or f"the target's own engine on a {host_arch} CPU",
     }

@@ -29,6 +29,7 @@ from edgecomp_runtime.errors import (
     SignatureError,
 )
 from edgecomp_runtime.model import Model, load
+from edgecomp_runtime.stream import Stream, StreamError
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,8 @@ __all__ = [
     "MissingValueError",
     "Model",
     "SignatureError",
+    "Stream",
+    "StreamError",
     "__version__",
     "get_engine",
     "load",

@@ -107,6 +107,12 @@ class Model:
         self._out_mean = _frozen(mean[index], np.float32)
         self._out_std = _frozen(std[index], np.float32)
 
+    @property
+    def engine(self) -> Engine:
+        """The engine running the model file. Engines that can fall back (tensorrt) say what
+        actually ran in ``ran_on`` and why in ``fallback_reason``."""
+        return self._engine
+
     def predict(self, window: Any) -> np.ndarray:
         """Forecast from raw sensor values.
 

@@ -142,7 +142,7 @@ def test_without_tensorrt_the_model_runs_on_onnxruntime_and_says_why(make_artifa
         model = edgecomp_runtime.load(path)
     out = model.predict(raw)
     # assert
-    engine = model._engine  # NOTE: Model does not expose its engine; the test reads it
+    engine = model.engine
     assert engine.fallback_reason and "tensorrt" in engine.fallback_reason
     assert engine.ran_on.startswith("onnxruntime") and engine.plan_cached is None
     assert "model.onnx" in str(rec[0].message)
@@ -164,6 +164,6 @@ def test_tensorrt_builds_caches_and_matches_onnxruntime(make_artifact, toy, tmp_
         first = edgecomp_runtime.load(path)
         second = edgecomp_runtime.load(path)
     # assert
-    assert first._engine.plan_cached is False and second._engine.plan_cached is True
-    assert first._engine.ran_on.startswith("tensorrt")
+    assert first.engine.plan_cached is False and second.engine.plan_cached is True
+    assert first.engine.ran_on.startswith("tensorrt")
     np.testing.assert_allclose(second.predict(raw), toy.reference(raw), rtol=1e-3, atol=1e-2)

@@ -250,7 +250,7 @@ def test_state_of_another_artifact_is_refused(model, toy, tmp_path):
     feed(stream, toy.window(seed=18))
     path = stream.save(tmp_path / "s.npz")
     manifest = dict(model.manifest, files=[dict(model.manifest["files"][0], sha256="0" * 64)])
-    other = ecr.Model(manifest, model._engine, backend="onnx")
+    other = ecr.Model(manifest, model.engine, backend="onnx")
     # execute / assert
     with pytest.raises(StreamError, match="saved for another artifact"):
         other.stream(resume=path)
