@@ -26,6 +26,8 @@ __all__ = [
 
 TARGETS: dict[str, str] = {
     "onnx": "edgecomp.targets.onnx.target:OnnxTarget",
+    "tflite": "edgecomp.targets.tflite.target:TfliteTarget",
+    "tensorrt": "edgecomp.targets.tensorrt.target:TensorrtTarget",
 }
 
 _PROFILE_DIR = Path(__file__).parent / "profiles"

@@ -11,7 +11,11 @@ import numpy as np
 from edgecomp_runtime.errors import EngineUnavailableError
 
 # backend (manifest target.backend) -> "module:Class"
-ENGINES: dict[str, str] = {"onnx": "edgecomp_runtime.engines.onnxruntime:OnnxRuntimeEngine"}
+ENGINES: dict[str, str] = {
+    "onnx": "edgecomp_runtime.engines.onnxruntime:OnnxRuntimeEngine",
+    "tflite": "edgecomp_runtime.engines.litert:LiteRtEngine",
+    "tensorrt": "edgecomp_runtime.engines.tensorrt:TensorRtEngine",
+}
 
 
 class Engine(Protocol):

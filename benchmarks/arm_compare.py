@@ -1,0 +1,227 @@
+"""ARM-side comparison, measured on the x86 host: PyTorch eager fp32, LiteRT fp32, the edgecomp
+full-int8 .tflite artifact (through the runtime) and litert-torch's default PT2E int8, on the
+traffic LSTM, GRU and TCN.
+
+The latencies are LiteRT's x86 kernels on this machine, not an ARM board's (and emulated aarch64
+timings would mean nothing): read them as ratios between variants in one run. Sizes and
+per-horizon errors are what the ARM device gets. All variants run in one process, interleaved
+round by round, one thread each, on the same real test windows. Prints a table, writes JSON.
+
+    python benchmarks/arm_compare.py [--checkpoints examples/traffic/out/checkpoints] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from x86_compare import _batched, _checkpoint, _interleaved, _torch_call  # noqa: E402
+
+import edgecomp_runtime  # noqa: E402
+from edgecomp.bench.host import host_info  # noqa: E402
+from edgecomp.metrics import horizon_metrics  # noqa: E402
+from edgecomp.pipeline import BuildConfig, build, calibration_windows  # noqa: E402
+from edgecomp.targets.tflite.convert import compact, quiet  # noqa: E402
+from edgecomp.targets.tflite.target import io_spec  # noqa: E402
+from edgecomp.workflow import dataset_for  # noqa: E402
+from edgecomp_runtime.engines.litert import LiteRtEngine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "data" / "odot_detector_counts_15min.parquet"
+TARGET = "rpi5-cortex-a76"
+MODEL_FILE = "model.tflite"
+PT2E = ("litert_torch_pt2e_int8",)
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(1)
+    results = {
+        "host": host_info(),
+        "note": "LiteRT measured on this x86 host, not on an ARM CPU: compare ratios only",
+        "target": TARGET,
+        "weight_granularity": args.weight_granularity or "profile default",
+        "data": DATA.name,
+        "rounds": args.rounds,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs.split(","):
+            model = _checkpoint(arch, args, Path(tmp))
+            results["models"][arch] = compare(model, Path(tmp) / arch, args)
+            _print(arch, results["models"][arch])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoints", type=Path, help="folder with lstm/, gru/, tcn/ checkpoints"
+    )
+    parser.add_argument("--archs", default="lstm,gru,tcn")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
+    parser.add_argument("--iters", type=int, default=20, help="timed calls per variant per round")
+    parser.add_argument("--quick", action="store_true", help="2-epoch models, 3 short rounds")
+    parser.add_argument(
+        "--weight-granularity",
+        choices=("tensorwise", "channelwise"),
+        help="override the profile's full-int8 weight granularity",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "arm_compare.json"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.iters = 3, 5
+    return args
+
+
+def compare(model, work: Path, args: argparse.Namespace) -> dict:
+    """Build the variants of one model, time them interleaved, and measure their test error."""
+    work.mkdir(parents=True)
+    dataset = dataset_for(model.spec, DATA)
+    x, raw_x, truth = dataset.test.x, dataset.raw_inputs("test"), dataset.raw_targets("test")
+    options = {"weight_granularity": args.weight_granularity} if args.weight_granularity else {}
+    artifacts = {
+        p: build(
+            model,
+            dataset,
+            BuildConfig(target=TARGET, precision=p, options=options),
+            work / f"{p}.edgepkg",
+        )
+        for p in ("fp32", "int8")
+    }
+    fp32, int8 = (edgecomp_runtime.load(artifacts[p].path, threads=1) for p in ("fp32", "int8"))
+    module = model.module.eval()
+    variants = {  # each takes (scaled, raw) windows; only predict() uses the raw ones
+        "torch_eager_fp32": lambda s, r: _torch_call(module, s),
+        "litert_fp32": lambda s, r: fp32.run_scaled(s),
+        "edgecomp_int8_predict": lambda s, r: int8.predict(r),
+        "edgecomp_int8_engine": lambda s, r: int8.run_scaled(s),
+    }
+    sizes = {
+        "fp32_tflite": _model_size(artifacts["fp32"].path),
+        "edgecomp_int8_tflite": _model_size(artifacts["int8"].path),
+        "fp32_artifact": artifacts["fp32"].path.stat().st_size,
+        "int8_artifact": artifacts["int8"].path.stat().st_size,
+    }
+    pt2e_error = _add_pt2e(model, dataset, variants, sizes)
+    latency = _interleaved(variants, x, dataset.raw_inputs("test", imputed=True), args)
+    outputs = {
+        k: dataset.unscale_targets(_batched(variants[k], x))
+        for k in variants
+        if k not in ("edgecomp_int8_predict", "edgecomp_int8_engine")
+    }
+    outputs["edgecomp_int8_predict"] = int8.predict(raw_x)
+    mae = {k: horizon_metrics(truth, v)["mae"] for k, v in outputs.items()}
+    return {
+        "latency_ms": latency,
+        "sizes": sizes,
+        "mae": mae,
+        "pt2e_error": pt2e_error,
+        "ratios": _ratios(latency, sizes, mae),
+    }
+
+
+def _add_pt2e(model, dataset, variants: dict, sizes: dict) -> str | None:
+    """Add litert-torch's PT2E int8 to ``variants`` and ``sizes``; or return why it failed."""
+    try:
+        data = pt2e_int8(model, calibration_windows(dataset, 256))
+    except Exception as exc:  # a toolchain failure is a result: report it, keep the rest
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    engine = LiteRtEngine(data, _manifest(data, model.spec), threads=1)
+    variants[PT2E[0]] = lambda s, r: engine.run(s)
+    sizes[f"{PT2E[0]}_tflite"] = len(data)
+    return None
+
+
+def pt2e_int8(model, windows: np.ndarray) -> bytes:
+    """litert-torch's documented PT2E flow with its default (per-tensor symmetric) config."""
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    sample = (torch.from_numpy(windows[:1]),)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config()
+    )
+    with quiet(), torch.no_grad():
+        graph = torch.export.export(model.module.eval(), sample).module()
+        graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+        for window in windows:
+            graph(torch.from_numpy(window[None]))
+        graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+        edge = litert_torch.convert(
+            graph, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+        )
+    return compact(bytes(edge.model_content()))
+
+
+def _manifest(data: bytes, spec) -> dict:
+    return {"model_file": MODEL_FILE, "io": io_spec(data, spec), "recipe": {"lowering": {}}}
+
+
+def _model_size(path: Path) -> int:
+    return len(edgecomp_runtime.read_artifact(path)[1][MODEL_FILE])
+
+
+def _ratios(latency: dict, sizes: dict, mae: dict) -> dict:
+    ref = np.asarray(mae["torch_eager_fp32"])
+    litert = np.asarray(mae["litert_fp32"])
+    pt2e = PT2E if PT2E[0] in mae else ()
+    out = {}
+    for b in ("b1", "b64"):
+        lat = latency[b]
+        for name in ("litert_fp32", "edgecomp_int8_engine", *pt2e):
+            out[f"{name}_speedup_vs_torch_{b}"] = lat["torch_eager_fp32"]["p50"] / lat[name]["p50"]
+        for name in pt2e:
+            out[f"int8_engine_vs_pt2e_{b}"] = lat[name]["p50"] / lat["edgecomp_int8_engine"]["p50"]
+    out["int8_size_fraction_of_fp32"] = sizes["edgecomp_int8_tflite"] / sizes["fp32_tflite"]
+    for name in pt2e:
+        out["pt2e_size_fraction_of_fp32"] = sizes[f"{name}_tflite"] / sizes["fp32_tflite"]
+    for name in ("litert_fp32", "edgecomp_int8_predict", *pt2e):
+        out[f"{name}_mae_change_pct"] = ((np.asarray(mae[name]) / ref - 1) * 100).tolist()
+    out["int8_mae_change_vs_litert_fp32_pct"] = (
+        (np.asarray(mae["edgecomp_int8_predict"]) / litert - 1) * 100
+    ).tolist()
+    return out
+
+
+def _print(arch: str, res: dict) -> None:
+    print(f"\n== {arch} ==  p50 latency (ms) on this x86 host, b1 / b64")
+    for name in res["latency_ms"]["b1"]:
+        print(
+            f"  {name:<24} {res['latency_ms']['b1'][name]['p50']:8.3f} "
+            f"{res['latency_ms']['b64'][name]['p50']:9.3f}"
+        )
+    r, s = res["ratios"], res["sizes"]
+    print(
+        f"  .tflite size: fp32 {s['fp32_tflite']:,} B, edgecomp int8 {s['edgecomp_int8_tflite']:,}"
+        f" B ({r['int8_size_fraction_of_fp32']:.1%})"
+    )
+    for name in ("litert_fp32", "edgecomp_int8_predict", *PT2E):
+        if f"{name}_mae_change_pct" in r:
+            change = " ".join(f"{v:+.2f}" for v in r[f"{name}_mae_change_pct"])
+            print(f"  MAE change vs torch per horizon, % {name:<24} {change}")
+    if res["pt2e_error"]:
+        print(f"  litert-torch PT2E int8 failed: {res['pt2e_error']}")
+    else:
+        print(
+            f"  PT2E int8 .tflite {s[f'{PT2E[0]}_tflite']:,} B "
+            f"({r['pt2e_size_fraction_of_fp32']:.1%}); int8 engine vs PT2E engine: "
+            f"{r['int8_engine_vs_pt2e_b1']:.2f}x (b1), {r['int8_engine_vs_pt2e_b64']:.2f}x (b64)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""TFLite models on LiteRT (ai-edge-litert) with XNNPACK; tflite-runtime only as a checked fallback.
+
+The model has a fixed batch of one window ([1, L, F], see targets/tflite): ``run`` invokes it once
+per window, after resetting the interpreter's variables, so a stateful op (a fused LSTM keeps its
+state across invokes) never carries one window into the next.
+
+Thread safety: one interpreter per calling thread (``threading.local``), each built from the same
+model bytes on the thread's first call, so ``run`` may be called from several threads at once;
+memory grows by one interpreter (about the model's size plus its activations) per thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import importlib.util
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgecomp_runtime.errors import ArtifactError, EdgecompRuntimeError, EngineUnavailableError
+
+PREFERRED = "ai_edge_litert"
+FALLBACK = "tflite_runtime"
+_INT8 = (-128, 127)
+
+
+def _pick_module() -> str:
+    """ai_edge_litert when installed; else tflite_runtime when installed; else ai_edge_litert."""
+    for name in (PREFERRED, FALLBACK):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except (ImportError, ValueError):
+            continue
+    return PREFERRED
+
+
+class LiteRtEngine:
+    """Runs .tflite artifacts; int8 inputs and outputs are (de)quantized here, not by the user.
+
+    Args:
+        model_bytes: The .tflite file.
+        manifest: The artifact's manifest (``model_file``, ``io``, ``recipe.lowering``).
+        threads: Interpreter threads; None means 1.
+        module: "ai_edge_litert" or "tflite_runtime"; None picks ``module`` (the class default).
+    """
+
+    module: ClassVar[str] = _pick_module()
+    package: ClassVar[str] = "ai-edge-litert"
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        manifest: dict[str, Any],
+        *,
+        threads: int | None,
+        module: str | None = None,
+    ) -> None:
+        self._name = manifest["model_file"]
+        self._bytes = bytes(model_bytes)
+        self._threads = threads or 1
+        lowering = (manifest.get("recipe") or {}).get("lowering") or {}
+        self._xnnpack = lowering.get("xnnpack", True) is not False
+        self._module = module or self.module
+        self._interpreter_type = _import_interpreter(self._module)
+        self._local = threading.local()
+        interpreter = self._interpreter()
+        self._input = _tensor(interpreter.get_input_details(), self._name, "input")
+        self._output = _tensor(interpreter.get_output_details(), self._name, "output")
+        _check_io(self._input, self._output, manifest)
+        if self._module != PREFERRED:
+            check_probes(self, lowering.get("probes"), self._module)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run scaled float32 windows [B, L, F]; returns scaled float32 [B, H, F_out]."""
+        interpreter = self._interpreter()
+        expected = tuple(self._input["shape"][1:])
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise EdgecompRuntimeError(
+                f"{self._name}: expected windows [batch, {expected[0]}, {expected[1]}], "
+                f"got {list(x.shape)}"
+            )
+        out = np.empty((len(x), *self._output["shape"][1:]), dtype=np.float32)
+        try:
+            for i in range(len(x)):
+                interpreter.reset_all_variables()
+                interpreter.set_tensor(self._input["index"], _quantize(x[i : i + 1], self._input))
+                interpreter.invoke()
+                out[i] = _dequantize(interpreter.get_tensor(self._output["index"]), self._output)[0]
+        except (RuntimeError, ValueError) as exc:
+            raise EdgecompRuntimeError(
+                f"{self._name}: {self._module} failed to run the model ({_first_line(exc)})"
+            ) from None
+        return out
+
+    def _interpreter(self) -> Any:
+        interpreter = getattr(self._local, "interpreter", None)
+        if interpreter is None:
+            interpreter = self._open()
+            self._local.interpreter = interpreter
+        return interpreter
+
+    def _open(self) -> Any:
+        resolver = self._interpreter_type.__module__
+        kinds = importlib.import_module(resolver).OpResolverType
+        kind = kinds.AUTO if self._xnnpack else kinds.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interpreter = self._interpreter_type(
+                model_content=self._bytes,
+                num_threads=self._threads,
+                experimental_op_resolver_type=kind,
+            )
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{self._name}: {self._module} cannot load the model ({_first_line(exc)})"
+            ) from None
+        return interpreter
+
+
+def check_probes(engine: LiteRtEngine, probes: Any, module: str) -> None:
+    """Refuse an engine whose outputs on the artifact's probe windows differ from the build's.
+
+    Args:
+        engine: The engine to check.
+        probes: ``recipe.lowering.probes``: ``{"encoding": "float32-le-base64", "inputs",
+            "outputs", "atol"}``: a few scaled windows [k, L, F] and the outputs [k, H, F_out]
+            ai-edge-litert gave at build time, as base64 of little-endian float32.
+        module: The interpreter package, for the message.
+
+    Raises:
+        EngineUnavailableError: No probes in the artifact, or a difference above ``atol``.
+    """
+    hint = f"install {engine.package} (pip install {engine.package})"
+    try:
+        inputs = _decode(probes["inputs"], engine._input["shape"][1:])
+        expected = _decode(probes["outputs"], engine._output["shape"][1:])
+        atol = float(probes["atol"])
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise EngineUnavailableError(
+            f"{module} is only used when the artifact's probe windows match; this artifact has "
+            f"none readable: {hint}"
+        ) from None
+    diff = (
+        float(np.abs(engine.run(inputs) - expected).max())
+        if len(inputs) == len(expected)
+        else np.inf
+    )
+    if not diff <= atol:
+        raise EngineUnavailableError(
+            f"{module} gives results that differ from the build's by {diff:.3g} "
+            f"(limit {atol:.3g}) on the artifact's probe windows: {hint}"
+        )
+
+
+def _decode(text: Any, shape: Any) -> np.ndarray:
+    if not isinstance(text, str):
+        raise TypeError("probe data must be a base64 string")
+    flat = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4")
+    return flat.reshape(-1, *(int(n) for n in shape)).astype(np.float32)
+
+
+def _import_interpreter(module: str) -> type:
+    try:
+        return importlib.import_module(f"{module}.interpreter").Interpreter
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            f"{module} cannot be imported ({exc}); install it: pip install ai-edge-litert"
+        ) from None
+
+
+def _tensor(details: list[dict[str, Any]], name: str, side: str) -> dict[str, Any]:
+    if len(details) != 1:
+        raise ArtifactError(f"{name}: the model has {len(details)} {side}s, expected 1")
+    detail = details[0]
+    if detail["shape"][0] != 1 or len(detail["shape"]) != 3:
+        raise ArtifactError(
+            f"{name}: the model's {side} is {list(detail['shape'])}, expected [1, ., .]"
+        )
+    if detail["dtype"] not in (np.float32, np.int8):
+        raise ArtifactError(f"{name}: the model's {side} dtype is {detail['dtype']}")
+    return detail
+
+
+def _check_io(inp: dict[str, Any], out: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """The model's tensor shapes and int8 parameters agree with the manifest's io."""
+    io = manifest.get("io") or {}
+    for side, detail in (("inputs", inp), ("outputs", out)):
+        entry = (io.get(side) or [{}])[0]
+        if list(entry.get("shape", ["batch", *detail["shape"][1:]]))[1:] != list(
+            detail["shape"][1:]
+        ):
+            raise ArtifactError(
+                f"{manifest['model_file']}: io.{side}[0].shape {entry.get('shape')} does not "
+                f"match the model's {list(detail['shape'])}"
+            )
+        if detail["dtype"] == np.int8:
+            scale, zero = detail["quantization"]
+            if (entry.get("scale"), entry.get("zero_point")) != (scale, zero):
+                raise ArtifactError(
+                    f"{manifest['model_file']}: io.{side}[0] scale/zero_point "
+                    f"{entry.get('scale')}/{entry.get('zero_point')} differ from the model's "
+                    f"{scale}/{zero}"
+                )
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if detail["dtype"] != np.int8:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    return np.clip(np.round(x / scale) + zero, *_INT8).astype(np.int8)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if detail["dtype"] != np.int8:
+        return y
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * np.float32(scale)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

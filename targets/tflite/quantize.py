@@ -1,0 +1,200 @@
+"""Quantization with ai-edge-quantizer: one recipe per precision, min-max calibration.
+
+- ``int8``: full integer, int8 weights (per channel) and int8 activations, graph input and output
+  included; activation ranges are the min and max over every calibration window.
+- ``int8-dynamic``: int8 weights per channel, activations quantized at run time by the kernel.
+- ``int4``: int4 weights per channel, activations quantized at run time by the kernel.
+
+ai-edge-quantizer's calibrator keeps a moving average (0.95) of per-window minima and maxima by
+default, which clips the tails (about +-1.9 std on the traffic data): we pass its min_max_update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgecomp.targets.base import TargetError
+
+from .convert import SIGNATURE, first_line, quiet
+from .graph import EDGES, Graph, Layer
+
+CALIBRATIONS = ("minmax", "moving-average")
+GRANULARITIES = ("channelwise", "tensorwise")
+RECIPES = {
+    "int8": {"mode": "static", "weight_bits": 8, "activation_bits": 8},
+    "int8-dynamic": {"mode": "dynamic", "weight_bits": 8},
+    "int4": {"mode": "dynamic", "weight_bits": 4},
+}
+_EDGE_REASONS = {
+    "input": "input layer kept in float (option keep_float: 'input')",
+    "output": "output layer kept in float (option keep_float: 'output'): its rounding lands "
+    "directly in the forecast",
+}
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """Quantization settings read from the profile's options (overridable per build).
+
+    Attributes:
+        keep_float: Layers left in float: "input", "output" (the graph's edges), layer names
+            and record ranges (``head``, ``rnn[3]``, ``rnn[1..7]``), fnmatch patterns over them
+            (``blocks.0.*``) or TFLite op types (``CONV_2D``). A name or pattern that matches
+            no layer is an error.
+        calibration: "minmax" (default: min and max over all windows) or "moving-average"
+            (ai-edge-quantizer's default, for comparison).
+        weight_granularity: Weights of full int8 ("int8"): "channelwise" (default: one scale
+            per output channel) or "tensorwise" (one per weight tensor: smaller file, coarser
+            weights). Dynamic int8 and int4 weights are always channelwise (XNNPACK's qc8w /
+            qc4w kernels).
+    """
+
+    keep_float: tuple[str, ...] = ()
+    calibration: str = "minmax"
+    weight_granularity: str = "channelwise"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> QuantSettings:
+        """Pick the known keys of ``options``; raise TargetError naming a bad one."""
+        keep = options.get("keep_float", ())
+        if not isinstance(keep, list | tuple) or not all(isinstance(k, str) and k for k in keep):
+            raise TargetError(
+                f"tflite: option 'keep_float' must be a list of layer names, patterns, op types "
+                f"or {list(EDGES)}; got {keep!r}"
+            )
+        calibration = options.get("calibration", "minmax")
+        if calibration not in CALIBRATIONS:
+            raise TargetError(
+                f"tflite: option 'calibration' must be one of {list(CALIBRATIONS)}; "
+                f"got {calibration!r}"
+            )
+        granularity = options.get("weight_granularity", "channelwise")
+        if granularity not in GRANULARITIES:
+            raise TargetError(
+                f"tflite: option 'weight_granularity' must be one of {list(GRANULARITIES)}; "
+                f"got {granularity!r}"
+            )
+        return cls(tuple(keep), calibration, granularity)
+
+    def kept(self, graph: Graph, layers: list[Layer]) -> dict[str, str]:
+        """Layer name -> why it stays float, for every entry of ``keep_float``."""
+        kept: dict[str, str] = {}
+        for entry in self.keep_float:
+            if entry in EDGES:  # as in the onnx backend, an edge without layers is no error
+                kept |= dict.fromkeys(graph.edge_layers(layers, entry), _EDGE_REASONS[entry])
+                continue
+            names = [la.name for la in layers if _matches(entry, la)]
+            reason = f"kept in float (option keep_float: {entry!r})"
+            if not names:
+                raise TargetError(
+                    f"tflite: keep_float entry {entry!r} matches no layer; layers: "
+                    f"{[la.name for la in layers]}"
+                )
+            kept |= {name: kept.get(name, reason) for name in names}
+        return kept
+
+    def granularity(self, precision: str) -> str:
+        """The weight granularity used at ``precision``."""
+        return self.weight_granularity if precision == "int8" else "channelwise"
+
+    def lowering(self, precision: str, n_windows: int) -> dict[str, Any]:
+        """The settings as recorded in the manifest's recipe."""
+        return {
+            "tool": "ai-edge-quantizer",
+            "recipe": RECIPES[precision],
+            **dataclasses.asdict(self),
+            "weight_granularity": self.granularity(precision),
+            "keep_float": list(self.keep_float),
+            "n_calibration_windows": n_windows,
+        }
+
+
+def _matches(pattern: str, layer: Layer) -> bool:
+    """Exact name, a record's range ``rnn[1..7]``, or fnmatch over the name, its module
+    (``rnn`` matches ``rnn[3]``) or the op type."""
+    base, _, index = layer.name.partition("[")
+    span = re.fullmatch(r"(.+)\[(\d+)\.\.(\d+)\]", pattern)
+    if span and index:
+        low, high, at = int(span[2]), int(span[3]), int(index.rstrip("]"))
+        return span[1] == base and low <= at <= high
+    return layer.name == pattern or any(
+        fnmatch.fnmatchcase(name, pattern) for name in (layer.name, base, layer.op.op_type)
+    )
+
+
+def quantize(
+    model: bytes,
+    precision: str,
+    windows: np.ndarray | None,
+    settings: QuantSettings,
+    kept_scopes: list[str],
+) -> bytes:
+    """Quantize fp32 .tflite bytes to ``precision``; ops whose scope is in ``kept_scopes`` stay
+    float. ``windows`` (scaled [N, L, F]) calibrate the static recipe.
+
+    Raises:
+        TargetError: ai-edge-quantizer failed (its first line is in the message).
+    """
+    from ai_edge_quantizer import quantizer
+
+    manager = _recipe(precision, kept_scopes, settings.granularity(precision))
+    try:
+        with quiet():
+            engine = quantizer.Quantizer(model, manager.get_quantization_recipe())
+            ranges = (
+                _calibrate(model, manager, windows, settings) if engine.need_calibration else None
+            )
+            return bytes(engine.quantize(ranges, enable_progress_report=False).quantized_model)
+    except TargetError:
+        raise
+    except Exception as exc:  # the quantizer raises ValueError, RuntimeError, KeyError...
+        raise TargetError(
+            f"tflite: ai-edge-quantizer failed for {precision}: {first_line(exc)}"
+        ) from exc
+
+
+def _recipe(precision: str, kept_scopes: list[str], granularity: str) -> Any:
+    from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
+
+    every = qtyping.TFLOperationName.ALL_SUPPORTED
+    recipe = RECIPES[precision]
+    per = qtyping.QuantGranularity[granularity.upper()]
+    manager = recipe_manager.RecipeManager()
+    if recipe["mode"] == "static":
+        bits = (recipe["activation_bits"], recipe["weight_bits"])
+        manager.add_static_config(".*", every, *bits, per)
+    else:
+        manager.add_dynamic_config(".*", every, recipe["weight_bits"], per)
+    for scope in kept_scopes:  # later entries win: these ops stay float
+        manager.add_quantization_config(
+            f"^{re.escape(scope)}$",
+            every,
+            algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE,
+        )
+    return manager
+
+
+def _calibrate(
+    model: bytes, manager: Any, windows: np.ndarray | None, settings: QuantSettings
+) -> dict[str, Any]:
+    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer.utils import qsv_utils
+
+    from .convert import signature_names
+
+    if windows is None:
+        raise TargetError("tflite: precision 'int8' needs calibration windows; got none")
+    update = {"minmax": qsv_utils.min_max_update, "moving-average": None}[settings.calibration]
+    options = {} if update is None else {"qsv_update_func": update}
+    calib = calibrator.Calibrator(model, num_threads=1, **options)
+    name = signature_names(model)[0]
+    samples = [{name: window[None]} for window in windows.astype(np.float32)]
+    calib.calibrate({SIGNATURE: samples}, manager)
+    return calib.get_model_qsvs()

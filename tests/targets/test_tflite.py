@@ -1,0 +1,297 @@
+"""ARM TFLite backend: conversion and parity per architecture and precision, layer records,
+keep_float, min-max calibration, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from edgecomp.spec import Model
+from edgecomp.targets import TargetError, get_profile, get_target, list_profiles
+from edgecomp.targets.tflite import TfliteTarget
+from edgecomp.testing import TOLERANCES, assert_close, sine_windows, tiny_model, tiny_spec
+
+pytest.importorskip("litert_torch", reason=TfliteTarget.missing_reason())
+pytestmark = [
+    pytest.mark.target,
+    pytest.mark.skipif(not TfliteTarget.is_available(), reason=TfliteTarget.missing_reason()),
+]
+
+from edgecomp_runtime.engines.litert import LiteRtEngine  # noqa: E402
+
+PROFILE = get_profile("arm64-gateway")
+ARCHS = ("lstm", "gru", "tcn")
+PRECISIONS = ("fp32", "int8", "int8-dynamic", "int4")
+EXPECTED = {  # what every compute layer becomes: (precision, method)
+    "fp32": ("fp32", None),
+    "int8": ("int8", "static"),
+    "int8-dynamic": ("int8", "dynamic"),
+    "int4": ("int4", "dynamic"),
+}
+FAST = {("lstm", "int8"), ("gru", "int8-dynamic"), ("tcn", "int4"), ("tcn", "fp32")}
+_CACHE: dict[tuple, Any] = {}
+
+
+def windows(n: int = 64, seed: int = 0) -> np.ndarray:
+    spec = tiny_spec()
+    return sine_windows(n, spec.input_len, spec.horizon, spec.n_features, 2, seed).x
+
+
+def emit(
+    arch: str, precision: str, tmp: Path, model: Model | None = None, **options: Any
+) -> tuple[Model, Any, bytes]:
+    """Emit (cached per arguments): the model, the EmitResult and the written file's bytes."""
+    key = (arch, precision, model is None, tuple(sorted((k, str(v)) for k, v in options.items())))
+    if key not in _CACHE:
+        model = model or tiny_model(arch)
+        profile = dataclasses.replace(PROFILE, options={**PROFILE.options, **options})
+        out = tmp / "-".join(map(str, key[:2]))
+        out.mkdir(parents=True)
+        calibration = windows() if precision == "int8" else None
+        result = TfliteTarget().emit(
+            model, profile, out, precision=precision, calibration=calibration
+        )
+        _CACHE[key] = (model, result, (out / result.model_file).read_bytes())
+    return _CACHE[key]
+
+
+def engine(result: Any, data: bytes) -> LiteRtEngine:
+    manifest = {"model_file": result.model_file, "io": result.io, "recipe": {"lowering": {}}}
+    return LiteRtEngine(data, manifest, threads=1)
+
+
+def torch_forward(model: Model, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.module(torch.from_numpy(x)).numpy()
+
+
+def _matrix() -> list[Any]:
+    return [
+        pytest.param(a, p, marks=() if (a, p) in FAST else pytest.mark.slow)
+        for a in ARCHS
+        for p in PRECISIONS
+    ]
+
+
+# --- registry and profiles -------------------------------------------------------------------
+
+
+def test_registry_and_arm_profiles():
+    assert get_target("tflite") is TfliteTarget
+    arm = [p for p in list_profiles().values() if p.backend == "tflite"]
+    assert {p.name for p in arm} >= {"rpi5-cortex-a76", "arm64-gateway"}
+    for profile in arm:
+        assert profile.arch == "aarch64"
+        assert set(profile.precisions) <= TfliteTarget.supported_precisions
+        assert profile.options["xnnpack"] is True and profile.options["threads"] >= 1
+
+
+# --- conversion and parity -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "precision"), _matrix())
+def test_emit_converts_and_matches_torch(arch, precision, tmp_path_factory):
+    # setup / execute
+    model, result, data = emit(arch, precision, tmp_path_factory.mktemp("emit"))
+    x = windows(32, seed=1)
+    # assert: the file runs on LiteRT through the runtime's engine, close to torch
+    assert data[4:8] == b"TFL3" and result.files == ["model.tflite"]
+    assert_close(torch_forward(model, x), engine(result, data).run(x), dtype=precision[:4])
+    assert result.lowering["parity"]["max_abs_diff"] <= TOLERANCES[precision[:4]][0] * 10
+    assert result.io["inputs"][0]["shape"] == ["batch", 8, 4]
+    assert result.io["outputs"][0]["shape"] == ["batch", 3, 2]
+    # every compute layer became what the precision promises, and the records say so
+    assert {(la["precision"], la["method"]) for la in result.layers} == {EXPECTED[precision]}
+    assert all(la["reason"] for la in result.layers)
+    assert "head" in {la["name"] for la in result.layers}
+
+
+@pytest.mark.parametrize("arch", ["lstm", "tcn"])
+def test_full_int8_has_int8_io_with_recorded_scale_and_zero_point(arch, tmp_path_factory):
+    _, result, data = emit(arch, "int8", tmp_path_factory.mktemp("io"))
+    details = engine(result, data)
+    for side, detail in (("inputs", details._input), ("outputs", details._output)):
+        entry = result.io[side][0]
+        assert entry["dtype"] == "int8" and detail["dtype"] == np.int8
+        assert (entry["scale"], entry["zero_point"]) == detail["quantization"]
+
+
+def test_recurrent_steps_share_one_record_per_module(tmp_path_factory):
+    _, result, _ = emit("lstm", "int8", tmp_path_factory.mktemp("rec"))
+    rnn = next(la for la in result.layers if la["name"] == "rnn")
+    # one input projection for all steps, then one per step but the first (its state is zero)
+    assert rnn["op_type"] == "FULLY_CONNECTED" and rnn["ops"] == 1 + (8 - 1)
+    assert "min-max ranges over 64 calibration windows" in rnn["reason"]
+
+
+# --- keep_float --------------------------------------------------------------------------------
+
+
+def test_keep_float_by_name_and_by_edge(tmp_path_factory):
+    # setup / execute: the output layer and one conv stay float in a full-int8 TCN
+    keep = ["output", "blocks.0.conv1"]
+    model, result, data = emit("tcn", "int8", tmp_path_factory.mktemp("kf"), keep_float=keep)
+    # assert
+    by_name = {la["name"]: la for la in result.layers}
+    for name in ("head", "blocks.0.conv1"):
+        assert by_name[name]["precision"] == "fp32" and by_name[name]["method"] is None
+        assert "keep_float" in by_name[name]["reason"]
+    assert by_name["blocks.0.conv2"]["method"] == "static"
+    assert result.lowering["quantization"]["keep_float"] == keep
+    x = windows(16, seed=2)
+    assert_close(torch_forward(model, x), engine(result, data).run(x), dtype="int8")
+
+
+def test_keep_float_entry_matching_no_layer_is_refused(tmp_path):
+    with pytest.raises(TargetError, match=r"keep_float entry 'nope\*' matches no layer.*head"):
+        emit("tcn", "int8-dynamic", tmp_path, keep_float=["nope*"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "matched"),
+    [
+        ("rnn", ["rnn[0]", "rnn[3]", "rnn[8]"]),
+        ("rnn[3]", ["rnn[3]"]),
+        ("rnn[1..7]", ["rnn[3]"]),
+        ("blocks.*", ["blocks.0.conv1"]),
+        ("CONV_2D", ["blocks.0.conv1"]),
+        ("head", ["head"]),
+    ],
+)
+def test_keep_float_entries_match_names_ranges_patterns_and_op_types(entry, matched):
+    from edgecomp.targets.tflite.graph import Layer, Op
+    from edgecomp.targets.tflite.quantize import _matches
+
+    names = ["rnn[0]", "rnn[3]", "rnn[8]", "blocks.0.conv1", "head"]
+    ops = ["FULLY_CONNECTED"] * 3 + ["CONV_2D", "FULLY_CONNECTED"]
+    layers = [
+        Layer(n, Op(i, t, f"{n};", (0, 1), (2,)))
+        for i, (n, t) in enumerate(zip(names, ops, strict=True))
+    ]
+    assert [la.name for la in layers if _matches(entry, la)] == matched
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+
+def test_min_max_calibration_covers_an_outlier_the_moving_average_clips():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecomp.targets.tflite.convert import convert_module
+    from edgecomp.targets.tflite.quantize import QuantSettings, quantize
+
+    # setup: one window in the middle holds a reading 8 std out
+    model = tiny_model("tcn")
+    source = convert_module(model.module, 8, 4)
+    x = windows(64)
+    x[32, 4, 1] = 8.0
+    # execute
+    ranges = {}
+    for method in ("minmax", "moving-average"):
+        data = quantize(source, "int8", x, QuantSettings(calibration=method), [])
+        scale, zero = Interpreter(model_content=data).get_input_details()[0]["quantization"]
+        ranges[method] = (127 - zero) * scale
+    # assert
+    assert ranges["minmax"] >= 8.0 - 0.05
+    assert ranges["moving-average"] < 4.0
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+class _Gram(torch.nn.Module):
+    """[B, 8, 4] -> x^T x [B, 4, 4] -> [B, 3, 2]: a matmul of two activations, no weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.transpose(1, 2) @ x)[:, :3, :2]
+
+
+def test_precision_a_layer_cannot_take_names_the_layer(tmp_path):
+    model = Model(module=_Gram().eval(), spec=tiny_spec("lstm"))
+    with pytest.raises(TargetError, match=r"'int8-dynamic' cannot be produced: layer '\w+' became"):
+        emit("gram", "int8-dynamic", tmp_path, model=model)
+    assert not any(tmp_path.rglob("*.tflite"))
+
+
+@pytest.mark.parametrize(
+    ("precision", "calibration", "options", "match"),
+    [
+        ("fp16", None, {}, r"precision 'fp16' is not supported.*\['fp32', 'int4', 'int8'"),
+        ("int8", None, {}, "needs calibration windows"),
+        ("int8", np.zeros((4, 8, 5)), {}, r"calibration windows must be \[N, 8, 4\]"),
+        ("int8", np.full((4, 8, 4), np.nan), {}, "finite numbers"),
+        ("fp32", None, {"keep_float": "head"}, "'keep_float' must be a list"),
+        ("int8-dynamic", None, {"calibration": "entropy"}, "'calibration' must be one of"),
+        ("fp32", None, {"threads": 0}, "'threads' must be a positive integer"),
+        ("fp32", None, {"xnnpack": "yes"}, "'xnnpack' must be true or false"),
+        ("int4", None, {"weight_granularity": "block"}, "'weight_granularity' must be one of"),
+    ],
+)
+def test_bad_requests_are_refused_before_anything_is_written(
+    tmp_path, precision, calibration, options, match
+):
+    profile = dataclasses.replace(PROFILE, options={**PROFILE.options, **options})
+    with pytest.raises(TargetError, match=match):
+        TfliteTarget().emit(
+            tiny_model("gru"), profile, tmp_path, precision=precision, calibration=calibration
+        )
+    assert not any(tmp_path.iterdir())
+
+
+def test_profile_of_another_backend_is_refused(tmp_path):
+    with pytest.raises(TargetError, match="profile 'x86-64-avx2' is for backend 'onnx'"):
+        TfliteTarget().emit(tiny_model(), get_profile("x86-64-avx2"), tmp_path, precision="fp32")
+
+
+def test_a_source_that_is_not_a_torch_module_is_refused():
+    from edgecomp.targets.tflite.convert import convert_module
+
+    with pytest.raises(TargetError, match="not a PyTorch module"):
+        convert_module(lambda x: x, 8, 4)
+
+
+# --- end to end on real data -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gru", "tcn"])
+def test_build_verify_load_and_bench_on_traffic_data(
+    arch, traffic_checkpoints, traffic_path, tmp_path
+):
+    import edgecomp_runtime
+    from edgecomp.bench.runner import bench_artifact
+    from edgecomp.checkpoint import load_checkpoint
+    from edgecomp.frontend import reference_predict
+    from edgecomp.pipeline import BuildConfig
+    from edgecomp.workflow import build_artifact, dataset_for
+
+    # setup / execute: the pipeline verifies per horizon through the LiteRT engine
+    config = BuildConfig(target="rpi5-cortex-a76", precision="int8", calibration_windows=64)
+    result = build_artifact(str(traffic_checkpoints[arch]), traffic_path, config, tmp_path / "a")
+    # assert: target, per-horizon metrics, int8 I/O
+    manifest = result.manifest
+    assert (manifest["target"]["backend"], manifest["target"]["arch"]) == ("tflite", "aarch64")
+    metrics = manifest["metrics"]
+    for got, ref in zip(metrics["artifact"]["mae"], metrics["reference"]["mae"], strict=True):
+        assert got <= ref * 1.05
+    assert manifest["io"]["inputs"][0]["dtype"] == "int8"
+    # raw-unit forecasts through the runtime match torch within int8 tolerance (per target std)
+    source = load_checkpoint(traffic_checkpoints[arch])
+    dataset = dataset_for(source.spec, traffic_path)
+    raw, x = dataset.raw_inputs("test")[:5], dataset.test.x[:5]
+    model = edgecomp_runtime.load(result.path)
+    expected = dataset.unscale_targets(reference_predict(source, x))
+    std = dataset.std[dataset.target_index]
+    assert_close(expected / std, model.predict(raw) / std, dtype="int8")
+    # the bench measures it through the runtime and says it is not the ARM CPU
+    report = bench_artifact(
+        result.path, data=traffic_path, batch_sizes=[1, 4], min_iters=3, min_seconds=0,
+        warmup=1, memory=False,
+    )  # fmt: skip
+    assert report["engine"]["backend"] == "tflite" and not report["engine"]["native"]
+    assert "aarch64 target measured on a x86_64 CPU" in report["engine"]["note"]
