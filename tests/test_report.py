@@ -395,7 +395,7 @@ def test_engine_info_says_when_figures_are_a_host_fallback(target, native, note,
 
     # setup
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    model = SimpleNamespace(manifest={"target": target}, backend="onnx")
+    model = SimpleNamespace(manifest={"target": target}, backend="onnx", engine=SimpleNamespace())
     # execute
     info = engine_info(model)
     # assert
