@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,15 +67,23 @@ class Target(abc.ABC):
     supported_precisions: ClassVar[frozenset[str]]
     needs_calibration: ClassVar[frozenset[str]] = frozenset()  # precisions that need calibration
 
+    requires: ClassVar[tuple[str, ...]] = ()  # modules the toolchain needs
+    install: ClassVar[str] = ""  # the pip command that installs them
+
     @classmethod
-    @abc.abstractmethod
     def is_available(cls) -> bool:
-        """True when the toolchain is importable here."""
+        """True when every module in ``requires`` is installed (found, not imported: toolchains
+        such as litert-torch take seconds to import)."""
+        try:
+            return all(importlib.util.find_spec(module) is not None for module in cls.requires)
+        except (ImportError, ValueError):
+            return False
 
     @classmethod
     def missing_reason(cls) -> str:
         """Why is_available() is false, with the install command."""
-        return f"target backend '{cls.name}' is not available"
+        names = ", ".join(cls.requires[:-1]) + f" or {cls.requires[-1]}" if cls.requires else ""
+        return f"target backend '{cls.name}': {names} is not installed: {cls.install}"
 
     @abc.abstractmethod
     def emit(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,21 +65,8 @@ class OnnxTarget(Target):
     name: ClassVar[str] = "onnx"
     supported_precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "int8", "int4"})
     needs_calibration: ClassVar[frozenset[str]] = frozenset({"int8"})
-
-    @classmethod
-    def is_available(cls) -> bool:
-        """True when onnx, onnxruntime (with its quantization tools) and onnxsim import."""
-        try:
-            for module in _MODULES:
-                importlib.import_module(module)
-        except ImportError:
-            return False
-        return True
-
-    @classmethod
-    def missing_reason(cls) -> str:
-        """Why the backend is unavailable, with the install command."""
-        return "onnx, onnxruntime or onnxsim is not installed: pip install 'edgecomp[onnx]'"
+    requires: ClassVar[tuple[str, ...]] = _MODULES
+    install: ClassVar[str] = "pip install 'edgecomp[onnx]'"
 
     def emit(
         self,

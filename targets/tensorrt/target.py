@@ -8,7 +8,6 @@ parse + build on the host (tensorrt-rtx) -> model.onnx.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,23 +38,8 @@ class TensorrtTarget(Target):
     name: ClassVar[str] = "tensorrt"
     supported_precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", "int8", "int4"})
     needs_calibration: ClassVar[frozenset[str]] = frozenset({"int8"})
-
-    @classmethod
-    def is_available(cls) -> bool:
-        """True when onnx, onnxruntime and onnxsim import (tensorrt-rtx is optional: host proof)."""
-        try:
-            for module in _MODULES:
-                importlib.import_module(module)
-        except ImportError:
-            return False
-        return True
-
-    @classmethod
-    def missing_reason(cls) -> str:
-        """Why the backend is unavailable, with the install command."""
-        return (
-            "onnx, onnxruntime or onnxsim is not installed: pip install 'edgecomp[onnx,tensorrt]'"
-        )
+    requires: ClassVar[tuple[str, ...]] = _MODULES
+    install: ClassVar[str] = "pip install 'edgecomp[onnx,tensorrt]'"
 
     def emit(
         self,

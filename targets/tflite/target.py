@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,24 +37,8 @@ class TfliteTarget(Target):
         {"fp32", "int8", "int8-dynamic", "int4"}
     )
     needs_calibration: ClassVar[frozenset[str]] = frozenset({"int8"})
-
-    @classmethod
-    def is_available(cls) -> bool:
-        """True when litert-torch, ai-edge-quantizer and ai-edge-litert import."""
-        try:
-            for module in _MODULES:
-                importlib.import_module(module)
-        except ImportError:
-            return False
-        return True
-
-    @classmethod
-    def missing_reason(cls) -> str:
-        """Why the backend is unavailable, with the install command."""
-        return (
-            "litert-torch, ai-edge-quantizer or ai-edge-litert is not installed: "
-            "pip install 'edgecomp[tflite]'"
-        )
+    requires: ClassVar[tuple[str, ...]] = _MODULES
+    install: ClassVar[str] = "pip install 'edgecomp[tflite]'"
 
     def emit(
         self,
