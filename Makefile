@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test examples bench bench-tune bench-passes bench-int4 bench-tensorrt bench-fl lint clean \
-	system-deps
+.PHONY: demo test examples bench bench-tune bench-passes bench-int4 bench-tensorrt bench-fl \
+	bench-arm bench-stream arm64-check lint clean system-deps
 
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
@@ -36,6 +36,7 @@ examples: $(STAMP)
 	$(BIN)/python examples/weather/run.py
 	$(BIN)/python examples/finance/run.py
 	$(BIN)/python examples/federated/run.py
+	$(BIN)/python examples/gateway/run.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/x86_compare.py
@@ -58,6 +59,18 @@ bench-tensorrt: $(STAMP)
 
 bench-fl: $(STAMP)
 	$(BIN)/python benchmarks/fl_compare.py --fedprox 0.001
+
+# ARM timings here are LiteRT on this x86 host: only the ratios mean anything
+bench-arm: $(STAMP)
+	$(BIN)/python benchmarks/arm_compare.py --checkpoints examples/traffic/out/checkpoints
+
+bench-stream: $(STAMP) system-deps
+	$(BIN)/python benchmarks/stream_cost.py
+	$(BIN)/python benchmarks/footprint.py
+
+# The runtime inside a real aarch64 Python under qemu-user (downloads ~100 MB into .cache/arm64)
+arm64-check: $(STAMP)
+	$(BIN)/python scripts/arm64-check --archs tcn
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
