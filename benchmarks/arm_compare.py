@@ -13,16 +13,20 @@ round by round, one thread each, on the same real test windows. Prints a table, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from x86_compare import _batched, _checkpoint, _interleaved, _torch_call  # noqa: E402
+from x86_compare import (  # noqa: E402
+    _batched,
+    _interleaved,
+    _torch_call,
+    model_parser,
+    run_models,
+)
 
 import edgecomp_runtime  # noqa: E402
 from edgecomp.bench.host import host_info  # noqa: E402
@@ -52,37 +56,17 @@ def main() -> None:
         "rounds": args.rounds,
         "models": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for arch in args.archs.split(","):
-            model = _checkpoint(arch, args, Path(tmp))
-            results["models"][arch] = compare(model, Path(tmp) / arch, args)
-            _print(arch, results["models"][arch])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    run_models(args, compare, _print, results)
 
 
 def _args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--checkpoints", type=Path, help="folder with lstm/, gru/, tcn/ checkpoints"
-    )
-    parser.add_argument("--archs", default="lstm,gru,tcn")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
-    parser.add_argument("--iters", type=int, default=20, help="timed calls per variant per round")
-    parser.add_argument("--quick", action="store_true", help="2-epoch models, 3 short rounds")
+    parser = model_parser(__doc__, rounds=10, iters=20, out="arm_compare.json")
     parser.add_argument(
         "--weight-granularity",
         choices=("tensorwise", "channelwise"),
         help="override the profile's full-int8 weight granularity",
     )
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "arm_compare.json"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.iters = 3, 5
-    return args
+    return parser.parse_args()
 
 
 def compare(model, work: Path, args: argparse.Namespace) -> dict:

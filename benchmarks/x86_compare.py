@@ -37,35 +37,38 @@ TRAIN = TrainConfig(epochs=40, patience=6, lr=2e-3)
 
 
 def main() -> None:
-    args = _args()
+    args = model_parser(__doc__, rounds=15, iters=40, out="x86_compare.json").parse_args()
     torch.set_num_threads(1)
     results = {"host": host_info(), "data": DATA.name, "rounds": args.rounds, "models": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for arch in args.archs.split(","):
-            model = _checkpoint(arch, args, Path(tmp))
-            results["models"][arch] = compare(model, Path(tmp) / arch, args)
-            _print(arch, results["models"][arch])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    run_models(args, compare, _print, results)
 
 
-def _args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_parser(doc: str, *, rounds: int, iters: int, out: str) -> argparse.ArgumentParser:
+    """The options every per-model comparison takes (also used by arm_compare.py)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(
         "--checkpoints", type=Path, help="folder with lstm/, gru/, tcn/ checkpoints"
     )
     parser.add_argument("--archs", default="lstm,gru,tcn")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
-    parser.add_argument("--iters", type=int, default=40, help="timed calls per variant per round")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds")
+    parser.add_argument("--iters", type=int, default=iters, help="timed calls per variant/round")
     parser.add_argument("--quick", action="store_true", help="2-epoch models, 3 short rounds")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "x86_compare.json"
-    )
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / out)
+    return parser
+
+
+def run_models(args: argparse.Namespace, compare_fn, print_fn, results: dict) -> None:
+    """Compare each architecture (checkpoint or a fresh model), print it, write the JSON."""
     if args.quick:
         args.rounds, args.iters = 3, 5
-    return args
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.archs.split(","):
+            model = _checkpoint(arch, args, Path(tmp))
+            results["models"][arch] = compare_fn(model, Path(tmp) / arch, args)
+            print_fn(arch, results["models"][arch])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
 
 
 def _checkpoint(arch: str, args: argparse.Namespace, tmp: Path):
