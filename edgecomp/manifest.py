@@ -128,6 +128,8 @@ def format_manifest(manifest: dict[str, Any]) -> str:
             f"sampling    every {spec['period_s']:g} s, imputation {spec['imputation']}", file=out
         )
     _format_io(manifest["io"], out)
+    _format_recipe(manifest.get("recipe") or {}, out)
+    _format_stream(manifest.get("stream"), out)
     _format_layers(manifest["layers"], out)
     _format_metrics(manifest["metrics"], out)
     print("files", file=out)
@@ -143,6 +145,47 @@ def _format_io(io_spec: dict[str, Any], out: io.StringIO) -> None:
     for kind in ("inputs", "outputs"):
         for t in io_spec.get(kind, []):
             print(f"{kind[:-1]:<11} {t['name']} {t['shape']} {t['dtype']}", file=out)
+
+
+def _format_recipe(recipe: dict[str, Any], out: io.StringIO) -> None:
+    for record in recipe.get("passes", []):
+        m = record.get("measured", {})
+        before, after = m.get("before") or {}, m.get("after") or {}
+        change = ""
+        if before.get("params") and after.get("params"):
+            change = f": params {before['params']:,} -> {after['params']:,}"
+        print(f"pass        {record.get('_type')} {record.get('_data', {})}{change}", file=out)
+    calibration = recipe.get("lowering", {}).get("calibration")
+    if calibration:
+        print(
+            f"calibration {calibration['n_windows']} windows spanning "
+            f"{100 * calibration['span_fraction']:.0f} % of the training range, "
+            f"sha256 {calibration['sha256'][:16]}…",
+            file=out,
+        )
+    mixed = recipe.get("mixed_precision")
+    if mixed:
+        print(
+            f"mixed       {mixed['base_precision']} under {mixed['budget']['text']}; "
+            f"kept in float: {mixed['kept_float'] or 'none'}",
+            file=out,
+        )
+
+
+def _format_stream(stream: dict[str, Any] | None, out: io.StringIO) -> None:
+    if not stream:
+        return
+    m = stream.get("metrics", {})
+    worst = max(
+        (s / w - 1 for s, w in zip(m["stream"]["mae"], m["windowed"]["mae"], strict=True) if w),
+        default=0.0,
+    )
+    print(
+        f"stream      {stream['step_file']} ({stream['kind']}), exact {stream['exact']}, "
+        f"allowed {stream['allowed']}; worst step vs windowed {100 * worst:+.2f} % "
+        f"(budget {100 * stream['error_budget']:g} %)",
+        file=out,
+    )
 
 
 def _format_layers(layers: list[dict[str, Any]], out: io.StringIO) -> None:

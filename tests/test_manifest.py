@@ -64,6 +64,38 @@ def test_format_manifest_is_readable():
     assert "x86-64-avx2" in text and "artifact MAE" in text and "model.onnx" in text
 
 
+def test_format_manifest_shows_passes_calibration_mixed_and_stream():
+    # setup
+    manifest = _golden(1)
+    measured = {"before": {"params": 67248}, "after": {"params": 21424}, "stats": {}}
+    manifest["recipe"] = {
+        "passes": [{"_type": "prune", "_data": {"ratio": 0.5}, "measured": measured}],
+        "lowering": {"calibration": {"n_windows": 256, "span_fraction": 0.98, "sha256": "ab" * 32}},
+        "mixed_precision": {
+            "base_precision": "int4",
+            "budget": {"text": "MAE +1 % at every horizon step"},
+            "kept_float": ["head"],
+        },
+    }
+    horizon = len(manifest["metrics"]["artifact"]["mae"])
+    manifest["stream"] = {
+        "step_file": "step.onnx",
+        "kind": "lstm-state",
+        "exact": False,
+        "allowed": True,
+        "error_budget": 0.01,
+        "metrics": {"stream": {"mae": [1.02] * horizon}, "windowed": {"mae": [1.0] * horizon}},
+    }
+    # execute
+    lines = format_manifest(manifest).splitlines()
+    # assert
+    assert "pass        prune {'ratio': 0.5}: params 67,248 -> 21,424" in lines
+    assert any(x.startswith("calibration 256 windows spanning 98 % ") for x in lines)
+    assert "mixed       int4 under MAE +1 % at every horizon step; kept in float: ['head']" in lines
+    assert any("exact False, allowed True; worst step vs windowed +2.00 % (budget 1 %)" in x
+               for x in lines)  # fmt: skip
+
+
 def test_artifacts_get_the_usual_file_mode(tmp_path):
     manifest = _golden(1)
     path = write_artifact(tmp_path / "a.edgepkg", manifest, {manifest["model_file"]: b"x"})
