@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -235,3 +237,23 @@ def make_artifact(tmp_path: Path, toy: Toy, toy_model_bytes: bytes) -> Callable[
         return _write_artifact(dest, data, contents, unpacked=unpacked, compression=compression)
 
     return make
+
+
+def _run_fresh(script: str, *args: str) -> Any:
+    """Run ``script`` in a fresh interpreter (nothing this process imported leaks in) and return
+    the JSON its last stdout line prints; a non-zero exit fails the test with its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def run_fresh() -> Callable[..., Any]:
+    """``run_fresh(script, *args)``: the JSON a script prints from a fresh Python process."""
+    return _run_fresh

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 SCRIPT = """
 import json, sys
 import numpy as np
@@ -18,18 +14,10 @@ print(json.dumps({"import": after_import, "predict": after_predict, "shape": for
 """
 
 
-def test_import_and_predict_load_neither_torch_nor_edgecomp(make_artifact):
+def test_import_and_predict_load_neither_torch_nor_edgecomp(make_artifact, run_fresh):
     # execute: a fresh interpreter, so nothing the test process imported leaks in
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(make_artifact())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    modules = run_fresh(SCRIPT, str(make_artifact()))
     # assert
-    assert result.returncode == 0, result.stderr
-    modules = json.loads(result.stdout)
     assert modules["import"] == {"onnxruntime": False, "torch": False, "edgecomp": False}
     assert modules["predict"] == {"onnxruntime": True, "torch": False, "edgecomp": False}
     assert modules["shape"] == [2, 2]

@@ -11,9 +11,6 @@ import base64
 import copy
 import hashlib
 import importlib.util
-import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,17 +244,9 @@ def test_manifest_checksum_of_the_tflite_file_is_checked(make_artifact):
         load(make_artifact(manifest={"files.0.sha256": bad}))
 
 
-def test_litert_artifact_loads_neither_torch_nor_edgecomp_nor_onnxruntime(make_artifact):
+def test_litert_artifact_loads_neither_torch_nor_edgecomp_nor_onnxruntime(make_artifact, run_fresh):
     # execute: a fresh interpreter, so nothing the test process imported leaks in
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(make_artifact())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    modules = run_fresh(SCRIPT, str(make_artifact()))
     # assert
-    assert result.returncode == 0, result.stderr
-    modules = json.loads(result.stdout)
     assert modules["predict"] == {"onnxruntime": False, "torch": False, "edgecomp": False}
     assert modules["shape"] == [2, 2]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -210,18 +208,10 @@ print(json.dumps({"imported": imported, "plain": plain, "error": error}))
 """
 
 
-def test_bare_import_skips_cryptography_and_its_absence_is_a_clear_error(make_artifact):
+def test_bare_import_skips_cryptography_and_its_absence_is_a_clear_error(make_artifact, run_fresh):
     # execute: a fresh interpreter, so nothing the test process imported leaks in
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(make_artifact())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    outcome = run_fresh(SCRIPT, str(make_artifact()))
     # assert
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout)
     assert outcome["imported"] is False
     assert outcome["plain"] == 6
     assert "pip install 'edgecomp-runtime[signing]'" in outcome["error"]

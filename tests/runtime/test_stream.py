@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -304,18 +302,11 @@ print(json.dumps({"torch": "torch" in sys.modules, "edgecomp": "edgecomp" in sys
 """
 
 
-def test_streaming_imports_neither_torch_nor_edgecomp_nor_paho(make_artifact):
-    # execute: a fresh interpreter
-    result = subprocess.run(
-        [sys.executable, "-c", STREAM_SCRIPT, str(make_artifact())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def test_streaming_imports_neither_torch_nor_edgecomp_nor_paho(make_artifact, run_fresh):
+    # execute: a fresh interpreter, so nothing the test process imported leaks in
+    out = run_fresh(STREAM_SCRIPT, str(make_artifact()))
     # assert
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+    assert out == {
         "torch": False,
         "edgecomp": False,
         "paho": False,
