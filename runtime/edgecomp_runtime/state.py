@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgecomp_runtime._atomic import atomic_write
 from edgecomp_runtime.errors import EdgecompRuntimeError
 
 STATE_VERSION = 1
@@ -28,20 +27,13 @@ def save_state(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) 
     Returns:
         ``path``. On any failure nothing is left beside it and an older file stays as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"version": STATE_VERSION, **meta}, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.array(payload), **{k: np.asarray(arrays[k]) for k in _ARRAYS})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(
+        path,
+        lambda fh: np.savez(
+            fh, meta=np.array(payload), **{k: np.asarray(arrays[k]) for k in _ARRAYS}
+        ),
+    )
 
 
 def load_state(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -67,17 +59,3 @@ def load_state(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if any(arrays[key].dtype.kind != "f" for key in _ARRAYS):
         raise StateFileError(f"{where}: arrays must hold floats")
     return meta, arrays
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -16,7 +16,6 @@ import ctypes.util
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from edgecomp_runtime._atomic import atomic_write
 from edgecomp_runtime.errors import ArtifactError, EdgecompRuntimeError
 
 CACHE_ENV = "EDGECOMP_TRT_CACHE"
@@ -85,8 +85,9 @@ class PlanCache:
         """Write the plan, then its key (atomically each): a reader never pairs them wrongly."""
         stem = self.root / key.digest()
         meta = {"key": key._asdict(), "plan_sha256": hashlib.sha256(plan).hexdigest()}
-        _atomic_write(stem.with_suffix(".plan"), plan)
-        _atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+        atomic_write(stem.with_suffix(".plan"), lambda fh: fh.write(plan))
+        text = json.dumps(meta, indent=1).encode()
+        atomic_write(stem.with_suffix(".json"), lambda fh: fh.write(text))
 
 
 class TensorRtEngine:
@@ -313,17 +314,3 @@ class _TrtRunner:
                 out.ctypes.data, self._buffers[self._output], out.nbytes, _CUDA_MEMCPY_D2H
             )
         return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
