@@ -175,11 +175,7 @@ def _format_recipe(recipe: dict[str, Any], out: io.StringIO) -> None:
 def _format_stream(stream: dict[str, Any] | None, out: io.StringIO) -> None:
     if not stream:
         return
-    m = stream.get("metrics", {})
-    worst = max(
-        (s / w - 1 for s, w in zip(m["stream"]["mae"], m["windowed"]["mae"], strict=True) if w),
-        default=0.0,
-    )
+    worst = stream["worst_increase"]
     print(
         f"stream      {stream['step_file']} ({stream['kind']}), exact {stream['exact']}, "
         f"allowed {stream['allowed']}; worst step vs windowed {100 * worst:+.2f} % "

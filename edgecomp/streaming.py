@@ -312,12 +312,15 @@ def _verdict(model, dataset, split, streamed, windowed, budget) -> dict[str, Any
             f"the exact step model differs from the windowed reference by {parity:.3g} "
             f"(scaled units) on the {split} split, above {EXACT_TOLERANCE}"
         )
+    pairs = zip(stream_metrics["mae"], windowed_metrics["mae"], strict=True)
+    worst = max((s / w - 1 for s, w in pairs if w > 0), default=0.0)
     within = all(
         s <= w * (1 + budget)
         for s, w in zip(stream_metrics["mae"], windowed_metrics["mae"], strict=True)
     )
     return {
         "error_budget": budget,
+        "worst_increase": worst,
         "within_budget": within,
         "allowed": exact or within,
         "metrics": {
