@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from edgecomp.metrics import horizon_metrics, naive_forecasts, summarize
+from edgecomp.metrics import horizon_metrics, naive_forecasts, relative_change, summarize
 
 # N = 2 windows, H = 2 steps, F_out = 2 targets; indexed [n, h, target]
 Y_TRUE = np.stack([np.array([[10, 20], [30, 40]]), np.array([[0, 1], [2, -4]])], axis=-1)
@@ -141,3 +141,87 @@ def test_naive_refuses_bad_input(kwargs, message):
     }
     with pytest.raises(ValueError, match=message):
         naive_forecasts(**args)
+
+
+# masked metrics: only observed truth is scored
+MASK = np.ones(Y_TRUE.shape, dtype=bool)
+MASK[1, 1, 0] = False  # window 1, step 1, target 0: imputed
+
+
+def test_planted_imputed_value_changes_no_metric():
+    # setup: the imputed entry gets a wild truth and a wild forecast
+    planted_true, planted_pred = Y_TRUE.astype(float), Y_PRED.astype(float)
+    planted_true[1, 1, 0], planted_pred[1, 1, 0] = 1e6, -1e6
+    # execute
+    clean = horizon_metrics(Y_TRUE, Y_PRED, observed=MASK)
+    planted = horizon_metrics(planted_true, planted_pred, observed=MASK)
+    # assert
+    for key in ("mae", "rmse", "mape"):
+        assert planted[key] == pytest.approx(clean[key])
+    assert horizon_metrics(planted_true, planted_pred)["mae"][1] > 1e5  # unmasked: it counts
+
+
+def test_masked_mae_by_hand_with_counts():
+    m = horizon_metrics(Y_TRUE, Y_PRED, observed=MASK)
+    # step 1: target 0 keeps window 0 only (error 2), target 1 mean(0, 2) = 1 -> 1.5
+    assert m["mae"] == pytest.approx([0.75, 1.5])
+    assert m["scored"] == [4, 3] and m["imputed"] == [0, 1]
+    assert (m["n_scored"], m["n_imputed"]) == (7, 1)
+    assert m["unscored"] == {}
+
+
+def test_imputed_truth_may_be_nan():
+    truth = Y_TRUE.astype(float)
+    truth[1, 1, 0] = np.nan
+    masked = horizon_metrics(truth, Y_PRED, observed=MASK)
+    assert masked["mae"] == pytest.approx(horizon_metrics(Y_TRUE, Y_PRED, observed=MASK)["mae"])
+    with pytest.raises(ValueError, match="y_true holds NaN"):
+        horizon_metrics(truth, Y_PRED)
+
+
+def test_step_without_observed_value_says_so():
+    mask = MASK.copy()
+    mask[:, 1, :] = False
+    m = horizon_metrics(Y_TRUE, Y_PRED, observed=mask)
+    assert m["mae"][1] is None and m["rmse"][1] is None and m["mape"][1] is None
+    assert m["mae"][0] == pytest.approx(0.75)
+    assert "no observed value" in m["unscored"]["h2"]
+    assert json.loads(json.dumps(m)) == m
+    assert summarize(m)["mae"] == pytest.approx(0.75)
+
+
+def test_baseline_scored_on_observed_values_only():
+    # the last-value baseline against a truth whose imputed entry copies the last input (as
+    # forward fill does) would look perfect there; the mask leaves it out
+    truth = np.array([[[5.0], [5.0]]])  # step 1 forward-filled from step 0
+    last = np.array([[[5.0], [5.0]]])
+    mask = np.array([[[True], [False]]])
+    m = horizon_metrics(truth, last, observed=mask)
+    assert m["mae"] == [0.0, None] and m["n_imputed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("observed", "message"),
+    [(MASK.astype(int), "boolean mask"), (MASK[:, :1], "observed mask shape")],
+)
+def test_bad_mask_refused(observed, message):
+    with pytest.raises(ValueError, match=message):
+        horizon_metrics(Y_TRUE, Y_PRED, observed=observed)
+
+
+def test_relative_change_keeps_none():
+    assert relative_change([1.1, None, 2.0], [1.0, 1.0, 0.0]) == pytest.approx([0.1, None, None])
+
+
+def test_observed_targets_on_real_data(traffic_path, traffic_config):
+    from edgecomp.data import prepare
+    from edgecomp.metrics import observed_targets
+
+    dataset = prepare(traffic_path, traffic_config)
+    mask = observed_targets(dataset, "val")
+    truth = dataset.raw_targets("val")
+    assert mask.shape == truth.shape and mask.dtype == np.bool_
+    raw = dataset.raw.to_numpy(dtype="float64")[:, dataset.target_index]
+    rows = dataset.val.starts[:, None] + traffic_config.input_len + np.arange(4)
+    assert (mask == ~np.isnan(raw[rows])).all()
+    assert 0 < (~mask).sum() < mask.size  # the validation split has a few imputed counts
