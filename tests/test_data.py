@@ -507,7 +507,17 @@ def test_column_empty_in_one_split_is_refused(tmp_path):
     df = _wide_frame()
     df.loc[30:, "b"] = np.nan
     # execute / assert
-    with pytest.raises(DataError, match=r"e\.csv: column 'b' has no values in the test split"):
+    with pytest.raises(DataError, match=r"e\.csv: 1 column\(s\) with no values .*'b' \(test"):
+        prepare(_write(df, tmp_path / "e.csv"), DataConfig(input_len=2, horizon=1))
+
+
+def test_all_columns_empty_in_a_split_are_listed_in_one_error(tmp_path):
+    # setup
+    df = _wide_frame()
+    df.loc[30:, "b"] = np.nan
+    df.loc[:33, "a"] = np.nan
+    # execute / assert
+    with pytest.raises(DataError, match=r"2 column\(s\).*'a' \(train and val split\), 'b' \(test"):
         prepare(_write(df, tmp_path / "e.csv"), DataConfig(input_len=2, horizon=1))
 
 

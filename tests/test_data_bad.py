@@ -162,7 +162,9 @@ def test_spike_threshold_must_be_positive(value):
 def test_weather_wind_speed_spike_is_noted():
     if not WEATHER.is_file():
         pytest.skip(f"{WEATHER} not found")
-    ds = prepare(WEATHER, DataConfig(input_len=24, horizon=4, id_col="origin"))
+    value_cols = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
+    config = DataConfig(input_len=24, horizon=4, id_col="origin", value_cols=value_cols)
+    ds = prepare(WEATHER, config)
     note = next(n for n in ds.notes if n.startswith("possible unit spikes"))
     assert "EWR_wind_speed" in note and "1048.36" in note
     assert "precip" not in note and "JFK_wind_speed" not in note
@@ -209,7 +211,7 @@ def test_empty_series_in_long_table_is_refused(tmp_path):
 def test_column_empty_in_the_val_split_is_refused(tmp_path):
     df = _frame()
     df.loc[20:29, "b"] = np.nan
-    with pytest.raises(DataError, match=r"e\.csv: column 'b' has no values in the val split"):
+    with pytest.raises(DataError, match=r"e\.csv: 1 column\(s\) with no values.*'b' \(val split\)"):
         prepare(_csv(df, tmp_path / "e.csv"), CONFIG)
 
 

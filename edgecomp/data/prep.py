@@ -18,7 +18,13 @@ Checks on the values (each listed in ``Dataset.notes``):
   ``Dataset.spikes``; ``raw`` keeps them (a gateway sees them: the runtime does not remove spikes).
   A column whose train MAD is 0 (mostly one value, e.g. precipitation) is not scored.
 * A feature constant over the train split is named and its std floored (a warning too).
-* A feature with no value in one split is refused, naming the column and the split.
+* A feature with no value in one split is refused; one error names every such column and split.
+
+Windows the gateway would refuse are left out. The runtime refuses a window in which a column
+misses more than ``max_missing_fraction`` of its L values (or all of them); such a window is
+neither trained on nor scored, and ``Dataset.left_out`` counts them per split with the columns
+responsible. Targets keep a mask of what was observed: ``Windows.y_observed`` is False where a
+target value was imputed, so metrics can score observed values only.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ class Dataset:
         imputation: The runtime's imputation policy (see runtime/FORMAT.md).
         notes: Findings while preparing (constant, mostly missing, long gaps, spikes).
         spikes: Per feature: values set to missing by ``spike_threshold`` (empty when off).
+        observed: bool [T, F]: True where a value was observed (False: imputed, or a spike
+            removed by ``spike_threshold``).
+        left_out: Per split: ``{"windows": n, "of": total, "why": text, "columns": {name: n}}``,
+            the windows the runtime would refuse under the missing-value policy (not in the
+            split's windows).
     """
 
     config: DataConfig
@@ -82,6 +93,8 @@ class Dataset:
     imputation: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     spikes: dict[str, int] = field(default_factory=dict)
+    observed: np.ndarray | None = None
+    left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def target_index(self) -> list[int]:
@@ -101,11 +114,16 @@ class Dataset:
         return _gather(source, self.split(name).starts, 0, self.config.input_len)
 
     def raw_targets(self, name: str) -> np.ndarray:
-        """float32 [N, H, F_out] true targets of split ``name`` in raw units (imputed values)."""
+        """float32 [N, H, F_out] true targets of split ``name`` in raw units (imputed values;
+        ``observed_targets`` says which were observed)."""
         starts = self.split(name).starts
         return _gather(
             self.values, starts, self.config.input_len, self.config.horizon, self.target_index
         )
+
+    def observed_targets(self, name: str) -> np.ndarray:
+        """bool [N, H, F_out]: True where the target of split ``name`` was observed."""
+        return self.split(name).y_observed
 
     def unscale_targets(self, y_scaled: np.ndarray) -> np.ndarray:
         """Scaled targets [..., F_out] -> raw units."""
@@ -130,7 +148,7 @@ class Dataset:
         def rescale(w: Windows) -> Windows:
             x = (w.x * self.std + self.mean - mean) / std
             y = (w.y * self.std[tidx] + self.mean[tidx] - mean[tidx]) / std[tidx]
-            return Windows(x.astype(np.float32), y.astype(np.float32), w.starts)
+            return Windows(x.astype(np.float32), y.astype(np.float32), w.starts, w.y_observed)
 
         return replace(
             self,
@@ -184,6 +202,11 @@ class Dataset:
             "imputed": {s: sum(c.values()) for s, c in self.imputed.items()},
             "bounds": {s: list(b) for s, b in self.bounds.items()},
             "windows": {s: len(self.split(s)) for s in SPLITS},
+            "left_out": {s: dict(v) for s, v in self.left_out.items()},
+            "observed_targets": {
+                s: [int(self.split(s).y_observed.sum()), int(self.split(s).y_observed.size)]
+                for s in SPLITS
+            },
             "notes": rep.notes + self.notes,
             "spikes": dict(self.spikes),
         }
@@ -224,7 +247,12 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
     notes += _gap_notes(raw_np, features, config)
     scaled = ((values - mean) / std).astype(np.float32)
     tidx = [features.index(t) for t in targets]
-    windows = {s: _windows(scaled, bounds[s], config, tidx) for s in SPLITS}
+    observed = ~np.isnan(cleaned)
+    windows, left_out = {}, {}
+    for s in SPLITS:
+        windows[s], left_out[s] = _windows(scaled, observed, raw_np, bounds[s], config, tidx)
+        left_out[s]["columns"] = {features[i]: n for i, n in left_out[s]["columns"].items()}
+    notes += _left_out_notes(left_out, config, path)
     return Dataset(
         config=config,
         source={"file": path.name, "sha256": _sha256(path)},
@@ -240,6 +268,8 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         imputation=_policy(config),
         notes=notes,
         spikes=spikes,
+        observed=observed,
+        left_out=left_out,
         **windows,
     )
 
@@ -284,20 +314,21 @@ def _impute(
     path: Path,
 ) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     values = raw.copy()
-    counts = {}
+    counts, empty = {}, {}
     for name, (a, b) in bounds.items():
         block = raw[a:b]
         holes = np.isnan(block).sum(axis=0)
-        empty = np.flatnonzero(holes == b - a) if b > a else []
-        if len(empty):
-            col = features[empty[0]]
-            raise DataError(
-                f"{path}: column '{col}' has no values in the {name} split "
-                f"(rows {a}..{b - 1}); cannot impute it"
-            )
-        if holes.any():
+        for i in np.flatnonzero(holes == b - a) if b > a else []:
+            empty.setdefault(features[i], []).append(name)
+        if holes.any() and not empty:
             values[a:b] = fill_missing(block, limit)
         counts[name] = {f: int(n) for f, n in zip(features, holes, strict=True)}
+    if empty:
+        listed = ", ".join(f"'{c}' ({' and '.join(s)} split)" for c, s in empty.items())
+        raise DataError(
+            f"{path}: {len(empty)} column(s) with no values in a split, cannot impute: {listed}; "
+            f"leave them out with --exclude COL,... or --drop-sparse FRACTION"
+        )
     return values, counts
 
 
@@ -389,23 +420,82 @@ def _longest_run(mask: np.ndarray) -> int:
 
 
 def _windows(
-    scaled: np.ndarray, bound: tuple[int, int], config: DataConfig, tidx: list[int]
-) -> Windows:
+    scaled: np.ndarray,
+    observed: np.ndarray,
+    raw: np.ndarray,
+    bound: tuple[int, int],
+    config: DataConfig,
+    tidx: list[int],
+) -> tuple[Windows, dict[str, Any]]:
+    """The split's windows the runtime would accept, and what was left out (see ``left_out``)."""
     a, b = bound
     L, H = config.input_len, config.horizon  # noqa: N806
     starts = np.arange(a, max(a, b - L - H + 1), config.stride, dtype=np.int64)
-    return Windows(_gather(scaled, starts, 0, L), _gather(scaled, starts, L, H, tidx), starts)
+    refused = refused_windows(raw, starts, L, config.max_missing_fraction)  # [N, F]
+    keep = starts[~refused.any(axis=1)]
+    windows = Windows(
+        _gather(scaled, keep, 0, L),
+        _gather(scaled, keep, L, H, tidx),
+        keep,
+        _gather(observed, keep, L, H, tidx, dtype=bool),
+    )
+    columns = refused.sum(axis=0)
+    left_out = {
+        "windows": len(starts) - len(keep),
+        "of": len(starts),
+        "why": "the runtime refuses them: a column misses more than max_missing_fraction",
+        "columns": {int(i): int(columns[i]) for i in np.flatnonzero(columns)},
+    }
+    return windows, left_out
+
+
+def refused_windows(
+    raw: np.ndarray, starts: np.ndarray, input_len: int, max_fraction: float
+) -> np.ndarray:
+    """bool [N, F]: True where the runtime's imputation would refuse column f of window n.
+
+    Same rule as ``edgecomp_runtime.preprocess.impute_window``: a column of the L input steps is
+    refused when more than ``max_fraction`` of its values, or all of them, are missing (NaN).
+    """
+    missing = np.concatenate([np.zeros((1, raw.shape[1])), np.cumsum(np.isnan(raw), axis=0)])
+    counts = missing[starts + input_len] - missing[starts]  # [N, F]
+    return (counts / input_len > max_fraction) | (counts == input_len)
+
+
+def _left_out_notes(
+    left_out: dict[str, dict[str, Any]], config: DataConfig, path: Path
+) -> list[str]:
+    """A note per split with refused windows; an error when a split keeps none."""
+    notes = []
+    for i, (name, info) in enumerate(left_out.items()):
+        if not info["windows"]:
+            continue
+        worst = sorted(info["columns"].items(), key=lambda cn: -cn[1])
+        text = (
+            f"{name} split: {info['windows']} of {info['of']} windows left out (the runtime "
+            f"refuses a window whose column misses more than {config.max_missing_fraction:g} of "
+            f"its {config.input_len} values; columns: {_few([f'{c} ({n})' for c, n in worst])})"
+        )
+        if info["windows"] == info["of"] and config.split[i] > 0:
+            raise DataError(f"{path}: {text}: no window left; try --drop-sparse FRACTION")
+        notes.append(text)
+    return notes
 
 
 def _gather(
-    array: np.ndarray, starts: np.ndarray, offset: int, length: int, cols: list[int] | None = None
+    array: np.ndarray,
+    starts: np.ndarray,
+    offset: int,
+    length: int,
+    cols: list[int] | None = None,
+    dtype: Any = np.float32,
 ) -> np.ndarray:
-    """float32 [N, length, F] blocks ``array[s + offset : s + offset + length]`` for s in starts."""
+    """[N, length, F] blocks ``array[s + offset : s + offset + length]`` for s in starts."""
     view = sliding_window_view(array, length, axis=0)  # [T - length + 1, F, length]
     out = view[starts + offset].transpose(0, 2, 1)
     if cols is not None:
         out = out[:, :, cols]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=dtype)
 
 
 def _policy(config: DataConfig) -> dict[str, Any]:
