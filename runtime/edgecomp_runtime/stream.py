@@ -22,7 +22,7 @@ the whole window from a zero state.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -335,15 +335,20 @@ def _value(value: Any, name: str) -> float:
     return float(value)
 
 
+def _iso_z(text: str) -> str:
+    # Python 3.10's fromisoformat refuses a trailing "Z" (3.11 reads it as UTC)
+    return text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+
+
 def _seconds(timestamp: Any) -> float:
     if isinstance(timestamp, str):
         try:
-            timestamp = datetime.fromisoformat(timestamp.strip())
+            timestamp = datetime.fromisoformat(_iso_z(timestamp.strip()))
         except ValueError:
             raise InputError(f"reading: timestamp {timestamp!r:.40} is not ISO 8601") from None
     if isinstance(timestamp, datetime):
         if timestamp.tzinfo is None:
-            timestamp = timestamp.replace(tzinfo=UTC)
+            timestamp = timestamp.replace(tzinfo=timezone.utc)
         return timestamp.timestamp()
     if isinstance(timestamp, bool) or not isinstance(timestamp, int | float | np.number):
         raise InputError(
