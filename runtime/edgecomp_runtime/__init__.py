@@ -26,7 +26,9 @@ from edgecomp_runtime.errors import (
     InputError,
     InputShapeError,
     MissingValueError,
+    ModelOutputError,
     SignatureError,
+    TimestampError,
 )
 from edgecomp_runtime.model import Model, load
 from edgecomp_runtime.stream import Stream, StreamError
@@ -48,9 +50,11 @@ __all__ = [
     "InputShapeError",
     "MissingValueError",
     "Model",
+    "ModelOutputError",
     "SignatureError",
     "Stream",
     "StreamError",
+    "TimestampError",
     "__version__",
     "get_engine",
     "load",

@@ -41,3 +41,11 @@ class InputDtypeError(InputError):
 
 class MissingValueError(InputError):
     """A window column misses more values than the imputation policy allows."""
+
+
+class TimestampError(InputError):
+    """A reading's timestamp lies too far ahead of the gateway's clock (or is in ms or µs)."""
+
+
+class ModelOutputError(EdgecompRuntimeError):
+    """The model produced non-finite output from a finite, in-range window: the model's fault."""

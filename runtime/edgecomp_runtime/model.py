@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -12,9 +12,7 @@ from edgecomp_runtime.engines import Engine, get_engine
 from edgecomp_runtime.errors import ArtifactError, InputDtypeError, InputError, InputShapeError
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
-
-if TYPE_CHECKING:
-    from edgecomp_runtime.stream import Stream
+from edgecomp_runtime.stream import Stream
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 
@@ -169,6 +167,7 @@ class Model:
         mode: str = "auto",
         period_s: float | None = None,
         resume: str | Path | None = None,
+        max_ahead_s: float | None = None,
     ) -> Stream:
         """Start (or resume) a stream: push one reading at a time, get forecasts as they come.
 
@@ -179,6 +178,8 @@ class Model:
                 on the window for each forecast).
             period_s: Sampling period in seconds; defaults to the artifact's ``spec.period_s``.
             resume: A state file written by ``Stream.save``: continue from it.
+            max_ahead_s: Refuse readings more than this many seconds ahead of the gateway's
+                clock (None: twice the period, at least 300 s; ``math.inf``: no check).
 
         Returns:
             The Stream (see ``edgecomp_runtime.stream``).
@@ -188,9 +189,7 @@ class Model:
                 period, or a state file saved for another artifact.
             StateFileError: ``resume`` is missing or not a readable state file.
         """
-        from edgecomp_runtime.stream import Stream
-
-        stream = Stream(self, every=every, mode=mode, period_s=period_s)
+        stream = Stream(self, every=every, mode=mode, period_s=period_s, max_ahead_s=max_ahead_s)
         if resume is not None:
             stream._restore(resume)
         return stream

@@ -22,9 +22,12 @@ the whole window from a zero state.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +36,16 @@ from edgecomp_runtime.errors import (
     EngineUnavailableError,
     InputError,
     InputShapeError,
+    ModelOutputError,
+    TimestampError,
 )
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.state import load_state, save_state
 from edgecomp_runtime.step import StepRunner, stream_section
 
-if TYPE_CHECKING:
-    from edgecomp_runtime.model import Model
+# NOTE: ``model`` is a Model (edgecomp_runtime.model), typed Any here: model.py imports this
+# module, and the runtime keeps its import graph free of cycles.
+Model = Any
 
 MODES = ("auto", "incremental", "windowed")
 _SAVED = ("stats", "last_refusal", "_t0", "_slot", "_pending", "_since", "_synced")
@@ -53,6 +59,18 @@ COUNTERS = (
     "forecasts",
     "replays",
 )
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMBERS = (int, float, np.integer, np.floating)
+_UNITS = ((1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
+_YEAR_S = 365.25 * 86400
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """A forecast from ``Stream.push_many``: ``t`` the newest slot (s), ``forecast`` [H, F_out]."""
+
+    t: float
+    forecast: np.ndarray
 
 
 class StreamError(EdgecompRuntimeError):
@@ -69,22 +87,37 @@ class Stream:
         mode_reason: Why that mode (e.g. the manifest's verdict on the step model).
         every: A forecast after every ``every``-th new slot.
         period_s: The sampling period in seconds.
-        stats: Counters: readings, slots, missing_slots, duplicates, late, too_late, forecasts,
-            replays (of the step model over the whole window), refused.
+        max_ahead_s: A reading more than this many seconds ahead of the gateway's clock is
+            refused (``TimestampError``); ``math.inf`` turns the check off.
+        stats: Counters: readings, slots (since the start or the last ``reset``), missing_slots,
+            duplicates, late, too_late, forecasts, replays (of the step model over the whole
+            window), refused, resets.
         last_refusal: The message of the last window the imputation policy refused, or None.
     """
 
     def __init__(
-        self, model: Model, *, every: int = 1, mode: str = "auto", period_s: float | None = None
+        self,
+        model: Model,
+        *,
+        every: int = 1,
+        mode: str = "auto",
+        period_s: float | None = None,
+        max_ahead_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.model = model
         self.every = _positive_int("every", every)
         self.period_s = _period(model, period_s)
+        self.max_ahead_s = _max_ahead(max_ahead_s, self.period_s)
         self.mode, self.mode_reason, self._runner = _choose_mode(model, mode)
-        self.stats = dict.fromkeys((*COUNTERS, "refused"), 0)
+        self.stats = dict.fromkeys((*COUNTERS, "refused", "resets"), 0)
         self.last_refusal: str | None = None
-        n_features = len(model.features)
-        self._window = np.full((model.input_len, n_features), np.nan)
+        self._clock = clock
+        self._window = np.full((model.input_len, len(model.features)), np.nan)
+        self._start()
+
+    def _start(self) -> None:
+        self._window[:] = np.nan
         self._synced = False  # the step model's state holds the window as last fed
         self._fed: np.ndarray | None = None  # that window, when imputed values were fed
         self._t0: float | None = None
@@ -92,6 +125,15 @@ class Stream:
         self._pending = 0  # new slots not yet fed to the step model
         self._since = 0  # new slots since the last forecast
         self._last: tuple[float, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        """Forget the window, the position and the last forecast; the counters stay.
+
+        The next reading starts the stream afresh (its timestamp becomes the slot origin).
+        """
+        self._start()
+        self.stats["slots"] = 0
+        self.stats["resets"] += 1
 
     @property
     def window(self) -> np.ndarray:
@@ -120,29 +162,75 @@ class Stream:
 
         Raises:
             InputError: A bad timestamp, an unknown feature, a value that is not a finite number
-                (NaN and None excepted); ``InputShapeError`` for the wrong number of values.
+                in float32 range (NaN and None excepted); ``InputShapeError`` for the wrong
+                number of values; ``TimestampError`` for a time too far ahead of the clock.
+                A refused reading leaves the stream as it was.
+            ModelOutputError: The model gave a non-finite forecast for this window.
         """
+        (result,) = self.push_many([(timestamp, values)])
+        if isinstance(result, Exception):
+            raise result
+        return None if result is None else result.forecast
+
+    def push_many(self, readings: Sequence[tuple[Any, Any]]) -> list[Any]:
+        """Add readings (timestamp, values) in time order; forecasts due are run as one batch.
+
+        Returns:
+            One entry per reading, in the given order: an ``Emitted`` forecast, None, or the
+            error that refused the reading (``InputError``) or its forecast
+            (``ModelOutputError``). Never raises for a bad reading.
+        """
+        results: list[Any] = [None] * len(readings)
+        checked = []
+        for i, (timestamp, values) in enumerate(readings):
+            try:
+                checked.append((*self._check(timestamp, values), i))
+            except InputError as exc:
+                results[i] = exc
+        checked.sort(key=lambda item: item[0])  # time order; the sort is stable
+        due: list[tuple[int, float, np.ndarray]] = []
+        for seconds, row, i in checked:
+            if not self._accept(seconds, row):
+                continue
+            if self._runner is not None:
+                results[i] = self._emit()
+                continue
+            window = self._due_window()
+            if window is not None:
+                due.append((i, self.slot_time(), window))
+        if due:
+            self._predict(due, results)
+        return results
+
+    def _check(self, timestamp: Any, values: Any) -> tuple[float, np.ndarray]:
         row = self._row(values)
-        slot = self._slot_of(_seconds(timestamp))
+        seconds = _seconds(timestamp)
+        now = self._clock()
+        if seconds > now + self.max_ahead_s:
+            raise TimestampError(_ahead_message(timestamp, seconds, now, self.max_ahead_s))
+        return seconds, row
+
+    def _accept(self, seconds: float, row: np.ndarray) -> bool:
+        """Place the reading; True when a forecast is due."""
+        slot = self._slot_of(seconds)
         self.stats["readings"] += 1
         if slot <= self._slot:
             self._merge(slot, row)
-            return None
+            return False
         self._advance(slot, row)
-        if self.stats["slots"] < self.model.input_len or self._since < self.every:
-            return None
-        return self._emit()
+        return self.stats["slots"] >= self.model.input_len and self._since >= self.every
 
     def _row(self, values: Any) -> np.ndarray:
         features = self.model.features
         if isinstance(values, dict):
-            unknown = sorted(set(values) - set(features))
+            unknown = sorted(repr(k) for k in set(values) - set(features))
             if unknown:
-                raise InputError(f"reading: unknown feature(s) {unknown}; expected {features}")
+                shown = ", ".join(unknown[:5])
+                raise InputError(f"reading: unknown feature(s) [{shown}]; expected {features}")
             values = [values.get(name) for name in features]
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu" and values.ndim == 1:
             return self._array_row(values)
-        if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             raise InputError(
                 f"reading: values must be a list or a dict, not {type(values).__name__}"
             )
@@ -156,10 +244,10 @@ class Stream:
                 f"reading: expected {len(self.model.features)} values, got {values.shape[0]}"
             )
         row = values.astype(np.float64)
-        infinite = np.isinf(row)
-        if infinite.any():
-            name = self.model.features[int(np.argmax(infinite))]
-            raise InputError(f"reading: feature '{name}' is infinite; use NaN or null for missing")
+        bad = np.abs(np.nan_to_num(row, nan=0.0)) > _FLOAT32_MAX
+        if bad.any():
+            name = self.model.features[int(np.argmax(bad))]
+            raise InputError(f"reading: feature '{name}' is {_out_of_range(row[bad][0])}")
         return row
 
     def _slot_of(self, seconds: float) -> int:
@@ -189,25 +277,68 @@ class Stream:
         self.stats["missing_slots"] += steps - 1
         self._slot, self._pending, self._since = slot, self._pending + steps, self._since + steps
 
-    def _emit(self) -> np.ndarray | None:
+    def _refuse(self, exc: Exception) -> None:
+        self.stats["refused"] += 1
+        self.last_refusal = str(exc)
+
+    def _due_window(self) -> np.ndarray | None:
+        """Windowed mode: the imputed window to forecast, or None when the policy refuses it."""
+        window = self._window
+        if np.isnan(window).any():
+            try:
+                window = impute_window(window[None], self.model._policy, features=self.features)[0]
+            except InputError as exc:
+                self._refuse(exc)
+                return None
+        self._since = 0
+        return window.copy()
+
+    @property
+    def features(self) -> list[str]:
+        """The model's F input columns, in order."""
+        return self.model.features
+
+    def _predict(self, due: list[tuple[int, float, np.ndarray]], results: list[Any]) -> None:
+        """One ``predict`` for every window due; per window again only when the batch fails."""
+        try:
+            forecasts = list(self.model.predict(np.stack([window for _, _, window in due])))
+        except (InputError, ModelOutputError):
+            forecasts = [self._predict_one(window) for _, _, window in due]
+        for (i, t, _), forecast in zip(due, forecasts, strict=True):
+            if isinstance(forecast, Exception):
+                self._refuse(forecast)
+                results[i] = forecast
+                continue
+            self.stats["forecasts"] += 1
+            self._last = (t, forecast)
+            results[i] = Emitted(t, forecast)
+
+    def _predict_one(self, window: np.ndarray) -> Any:
+        try:
+            return self.model.predict(window)
+        except (InputError, ModelOutputError) as exc:
+            return exc
+
+    def _emit(self) -> Any:
+        """Incremental mode: feed the step model; an ``Emitted``, None (refused) or the error."""
         try:
             forecast = self._forecast()
+        except ModelOutputError as exc:
+            self._refuse(exc)
+            return exc
         except InputError as exc:  # the imputation policy refuses this window
-            self.stats["refused"] += 1
-            self.last_refusal = str(exc)
+            self._refuse(exc)
             return None
         self._since = 0
         self.stats["forecasts"] += 1
         self._last = (self.slot_time(), forecast)
-        return forecast
+        return Emitted(*self._last)
 
     def _forecast(self) -> np.ndarray:
-        if self._runner is None:
-            return self.model.predict(self._window)
         window, steps = self._window, self._pending
         missing = np.isnan(window).any()
         if missing:
-            window = impute_window(window[None], self.model._policy, features=self.model.features)
+            window = impute_window(window[None], self.model._policy, features=self.features)
             window = window[0]
         # NOTE: values fed as read never change (late readings only fill gaps); imputed ones may
         if not self._synced or steps >= len(window) or self._changed(window, steps):
@@ -220,7 +351,10 @@ class Stream:
             y = self._runner.step(row)
         forecast = self.model.unscale_forecast(y)
         if not np.isfinite(forecast).all():
-            raise InputError("window: the forecast is not finite; raw values out of float32 range?")
+            raise ModelOutputError(
+                f"{self._runner.name}: the step model's forecast is not finite for a finite "
+                "window within float32 range"
+            )
         return forecast
 
     def _changed(self, window: np.ndarray, steps: int) -> bool:
@@ -252,6 +386,7 @@ class Stream:
         _check_meta(meta, where)
         for key in _SAVED:
             setattr(self, key, meta[key])
+        self.stats = {**dict.fromkeys((*COUNTERS, "refused", "resets"), 0), **meta["stats"]}
         self._window = arrays["window"].astype(np.float64)
         self._synced = self._synced and self._runner is not None and meta["mode"] == self.mode
         if self._synced:
@@ -259,8 +394,9 @@ class Stream:
             self._runner.state = (
                 arrays["state"].astype(np.float32).reshape(self._runner.state.shape)
             )
-        if meta["last_time"] is not None:
-            self._last = (meta["last_time"], arrays["forecast"].astype(np.float32))
+        last, shape = arrays["forecast"], (self.model.horizon, len(self.model.targets))
+        if meta["last_time"] is not None and last.shape == shape:
+            self._last = (meta["last_time"], last.astype(np.float32))
 
 
 def _check_meta(meta: dict[str, Any], where: str) -> None:
@@ -328,11 +464,27 @@ def _positive_int(name: str, value: Any) -> int:
 def _value(value: Any, name: str) -> float:
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise InputError(f"reading: feature '{name}' is {value!r:.40}, not a number")
-    if math.isinf(value):
-        raise InputError(f"reading: feature '{name}' is infinite; use NaN or null for missing")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
+        raise InputError(f"reading: feature '{name}' is {_short(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float64
+        number = math.inf
+    if abs(number) > _FLOAT32_MAX:  # NaN compares False: a missing value
+        raise InputError(f"reading: feature '{name}' is {_out_of_range(value)}")
+    return number
+
+
+def _out_of_range(value: Any) -> str:
+    if isinstance(value, float | np.floating) and math.isinf(value):
+        return "infinite; use NaN or null for missing"
+    return f"{_short(value)}, beyond the float32 range (±{_FLOAT32_MAX:.3g})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    return f"{value!r:.40}"
 
 
 def _iso_z(text: str) -> str:
@@ -350,10 +502,34 @@ def _seconds(timestamp: Any) -> float:
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=timezone.utc)
         return timestamp.timestamp()
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float | np.number):
+    if isinstance(timestamp, bool) or not isinstance(timestamp, _NUMBERS):
         raise InputError(
-            f"reading: timestamp must be seconds, a datetime or ISO 8601, got {timestamp!r:.40}"
+            f"reading: timestamp must be seconds, a datetime or ISO 8601, got {_short(timestamp)}"
         )
-    if not math.isfinite(timestamp):
-        raise InputError(f"reading: timestamp {timestamp} is not finite")
-    return float(timestamp)
+    try:
+        seconds = float(timestamp)
+    except OverflowError:
+        raise InputError(f"reading: timestamp {_short(timestamp)} is out of range") from None
+    if not math.isfinite(seconds):
+        raise InputError(f"reading: timestamp {seconds} is not finite")
+    return seconds
+
+
+def _max_ahead(value: float | None, period_s: float) -> float:
+    if value is None:
+        return max(2 * period_s, 300.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise StreamError(f"max_ahead_s must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _ahead_message(timestamp: Any, seconds: float, now: float, limit: float) -> str:
+    clock = datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="seconds")
+    text = (
+        f"reading: timestamp {_short(timestamp)} is {seconds - now:.3g} s ahead of the gateway's "
+        f"clock ({clock}), more than max_ahead_s={limit:g}"
+    )
+    for factor, unit in _UNITS:
+        if abs(seconds / factor - now) < 30 * _YEAR_S:
+            return f"{text}; it looks like {unit} since the epoch: send seconds"
+    return text

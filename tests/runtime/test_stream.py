@@ -170,6 +170,19 @@ def test_dict_readings_by_feature_name(model, toy):
         ("yesterday", [1.0, 2.0, 3.0], "is not ISO 8601"),
         (math.nan, [1.0, 2.0, 3.0], "is not finite"),
         (True, [1.0, 2.0, 3.0], "timestamp must be seconds"),
+        (10**400, [1.0, 2.0, 3.0], "is out of range"),
+        (T0, [1.0, 10**400, 2.0], "feature 'b' is an integer of 1329 bits, beyond the float32"),
+        (T0, [1.0, 1e300, 2.0], "feature 'b' is 1e+300, beyond the float32 range"),
+        (T0, [1.0, True, 2.0], "feature 'b' is True, not a number"),
+        (T0, [1.0, {"x": 1}, 2.0], "feature 'b' is {'x': 1}, not a number"),
+        (T0, [1.0, [2.0], 2.0], "feature 'b' is [2.0], not a number"),
+        (T0, {1: 2.0}, "unknown feature(s) [1]"),
+        (T0, "1,2,3", "values must be a list or a dict, not str"),
+        (T0, None, "values must be a list or a dict, not NoneType"),
+        (T0 * 1000, [1.0, 2.0, 3.0], "looks like milliseconds since the epoch: send seconds"),
+        (T0 * 1e6, [1.0, 2.0, 3.0], "looks like microseconds since the epoch"),
+        (1e300, [1.0, 2.0, 3.0], "ahead of the gateway's clock"),
+        ("9999-01-01T00:00:00", [1.0, 2.0, 3.0], "more than max_ahead_s=1800"),
     ],
 )
 def test_bad_readings_are_refused_with_one_line(model, timestamp, values, message):
@@ -312,3 +325,66 @@ def test_streaming_imports_neither_torch_nor_edgecomp_nor_paho(make_artifact, ru
         "paho": False,
         "shape": [2, 2],
     }
+
+
+def test_a_future_reading_never_moves_the_stream(model, toy, tmp_path):
+    # setup: the gateway's clock stands at T0 + 10 periods
+    rows = toy.window(seed=30)
+    stream = ecr.Stream(model, clock=lambda: T0 + 10 * PERIOD)
+    feed(stream, rows[:3])
+    # execute: milliseconds by mistake, then the next good reading
+    with pytest.raises(ecr.TimestampError, match="looks like milliseconds"):
+        stream.push((T0 + 3 * PERIOD) * 1000, rows[3])
+    stream.save(tmp_path / "s.npz")
+    out = feed(stream, rows[3:], start=3)
+    # assert: nothing was lost, and the saved position is the one before the bad reading
+    assert np.array_equal(out[-1], model.predict(rows))
+    assert model.stream(resume=tmp_path / "s.npz").slot_time() == T0 + 2 * PERIOD
+    assert stream.stats["too_late"] == 0 and stream.stats["readings"] == len(rows)
+
+
+def test_max_ahead_is_configurable(model, toy):
+    # setup
+    clock = lambda: T0  # noqa: E731
+    strict = ecr.Stream(model, max_ahead_s=0, clock=clock)
+    free = ecr.Stream(model, max_ahead_s=math.inf, clock=clock)
+    # execute / assert
+    with pytest.raises(ecr.TimestampError, match="max_ahead_s=0"):
+        strict.push(T0 + 1, toy.window(seed=31)[0])
+    assert free.push(T0 * 1000, toy.window(seed=31)[0]) is None
+    with pytest.raises(StreamError, match="max_ahead_s must be"):
+        ecr.Stream(model, max_ahead_s=-1)
+
+
+def test_reset_starts_afresh_and_keeps_the_counters(model, toy):
+    # setup: a stream far in the future (the clock check off)
+    rows = toy.window(seed=32)
+    stream = model.stream(max_ahead_s=math.inf)
+    feed(stream, rows, start=10**6)
+    # execute
+    stream.reset()
+    out = feed(stream, rows)
+    # assert
+    assert np.array_equal(out[-1], model.predict(rows))
+    assert stream.stats["resets"] == 1 and stream.stats["readings"] == 2 * len(rows)
+    assert stream.stats["too_late"] == 0
+
+
+def test_push_many_equals_push_one_by_one(model, toy):
+    # setup: readings out of order, a duplicate, a gap, a bad one
+    rows = toy.window(batch=3, seed=33).reshape(-1, len(toy.features))
+    items = [(T0 + i * PERIOD, row) for i, row in enumerate(rows) if i != 8]
+    items[3], items[4] = items[4], items[3]
+    items.insert(6, (T0 + 5 * PERIOD, rows[5]))
+    items.insert(9, (T0, "bad"))
+    ordered = sorted((it for it in items if not isinstance(it[1], str)), key=lambda x: x[0])
+    one = model.stream()
+    expected = [one.push(t, v) for t, v in ordered]
+    # execute
+    many = model.stream()
+    results = many.push_many(items)
+    # assert
+    got = [r for r in results if r is not None and not isinstance(r, Exception)]
+    assert [e.forecast.tolist() for e in got] == [y.tolist() for y in expected if y is not None]
+    assert isinstance(results[9], ecr.InputError)
+    assert many.stats == one.stats and len(got) > 3
