@@ -1,9 +1,10 @@
-"""Forecasters: LSTM, GRU and TCN with one interface, and a registry to build them from a ModelSpec.
+"""Forecasters: LSTM, GRU, TCN and a graph model (stgnn), one interface, built from a ModelSpec.
 
 Every model maps scaled inputs ``x [batch, L, F]`` to scaled forecasts ``[batch, H, F_out]``. They
 are written so that ``torch.onnx.export`` emits ops that ONNX Runtime quantizes per op type: native
 ``LSTM`` / ``GRU`` ops (``nn.LSTM`` / ``nn.GRU`` with ``batch_first=True``) and, for the TCN, plain
-``Pad`` / ``Conv`` / ``Relu`` / ``Add``; every head is one ``Gemm`` on the last time step.
+``Pad`` / ``Conv`` / ``Relu`` / ``Add``; every head is one ``Gemm`` on the last time step. The
+graph forecaster adds ``MatMul`` against constant [N, N] adjacencies, ``Reshape`` / ``Transpose``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "MODELS",
     "ModelError",
     "GRUForecaster",
+    "GraphForecaster",
+    "GraphTemporalLayer",
     "LSTMForecaster",
     "TCNForecaster",
     "TemporalBlock",
@@ -89,6 +92,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
     """
     cls = _model_class(spec.arch)
     hparams = resolve_hparams(spec.arch, spec.hparams)
+    if getattr(cls, "NEEDS_LAYOUT", False):
+        hparams["layout"] = getattr(spec, "layout", None)
     return cls(
         n_features=spec.n_features,
         n_targets=len(spec.targets),
@@ -292,3 +297,278 @@ class TCNForecaster(_Forecaster):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(x.transpose(1, 2))
         return self._project(h[:, :, -1], x)
+
+
+def _default_layout(n_features: int) -> dict[str, Any]:
+    """Every feature a node with one channel, joined by an adaptive adjacency."""
+    return {
+        "nodes": [f"n{i}" for i in range(n_features)],
+        "channels": ["value"],
+        "index": [[i] for i in range(n_features)],
+        "globals": [],
+        "graph": {"adjacency": "adaptive"},
+    }
+
+
+def _graph_supports(layout: dict[str, Any], conv: str, order: int) -> list[torch.Tensor]:
+    """The fixed (distance) supports of ``layout``'s graph: rebuilt from its recorded
+    coordinates, kernel width and threshold; none for an adaptive-only graph."""
+    from edgecomp.graph import Coordinates, distance_graph, supports
+
+    graph = layout.get("graph") or {"adjacency": "adaptive"}
+    if graph.get("adjacency") == "adaptive":
+        return []
+    if "coordinates" not in graph:
+        raise ModelError("layout.graph: a distance adjacency needs its recorded coordinates")
+    c = graph["coordinates"]
+    coords = Coordinates(c["file"], list(layout["nodes"]), list(c["lat"]), list(c["lon"]))
+    built = distance_graph(coords, sigma_km=graph["sigma_km"], threshold=graph["threshold"])
+    return [torch.tensor(m, dtype=torch.float32) for m in supports(built.weights, conv, order)]
+
+
+class GraphTemporalLayer(nn.Module):
+    """Gated dilated temporal convolution, then (optionally) a graph convolution, plus residual.
+
+    ``t = tanh(conv_f(h)) * sigmoid(conv_g(h))`` with valid (unpadded) convolutions of kernel
+    ``(1, k)`` and dilation ``(1, d)`` over [batch, channels, N, L]; the graph convolution mixes
+    ``[t, t S_1, ..., t S_m]`` (each ``S`` an [N, N] support, applied over the node axis by one
+    MatMul) with a 1x1 convolution; the output adds the last steps of ``h``.
+    """
+
+    def __init__(self, channels: int, kernel: int, dilation: int, n_supports: int) -> None:
+        super().__init__()
+        self.filter = nn.Conv2d(channels, channels, (1, kernel), dilation=(1, dilation))
+        self.gate = nn.Conv2d(channels, channels, (1, kernel), dilation=(1, dilation))
+        self.n_supports = n_supports
+        self.crop = (kernel - 1) * dilation  # steps the valid convolution drops
+        self.mix = nn.Conv2d(channels * (1 + n_supports), channels, 1)
+
+    def forward(self, h: torch.Tensor, supports: list[torch.Tensor]) -> torch.Tensor:
+        t = torch.tanh(self.filter(h)) * torch.sigmoid(self.gate(h))
+        if self.n_supports:
+            over_nodes = t.transpose(2, 3)  # [B, C, L', N] @ S^T: node mixing as one MatMul
+            spread = [torch.matmul(over_nodes, s.t()).transpose(2, 3) for s in supports]
+            t = torch.cat([t, *spread], dim=1)
+        out = self.mix(t)
+        return out + h[:, :, :, self.crop :]
+
+
+@register_model("stgnn")
+class GraphForecaster(_Forecaster):
+    """Spatio-temporal graph forecaster (Graph WaveNet style) with dense graph convolutions.
+
+    The input [batch, L, F] is read as [batch, L, N, C] through the spec's node layout (global
+    features are broadcast to every node); gated dilated temporal convolutions alternate with
+    graph convolutions (diffusion or Chebyshev, order K) over a distance adjacency, an adaptive
+    one learned from node embeddings (frozen into a constant in eval mode), or both. The head
+    reads the last step of every node (a 1x1 convolution shared by the nodes). Only Conv, MatMul,
+    Reshape/Transpose and elementwise ops: every target exports it.
+
+    Hparams: channels (16), kernel (2), dilations (None: 1, 2, 4, ... until the receptive field
+    covers L), order K (2), graph_conv ("diffusion" or "chebyshev"), graph_layers (None: a graph
+    convolution after every temporal layer; g: after the last g only), embed_dim (8, adaptive
+    adjacency), residual (True); graph construction (read by ``edgecomp.graph.attach_layout``):
+    adjacency ("auto", "distance", "adaptive", "both"), coordinates (CSV path), sigma_km,
+    threshold (0.1), globals (feature names broadcast to all nodes).
+    """
+
+    NEEDS_LAYOUT: ClassVar[bool] = True
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "channels": 16,
+        "kernel": 2,
+        "dilations": None,
+        "order": 2,
+        "graph_conv": "diffusion",
+        "graph_layers": None,
+        "embed_dim": 8,
+        "residual": True,
+        "adjacency": "auto",
+        "coordinates": None,
+        "sigma_km": None,
+        "threshold": 0.1,
+        "globals": [],
+    }
+
+    def __init__(
+        self,
+        n_features: int,
+        n_targets: int,
+        input_len: int,
+        horizon: int,
+        *,
+        layout: dict[str, Any] | None = None,
+        channels: int = 16,
+        kernel: int = 2,
+        dilations: list[int] | None = None,
+        order: int = 2,
+        graph_conv: str = "diffusion",
+        graph_layers: int | None = None,
+        embed_dim: int = 8,
+        residual: bool = True,
+        target_index: list[int] | None = None,
+        **graph_hparams: Any,
+    ) -> None:
+        shape = (n_features, n_targets, input_len, horizon)
+        super().__init__(1, *shape, residual, target_index)
+        unknown = sorted(
+            set(graph_hparams) - {"adjacency", "coordinates", "sigma_km", "threshold", "globals"}
+        )
+        if unknown:
+            raise ModelError(f"unknown hyperparameter(s) {unknown} for architecture 'stgnn'")
+        if graph_conv not in ("diffusion", "chebyshev"):
+            raise ModelError(
+                f"hyperparameter 'graph_conv' must be 'diffusion' or 'chebyshev', "
+                f"got {graph_conv!r}"
+            )
+        self.channels = _positive_int("channels", channels)
+        self._read_layout(layout or _default_layout(n_features), n_features)
+        self._build_graph(
+            graph_conv, _positive_int("order", order), _positive_int("embed_dim", embed_dim)
+        )
+        self._build_layers(kernel, dilations, graph_layers)
+        self.head = _NodeHead(channels, horizon, len(self.out_channels), self.n_nodes)
+
+    def _read_layout(self, layout: dict[str, Any], n_features: int) -> None:
+        from edgecomp.graph import check_layout, target_channels
+
+        try:
+            check_layout(layout, n_features)
+            self.out_channels, select = target_channels(layout, self.target_index.tolist())
+        except ValueError as exc:
+            raise ModelError(f"stgnn: {exc}") from None
+        self.n_nodes, self.n_channels = len(layout["nodes"]), len(layout["channels"])
+        flat = [i for row in layout["index"] for i in row]
+        self._contiguous = flat == list(range(len(flat)))
+        self.register_buffer("node_index", torch.tensor(flat), persistent=False)
+        self.register_buffer(
+            "global_index", torch.tensor(layout["globals"], dtype=torch.long), persistent=False
+        )
+        self.n_globals = len(layout["globals"])
+        self._select = select
+        if select is not None:
+            self.register_buffer("select", torch.tensor(select), persistent=False)
+        self.graph_kind = (layout.get("graph") or {}).get("adjacency", "adaptive")
+        self.layout = layout
+
+    def _build_graph(self, conv: str, order: int, embed_dim: int) -> None:
+        fixed = _graph_supports(self.layout, conv, order)
+        for i, s in enumerate(fixed):
+            self.register_buffer(f"support{i}", s)
+        self.n_fixed = len(fixed)
+        self.order, self.graph_conv = order, conv
+        self.adaptive = self.graph_kind in ("adaptive", "both")
+        n_adaptive = order if self.adaptive else 0
+        if self.adaptive:
+            self.source_embed = nn.Parameter(torch.randn(self.n_nodes, embed_dim) * 0.1)
+            self.target_embed = nn.Parameter(torch.randn(embed_dim, self.n_nodes) * 0.1)
+            self.register_buffer(
+                "frozen", torch.zeros(n_adaptive, self.n_nodes, self.n_nodes), persistent=False
+            )
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._freeze())
+        self.n_supports = self.n_fixed + n_adaptive
+
+    def _build_layers(
+        self, kernel: int, dilations: list[int] | None, graph_layers: int | None
+    ) -> None:
+        if _positive_int("kernel", kernel) < 2:
+            raise ModelError(f"hyperparameter 'kernel' must be >= 2 for stgnn, got {kernel}")
+        if dilations is None:
+            dilations = [1]
+            while 1 + (kernel - 1) * sum(dilations) < self.input_len:
+                dilations.append(dilations[-1] * 2)
+        if not isinstance(dilations, list | tuple) or not dilations:
+            raise ModelError(
+                f"hyperparameter 'dilations' must be a non-empty list, got {dilations!r}"
+            )
+        self.dilations = [_positive_int("dilations", d) for d in dilations]
+        self.receptive_field = 1 + (kernel - 1) * sum(self.dilations)
+        n = len(self.dilations)
+        g = n if graph_layers is None else _positive_int("graph_layers", graph_layers)
+        if g > n:
+            raise ModelError(
+                f"hyperparameter 'graph_layers' must be at most {n} (the layers), got {g}"
+            )
+        c_in = self.n_channels + self.n_globals
+        self.inp = nn.Conv2d(c_in, self.channels, 1)
+        self.layers = nn.ModuleList(
+            GraphTemporalLayer(self.channels, kernel, d, self.n_supports if i >= n - g else 0)
+            for i, d in enumerate(self.dilations)
+        )
+
+    def _freeze(self) -> None:
+        """Compute the adaptive supports into the ``frozen`` buffer (eval mode reads it)."""
+        with torch.no_grad():
+            self.frozen.copy_(torch.stack(self.adaptive_supports()))
+
+    def train(self, mode: bool = True) -> GraphForecaster:
+        super().train(mode)
+        if getattr(self, "adaptive", False) and not mode:
+            self._freeze()
+        return self
+
+    def adaptive_supports(self) -> list[torch.Tensor]:
+        """Powers 1..K of the learned adjacency ``softmax(relu(E1 E2))`` (row-stochastic)."""
+        a = torch.softmax(torch.relu(self.source_embed @ self.target_embed), dim=1)
+        out = [a]
+        for _ in range(self.order - 1):
+            out.append(out[-1] @ a)
+        return out
+
+    def supports(self) -> list[torch.Tensor]:
+        """Every support matrix, fixed then adaptive. In eval mode the adaptive ones come from
+        the ``frozen`` buffer, filled by ``eval()`` and by loading a state dict, so an export
+        sees a constant adjacency (NOTE: weights changed in eval mode need ``eval()`` again)."""
+        fixed = [getattr(self, f"support{i}") for i in range(self.n_fixed)]
+        if not self.adaptive:
+            return fixed
+        if self.training:
+            return fixed + self.adaptive_supports()
+        return fixed + list(self.frozen.unbind(0))
+
+    def adjacency(self) -> torch.Tensor:
+        """The first-order adjacency used (fixed transition or learned), [N, N], for plots."""
+        if self.n_fixed:
+            return self.support0.detach()
+        with torch.no_grad():
+            return self.adaptive_supports()[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = self.n_nodes, self.n_channels
+        nodes = x[:, :, : n * c] if self._contiguous else x[:, :, self.node_index]
+        h = nodes.reshape(-1, self.input_len, n, c)
+        if self.n_globals:
+            shared = x[:, :, self.global_index].unsqueeze(2)
+            h = torch.cat([h, shared.expand(-1, -1, n, -1)], dim=3)
+        h = h.permute(0, 3, 2, 1)  # [B, C, N, L]
+        if self.receptive_field > self.input_len:
+            h = F.pad(h, (self.receptive_field - self.input_len, 0))
+        elif self.receptive_field < self.input_len:
+            h = h[:, :, :, -self.receptive_field :]
+        h = self.inp(h)
+        supports = self.supports()
+        for layer in self.layers:
+            h = layer(h, supports)
+        y = self.head(h[:, :, :, -1])
+        if self._select is not None:
+            y = y.reshape(-1, self.horizon, n * len(self.out_channels))[:, :, self.select]
+        return self._project_flat(y, x)
+
+    def _project_flat(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y = y.reshape(-1, self.horizon, self.n_targets)
+        if not self.residual:
+            return y
+        previous = x[:, -1:, :] if self._all_features else x[:, -1:, self.target_index]
+        return y + previous
+
+
+class _NodeHead(nn.Module):
+    """[B, C, N] -> [B, H * N * C_out], node major per step: one 1x1 conv shared by the nodes."""
+
+    def __init__(self, channels: int, horizon: int, out_channels: int, n_nodes: int) -> None:
+        super().__init__()
+        self.horizon, self.out_channels, self.n_nodes = horizon, out_channels, n_nodes
+        self.proj = nn.Conv1d(channels, horizon * out_channels, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        y = self.proj(h).reshape(-1, self.horizon, self.out_channels, self.n_nodes)
+        return y.transpose(2, 3).reshape(-1, self.horizon * self.n_nodes * self.out_channels)

@@ -44,6 +44,8 @@ class ModelSpec:
         period_s: Sampling period in seconds, or None when unknown.
         seasonal_period: Steps per day when known (for the seasonal naive baseline), else None.
         data: Where the spec came from: source file, split fractions, stride.
+        layout: None, or the node layout of the features (nodes, channels, feature index of each
+            (node, channel), global features, how the graph was built): ``edgecomp.graph``.
     """
 
     arch: str
@@ -57,6 +59,7 @@ class ModelSpec:
     period_s: float | None = None
     seasonal_period: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, Any] | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -74,6 +77,8 @@ class ModelSpec:
         missing = [t for t in self.targets if t not in self.features]
         _check(not missing, "targets", f"names among the features (not found: {missing})")
         _check_scaler(self.scaler, len(self.features))
+        if self.layout is not None:
+            _check_layout(self.layout, len(self.features))
         _check(
             self.version <= SPEC_VERSION,
             "version",
@@ -90,7 +95,10 @@ class ModelSpec:
         return [self.features.index(t) for t in self.targets]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["layout"] is None:  # no layout: the dict (and manifest) of a flat-feature model
+            del out["layout"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "spec") -> ModelSpec:
@@ -131,6 +139,15 @@ def _is_str_list(value: Any) -> bool:
 def _check(ok: Any, name: str, expected: str) -> None:
     if not ok:
         raise SpecError(f"field '{name}' must be {expected}")
+
+
+def _check_layout(layout: Any, n: int) -> None:
+    from edgecomp.graph.layout import check_layout
+
+    try:
+        check_layout(layout, n)
+    except ValueError as exc:
+        raise SpecError(f"field 'layout': {exc}") from None
 
 
 def _check_scaler(scaler: Any, n: int) -> None:
