@@ -42,9 +42,12 @@ def free_port() -> int:
 
 
 class MosquittoBroker:
-    """A mosquitto process listening on 127.0.0.1:``port``, anonymous, without persistence."""
+    """A mosquitto process listening on 127.0.0.1:``port``, anonymous; ``persistence=True`` keeps
+    sessions and queued messages across ``restart()`` (saved in its temp folder)."""
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, persistence: bool = False
+    ) -> None:
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise BrokerError(
@@ -53,8 +56,9 @@ class MosquittoBroker:
         self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="edgecomp-mqtt-")
         self.config = Path(self._dir.name) / "mosquitto.conf"
+        keep = f"true\npersistence_location {self._dir.name}/" if persistence else "false"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence {keep}\n"
             f"log_dest file {Path(self._dir.name) / 'mosquitto.log'}\n"
         )
         self._process: subprocess.Popen | None = None

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     _trusted_key_option(predict)
     predict.set_defaults(command=_predict)
     _serve_parser(commands)
+    _stream_parser(commands)
     return parser
 
 
@@ -67,29 +68,71 @@ def _serve_parser(commands: Any) -> None:
     serve.add_argument("--every", type=_positive_int, default=1, help="forecast every k readings")
     serve.add_argument("--mode", choices=("auto", "incremental", "windowed"), default="auto")
     serve.add_argument("--state", type=Path, help="stream state file: resumed, saved atomically")
-    serve.add_argument("--save-every", type=_positive_int, default=1, help="readings per save")
+    serve.add_argument(
+        "--save-interval", type=float, default=1.0, help="save the state at most every S seconds"
+    )
+    serve.add_argument(
+        "--save-every", type=_positive_int, default=10_000, help="or once N readings are unsaved"
+    )
+    serve.add_argument(
+        "--max-ahead",
+        type=float,
+        default=None,
+        help="refuse readings more than S seconds ahead of this clock (default: 2 periods, "
+        "at least 300; 'inf' turns the check off)",
+    )
+    serve.add_argument(
+        "--admin", action="store_true", help="accept admin commands (POST /admin/reset, topic)"
+    )
     serve.add_argument("--threads", type=_positive_int, default=None, help="engine threads")
     _trusted_key_option(serve)
     serve.set_defaults(command=_serve)
 
 
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
-    from edgecomp_runtime.serve import parse_address, serve
+    from edgecomp_runtime.serve import GatewayConfig, parse_address, serve
 
     broker = parse_address(args.broker, what="--broker")
     http = None if args.http == "off" else parse_address(args.http, what="--http")
-    model = load(args.artifact, threads=args.threads, trusted_keys=args.trusted_key)
-    resume = args.state if args.state is not None and args.state.exists() else None
-    stream = model.stream(every=args.every, mode=args.mode, resume=resume)
-    return serve(
-        stream,
-        broker=broker,
-        http=http,
+    config = GatewayConfig(
         device=args.device,
         prefix=args.topic_prefix,
         state=args.state,
+        save_interval_s=args.save_interval,
         save_every=args.save_every,
+        admin=args.admin,
     )
+    model = load(args.artifact, threads=args.threads, trusted_keys=args.trusted_key)
+    resume = args.state if args.state is not None and args.state.exists() else None
+    stream = model.stream(
+        every=args.every, mode=args.mode, resume=resume, max_ahead_s=args.max_ahead
+    )
+    return serve(stream, broker=broker, http=http, config=config)
+
+
+def _stream_parser(commands: Any) -> None:
+    stream = commands.add_parser("stream", help="manage a stream state file")
+    actions = stream.add_subparsers(required=True, metavar="ACTION")
+    reset = actions.add_parser(
+        "reset", help="reset a stream: empty window, new position (counters kept when readable)"
+    )
+    reset.add_argument("artifact", type=Path, help=".edgepkg file or unpacked folder")
+    reset.add_argument("--state", type=Path, required=True, help="the state file to reset")
+    reset.set_defaults(command=_stream_reset)
+
+
+def _stream_reset(args: argparse.Namespace) -> dict[str, Any]:
+    from edgecomp_runtime.state import StateFileError
+    from edgecomp_runtime.stream import StreamError
+
+    model = load(args.artifact)
+    try:
+        stream, note = model.stream(resume=args.state), "reset"
+    except (StateFileError, StreamError) as exc:  # unreadable or foreign: start a fresh one
+        stream, note = model.stream(), f"replaced ({exc})"
+    stream.reset()
+    stream.save(args.state)
+    return {"state": str(args.state), "action": note, "stats": stream.stats}
 
 
 def _trusted_key_option(parser: argparse.ArgumentParser) -> None:

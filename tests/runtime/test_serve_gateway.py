@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import edgecomp_runtime as ecr
-from edgecomp_runtime.serve import Gateway, parse_address
+from edgecomp_runtime.serve import Gateway, GatewayConfig, parse_address
 
 T0 = 1_700_000_000.0
 
 
 @pytest.fixture
 def gateway(make_artifact):
-    return Gateway(ecr.load(make_artifact()).stream(), device="site")
+    return Gateway(ecr.load(make_artifact()).stream(), GatewayConfig(device="site"))
 
 
 def message(rows, start=0) -> bytes:
@@ -55,19 +55,26 @@ def test_bad_messages_give_one_line_errors(gateway, payload, error):
     assert gateway.routes()["/forecast"]() == (404, {"error": "no forecast yet"})
 
 
-def test_state_is_saved_and_a_failed_save_is_reported(make_artifact, toy, tmp_path):
+def test_state_is_saved_when_due_and_a_failed_save_is_reported(make_artifact, toy, tmp_path):
     # setup: the second gateway's state path lies under a file, so it cannot be written
     model = ecr.load(make_artifact())
-    good = Gateway(model.stream(), device="a", state=tmp_path / "a.npz", save_every=2)
+    config = GatewayConfig(device="a", state=tmp_path / "a.npz", save_every=2, save_interval_s=60)
+    good = Gateway(model.stream(), config)
     (tmp_path / "file").write_text("")
-    bad = Gateway(model.stream(), device="b", state=tmp_path / "file" / "b.npz")
+    bad = Gateway(model.stream(), GatewayConfig(device="b", state=tmp_path / "file" / "b.npz"))
     rows = toy.window(seed=22)
     # execute
-    good.handle(message(rows[:3]))
-    _, errors = bad.handle(message(rows[:1]))
-    # assert
+    good.handle(message(rows[:1]))
+    first_due = good.save_due()
+    good.handle(message(rows[1:3], start=1))
+    second_due = good.save_due()
+    saved = good.save()
+    bad.handle(message(rows[:1]))
+    # assert: saving follows the count (the interval is long), never each reading
+    assert (first_due, second_due, saved) == (False, True, True)
     assert model.stream(resume=tmp_path / "a.npz").stats["readings"] == 3
-    assert len(errors) == 1 and "cannot save the stream state" in errors[0]
+    assert bad.save() is False and "cannot save the stream state" in bad.save_error
+    assert bad.health()["status"] == "degraded" and bad.save_error in bad.health()["problems"]
 
 
 @pytest.mark.parametrize("text", ["localhost", ":1883", "host:", "host:99999", "host:x"])
@@ -82,7 +89,7 @@ def test_bad_addresses_are_refused(text):
 def test_bad_topic_levels_are_refused(make_artifact, device, prefix):
     stream = ecr.load(make_artifact()).stream()
     with pytest.raises(ValueError, match="must be a non-empty MQTT topic level"):
-        Gateway(stream, device=device, prefix=prefix)
+        Gateway(stream, GatewayConfig(device=device, prefix=prefix))
 
 
 def test_http_port_in_use_is_one_line(make_artifact, capsys):
