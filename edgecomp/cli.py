@@ -106,11 +106,16 @@ def data_cmd(path: str, input_len: int, horizon: int, **kw) -> None:
     console.print_json(json.dumps(dataset.summary(), default=str))
 
 
+def _archs() -> list[str]:
+    """The registered architectures (``edgecomp.models.MODELS``), for ``--arch``."""
+    from edgecomp.models import MODELS
+
+    return sorted(MODELS)
+
+
 @main.command()
 @click.argument("data", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--arch", type=click.Choice(["lstm", "gru", "tcn"]), default="lstm", show_default=True
-)
+@click.option("--arch", type=click.Choice(_archs()), default="lstm", show_default=True)
 @click.option("--input-len", "-L", default=48, show_default=True, help="Input window (steps).")
 @click.option("--horizon", "-H", default=8, show_default=True, help="Forecast horizon (steps).")
 @click.option("--hparam", multiple=True, help="Architecture hyperparameter KEY=VALUE (JSON value).")

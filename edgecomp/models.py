@@ -29,6 +29,7 @@ __all__ = [
     "TemporalBlock",
     "auto_dilations",
     "build_model",
+    "complete_spec",
     "default_hparams",
     "receptive_field",
     "register_model",
@@ -102,6 +103,20 @@ def build_model(spec: ModelSpec) -> nn.Module:
         target_index=spec.target_index,
         **hparams,
     )
+
+
+def complete_spec(spec: ModelSpec) -> ModelSpec:
+    """``spec`` ready to build: a graph architecture gains its node layout and graph (from
+    its features, data and graph hyperparameters: ``edgecomp.graph.attach_layout``).
+
+    Raises:
+        GraphError: Bad coordinates or graph settings (names the file and node).
+    """
+    if not getattr(_model_class(spec.arch), "NEEDS_LAYOUT", False):
+        return spec
+    from edgecomp.graph import attach_layout
+
+    return attach_layout(spec)
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -52,13 +52,14 @@ def train_checkpoint(
     import torch
 
     from edgecomp.checkpoint import save_checkpoint
-    from edgecomp.models import build_model, resolve_hparams
+    from edgecomp.models import build_model, complete_spec, resolve_hparams
     from edgecomp.train import train_module
 
     dataset = prepare(data, data_config)
     # every hyperparameter is written out, so a later change of a default cannot change the model
     hparams = resolve_hparams(train_config.arch, train_config.hparams)
     spec = ModelSpec(arch=train_config.arch, hparams=hparams, **dataset.spec_fields())
+    spec = complete_spec(spec)  # a graph model gains its node layout and graph
     torch.manual_seed(train_config.seed)  # seeded initial weights: same seed, same model
     module = build_model(spec)
 

@@ -126,8 +126,8 @@ def target_channels(
     return channels, None if select == list(range(len(grid))) else select
 
 
-def attach_layout(spec: Any, dataset: Any) -> Any:
-    """``spec`` with a node layout (and, with coordinates, the distance graph) from ``dataset``.
+def attach_layout(spec: Any) -> Any:
+    """``spec`` with a node layout (and, with coordinates, the distance graph) of its features.
 
     Reads the graph hyperparameters of ``spec.hparams``: ``globals`` (feature names broadcast to
     all nodes), ``coordinates`` (CSV path: node id, lat, lon), ``adjacency``, ``sigma_km`` and
