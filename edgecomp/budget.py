@@ -22,6 +22,7 @@ __all__ = [
     "BudgetNotMet",
     "GateResult",
     "budget_from_flags",
+    "budget_options",
     "gate",
     "parse_increase",
 ]
@@ -276,3 +277,33 @@ def gate(metrics: dict[str, Any], budget: Budget) -> GateResult:
     worst = max(checked, key=lambda h: art_f[h] / limits[h])
     passed = all(art_f[h] <= limits[h] * (1 + _SLACK) for h in checked)
     return GateResult(passed, split, ref_f, art_f, limits, worst)
+
+
+def budget_options(fn: Any) -> Any:
+    """Click decorator: the error-budget flags of every command that builds. The command gets
+    ``max_error_increase``, ``max_error``, ``at_horizon`` and ``no_error_limit``; pass them to
+    ``budget_from_flags``. (Re-exported by ``edgecomp.cli``; it lives here so that command
+    modules can import it without importing the CLI.)"""
+    import click
+
+    opts = [
+        click.option(
+            "--max-error-increase",
+            help="Error budget: relative MAE increase over the float model allowed at each "
+            "horizon step, e.g. 1% or 0.01 [default: 1%, unless --max-error is given].",
+        ),
+        click.option(
+            "--max-error",
+            help="Error budget: absolute MAE allowed at each horizon step, in the targets' units "
+            "(with --max-error-increase both must hold).",
+        ),
+        click.option("--at-horizon", help="Check the error budget at this step (1-based) only."),
+        click.option(
+            "--no-error-limit",
+            is_flag=True,
+            help="Write the artifact whatever its error (no budget, no fallback ladder).",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
