@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from edgecomp.dataflags import read_flags
+
 
 @click.command("analyze")
 @click.argument("source")
@@ -19,6 +21,7 @@ import click
     required=True,
     help="The data the model was trained on (its spec says how to window it).",
 )
+@read_flags
 @click.option("--target", "-t", default="x86-64-avx2", show_default=True, help="Target profile.")
 @click.option(
     "--precision", "-p", default="int4", show_default=True, help="Scheme each layer gets."

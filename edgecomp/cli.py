@@ -9,7 +9,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from edgecomp.dataflags import flag_options, read_flags
 
 console = Console(width=max(Console().width, 120))  # logs and pipes get 80 columns otherwise
 
@@ -23,7 +26,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except (ValueError, EdgecompRuntimeError, FileNotFoundError, FileExistsError) as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -66,6 +69,7 @@ def _data_options(fn):
             help="Treat values whose robust z-score against the training split exceeds this "
             "as missing (unit spikes); off by default, spikes above 20 are always reported.",
         ),
+        *flag_options(time_col=False),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -90,6 +94,9 @@ def _data_config(input_len: int, horizon: int, kw: dict):
         time_col=kw["time_col"],
         id_col=kw["id_col"],
         value_cols=tuple(kw["value_cols"]) or None,
+        exclude=kw["exclude"],
+        drop_sparse=kw["drop_sparse"],
+        on_duplicate=kw["on_duplicate"] or "error",
     )
 
 
@@ -218,6 +225,7 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
 @click.option(
     "--save-model", type=click.Path(file_okay=False), help="Also save the recipe's model here."
 )
+@read_flags
 def build(
     source: str,
     data_path: str,
@@ -335,6 +343,7 @@ def _bench_options(fn):
     type=click.Path(exists=True, dir_okay=False),
     help="Data file for per-horizon error (windowed as the artifact's spec says).",
 )
+@read_flags
 @_bench_options
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), default="bench-out", show_default=True
@@ -377,6 +386,7 @@ def bench(
     type=click.Path(exists=True, dir_okay=False),
     help="Data file for per-horizon error of the artifacts benched now.",
 )
+@read_flags
 @_bench_options
 @click.option(
     "--baseline",

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgecomp._io import atomic_write_text
 from edgecomp.data import DataConfig, Dataset, config_from_spec, prepare
+from edgecomp.dataflags import read_overrides
 from edgecomp.frontend import load_model, reference_predict, source_kind
 from edgecomp.metrics import horizon_metrics
 from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics, build
@@ -199,5 +200,5 @@ def _external_spec(data, spec_path, input_len, horizon) -> tuple[ModelSpec, Data
             "a model without a spec JSON needs --input-len and --horizon "
             "(features and scaling then come from --data's training split)"
         )
-    dataset = prepare(data, DataConfig(input_len=input_len, horizon=horizon))
+    dataset = prepare(data, DataConfig(input_len=input_len, horizon=horizon, **read_overrides()))
     return ModelSpec(arch="external", **dataset.spec_fields()), dataset

@@ -440,6 +440,10 @@ def _empty_time(df):
     return df
 
 
+def _two_time_columns(df):
+    return df.rename(columns={"time": "when"}).assign(then=lambda d: d["when"])
+
+
 def _text_value(df):
     df["a"] = df["a"].astype(object)
     df.loc[4, "a"] = "abc"
@@ -455,7 +459,7 @@ def _text_value(df):
         (_text_value, ["'a'", "'abc'", "non-numeric"]),
         (_off_grid, ["'time'", "off the regular 900-second grid"]),
         (_empty_time, ["'time'", "empty timestamp", "data row 4"]),
-        (lambda df: df.rename(columns={"time": "when"}), ["missing time column", "when"]),
+        (_two_time_columns, ["missing time column", "when", "then"]),
     ],
 )
 def test_bad_table_errors_name_file_and_column(tmp_path, mutate, expected):

@@ -196,7 +196,7 @@ def test_constant_integer_column_is_skipped_as_a_label_with_a_note(tmp_path):
 def test_empty_column_is_refused(tmp_path):
     df = _frame()
     df["dead"] = np.nan
-    _refused(_csv(df, tmp_path / "e.csv"), "column 'dead' is empty")
+    _refused(_csv(df, tmp_path / "e.csv"), "1 column(s) empty (no values): ['dead']")
 
 
 def test_empty_series_in_long_table_is_refused(tmp_path):
@@ -205,7 +205,7 @@ def test_empty_series_in_long_table_is_refused(tmp_path):
         for h in range(6)
         for k in ["s1", "s2"]
     ]
-    _refused(_text(tmp_path, "l.csv", ["time,sensor,v", *rows]), "column 's2' is empty")
+    _refused(_text(tmp_path, "l.csv", ["time,sensor,v", *rows]), "empty (no values): ['s2']")
 
 
 def test_column_empty_in_the_val_split_is_refused(tmp_path):

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from edgecomp.data.io import LAYOUTS, DataError
+from edgecomp.data.io import LAYOUTS, ON_DUPLICATE, DataError
+from edgecomp.dataflags import read_overrides
 
-_NAME_TUPLES = ("features", "targets", "value_cols")
+_NAME_TUPLES = ("features", "targets", "value_cols", "exclude")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class DataConfig:
         regularize: Insert missing grid steps as NaN rows (see ``load_table``).
         spike_threshold: When set, values whose robust z-score against the train split exceeds
             it are set to missing before imputation (see ``prepare``); None: keep every value.
+        exclude: File columns or feature names left out; None: none.
+        drop_sparse: When set, every feature not named in ``features`` / ``targets`` that misses
+            more than this fraction of its values in any split is dropped (with a note); columns
+            with no value at all are then dropped instead of refused.
+        on_duplicate: Rows with a repeated timestamp (or timestamp and id): "error", "first",
+            "last" or "mean".
     """
 
     input_len: int
@@ -50,6 +57,9 @@ class DataConfig:
     layout: str = "auto"
     regularize: bool = True
     spike_threshold: float | None = None
+    exclude: tuple[str, ...] | None = None
+    drop_sparse: float | None = None
+    on_duplicate: str = "error"
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -78,6 +88,13 @@ class DataConfig:
         _check(isinstance(self.regularize, bool), "regularize", "true or false")
         spike = self.spike_threshold
         _check(spike is None or (_is_num(spike) and spike > 0), "spike_threshold", "> 0 or None")
+        sparse = self.drop_sparse
+        _check(
+            sparse is None or (_is_num(sparse) and 0 <= sparse < 1),
+            "drop_sparse",
+            "a fraction in [0, 1) or None",
+        )
+        _check(self.on_duplicate in ON_DUPLICATE, "on_duplicate", f"one of {list(ON_DUPLICATE)}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -105,6 +122,9 @@ def config_from_spec(spec: Any) -> DataConfig:
     Args:
         spec: A ModelSpec, or its dict (as stored under ``"spec"`` in an artifact manifest).
 
+    Reading options set by ``edgecomp.dataflags.reading`` (the CLI's ``--time-col``,
+    ``--exclude``, ``--drop-sparse``, ``--on-duplicate``) replace what the spec recorded.
+
     Returns:
         A DataConfig that windows the same file the same way (same grid, features, split, stride).
 
@@ -128,8 +148,9 @@ def config_from_spec(spec: Any) -> DataConfig:
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
     }
     keys = ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize")
-    for key in (*keys, "spike_threshold"):
+    for key in (*keys, "spike_threshold", "exclude", "drop_sparse", "on_duplicate"):
         fields[key] = data.get(key, getattr(defaults, key))
+    fields.update(read_overrides())
     try:
         return DataConfig(**fields)
     except DataError as exc:

@@ -26,15 +26,23 @@ naming the file and the column:
   imputes them and names the columns with a gap longer than ``interpolate_limit`` (forward filled
   there, while the runtime refuses a window missing more than ``max_missing_fraction`` of a
   column).
-* Duplicated timestamps (wide) or (time, id) pairs (long): refused with the timestamp and data
-  rows, exact duplicate rows too (a repeated row usually means a bad export or concatenation).
+* Duplicated timestamps (wide) or (time, id) pairs (long): with ``on_duplicate="error"`` (the
+  default) refused with the timestamp and data rows, exact duplicate rows too (a repeated row
+  usually means a bad export or concatenation); ``"first"`` / ``"last"`` keep the first / last
+  row of each duplicate group, ``"mean"`` averages its values (missing ones skipped). The refusal
+  hints at daylight-saving changes only when the timestamps carry a clock time.
+* Excluded columns (``exclude``): file columns or feature names left out by name; a name that is
+  neither is refused, listing the columns.
 * Rows out of time order: sorted, with a note.
 * Unit spikes: ``prepare`` names columns whose robust z-score against the train split exceeds 20;
   ``DataConfig.spike_threshold`` (off by default) sets such values to missing.
 * Constant columns: a constant integer column is skipped as a label (noted); a feature constant
   over the train split is noted by ``prepare`` and its std floored.
-* Empty columns: a column with no value is refused; ``prepare`` refuses a column with no value
-  in one split, naming the split.
+* Empty columns: columns with no value are refused in one error naming them all (kept with
+  ``keep_empty``, for ``prepare``'s ``drop_sparse``); ``prepare`` refuses columns with no value
+  in a split, naming each column and split.
+* Flags: ``True``/``False`` (bool columns, or the text ``true``/``false`` in any case) read as
+  1/0, by the same rule as the runtime (``edgecomp_runtime.tabular``).
 * Mixed types: the markers ``MISSING_MARKERS`` (empty, NA, N/A, nan, null, none, -; any case,
   spaces ignored) are missing values; any other text in a numeric column is refused naming the
   value, its timestamp and data row. Decimal commas ("12,5") are refused with a hint, not
@@ -59,6 +67,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
+
+from edgecomp.dataflags import ON_DUPLICATE
 
 TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
 ID_NAMES = ("id", "series", "station", "sensor", "detector", "origin", "symbol")
@@ -125,6 +135,9 @@ def load_table(
     value_cols: tuple[str, ...] | list[str] | None = None,
     layout: str = "auto",
     regularize: bool = True,
+    exclude: tuple[str, ...] | list[str] = (),
+    on_duplicate: str = "error",
+    keep_empty: bool = False,
 ) -> tuple[pd.DataFrame, TableReport]:
     """Read a CSV / CSV.gz / Parquet table into a wide float64 frame on a regular time grid.
 
@@ -135,6 +148,9 @@ def load_table(
         value_cols: Value columns; numeric non-calendar columns when None.
         layout: "auto", "wide" or "long".
         regularize: Insert missing grid steps as NaN rows (False: keep the file's rows only).
+        exclude: File columns or feature names to leave out.
+        on_duplicate: "error", "first", "last" or "mean" (see the module docstring).
+        keep_empty: Keep columns with no value instead of refusing them.
 
     Returns:
         The frame (tz-naive UTC DatetimeIndex, one float64 column per feature) and a TableReport.
@@ -143,18 +159,24 @@ def load_table(
         DataError: Unreadable file, bad timestamps, duplicates, empty or non-numeric columns.
     """
     path = Path(path)
+    if on_duplicate not in ON_DUPLICATE:
+        raise DataError(f"on_duplicate '{on_duplicate}' unknown; expected one of {ON_DUPLICATE}")
     df = _read(path)
     tcol = _time_column(df, time_col, path)
     times = _parse_times(df[tcol], path, tcol)
     body = df.drop(columns=[tcol])
     resolved, icol = _resolve_layout(body, times, layout, id_col, path)
-    exclude = {icol} if icol else set()
-    vcols, notes = _value_columns(body, times, exclude, value_cols, path)
+    dropped = [c for c in exclude if c in body.columns and c != icol]
+    vcols, notes = _value_columns(body, times, {icol, *dropped} - {None}, value_cols, path)
+    data = pd.DataFrame({c: _to_float(body[c], c, path, times) for c in vcols}, index=times)
     if icol:
-        frame = _pivot(body, times, icol, vcols, path, tcol)
-    else:
-        frame = _wide(body, times, vcols, path, tcol)
-    _check_not_empty(frame, path)
+        data.index = pd.MultiIndex.from_arrays([times, _ids(body, icol, path)], names=[tcol, icol])
+    data, dup_notes = _dedupe(data, on_duplicate, path, [tcol, icol] if icol else [tcol])
+    frame = _pivot(data, icol, vcols, path) if icol else data
+    notes += dup_notes + _exclude(frame, exclude, dropped, list(df.columns), path)
+    frame = frame.drop(columns=[c for c in exclude if c in frame.columns])
+    if not keep_empty:
+        _check_not_empty(frame, path)
     if not frame.index.is_monotonic_increasing:
         notes.append(f"rows not in time order (column '{tcol}'): sorted")
         frame = frame.sort_index(kind="stable")
@@ -190,6 +212,8 @@ def _read(path: Path) -> pd.DataFrame:
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read: {first}") from None
+    if not isinstance(df.index, pd.RangeIndex):  # a Parquet file saved with its time index
+        df = df.reset_index()
     df.columns = [str(c) for c in df.columns]
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
@@ -207,12 +231,27 @@ def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:
         if col.lower() in TIME_NAMES:
             return col
     typed = [c for c in df.columns if ptypes.is_datetime64_any_dtype(df[c])]
+    if not typed:
+        typed = [c for c in df.columns if _looks_like_times(df[c])]
     if len(typed) == 1:
         return typed[0]
     raise DataError(
         f"{path}: missing time column (no column named one of {list(TIME_NAMES)} and no single "
-        f"datetime column); pass time_col; columns: {_few(df.columns)}"
+        f"column of timestamps); pass --time-col (time_col); columns: {_few(df.columns)}"
     )
+
+
+def _looks_like_times(col: pd.Series) -> bool:
+    """True for a text column whose first 20 values all parse as dates with a year."""
+    if not (ptypes.is_object_dtype(col) or ptypes.is_string_dtype(col)):
+        return False
+    head = col.dropna().astype(str).head(20)
+    if head.empty or not head.str.contains(r"\d{4}", regex=True).all():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        parsed = pd.to_datetime(head, errors="coerce", utc=True, format="mixed")
+    return bool(parsed.notna().all())
 
 
 def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
@@ -353,45 +392,72 @@ def _where(times: pd.DatetimeIndex | None, i: int) -> str:
     return f"{stamp}(data row {i + 1})"
 
 
-def _wide(
-    body: pd.DataFrame, times: pd.DatetimeIndex, vcols: list[str], path: Path, tcol: str
-) -> pd.DataFrame:
-    dup = np.flatnonzero(times.duplicated())
-    if dup.size:
-        first = int(np.flatnonzero(times == times[dup[0]])[0])
-        same = body.iloc[first].equals(body.iloc[int(dup[0])])
-        raise DataError(
-            f"{path}: column '{tcol}': duplicated timestamp {times[dup[0]].isoformat()} (data rows "
-            f"{first + 1} and {dup[0] + 1}, {'identical' if same else 'different values'}; "
-            f"{dup.size} duplicates); {_LOCAL_HINT}"
-        )
-    data = {c: _to_float(body[c], c, path, times) for c in vcols}
-    return pd.DataFrame(data, index=times, columns=vcols)
-
-
-def _pivot(
-    body: pd.DataFrame,
-    times: pd.DatetimeIndex,
-    icol: str,
-    vcols: list[str],
-    path: Path,
-    tcol: str,
-) -> pd.DataFrame:
+def _ids(body: pd.DataFrame, icol: str, path: Path) -> pd.Series:
     ids = body[icol]
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0]) + 1
         raise DataError(f"{path}: column '{icol}': empty id (data row {row})")
-    keys = pd.MultiIndex.from_arrays([times, ids], names=[tcol, icol])
-    dup = np.flatnonzero(keys.duplicated())
-    if dup.size:
-        t, i = keys[dup[0]]
-        raise DataError(
-            f"{path}: columns '{tcol}', '{icol}': duplicated ({tcol}, {icol}) pair "
-            f"({t.isoformat()}, {i!r}) (data row {dup[0] + 1}; {dup.size} duplicates); "
-            f"{_LOCAL_HINT}"
+    return ids
+
+
+def _dedupe(
+    data: pd.DataFrame, policy: str, path: Path, keys: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Resolve rows with the same key (timestamp, or timestamp and id) per ``policy``."""
+    dup = np.flatnonzero(data.index.duplicated())
+    if not dup.size:
+        return data, []
+    if policy == "error":
+        raise DataError(_duplicate_message(data, dup, path, keys))
+    if policy == "mean":
+        out = data.groupby(level=list(range(data.index.nlevels)), sort=False).mean()
+    else:
+        out = data[~data.index.duplicated(keep=policy)]
+    what = " and ".join(f"'{k}'" for k in keys)
+    return out, [f"on_duplicate={policy}: {dup.size} rows with a repeated {what} resolved"]
+
+
+def _duplicate_message(data: pd.DataFrame, dup: np.ndarray, path: Path, keys: list[str]) -> str:
+    key = data.index[dup[0]]
+    first = int(np.flatnonzero(data.index == key)[0]) if len(keys) == 1 else None
+    if len(keys) == 1:
+        same = data.iloc[first].equals(data.iloc[int(dup[0])])
+        where = (
+            f"column '{keys[0]}': duplicated timestamp {key.isoformat()} (data rows {first + 1} "
+            f"and {dup[0] + 1}, {'identical' if same else 'different values'}"
         )
-    data = pd.DataFrame({c: _to_float(body[c], c, path, times) for c in vcols}, index=keys)
+    else:
+        where = (
+            f"columns '{keys[0]}', '{keys[1]}': duplicated ({keys[0]}, {keys[1]}) pair "
+            f"({key[0].isoformat()}, {key[1]!r}) (data row {dup[0] + 1}"
+        )
+    times = data.index.get_level_values(0)
+    clock = bool((times.asi8 % _DAY_NS).any())
+    hint = f"; {_LOCAL_HINT}" if clock else ""
+    return (
+        f"{path}: {where}; {dup.size} duplicates); pass --on-duplicate first|last|mean to "
+        f"resolve them{hint}"
+    )
+
+
+def _exclude(
+    frame: pd.DataFrame, exclude: Any, dropped: list[str], columns: list[str], path: Path
+) -> list[str]:
+    """Check every ``exclude`` name is a file column or a feature; a note listing them."""
+    if not exclude:
+        return []
+    unknown = [c for c in exclude if c not in dropped and c not in frame.columns]
+    if unknown:
+        raise DataError(
+            f"{path}: exclude: column(s) {unknown} not found; file columns: {_few(columns)}; "
+            f"features: {_few(frame.columns)}"
+        )
+    return [f"excluded: {', '.join(exclude)}"]
+
+
+def _pivot(data: pd.DataFrame, icol: str, vcols: list[str], path: Path) -> pd.DataFrame:
     wide = data.unstack(level=icol)  # columns: (value column, id)
+    ids = data.index.get_level_values(icol)
     order = [(v, i) for i in pd.Index(ids.unique()).sort_values() for v in vcols]
     wide = wide[order]
     names = [f"{i}" if len(vcols) == 1 else f"{i}_{v}" for v, i in order]
@@ -404,7 +470,11 @@ def _pivot(
 def _check_not_empty(frame: pd.DataFrame, path: Path) -> None:
     empty = [c for c in frame.columns if frame[c].isna().all()]
     if empty:
-        raise DataError(f"{path}: column '{empty[0]}' is empty (no values); all empty: {empty}")
+        raise DataError(
+            f"{path}: {len(empty)} column(s) empty (no values): {_few([repr(c) for c in empty])}; "
+            f"leave them "
+            f"out with --exclude COL,... or --drop-sparse FRACTION"
+        )
 
 
 def _regularize(

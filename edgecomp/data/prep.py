@@ -181,8 +181,11 @@ class Dataset:
                 "layout": rep.layout,
                 "value_cols": list(rep.value_cols),
                 "regularize": cfg.regularize,
+                "on_duplicate": cfg.on_duplicate,
             }
-            | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {}),
+            | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {})
+            | ({"exclude": list(cfg.exclude)} if cfg.exclude else {})
+            | ({"drop_sparse": cfg.drop_sparse} if cfg.drop_sparse is not None else {}),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -234,12 +237,17 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         value_cols=config.value_cols,
         layout=config.layout,
         regularize=config.regularize,
+        exclude=config.exclude or (),
+        on_duplicate=config.on_duplicate,
+        keep_empty=config.drop_sparse is not None,
     )
+    bounds = _bounds(len(frame), config, path)
+    frame, notes = _drop_sparse(frame, bounds, config, path)
     features, targets = _select(list(frame.columns), config, path)
     raw = frame[features]
-    bounds = _bounds(len(raw), config, path)
     raw_np = raw.to_numpy(dtype="float64")
-    cleaned, spikes, notes = _spikes(raw_np, bounds["train"], raw, config.spike_threshold)
+    cleaned, spikes, spike_notes = _spikes(raw_np, bounds["train"], raw, config.spike_threshold)
+    notes += spike_notes
     values, imputed = _impute(cleaned, bounds, features, config.interpolate_limit, path)
     train = values[slice(*bounds["train"])]
     mean, std, scaler_notes = _fit_scaler(train, features)
@@ -287,6 +295,29 @@ def _select(columns: list[str], config: DataConfig, path: Path) -> tuple[list[st
             f"{_few(features)}"
         )
     return features, targets
+
+
+def _drop_sparse(
+    frame: pd.DataFrame, bounds: dict[str, tuple[int, int]], config: DataConfig, path: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """Drop the columns missing more than ``config.drop_sparse`` in any split (not named ones)."""
+    if config.drop_sparse is None:
+        return frame, []
+    named = set(config.features or ()) | set(config.targets or ())
+    missing = frame.isna().to_numpy()
+    worst = np.max([missing[a:b].mean(axis=0) for a, b in bounds.values() if b > a], axis=0)
+    drop = [(c, f) for c, f in zip(frame.columns, worst, strict=True) if f > config.drop_sparse]
+    drop = [(c, f) for c, f in drop if c not in named]
+    if len(drop) == frame.shape[1]:
+        raise DataError(
+            f"{path}: drop_sparse {config.drop_sparse:g} would drop every column (least sparse "
+            f"misses {worst.min():.0%} in a split)"
+        )
+    if not drop:
+        return frame, []
+    listed = _few([f"{c} ({f:.0%})" for c, f in drop], 40)
+    note = f"drop_sparse {config.drop_sparse:g}: dropped {len(drop)} column(s) (worst split "
+    return frame.drop(columns=[c for c, _ in drop]), [note + f"missing): {listed}"]
 
 
 def _bounds(rows: int, config: DataConfig, path: Path) -> dict[str, tuple[int, int]]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from edgecomp.dataflags import flag_options
+
 
 @click.group("fl")
 def fl() -> None:
@@ -31,6 +33,7 @@ def _run_options(fn):
         click.option("--features", help="Comma-separated input features (default: all)."),
         click.option("--targets", help="Comma-separated targets (default: the features)."),
         click.option("--time-col", help="Time column (default: detected)."),
+        *flag_options(time_col=False),
         click.option("--split", default="0.7,0.15,0.15", show_default=True),
         click.option("--arch", type=click.Choice(["lstm", "gru", "tcn"]), default="lstm"),
         click.option("--hparam", multiple=True, help="Architecture hyperparameter KEY=JSON."),
@@ -70,6 +73,9 @@ def _config(kw: dict, sites: tuple[str, ...] = (), min_nodes: int = 2):
         targets=_names(kw["targets"]),
         time_col=kw["time_col"],
         split=tuple(float(v) for v in kw["split"].split(",")),
+        exclude=kw["exclude"],
+        drop_sparse=kw["drop_sparse"],
+        on_duplicate=kw["on_duplicate"] or "error",
     )
     train = TrainConfig(
         arch=kw["arch"],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgecomp.dataflags import read_flags
+
 _PERCENT_HELP = "e.g. 1% or 0.01"
 
 
@@ -20,6 +22,7 @@ def _fraction(value: str | None) -> float | None:
 @click.command()
 @click.argument("source")
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), required=True)
+@read_flags
 @click.option("--target", "-t", default="x86-64-avx2", show_default=True, help="Target profile.")
 @click.option(
     "--strategy",
