@@ -52,6 +52,19 @@ def _fraction(value: str | None) -> float | None:
 @click.option("--storage", help="Optuna storage URL [default: sqlite:///OUT/study.db].")
 @click.option("--study-name", default="edgecomp-tune", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--allow-mixed-hosts",
+    is_flag=True,
+    help="Let this host add trials to a study measured on another host (latencies then mix).",
+)
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between worker heartbeats; a dead worker's trial is failed after twice this.",
+)
 @click.option("--build/--no-build", "build_chosen", default=True, help="Build the chosen recipe.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False))

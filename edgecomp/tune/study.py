@@ -2,14 +2,27 @@
 
 The study lives in a storage URL (SQLite file by default), so an interrupted run resumes where it
 stopped and several processes or machines can work on one study: each runs the same command with
-the same ``--storage`` and ``--study-name``; the trial budget is shared (MaxTrialsCallback).
+the same ``--storage`` and ``--study-name``.
+
+Working at scale:
+- The trial budget is exact across workers: trial numbers are handed out by the storage, and a
+  trial runs only when fewer than ``trials`` trials with lower numbers are running or finished;
+  the others are pruned as over budget and stop their worker.
+- Every worker beats a heartbeat into the storage; a trial whose worker died (kill -9, a lost
+  machine) is marked failed by the next worker instead of staying RUNNING forever.
+- Every trial records the host that measured it. Latencies from different hosts are not
+  comparable, so a study refuses a second host unless ``allow_mixed_hosts`` is set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import platform
+import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +61,10 @@ class TuneConfig:
         finetune_epochs: Fine-tuning epochs after pruning.
         storage: Optuna storage URL (e.g. ``sqlite:///study.db``, ``postgresql://...``).
         study_name: Name of the study in ``storage``.
+        allow_mixed_hosts: Let trials measured on different hosts share the study (their
+            latencies are then compared across machines).
+        heartbeat_s: Seconds between a worker's heartbeats; a RUNNING trial silent for twice
+            this long is marked failed by the next worker.
     """
 
     target: str = "x86-64-avx2"
@@ -59,6 +76,8 @@ class TuneConfig:
     finetune_epochs: int = 10
     storage: str = "sqlite:///edgecomp-tune.db"
     study_name: str = "edgecomp-tune"
+    allow_mixed_hosts: bool = False
+    heartbeat_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -67,6 +86,8 @@ class TuneConfig:
             raise TuneError(f"unknown objective '{self.objective}'. Available: {list(OBJECTIVES)}")
         if self.trials < 1:
             raise TuneError("trials must be at least 1")
+        if not math.isfinite(self.heartbeat_s) or self.heartbeat_s < 1:
+            raise TuneError(f"heartbeat_s must be at least 1 second, got {self.heartbeat_s}")
 
 
 def run_study(
@@ -88,6 +109,7 @@ def run_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(config, space)
+    _check_hosts(study, config)
     done = _finished(study)
     if not study.trials and config.strategy != "grid":
         study.enqueue_trial(_warm_start(space))
@@ -110,6 +132,39 @@ def run_study(
     except KeyboardInterrupt:
         return study, True
     return study, False
+
+
+def host() -> str:
+    """The measuring host, as trials record it: name, CPU model, architecture, cores."""
+    return (
+        f"{socket.gethostname()} / {_cpu_model()} / {platform.machine()} / {os.cpu_count()} cores"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):  # noqa: SIM115
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+def _check_hosts(study: Any, config: TuneConfig) -> None:
+    """Refuse to add this host's latencies to a study measured elsewhere (unless allowed)."""
+    if config.allow_mixed_hosts:
+        return
+    here = host()
+    recorded = {t.user_attrs.get("host") for t in study.get_trials(deepcopy=False)}
+    others = sorted(h for h in recorded if h and h != here)
+    if others:
+        raise TuneError(
+            f"study '{config.study_name}' holds trials measured on {others[0]}"
+            f"{f' and {len(others) - 1} other host(s)' if len(others) > 1 else ''}; this is "
+            f"{here}. Latencies from different hosts are not comparable: use another "
+            "--study-name, or --allow-mixed-hosts to compare them anyway"
+        )
 
 
 def _study(config: TuneConfig, space: dict[str, tuple]) -> Any:
@@ -137,7 +192,7 @@ def _create(config: TuneConfig, sampler: Any, kwargs: dict[str, Any]) -> Any:
     for attempt in range(4):
         try:
             return optuna.create_study(
-                storage=config.storage,
+                storage=_storage(config),
                 study_name=config.study_name,
                 sampler=sampler,
                 load_if_exists=True,
@@ -148,6 +203,21 @@ def _create(config: TuneConfig, sampler: Any, kwargs: dict[str, Any]) -> Any:
                 raise TuneError(f"storage {config.storage}: {str(exc).splitlines()[0]}") from None
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
+
+
+def _storage(config: TuneConfig) -> Any:
+    """An RDB storage with heartbeats, so a dead worker's trial is failed, not RUNNING forever."""
+    import optuna
+
+    if not config.storage.startswith(("sqlite", "postgresql", "mysql", "oracle", "mssql")):
+        return config.storage  # other storages (journal, in-memory URLs) as optuna reads them
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            config.storage,
+            heartbeat_interval=max(1, int(config.heartbeat_s)),
+            grace_period=max(2, int(2 * config.heartbeat_s)),
+        )
 
 
 def _sampler(config: TuneConfig, space: dict[str, tuple]) -> Any:
@@ -176,6 +246,8 @@ def _objective(
     needs_calibration: frozenset,
 ) -> Callable[[Any], Any]:
     def objective(trial: Any) -> Any:
+        _claim_slot(trial, config.trials)
+        trial.set_user_attr("host", host())
         params = {name: trial.suggest_categorical(name, list(space[name])) for name in space}
         recipe = recipe_for(
             params,
@@ -205,6 +277,25 @@ def _objective(
     return objective
 
 
+def _claim_slot(trial: Any, budget: int) -> None:
+    """Run this trial only if fewer than ``budget`` lower-numbered trials run or finished.
+
+    Trial numbers come from the storage, so every worker agrees on the order, and the study ends
+    with exactly ``budget`` finished trials however many workers share it.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+    ahead = sum(
+        1 for t in trial.study.get_trials(deepcopy=False, states=counted) if t.number < trial.number
+    )
+    if ahead >= budget:
+        trial.set_user_attr("over_budget", True)
+        trial.study.stop()
+        raise optuna.TrialPruned(f"the study's budget of {budget} trials is taken")
+
+
 def _warm_start(space: dict[str, tuple]) -> dict[str, Any]:
     """The first trial of a new study: the model as trained, lowered at the target's usual
     precision (int8 where offered) with default calibration. It is the known-safe corner of the
@@ -218,11 +309,13 @@ def _warm_start(space: dict[str, tuple]) -> dict[str, Any]:
 
 
 def _measured_before(study: Any, key: str) -> dict[str, Any] | None:
-    """What an earlier finished trial (of any worker) measured for the same recipe."""
+    """What an earlier finished trial (of any worker on this host) measured for the same recipe."""
     from optuna.trial import TrialState
 
+    here = host()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.user_attrs.get("key") == key and "measured" in trial.user_attrs:
+        same_host = trial.user_attrs.get("host", here) == here
+        if trial.user_attrs.get("key") == key and "measured" in trial.user_attrs and same_host:
             return dict(trial.user_attrs["measured"], reused_from=trial.number)
     return None
 
