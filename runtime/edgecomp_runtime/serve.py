@@ -491,7 +491,7 @@ def _client(mqtt: Any, gateway: Gateway) -> Any:
         reconnect_on_failure=True,
         manual_ack=True,
     )
-    offline = json.dumps({"state": "offline"})
+    offline = json.dumps({"state": "offline", "reason": "connection lost"})
     client.will_set(gateway.topics["status"], offline, qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=4)
     return client
@@ -514,9 +514,8 @@ def _shutdown(gateway: Gateway, pump: Pump, client: Any, server: Any) -> None:
     pump.stop()
     try:
         if gateway.connected.is_set():
-            info = client.publish(
-                gateway.topics["status"], json.dumps({"state": "offline"}), qos=1, retain=True
-            )
+            status = json.dumps({"state": "offline", "reason": "shutdown"})
+            info = client.publish(gateway.topics["status"], status, qos=1, retain=True)
             info.wait_for_publish(timeout=2)
     except (RuntimeError, ValueError, OSError) as exc:  # NOTE: paho raises these when offline
         print(f"edgecomp-runtime: warning: offline status not published ({exc})", file=sys.stderr)
