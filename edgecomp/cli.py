@@ -70,10 +70,30 @@ def _data_options(fn):
             "as missing (unit spikes); off by default, spikes above 20 are always reported.",
         ),
         *flag_options(time_col=False),
+        click.option(
+            "--season",
+            callback=_seasons,
+            help="Seasonal-naive baseline periods in steps, STEPS[,STEPS] or 'none' [default: a "
+            "day and a week for sub-daily data, a week for daily data].",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def _seasons(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    try:
+        steps = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) < 1:
+        raise click.BadParameter(f"'{value}' is not STEPS[,STEPS] (positive integers) or 'none'")
+    return steps
 
 
 def _data_config(input_len: int, horizon: int, kw: dict):
@@ -97,6 +117,7 @@ def _data_config(input_len: int, horizon: int, kw: dict):
         exclude=kw["exclude"],
         drop_sparse=kw["drop_sparse"],
         on_duplicate=kw["on_duplicate"] or "error",
+        seasons=kw["season"],
     )
 
 

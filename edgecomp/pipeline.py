@@ -265,23 +265,19 @@ def baseline_metrics(dataset: Dataset, split: str) -> dict[str, Any]:
     """Per-horizon errors of naive forecasters on ``split``, in raw units.
 
     ``last_value`` repeats the last observation, ``train_mean`` forecasts the training mean (the
-    honest bar for near-random series such as returns) and ``seasonal_naive`` repeats the value one
-    day earlier when a daily period is known and every window has that much history.
+    honest bar for near-random series such as returns) and one ``seasonal_naive_<season>`` per
+    season of ``dataset.seasons`` (a day and a week for sub-daily data, a week for daily data)
+    repeats the value one season earlier, when every window has that much history.
     """
     windows = dataset.split(split)
     truth = dataset.raw_targets(split)
     spec = dataset.spec_fields()
-    season = spec["seasonal_period"]
-    if season is not None and windows.starts.min() + spec["input_len"] < season:
-        season = None
-    forecasts = naive_forecasts(
-        dataset.values,
-        windows.starts,
-        spec["input_len"],
-        spec["horizon"],
-        dataset.target_index,
-        seasonal_period=season,
-    )
+    args = (dataset.values, windows.starts, spec["input_len"], spec["horizon"])
+    forecasts = naive_forecasts(*args, dataset.target_index)
+    for season in dataset.seasons:
+        if windows.starts.min() + spec["input_len"] >= season:
+            naive = naive_forecasts(*args, dataset.target_index, seasonal_period=season)
+            forecasts[dataset.season_name(season)] = naive["seasonal_naive"]
     forecasts["train_mean"] = np.broadcast_to(dataset.mean[dataset.target_index], truth.shape)
     return {name: horizon_metrics(truth, pred) for name, pred in forecasts.items()}
 

@@ -197,3 +197,54 @@ def test_long_table_duplicate_pair_is_averaged_with_mean(tmp_path):
     frame, _ = load_table(_csv(df, tmp_path / "l.csv"), on_duplicate="mean")
     # assert
     assert frame["s1"].iloc[5] == pytest.approx(10.0) and frame["s2"].iloc[5] == 5.0
+
+
+# --- seasons ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("freq", "n", "seasons", "names"),
+    [
+        ("h", 600, (24, 168), ["seasonal_naive_1d", "seasonal_naive_1w"]),
+        ("30min", 1200, (48, 336), ["seasonal_naive_1d", "seasonal_naive_1w"]),
+        ("D", 200, (7,), ["seasonal_naive_1w"]),
+        ("B", 200, (5,), ["seasonal_naive_1w"]),
+    ],
+)
+def test_default_seasons_follow_the_sampling_period(tmp_path, freq, n, seasons, names):
+    # setup
+    path = _csv(_frame(n, freq), tmp_path / "s.csv")
+    # execute
+    ds = prepare(path, DataConfig(input_len=4, horizon=2))
+    # assert
+    assert ds.seasons == seasons
+    assert [ds.season_name(s) for s in seasons] == names
+    assert ds.spec_fields()["data"]["seasons"] == list(seasons)
+
+
+def test_seasonal_baselines_appear_with_the_right_values(tmp_path):
+    # setup: daily data with a weekly pattern; the weekly seasonal naive is exact
+    from edgecomp.pipeline import baseline_metrics
+
+    df = _frame(200, "D")
+    df["a"] = np.arange(200) % 7 * 10.0
+    ds = prepare(_csv(df, tmp_path / "w.csv"), DataConfig(input_len=8, horizon=3, targets=("a",)))
+    # execute
+    baselines = baseline_metrics(ds, "test")
+    # assert
+    assert set(baselines) == {"last_value", "seasonal_naive_1w", "train_mean"}
+    assert baselines["seasonal_naive_1w"]["mae"] == pytest.approx([0.0, 0.0, 0.0])
+    assert min(baselines["last_value"]["mae"]) > 1.0
+
+
+def test_season_flag_overrides_and_refuses_bad_values(tmp_path):
+    # setup
+    path = _csv(_frame(300), tmp_path / "s.csv")
+    runner = CliRunner()
+    # execute
+    custom = runner.invoke(main, ["data", str(path), "-L", "4", "-H", "2", "--season", "12,24"])
+    bad = runner.invoke(main, ["data", str(path), "-L", "4", "-H", "2", "--season", "0,x"])
+    # assert
+    assert custom.exit_code == 0, custom.output
+    assert "seasonal_naive_12steps" in custom.output and "seasonal_naive_1d" in custom.output
+    assert bad.exit_code == 2 and "'--season': '0,x' is not STEPS[,STEPS]" in bad.output

@@ -19,4 +19,9 @@ def test_same_seed_same_checkpoint_in_one_process(traffic_path, tmp_path):
     a, b = first.model.module.state_dict(), second.model.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert first.evaluation["model"] == second.evaluation["model"]
-    assert set(first.evaluation["baselines"]) == {"last_value", "seasonal_naive", "train_mean"}
+    assert set(first.evaluation["baselines"]) == {
+        "last_value",
+        "seasonal_naive_1d",
+        "seasonal_naive_1w",
+        "train_mean",
+    }

@@ -41,6 +41,8 @@ class DataConfig:
             with no value at all are then dropped instead of refused.
         on_duplicate: Rows with a repeated timestamp (or timestamp and id): "error", "first",
             "last" or "mean".
+        seasons: Seasonal-naive baseline periods in steps; None: from the sampling period (daily
+            and weekly for sub-daily data, weekly for daily data, see ``Dataset.seasons``).
     """
 
     input_len: int
@@ -60,6 +62,7 @@ class DataConfig:
     exclude: tuple[str, ...] | None = None
     drop_sparse: float | None = None
     on_duplicate: str = "error"
+    seasons: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -95,6 +98,15 @@ class DataConfig:
             "a fraction in [0, 1) or None",
         )
         _check(self.on_duplicate in ON_DUPLICATE, "on_duplicate", f"one of {list(ON_DUPLICATE)}")
+        seasons = self.seasons
+        ok = seasons is None or (
+            isinstance(seasons, list | tuple)
+            and all(_is_int(s) and s > 0 for s in seasons)
+            and len(set(seasons)) == len(seasons)
+        )
+        _check(ok, "seasons", "distinct positive step counts, or None")
+        if seasons is not None:
+            object.__setattr__(self, "seasons", tuple(seasons))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -148,7 +160,7 @@ def config_from_spec(spec: Any) -> DataConfig:
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
     }
     keys = ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize")
-    for key in (*keys, "spike_threshold", "exclude", "drop_sparse", "on_duplicate"):
+    for key in (*keys, "spike_threshold", "exclude", "drop_sparse", "on_duplicate", "seasons"):
         fields[key] = data.get(key, getattr(defaults, key))
     fields.update(read_overrides())
     try:

@@ -45,6 +45,7 @@ from edgecomp.data.windows import Windows
 
 SPLITS = ("train", "val", "test")
 SPIKE_NOTE_Z = 20.0  # always name a column whose max robust z-score exceeds this
+_BUSINESS_DAYS = "business-day series: weekends not treated as gaps"  # load_table's note
 
 
 @dataclass
@@ -74,6 +75,9 @@ class Dataset:
         left_out: Per split: ``{"windows": n, "of": total, "why": text, "columns": {name: n}}``,
             the windows the runtime would refuse under the missing-value policy (not in the
             split's windows).
+        seasons: Seasonal-naive baseline periods in steps: ``config.seasons`` when set, else one
+            day and one week for sub-daily data, one week (7 steps, 5 on a business-day grid)
+            for daily data, none otherwise.
     """
 
     config: DataConfig
@@ -95,6 +99,7 @@ class Dataset:
     spikes: dict[str, int] = field(default_factory=dict)
     observed: np.ndarray | None = None
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seasons: tuple[int, ...] = ()
 
     @property
     def target_index(self) -> list[int]:
@@ -120,6 +125,17 @@ class Dataset:
         return _gather(
             self.values, starts, self.config.input_len, self.config.horizon, self.target_index
         )
+
+    def season_name(self, steps: int) -> str:
+        """Baseline name of a season: ``seasonal_naive_1d``, ``..._1w``, else ``..._<n>steps``."""
+        days = steps * self.report.period_s / 86_400
+        if _BUSINESS_DAYS in self.report.notes:  # 5 grid days a week
+            days = steps / 5 * 7 if steps % 5 == 0 else 0.5
+        if days >= 7 and days % 7 == 0:
+            return f"seasonal_naive_{int(days // 7)}w"
+        if days >= 1 and days % 1 == 0:
+            return f"seasonal_naive_{int(days)}d"
+        return f"seasonal_naive_{steps}steps"
 
     def observed_targets(self, name: str) -> np.ndarray:
         """bool [N, H, F_out]: True where the target of split ``name`` was observed."""
@@ -182,6 +198,7 @@ class Dataset:
                 "value_cols": list(rep.value_cols),
                 "regularize": cfg.regularize,
                 "on_duplicate": cfg.on_duplicate,
+                "seasons": list(self.seasons),
             }
             | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {})
             | ({"exclude": list(cfg.exclude)} if cfg.exclude else {})
@@ -199,6 +216,7 @@ class Dataset:
             "targets": len(self.targets),
             "period_s": rep.period_s,
             "seasonal_period": rep.seasonal_period,
+            "seasons": {self.season_name(s): s for s in self.seasons},
             "n_gap_steps": rep.n_gap_steps,
             "gaps": [list(g) for g in rep.gaps],
             "missing": int(self.raw.isna().to_numpy().sum()),
@@ -278,6 +296,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         spikes=spikes,
         observed=observed,
         left_out=left_out,
+        seasons=_seasons(report, config),
         **windows,
     )
 
@@ -295,6 +314,17 @@ def _select(columns: list[str], config: DataConfig, path: Path) -> tuple[list[st
             f"{_few(features)}"
         )
     return features, targets
+
+
+def _seasons(report: TableReport, config: DataConfig) -> tuple[int, ...]:
+    if config.seasons is not None:
+        return config.seasons
+    period = report.period_s
+    if report.seasonal_period:  # sub-daily: steps per day
+        return (report.seasonal_period, 7 * report.seasonal_period)
+    if period == 86_400:
+        return (5,) if _BUSINESS_DAYS in report.notes else (7,)
+    return ()
 
 
 def _drop_sparse(
