@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edgecomp.budget import budget_options
 from edgecomp.dataflags import read_flags
 
 
@@ -38,11 +39,12 @@ from edgecomp.dataflags import read_flags
     show_default=True,
     help="Folder for sensitivity.json, sensitivity.png (and mixed.json).",
 )
-@click.option("--max-error-increase", help="Budget: relative MAE increase, e.g. 1% or 0.01.")
-@click.option("--max-error", type=float, help="Budget: absolute MAE in raw units.")
-@click.option("--at-horizon", type=int, help="Apply the budget at this step (1-based) only.")
+@budget_options
 @click.option(
-    "--out", "-o", type=click.Path(dir_okay=False), help="Build the mixed-precision artifact."
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Build the mixed-precision artifact (budget: 1 % unless given), gated on the test split.",
 )
 def analyze(
     source: str,
@@ -56,14 +58,17 @@ def analyze(
     calibration_windows: int,
     out_dir: str,
     max_error_increase: str | None,
-    max_error: float | None,
-    at_horizon: int | None,
+    max_error: str | None,
+    at_horizon: str | None,
+    no_error_limit: bool,
     out: str | None,
 ) -> None:
     """Quantize each layer of SOURCE alone for a target; show the per-horizon cost.
 
     With a budget (--max-error-increase or --max-error, optionally --at-horizon) it also keeps the
-    most sensitive layers in float until the budget holds, and with --out builds that artifact.
+    most sensitive layers in float until the budget holds on --split, and with --out builds that
+    artifact: written only when it also holds on the test split's observed values and is smaller
+    than the float artifact (else exit code 3, nothing written).
     """
     import torch
 
@@ -71,8 +76,11 @@ def analyze(
     from edgecomp.cli import _parse_pairs, console
 
     torch.set_num_threads(1)
-    budget = _budget(max_error_increase, max_error, at_horizon)  # bad budget: fail before work
+    flags = (max_error_increase, max_error, at_horizon, no_error_limit)
+    budget = _budget(*flags, building=out is not None)  # bad budget: fail before any work
     model, dataset = _load(source, data_path, spec_path, weights)
+    if budget is not None:
+        budget.steps(model.spec.horizon)  # --at-horizon beyond the horizon: refused before work
     kw = {"options": _parse_pairs(options, "--option"), "calibration_windows": calibration_windows}
     log = lambda line: console.print(line, highlight=False)  # noqa: E731
     sens = run_analysis(
@@ -80,8 +88,6 @@ def analyze(
     )
     _write_analysis(sens, Path(out_dir), console)
     if budget is None:
-        if out is not None:
-            raise click.UsageError("--out needs a budget: --max-error-increase or --max-error")
         return
     from edgecomp.mixed import plan_mixed
 
@@ -91,15 +97,19 @@ def analyze(
         _build_mixed(model, dataset, plan, kw, out, console)
 
 
-def _budget(increase: str | None, error: float | None, at_horizon: int | None):
-    from edgecomp.mixed import Budget, parse_increase
+def _budget(increase, error, at_horizon, no_limit: bool, *, building: bool):
+    """The budget, or None for a sensitivity analysis only."""
+    from edgecomp.budget import budget_from_flags
 
-    if increase is None and error is None:
+    if no_limit and building:
+        raise click.UsageError(
+            "--out builds a mixed plan, which needs a budget: drop --no-error-limit"
+        )
+    if not building and increase is None and error is None:
         if at_horizon is not None:
             raise click.UsageError("--at-horizon needs --max-error-increase or --max-error")
         return None
-    value = None if increase is None else parse_increase(increase)
-    return Budget(max_increase=value, max_error=error, at_horizon=at_horizon)
+    return budget_from_flags(increase, error, at_horizon, no_limit)
 
 
 def _load(source: str, data: str, spec_path: str | None, weights: str | None):
@@ -147,18 +157,28 @@ def _write_plan(plan, out_dir: Path, console) -> None:
 
 
 def _build_mixed(model, dataset, plan, kw: dict, out: str, console) -> None:
-    from edgecomp.analyze import relative_increase
-    from edgecomp.pipeline import BuildConfig, build
+    from edgecomp.budget import BudgetNotMet
+    from edgecomp.ladder import build_within_budget
+    from edgecomp.metrics import relative_change
+    from edgecomp.pipeline import BuildConfig
 
     sens = plan.sensitivity
+    if set(plan.kept_float) >= set(sens.quantizable):
+        raise BudgetNotMet(
+            f"the budget ({plan.budget.describe()}) keeps every layer in float: the mixed plan "
+            f"would be the float artifact, so it is not emitted; build with --precision fp32. "
+            f"Nothing was written."
+        )
     options = {**kw["options"]}
     options["keep_float"] = [*options.get("keep_float", ()), *plan.kept_float]
     config = BuildConfig(sens.target, sens.precision, kw["calibration_windows"], options=options)
-    result = build(model, dataset, config, out, mixed=plan.record())
+    result = build_within_budget(
+        model, dataset, config, out, budget=plan.budget, mixed=plan.record(), rungs=()
+    )
     metrics = result.manifest["metrics"]
-    increase = relative_increase(metrics["artifact"]["mae"], metrics["reference"]["mae"])
+    increase = relative_change(metrics["artifact"]["mae"], metrics["reference"]["mae"])
     console.print(
         f"wrote {result.path} ({result.path.stat().st_size:,} B): mixed {sens.precision}, "
         f"{metrics['split']} MAE vs reference per step "
-        f"{[f'{v * 100:+.2f}%' for v in increase]}"
+        f"{['n/a' if v is None else f'{v * 100:+.2f}%' for v in increase]}"
     )

@@ -38,7 +38,15 @@ class BudgetFlagError(ValueError):
 
 class BudgetNotMet(Exception):  # noqa: N818 - the name reads as the outcome it reports
     """No candidate met the budget: nothing was written. The message names the worst step, by
-    how much it missed, and the closest candidates with their sizes."""
+    how much it missed, and the closest candidates with their sizes.
+
+    Attributes:
+        trials: The record of every candidate tried (see ``edgecomp.ladder``).
+    """
+
+    def __init__(self, message: str, trials: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.trials = list(trials or [])
 
 
 @dataclass(frozen=True)

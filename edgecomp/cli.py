@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgecomp.budget import budget_options  # noqa: F401 - re-exported for building commands
 from edgecomp.dataflags import flag_options, read_flags
 
 console = Console(width=max(Console().width, 120))  # logs and pipes get 80 columns otherwise
@@ -21,6 +22,7 @@ class _Group(click.Group):
     """Turn the library's ValueError-family errors into one red line and exit code 2."""
 
     def invoke(self, ctx: click.Context):
+        from edgecomp.budget import EXIT_BUDGET_NOT_MET, BudgetNotMet
         from edgecomp_runtime import EdgecompRuntimeError
 
         try:
@@ -28,6 +30,10 @@ class _Group(click.Group):
         except (ValueError, EdgecompRuntimeError, FileNotFoundError, FileExistsError) as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except BudgetNotMet as exc:  # nothing was written; its own exit code
+            message = f"[red]budget not met:[/red] {escape(str(exc))}"
+            console.print(message, highlight=False, soft_wrap=True)
+            sys.exit(EXIT_BUDGET_NOT_MET)
 
 
 @click.group(cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"})

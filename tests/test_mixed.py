@@ -120,7 +120,8 @@ def test_cli_builds_a_mixed_artifact(tmp_path, traffic_checkpoints, traffic_path
 
     out = tmp_path / "mixed.edgepkg"
     args = ["analyze", str(traffic_checkpoints["lstm"]), "--data", str(traffic_path)]
-    budget = ["--max-error-increase", "0%", "--out", str(out), "--out-dir", str(tmp_path)]
+    # 0.1 %: int4 alone misses it, the plan keeps some (not all) layers in float
+    budget = ["--max-error-increase", "0.1%", "--out", str(out), "--out-dir", str(tmp_path)]
     # execute
     result = CliRunner().invoke(main, [*args, *budget])
     # assert
