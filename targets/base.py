@@ -1,21 +1,219 @@
-"""What every backend implements: lower a Model to files for one target profile."""
+"""The target template: the flow every backend shares, and what a backend declares as data.
+
+``Target.emit`` runs, for every backend, the same steps::
+
+    check_request (profile, precision, typed options, calibration windows)
+      -> lower (the backend: fp32 files)  -> quantize (the backend, for any other precision)
+      -> check_io -> parity (through the runtime's engine, against the torch reference)
+      -> memory budget -> write the files (atomically) -> EmitResult (toolchain versions)
+
+A backend implements ``lower`` (and ``quantize`` when it declares more than fp32) and declares
+``capabilities`` and ``options_type`` (see targets/README.md and targets/null/).
+"""
 
 from __future__ import annotations
 
 import abc
+import difflib
 import importlib.util
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
     from edgecomp.spec import Model
+
+FP32_TOLERANCE = 1e-4  # max abs diff of an fp32 artifact vs the reference, scaled units
+N_PARITY_WINDOWS = 64
 
 
 class TargetError(ValueError):
     """A target cannot produce what was asked; the message names the target and the reason."""
+
+
+class Precision(StrEnum):
+    """Numeric formats a backend may emit (stored on disk by value)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT4 = "int4"
+
+    @classmethod
+    def parse(cls, value: Any, *, where: str = "precision") -> Precision:
+        """``value`` as a Precision; a TargetError listing the known ones otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise TargetError(
+                f"{where}: unknown precision {value!r}. Known: {[p.value for p in cls]}"
+            ) from None
+
+
+class Int4Kind(StrEnum):
+    """What int4 buys on a backend: faster kernels, or only a smaller file."""
+
+    COMPUTE = "compute"
+    SIZE = "size"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, as data read by the pipeline, tune, bench, analyze and the CLI.
+
+    Attributes:
+        precisions: Precisions the backend emits.
+        calibrated: Those among them that need calibration windows.
+        int4: COMPUTE when int4 runs int4 kernels, SIZE when it only shrinks the file, None
+            when the backend has no int4.
+        dynamic_batch: The artifact takes any batch size in one call (else one call per window).
+        streaming: A build may add the step model for ``Model.stream()`` (option ``stream``).
+        keeps_layers: Option ``keep_float`` takes layer names (per-layer mixed precision).
+        engine: Key of the runtime's ``ENGINES`` that runs the artifact on the device.
+        parity_engine: Engine the build's parity check runs on this host (default: ``engine``).
+        requires: Modules the toolchain needs (found, not imported, by ``is_available``).
+        install: The pip command that installs them.
+        packages: Distributions whose versions the manifest records.
+    """
+
+    precisions: frozenset[Precision]
+    engine: str
+    calibrated: frozenset[Precision] = frozenset()
+    int4: Int4Kind | None = None
+    dynamic_batch: bool = True
+    streaming: bool = True
+    keeps_layers: bool = False
+    parity_engine: str | None = None
+    requires: tuple[str, ...] = ()
+    install: str = ""
+    packages: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (Precision.INT4 in self.precisions) != (self.int4 is not None):
+            raise TargetError("capabilities: int4 (compute or size) is declared with INT4 only")
+        if not self.calibrated <= self.precisions:
+            raise TargetError("capabilities: calibrated precisions must be declared precisions")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for `edgecomp targets --json` and the conformance suite)."""
+        data = asdict(self)
+        for key in ("precisions", "calibrated"):
+            data[key] = sorted(str(p) for p in data[key])
+        return data
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Options every backend takes; a backend subclasses this with its own fields and VERSION.
+
+    A profile's ``options`` and a build's ``--option`` overrides are parsed into the backend's
+    subclass: an unknown key is refused with the closest valid one, a value of the wrong type is
+    refused naming the key. Fields with ``metadata={"choices": (...)}`` take one of those values.
+
+    Attributes:
+        keep_float: Layers left in float (names, patterns, op types, "input", "output").
+        threads: Intra-op threads the device runs the engine with.
+        memory_budget_mb: The device's memory for the model: the build refuses an artifact
+            whose files exceed it (0: no limit).
+        stream: Add the streaming step model (``edgecomp.streaming``); needs ``streaming``.
+        stream_error_budget: Worst per-step MAE increase the stream may add (fraction).
+    """
+
+    VERSION: ClassVar[int] = 1
+
+    keep_float: tuple[str, ...] = ()
+    threads: int = 1
+    memory_budget_mb: int = 0
+    stream: bool = False
+    stream_error_budget: float = 0.01
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], *, where: str) -> TargetOptions:
+        """Check ``data`` key by key and build the options.
+
+        Raises:
+            TargetError: An unknown key (naming the closest valid key and the list) or a value
+                of the wrong type; the message starts with ``where``.
+        """
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in known:
+                raise TargetError(unknown_key(where, "option", key, known))
+            values[key] = _checked(where, known[key], value)
+        options = cls(**values)
+        options.validate(where)
+        return options
+
+    def validate(self, where: str) -> None:
+        """Value checks beyond the types (a subclass extends them); raise TargetError."""
+        if self.threads < 1:
+            raise TargetError(
+                f"{where}: option 'threads' must be a positive integer; got {self.threads!r}"
+            )
+        if self.memory_budget_mb < 0:
+            raise TargetError(
+                f"{where}: option 'memory_budget_mb' must be >= 0 (0: no limit); "
+                f"got {self.memory_budget_mb!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain JSON values (tuples as lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{_type, _version, _data}``, as stored in the manifest."""
+        return {"_type": type(self).__name__, "_version": self.VERSION, "_data": self.to_dict()}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> TargetOptions:
+        """Rebuild from ``to_json()``; a newer ``_version`` or another ``_type`` is refused."""
+        if record.get("_type") != cls.__name__ or record.get("_version", 0) > cls.VERSION:
+            raise TargetError(
+                f"{cls.__name__}: cannot read {record.get('_type')} v{record.get('_version')} "
+                f"(this edgecomp reads {cls.__name__} up to v{cls.VERSION})"
+            )
+        return cls.parse(record["_data"], where=cls.__name__)
+
+
+def unknown_key(where: str, what: str, key: str, known: Any) -> str:
+    """One line: the unknown key, the closest valid key (difflib) and the valid keys."""
+    names = sorted(known)
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{where}: unknown {what} '{key}'{hint}. Valid: {names}"
+
+
+def _checked(where: str, spec: Any, value: Any) -> Any:
+    """``value`` checked against the field's default type (and choices); tuples from lists."""
+    default = spec.default
+    choices = spec.metadata.get("choices")
+    expect = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    kind = type(default)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        tuple: isinstance(value, list | tuple),
+    }.get(kind, True)
+    if not ok:
+        wanted = expect.get(kind, "a list")
+        raise TargetError(f"{where}: option '{spec.name}' must be {wanted}; got {value!r}")
+    if choices is not None and value not in choices:
+        raise TargetError(
+            f"{where}: option '{spec.name}' must be one of {list(choices)}; got {value!r}"
+        )
+    return tuple(value) if kind is tuple else value
+
+
+PROFILE_KEYS = ("name", "backend", "arch", "precisions", "description", "options")
 
 
 @dataclass(frozen=True)
@@ -28,7 +226,7 @@ class TargetProfile:
         arch: CPU architecture of the device, e.g. "x86_64".
         precisions: Precisions the builder may emit for this profile.
         description: One line for `edgecomp targets`.
-        options: Backend options (opset, threads, memory and latency budgets, ISA notes).
+        options: Backend options, parsed into the backend's ``options_type``.
     """
 
     name: str
@@ -37,6 +235,46 @@ class TargetProfile:
     precisions: tuple[str, ...]
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A checked emit request: what ``lower`` and ``quantize`` receive.
+
+    Attributes:
+        model: nn.Module (or ONNX source) + ModelSpec; maps scaled [B, L, F] to [B, H, F_out].
+        profile: The target profile.
+        precision: The precision asked for, declared by the backend and allowed by the profile.
+        options: The profile's options with the build's overrides, typed.
+        windows: Scaled float32 calibration windows [N, L, F], or None.
+    """
+
+    model: Model
+    profile: TargetProfile
+    precision: Precision
+    options: TargetOptions
+    windows: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """What ``lower`` / ``quantize`` produced, in memory.
+
+    Attributes:
+        model: Bytes of the main model file.
+        io: Inputs and outputs as the manifest's ``io`` describes them.
+        layers: Per layer/op: name, op_type, precision, method, reason.
+        lowering: The lowering's settings, recorded in the manifest's recipe.
+        ir: The backend's in-memory graph, handed from ``lower`` to ``quantize``.
+        extra_files: Other files of the artifact, by name.
+    """
+
+    model: bytes
+    io: dict[str, Any]
+    layers: list[dict[str, Any]]
+    lowering: dict[str, Any] = field(default_factory=dict)
+    ir: Any = None
+    extra_files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,7 +287,7 @@ class EmitResult:
         toolchain: Versions of the libraries that produced the files.
         io: Inputs and outputs as the manifest's ``io`` describes them.
         layers: Per layer/op: name, op_type, precision, method, reason.
-        lowering: The lowering's settings, recorded in the manifest's recipe.
+        lowering: The lowering's settings (parity included), recorded in the manifest's recipe.
     """
 
     model_file: str
@@ -61,14 +299,29 @@ class EmitResult:
 
 
 class Target(abc.ABC):
-    """A backend. Subclasses import their toolchain inside methods, never at module import."""
+    """A backend. Subclasses declare ``name``, ``model_file``, ``capabilities`` and
+    ``options_type``, implement ``lower`` (and ``quantize``), and import their toolchain inside
+    methods, never at module import."""
 
     name: ClassVar[str]
-    supported_precisions: ClassVar[frozenset[str]]
-    needs_calibration: ClassVar[frozenset[str]] = frozenset()  # precisions that need calibration
+    model_file: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    options_type: ClassVar[type[TargetOptions]] = TargetOptions
+    fp32_tolerance: ClassVar[float] = FP32_TOLERANCE
 
-    requires: ClassVar[tuple[str, ...]] = ()  # modules the toolchain needs
-    install: ClassVar[str] = ""  # the pip command that installs them
+    # derived from ``capabilities`` (read-only aliases kept for callers)
+    supported_precisions: ClassVar[frozenset[Precision]]
+    needs_calibration: ClassVar[frozenset[Precision]]
+    requires: ClassVar[tuple[str, ...]]
+    install: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        caps = cls.__dict__.get("capabilities")
+        if caps is not None:
+            cls.supported_precisions = caps.precisions
+            cls.needs_calibration = caps.calibrated
+            cls.requires, cls.install = caps.requires, caps.install
 
     @classmethod
     def is_available(cls) -> bool:
@@ -85,7 +338,22 @@ class Target(abc.ABC):
         names = ", ".join(cls.requires[:-1]) + f" or {cls.requires[-1]}" if cls.requires else ""
         return f"target backend '{cls.name}': {names} is not installed: {cls.install}"
 
-    @abc.abstractmethod
+    @classmethod
+    def parse_options(cls, profile: TargetProfile) -> TargetOptions:
+        """The profile's options, typed (see ``TargetOptions.parse``)."""
+        return cls.options_type.parse(profile.options, where=f"target '{profile.name}'")
+
+    @classmethod
+    def toolchain(cls) -> dict[str, str]:
+        """Installed versions of ``capabilities.packages`` ("not installed" when absent)."""
+        versions = {}
+        for package in cls.capabilities.packages:
+            try:
+                versions[package] = version(package)
+            except PackageNotFoundError:
+                versions[package] = "not installed"
+        return versions
+
     def emit(
         self,
         model: Model,
@@ -95,13 +363,200 @@ class Target(abc.ABC):
         precision: str,
         calibration: np.ndarray | None = None,
     ) -> EmitResult:
-        """Lower ``model`` to files in ``out_dir``.
+        """Lower ``model`` to files in ``out_dir``: the template every backend runs.
 
         Args:
             model: nn.Module + ModelSpec; the module maps scaled [B, L, F] to scaled [B, H, F_out].
             profile: The target profile being built for.
-            out_dir: Empty folder to write into.
+            out_dir: Folder to write into; nothing is written unless every check passed.
             precision: One of ``supported_precisions`` and of ``profile.precisions``.
             calibration: Scaled float32 windows [N, L, F] from the training split, for precisions
                 in ``needs_calibration``.
+
+        Raises:
+            TargetError: A refused request, a lowering failure, an output shape the spec does
+                not expect, fp32 parity above ``fp32_tolerance``, or files over the memory budget.
         """
+        request = self.check_request(model, profile, precision, calibration)
+        lowered = self.lower(request)
+        if request.precision is not Precision.FP32:
+            lowered = self.quantize(request, lowered)
+        check_io(self.name, lowered.io, model.spec)
+        x, out, parity = self.parity(request, lowered)
+        lowered.lowering["parity"] = parity
+        lowered.lowering.update(self.records(request, lowered, x, out))
+        files = {self.model_file: lowered.model, **lowered.extra_files}
+        _check_budget(self.name, profile.name, request.options, files)
+        out_dir = Path(out_dir)
+        for name, data in files.items():
+            _atomic_write(out_dir / name, data)
+        return EmitResult(
+            model_file=self.model_file,
+            files=list(files),
+            toolchain=self.toolchain(),
+            io=lowered.io,
+            layers=lowered.layers,
+            lowering=lowered.lowering,
+        )
+
+    # --- what a backend implements --------------------------------------------------------
+
+    @abc.abstractmethod
+    def lower(self, request: Request) -> Lowered:
+        """The model as this backend's fp32 artifact (and its IR for ``quantize``)."""
+
+    def quantize(self, request: Request, lowered: Lowered) -> Lowered:
+        """``lowered`` at ``request.precision`` (any precision but fp32)."""
+        raise TargetError(f"{self.name}: no quantization for {request.precision}")
+
+    def check(self, request: Request) -> None:  # noqa: B027 - optional hook
+        """Backend checks beyond the shared ones (raise TargetError); default none."""
+
+    def refusal(self, precision: Precision, options: TargetOptions) -> str:
+        """Why this backend does not emit ``precision`` (appended to the refusal)."""
+        return ""
+
+    def records(
+        self, request: Request, lowered: Lowered, x: np.ndarray, out: np.ndarray
+    ) -> dict[str, Any]:
+        """Extra lowering records from the parity windows and outputs; default none."""
+        return {}
+
+    def parity_runner(self, lowered: Lowered) -> Any:
+        """The runtime engine that runs ``lowered`` on this host (``capabilities.parity_engine``
+        or ``engine``), as an object with ``run(x)``."""
+        from edgecomp_runtime.engines import get_engine
+
+        caps = self.capabilities
+        manifest = {
+            "model_file": self.model_file,
+            "io": lowered.io,
+            "recipe": {"lowering": lowered.lowering},
+        }
+        engine = get_engine(caps.parity_engine or caps.engine)
+        return engine(lowered.model, manifest, threads=1)
+
+    # --- the shared flow ------------------------------------------------------------------
+
+    def check_request(
+        self, model: Model, profile: TargetProfile, precision: str, calibration: Any
+    ) -> Request:
+        """Profile, precision, typed options and calibration windows, checked in that order."""
+        if profile.backend != self.name:
+            raise TargetError(
+                f"{self.name}: profile '{profile.name}' is for backend '{profile.backend}'"
+            )
+        options = self.parse_options(profile)
+        wanted = Precision.parse(precision, where=f"{self.name}: target '{profile.name}'")
+        allowed = sorted(str(p) for p in self.supported_precisions if p in profile.precisions)
+        if wanted not in self.supported_precisions or wanted not in profile.precisions:
+            why = self.refusal(wanted, options) if wanted not in self.supported_precisions else ""
+            raise TargetError(
+                f"{self.name}: precision '{wanted}' is not supported for target "
+                f"'{profile.name}'{f' ({why})' if why else ''}; supported: {allowed}"
+            )
+        if options.stream and not self.capabilities.streaming:
+            raise TargetError(f"{self.name}: option 'stream': this backend cannot stream")
+        needed = wanted in self.needs_calibration
+        windows = check_windows(self.name, calibration, model.spec, needed)
+        request = Request(model, profile, wanted, options, windows)
+        self.check(request)
+        return request
+
+    def parity(
+        self, request: Request, lowered: Lowered
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Run the artifact on up to 64 windows and compare with the reference model.
+
+        fp32 must match within ``fp32_tolerance``; any precision must give finite outputs.
+        Dynamic-batch artifacts run at batch 1 and batch N.
+        """
+        from edgecomp.frontend import reference_predict
+
+        x = parity_windows(request.windows, request.model.spec)
+        try:
+            run = self.parity_runner(lowered).run
+            out = run(x[:1])
+            if len(x) > 1:
+                out = np.concatenate([out, run(x)[1:]])
+        except Exception as exc:  # engines raise their own types; report them in one line
+            raise TargetError(f"{self.name}: cannot run the emitted model: {exc}") from exc
+        diff = float(np.abs(out - reference_predict(request.model, x)).max())
+        limit = self.fp32_tolerance if request.precision is Precision.FP32 else float("inf")
+        if not np.isfinite(diff) or diff > limit:
+            raise TargetError(
+                f"{self.name}: emitted {request.precision} model differs from the reference "
+                f"by {diff:.3g} (limit {limit:g}) over {len(x)} windows"
+            )
+        caps = self.capabilities
+        record = {
+            "engine": caps.parity_engine or caps.engine,
+            "max_abs_diff": diff,
+            "n_windows": len(x),
+            "batch_sizes": sorted({1, len(x)}),
+        }
+        return x, out, record
+
+
+def check_windows(name: str, calibration: Any, spec: Any, needed: bool) -> np.ndarray | None:
+    """Calibration windows as finite float32 [N, L, F], or None when none were given."""
+    expected = f"[N, {spec.input_len}, {spec.n_features}] (N >= 1, input_len, features)"
+    if calibration is None:
+        if needed:
+            raise TargetError(f"{name}: this precision needs calibration windows {expected}")
+        return None
+    windows = np.asarray(calibration)
+    if (
+        windows.ndim != 3
+        or windows.shape[1:] != (spec.input_len, spec.n_features)
+        or (not len(windows))
+    ):
+        raise TargetError(
+            f"{name}: calibration windows must be {expected}; got {list(windows.shape)}"
+        )
+    if not np.issubdtype(windows.dtype, np.number) or not np.isfinite(windows).all():
+        raise TargetError(
+            f"{name}: calibration windows must be finite numbers (no NaN or inf); impute first"
+        )
+    return windows.astype(np.float32)
+
+
+def check_io(name: str, io: dict[str, Any], spec: Any) -> None:
+    """The artifact's output must be [batch, horizon, targets]."""
+    want = ["batch", spec.horizon, len(spec.targets)]
+    got = io["outputs"][0]["shape"]
+    if got != want:
+        raise TargetError(
+            f"{name}: model output '{io['outputs'][0]['name']}' is {got}; the spec needs {want} "
+            "(batch, horizon, targets)"
+        )
+
+
+def spread(windows: np.ndarray, limit: int) -> np.ndarray:
+    """Up to ``limit`` of ``windows``, spread evenly over them (kept in order)."""
+    index = np.unique(np.linspace(0, len(windows) - 1, num=min(limit, len(windows))).round())
+    return windows[index.astype(int)]
+
+
+def parity_windows(windows: np.ndarray | None, spec: Any) -> np.ndarray:
+    """Calibration windows spread over their range, or eight standard-normal ones."""
+    if windows is not None:
+        return spread(windows, N_PARITY_WINDOWS)
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((8, spec.input_len, spec.n_features)).astype(np.float32)
+
+
+def _check_budget(name: str, profile: str, options: TargetOptions, files: dict[str, bytes]) -> None:
+    size = sum(len(data) for data in files.values())
+    budget = options.memory_budget_mb
+    if budget and size > budget * 2**20:
+        raise TargetError(
+            f"{name}: the artifact's files ({size / 2**20:.1f} MiB) exceed target '{profile}'s "
+            f"memory_budget_mb ({budget})"
+        )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    from edgecomp._io import atomic_write_bytes
+
+    atomic_write_bytes(path, data)

@@ -1,29 +1,21 @@
-"""The x86 ONNX backend: torch.onnx.export -> onnxsim -> (int8 by op rule) -> model.onnx."""
+"""The x86 ONNX backend: torch.onnx.export -> onnxsim -> (int8 by op rule | int4) -> model.onnx."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
-from edgecomp.targets.base import EmitResult, Target, TargetError, TargetProfile
+from edgecomp.targets import base
 
 if TYPE_CHECKING:
     import onnx
     import torch
 
-    from edgecomp.spec import Model, ModelSpec
+    from edgecomp.spec import Model
 
 MODEL_FILE = "model.onnx"
-FP32_TOLERANCE = 1e-4  # max abs diff vs torch, scaled units
-N_PARITY_WINDOWS = 64
-_MODULES = ("onnx", "onnxruntime", "onnxruntime.quantization", "onnxsim")
-_PACKAGES = ("onnx", "onnxruntime", "onnxsim", "torch")
 
 
 def export_onnx(
@@ -58,119 +50,7 @@ def count_ops(path: str | Path) -> dict[str, int]:
     return dict(Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
 
-class OnnxTarget(Target):
-    """ONNX Runtime on x86 CPUs: fp32, int8 chosen per op type, or int4 weight-only (see
-    targets/onnx/README.md); option ``keep_float`` leaves named layers in float."""
-
-    name: ClassVar[str] = "onnx"
-    supported_precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "int8", "int4"})
-    needs_calibration: ClassVar[frozenset[str]] = frozenset({"int8"})
-    requires: ClassVar[tuple[str, ...]] = _MODULES
-    install: ClassVar[str] = "pip install 'edgecomp[onnx]'"
-
-    def emit(
-        self,
-        model: Model,
-        profile: TargetProfile,
-        out_dir: Path,
-        *,
-        precision: str,
-        calibration: np.ndarray | None = None,
-    ) -> EmitResult:
-        """Export ``model`` to ``out_dir/model.onnx`` at ``precision``; see Target.emit.
-
-        Raises:
-            TargetError: Unsupported precision, missing or malformed calibration windows, an
-                export failure (naming the module/op), or fp32 parity with torch above 1e-4.
-        """
-        self._check_request(profile, precision)
-        windows = _check_windows(calibration, model.spec, precision, self.needs_calibration)
-        from .compact import shrink
-        from .export import io_spec, write_model
-
-        opset = int(profile.options.get("opset", 17))
-        exported = _source_graph(model, opset)
-        io = _check_io(io_spec(exported), model.spec)
-        final, layers, lowering = self._lower(exported, model, profile, precision, windows)
-        final = shrink(final)  # renames tensors only: node names in ``layers`` stay valid
-        lowering["parity"] = _parity(
-            final,
-            model.module,
-            _parity_windows(windows, model.spec),
-            FP32_TOLERANCE if precision == "fp32" else None,
-        )
-        write_model(final, Path(out_dir) / MODEL_FILE)
-        return EmitResult(
-            model_file=MODEL_FILE,
-            files=[MODEL_FILE],
-            toolchain=_toolchain(),
-            io=io,
-            layers=layers,
-            lowering={"opset": opset, **lowering},
-        )
-
-    def _check_request(self, profile: TargetProfile, precision: str) -> None:
-        if profile.backend != self.name:
-            raise TargetError(f"onnx: profile '{profile.name}' is for backend '{profile.backend}'")
-        allowed = sorted(self.supported_precisions & set(profile.precisions))
-        if precision not in allowed:
-            raise TargetError(
-                f"onnx: precision '{precision}' is not supported for target "
-                f"'{profile.name}'; supported: {allowed}"
-            )
-
-    def _lower(
-        self,
-        exported: onnx.ModelProto,
-        model: Model,
-        profile: TargetProfile,
-        precision: str,
-        windows: np.ndarray | None,
-    ) -> tuple[onnx.ModelProto, list[dict[str, Any]], dict[str, Any]]:
-        from .export import EXPORTER, SIMPLIFIER
-        from .int4 import lower_int4
-        from .keep import keep_float_entries, kept_nodes
-        from .layers import layer_records
-        from .quantize import MAX_CALIBRATION_WINDOWS, Int8Settings, quantize_int8, select_windows
-
-        lowering: dict[str, Any] = {
-            "exporter": EXPORTER,
-            "simplifier": SIMPLIFIER,
-            "quantization": None,
-            "n_calibration_windows": 0,
-        }
-        if precision == "fp32":
-            return (
-                exported,
-                layer_records(exported, exported, model.module, precision="fp32"),
-                lowering,
-            )
-        entries = keep_float_entries(profile.options)
-        keep = kept_nodes(exported, model.module, entries, with_edges=precision == "int4")
-        if precision == "int4":
-            final, layers, lowering["quantization"] = lower_int4(
-                exported, model.module, profile.options, keep
-            )
-            return final, layers, lowering
-        settings = Int8Settings.from_options(profile.options)
-        calibration = select_windows(windows, MAX_CALIBRATION_WINDOWS)
-        quantized = quantize_int8(exported, calibration, settings, model.spec.features, keep)
-        layers = layer_records(
-            exported,
-            quantized.proto,
-            model.module,
-            precision="int8",
-            static_reason=settings.describe(len(calibration)),
-            kept_float=quantized.kept_float,
-        )
-        lowering |= {
-            "quantization": {**settings.lowering(len(calibration)), "steps": quantized.steps},
-            "n_calibration_windows": len(calibration),
-        }
-        return quantized.proto, layers, lowering
-
-
-def _source_graph(model: Model, opset: int) -> onnx.ModelProto:
+def source_graph(model: Model, opset: int) -> onnx.ModelProto:
     """The model as ONNX: exported from torch, or the user's ONNX file when that is the source."""
     from edgecomp.frontend import OnnxSource
 
@@ -181,102 +61,124 @@ def _source_graph(model: Model, opset: int) -> onnx.ModelProto:
     return export_model(model.module, model.spec.input_len, model.spec.n_features, opset=opset)
 
 
-def _check_windows(
-    calibration: Any, spec: ModelSpec, precision: str, needs: frozenset[str]
-) -> np.ndarray | None:
-    expected = f"[N, {spec.input_len}, {spec.n_features}] (input_len, features)"
-    if calibration is None:
-        if precision in needs:
-            raise TargetError(
-                f"onnx: precision '{precision}' needs calibration windows {expected}; got none"
-            )
-        return None
-    windows = np.asarray(calibration)
-    if (
-        windows.ndim != 3
-        or windows.shape[1:] != (spec.input_len, spec.n_features)
-        or (len(windows) == 0)
-    ):
-        raise TargetError(
-            f"onnx: calibration windows must be {expected} with N >= 1; got {list(windows.shape)}"
-        )
-    if not np.issubdtype(windows.dtype, np.number):
-        raise TargetError(f"onnx: calibration windows must be numeric; got dtype {windows.dtype}")
-    windows = windows.astype(np.float32)
-    if not np.isfinite(windows).all():
-        raise TargetError("onnx: calibration windows contain NaN or inf; impute them first")
-    return windows
+@dataclass(frozen=True)
+class OnnxOptions(base.TargetOptions):
+    """Options of an onnx profile (targets/profiles/x86-*.json), overridable per build.
 
-
-def _check_io(io: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
-    want = ["batch", spec.horizon, len(spec.targets)]
-    got = io["outputs"][0]["shape"]
-    if got != want:
-        raise TargetError(
-            f"onnx: model output 'forecast' is {got}; the spec needs {want} "
-            f"(batch, horizon, targets)"
-        )
-    return io
-
-
-def _parity_windows(windows: np.ndarray | None, spec: ModelSpec) -> np.ndarray:
-    """Calibration windows spread over their range, or a few standard-normal ones."""
-    from .quantize import select_windows
-
-    if windows is not None:
-        return select_windows(windows, N_PARITY_WINDOWS)
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((8, spec.input_len, spec.n_features)).astype(np.float32)
-
-
-def _parity(
-    proto: onnx.ModelProto, module: torch.nn.Module, windows: np.ndarray, tolerance: float | None
-) -> dict[str, Any]:
-    """Run at batch 1 and batch N with ONNX Runtime, compare with torch; enforce ``tolerance``."""
-    from .export import ort_runner
-
-    with _eval(module) as reference_module:
-        reference = reference_module(windows)
-    try:
-        run = ort_runner(proto)
-        outputs = np.concatenate([run(windows[:1]), run(windows)[1:]])
-    except Exception as exc:  # ORT raises its own exception types; report them in one line
-        raise TargetError(f"onnx: ONNX Runtime cannot run the emitted model: {exc}") from exc
-    diff = float(np.abs(outputs - reference).max())
-    if not np.isfinite(diff) or (tolerance is not None and diff > tolerance):
-        limit = "non-finite outputs" if tolerance is None else f"tolerance {tolerance:g}"
-        raise TargetError(
-            f"onnx: emitted model differs from torch: max abs diff {diff:.3g} "
-            f"({limit}) over {len(windows)} windows"
-        )
-    return {"max_abs_diff": diff, "n_windows": len(windows), "batch_sizes": [1, len(windows)]}
-
-
-@contextmanager
-def _eval(module: torch.nn.Module) -> Iterator[Any]:
-    """``module`` in eval mode as a numpy -> numpy function; its training flag is restored.
-
-    An ONNX source (already numpy -> numpy, run by ORT) is used as it is.
+    Attributes:
+        opset: ONNX opset to export with.
+        activation_type: int8: "uint8" or "int8" static QDQ activations.
+        weight_type: int8: "int8" or "uint8" static QDQ weights.
+        per_channel: int8: one weight scale per output channel instead of per tensor.
+        reduce_range: int8: 7-bit weights (no u8*s8 overflow on CPUs without VNNI).
+        calibration_method: int8: "minmax", "entropy" or "percentile".
+        max_input_ratio: int8: input layers stay float when the widest input feature spans more
+            than this many times the median feature's range (0: off).
+        int4_block_size: int4: the largest MatMulNBits block (a power of two >= 16).
     """
-    import torch
 
-    if not isinstance(module, torch.nn.Module):
-        yield module
-        return
-    training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield lambda x: module(torch.from_numpy(x)).numpy()
-    finally:
-        module.train(training)
+    VERSION: ClassVar[int] = 1
+
+    opset: int = 17
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = False
+    reduce_range: bool = False
+    calibration_method: str = "minmax"
+    max_input_ratio: float = 8.0
+    int4_block_size: int = 64
 
 
-def _toolchain() -> dict[str, str]:
-    versions = {}
-    for package in _PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
+class OnnxTarget(base.Target):
+    """ONNX Runtime on x86 CPUs: fp32, int8 chosen per op type, or int4 weight-only (see
+    targets/onnx/README.md); option ``keep_float`` leaves named layers in float."""
+
+    name: ClassVar[str] = "onnx"
+    model_file: ClassVar[str] = MODEL_FILE
+    options_type: ClassVar[type[base.TargetOptions]] = OnnxOptions
+    capabilities: ClassVar[base.Capabilities] = base.Capabilities(
+        precisions=frozenset({base.Precision.FP32, base.Precision.INT8, base.Precision.INT4}),
+        calibrated=frozenset({base.Precision.INT8}),
+        int4=base.Int4Kind.COMPUTE,  # MatMulNBits computes in int4; Conv/RNN weights: storage only
+        engine="onnx",
+        keeps_layers=True,
+        requires=("onnx", "onnxruntime", "onnxruntime.quantization", "onnxsim"),
+        install="pip install 'edgecomp[onnx]'",
+        packages=("onnx", "onnxruntime", "onnxsim", "torch"),
+    )
+
+    def lower(self, request: base.Request) -> base.Lowered:
+        """Export (or import) the graph, simplified; fp32 layer records."""
+        from .export import EXPORTER, SIMPLIFIER, io_spec
+        from .layers import layer_records
+
+        exported = source_graph(request.model, request.options.opset)
+        layers = layer_records(exported, exported, request.model.module, precision="fp32")
+        lowering = {
+            "opset": request.options.opset,
+            "exporter": EXPORTER,
+            "simplifier": SIMPLIFIER,
+            "quantization": None,
+            "n_calibration_windows": 0,
+        }
+        return _finish(exported, io_spec(exported), layers, lowering, exported)
+
+    def quantize(self, request: base.Request, lowered: base.Lowered) -> base.Lowered:
+        """int8 by a rule per op type (calibrated), or int4 weight-only."""
+        from .int4 import lower_int4
+        from .keep import keep_float_entries, kept_nodes
+
+        exported, module = lowered.ir, request.model.module
+        options = request.options.to_dict()
+        with_edges = request.precision is base.Precision.INT4
+        keep = kept_nodes(exported, module, keep_float_entries(options), with_edges=with_edges)
+        if request.precision is base.Precision.INT4:
+            final, layers, quantization = lower_int4(exported, module, options, keep)
+            lowering = {**lowered.lowering, "quantization": quantization}
+            return _finish(final, lowered.io, layers, lowering, exported)
+        return _int8(request, lowered, options, keep)
+
+
+def _int8(
+    request: base.Request, lowered: base.Lowered, options: dict[str, Any], keep: dict[str, str]
+) -> base.Lowered:
+    from .layers import layer_records
+    from .quantize import MAX_CALIBRATION_WINDOWS, Int8Settings, quantize_int8, select_windows
+
+    settings = Int8Settings.from_options(options)
+    calibration = select_windows(request.windows, MAX_CALIBRATION_WINDOWS)
+    spec = request.model.spec
+    quantized = quantize_int8(lowered.ir, calibration, settings, spec.features, keep)
+    layers = layer_records(
+        lowered.ir,
+        quantized.proto,
+        request.model.module,
+        precision="int8",
+        static_reason=settings.describe(len(calibration)),
+        kept_float=quantized.kept_float,
+    )
+    lowering = {
+        **lowered.lowering,
+        "quantization": {**settings.lowering(len(calibration)), "steps": quantized.steps},
+        "n_calibration_windows": len(calibration),
+    }
+    return _finish(quantized.proto, lowered.io, layers, lowering, lowered.ir)
+
+
+def _finish(
+    final: onnx.ModelProto,
+    io: dict[str, Any],
+    layers: list[dict[str, Any]],
+    lowering: dict[str, Any],
+    exported: onnx.ModelProto,
+) -> base.Lowered:
+    """Shrunk bytes of a copy of ``final`` (tensor renames only: node names in ``layers`` stay
+    valid; ``exported`` stays as it is for ``quantize``)."""
+    import onnx
+
+    from .compact import shrink
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(final)
+    model = shrink(copy).SerializeToString()
+    return base.Lowered(model=model, io=io, layers=layers, lowering=lowering, ir=exported)

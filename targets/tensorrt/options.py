@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from edgecomp.targets.base import TargetError, TargetProfile
+from edgecomp.targets.base import TargetError, TargetOptions
 
 # Builder flags per precision. int8: INT8 honours the explicit Q/DQ; FP16 lets the layers left
 # in float (LSTM/GRU, elementwise) run in fp16. fp32: TF32 off, so Ampere matches fp32 parity.
@@ -14,7 +14,7 @@ CLEARED_FLAGS = {"fp32": ["TF32"], "fp16": [], "int8": []}
 
 
 @dataclass(frozen=True)
-class TrtOptions:
+class TrtOptions(TargetOptions):
     """Options of a tensorrt profile (targets/profiles/jetson-*.json), overridable per build.
 
     Attributes:
@@ -30,7 +30,9 @@ class TrtOptions:
         int4_weight_only: The device's TensorRT takes int4 weight-only Q/DQ.
     """
 
-    tensorrt: str
+    VERSION: ClassVar[int] = 1
+
+    tensorrt: str = ""
     jetpack: str = ""
     opset: int = 17
     compute_capability: str = ""
@@ -41,28 +43,17 @@ class TrtOptions:
     aot: bool = False
     int4_weight_only: bool = False
 
-    @classmethod
-    def from_profile(cls, profile: TargetProfile) -> TrtOptions:
-        """Pick the known keys of ``profile.options``; raise TargetError naming a bad one."""
-        names = {f.name for f in fields(cls)}
-        opts = {k: v for k, v in profile.options.items() if k in names}
-        if "tensorrt" not in opts:
-            raise TargetError(f"tensorrt: profile '{profile.name}' has no option 'tensorrt'")
-        for key in ("tensorrt", "jetpack", "compute_capability"):
-            opts[key] = str(opts.get(key, ""))
-        for key in ("host_build", "aot", "int4_weight_only"):
-            if not isinstance(opts.get(key, False), bool):
-                raise TargetError(
-                    f"tensorrt: option '{key}' must be true or false; got {opts[key]!r}"
-                )
+    def validate(self, where: str) -> None:
+        """The TensorRT version is given, counts are >= 0 and batch sizes ascend."""
+        super().validate(where)
+        if not self.tensorrt:
+            raise TargetError(f"{where}: option 'tensorrt' (the device's TensorRT) is missing")
         for key in ("opset", "workspace_mb", "dla_cores"):
-            value = opts.get(key, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if getattr(self, key) < 0:
                 raise TargetError(
-                    f"tensorrt: option '{key}' must be an integer >= 0; got {value!r}"
+                    f"{where}: option '{key}' must be an integer >= 0; got {getattr(self, key)!r}"
                 )
-        opts["batch_sizes"] = _batch_sizes(opts.get("batch_sizes", cls.batch_sizes))
-        return cls(**opts)
+        _batch_sizes(where, self.batch_sizes)
 
     def builder(self, precision: str, io: dict[str, Any]) -> dict[str, Any]:
         """What the device's TensorRT builder is told, recorded in the manifest's recipe."""
@@ -85,7 +76,7 @@ class TrtOptions:
         return [[batch, *shape] for batch in self.batch_sizes]
 
 
-def _batch_sizes(value: Any) -> tuple[int, int, int]:
+def _batch_sizes(where: str, value: Any) -> None:
     ok = (
         isinstance(value, list | tuple)
         and len(value) == 3
@@ -94,7 +85,6 @@ def _batch_sizes(value: Any) -> tuple[int, int, int]:
     )
     if not ok:
         raise TargetError(
-            f"tensorrt: option 'batch_sizes' must be [min, opt, max] ascending integers >= 1; "
-            f"got {value!r}"
+            f"{where}: option 'batch_sizes' must be [min, opt, max] ascending integers >= 1; "
+            f"got {list(value)!r}"
         )
-    return tuple(value)
