@@ -10,6 +10,7 @@ import numpy as np
 from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.engines import Engine, get_engine
 from edgecomp_runtime.errors import ArtifactError, InputDtypeError, InputError, InputShapeError
+from edgecomp_runtime.layout import flatten_nodes
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
 from edgecomp_runtime.stream import Stream
@@ -129,6 +130,7 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
         """
         array = _as_real_array(window)
+        array = flatten_nodes(array, self.manifest["spec"].get("layout"), self.input_len)
         batched = self._check_shape(array)
         dtype = np.float32 if array.dtype.kind == "f" and array.itemsize <= 4 else np.float64
         x = np.asarray(array if batched else array[None], dtype=dtype)
