@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ERROR_KEYS",
     "MAPE_FLOOR_FRACTION",
     "NO_OBSERVED",
     "horizon_metrics",

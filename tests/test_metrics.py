@@ -225,3 +225,19 @@ def test_observed_targets_on_real_data(traffic_path, traffic_config):
     rows = dataset.val.starts[:, None] + traffic_config.input_len + np.arange(4)
     assert (mask == ~np.isnan(raw[rows])).all()
     assert 0 < (~mask).sum() < mask.size  # the validation split has a few imputed counts
+
+
+def test_bench_accuracy_scores_observed_values_and_says_how_many():
+    from edgecomp.bench.report import _scored_note
+    from edgecomp.bench.runner import _accuracy
+
+    # setup: the imputed entry is wildly off; the manifest's reference is the clean MAE
+    pred = Y_PRED.astype(float)
+    pred[1, 1, 0] = 1e6
+    reference = horizon_metrics(Y_TRUE, Y_PRED, observed=MASK)
+    # execute
+    acc = _accuracy(Y_TRUE, pred, {"reference": reference, "split": "test"}, "test", 2, MASK)
+    # assert
+    assert acc["artifact"]["mae"] == pytest.approx(reference["mae"])
+    assert acc["delta_mae_pct"] == pytest.approx([0.0, 0.0])
+    assert "Scored on 7 observed values; 1 imputed ones left out" in _scored_note(acc["artifact"])

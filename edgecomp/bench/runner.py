@@ -396,14 +396,16 @@ def _score(model: Any, data: Path, split: str) -> tuple[dict[str, Any], np.ndarr
     (or refused) by the runtime's own per-window imputation, as a gateway would see them.
     """
     from edgecomp.data import config_from_spec, prepare
-    from edgecomp.metrics import horizon_metrics
+    from edgecomp.metrics import horizon_metrics, observed_targets
 
     spec = model.manifest["spec"]
     dataset = prepare(data, config_from_spec(spec))
     filled = dataset.raw_inputs(split, imputed=True)
     truth = dataset.raw_targets(split)
+    observed = observed_targets(dataset, split)  # imputed truth is never scored
     pred, ok = _predict_all(model, filled)
-    accuracy = _accuracy(truth[ok], pred, model.manifest.get("metrics") or {}, split, len(filled))
+    manifest_metrics = model.manifest.get("metrics") or {}
+    accuracy = _accuracy(truth[ok], pred, manifest_metrics, split, len(filled), observed[ok])
     accuracy["data"] = str(data)
     raw = dataset.raw_inputs(split, imputed=False)
     gateway_pred, gateway_ok = _predict_all(model, raw)
@@ -411,7 +413,11 @@ def _score(model: Any, data: Path, split: str) -> tuple[dict[str, Any], np.ndarr
         "n_windows": int(gateway_ok.sum()),
         "n_refused": int((~gateway_ok).sum()),
         "n_with_missing": int(np.isnan(raw).any(axis=(1, 2)).sum()),
-        **(horizon_metrics(truth[gateway_ok], gateway_pred) if gateway_ok.any() else {}),
+        **(
+            horizon_metrics(truth[gateway_ok], gateway_pred, observed=observed[gateway_ok])
+            if gateway_ok.any()
+            else {}
+        ),
     }
     mean = np.asarray(spec["scaler"]["mean"], dtype=np.float32)
     std = np.asarray(spec["scaler"]["std"], dtype=np.float32)
@@ -445,14 +451,20 @@ def _predict_all(model: Any, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _accuracy(
-    truth: np.ndarray, pred: np.ndarray, metrics: dict[str, Any], split: str, n_total: int
+    truth: np.ndarray,
+    pred: np.ndarray,
+    metrics: dict[str, Any],
+    split: str,
+    n_total: int,
+    observed: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Per-horizon errors of the artifact, the manifest's fp32 reference, and their differences."""
-    from edgecomp.metrics import horizon_metrics
+    """Per-horizon errors of the artifact on observed values, the manifest's fp32 reference, and
+    their differences."""
+    from edgecomp.metrics import ERROR_KEYS, horizon_metrics
 
     if len(pred) == 0:
         raise BenchError(f"the runtime refused all {n_total} windows of the {split} split")
-    artifact = horizon_metrics(truth, pred)
+    artifact = horizon_metrics(truth, pred, observed=observed)
     reference = metrics.get("reference")
     out: dict[str, Any] = {
         "split": split,
@@ -468,7 +480,8 @@ def _accuracy(
         and metrics.get("split") == split
         and metrics.get("n_windows") == len(pred)
     )
-    for key, values in artifact.items():
+    for key in ERROR_KEYS:
+        values = artifact[key]
         ref = reference.get(key) if reference else None
         out[f"delta_{key}"] = _deltas(values, ref)
         out[f"delta_{key}_pct"] = _deltas(values, ref, pct=True)
