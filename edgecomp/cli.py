@@ -131,13 +131,21 @@ def _data_config(input_len: int, horizon: int, kw: dict):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--input-len", "-L", default=48, show_default=True)
 @click.option("--horizon", "-H", default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_data_options
-def data_cmd(path: str, input_len: int, horizon: int, **kw) -> None:
-    """Inspect a CSV/Parquet file: period, gaps, missing values, windows per split."""
+def data_cmd(path: str, input_len: int, horizon: int, as_json: bool, **kw) -> None:
+    """Inspect a CSV/Parquet file: period, gaps, missing values, windows per split, and an
+    input length and horizon suggested for its sampling period."""
     from edgecomp.data import prepare
+    from edgecomp.data.summary import format_summary, suggest_windows
 
     dataset = prepare(path, _data_config(input_len, horizon, kw))
-    console.print_json(json.dumps(dataset.summary(), default=str))
+    summary = dataset.summary()
+    summary["suggested"] = suggest_windows(summary["period_s"], summary["rows"])
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(format_summary(summary), nl=False)
 
 
 def _archs() -> list[str]:
@@ -181,7 +189,13 @@ def train(
     result = train_checkpoint(
         data, _data_config(input_len, horizon, kw), config, Path(out), console=console
     )
+    ev = result.evaluation
+    console.print(f"{ev['train']['stop_reason']}; kept epoch {ev['train']['best_epoch']}")
     console.print(result.table())
+    if ev.get("left_out"):
+        console.print(f"{ev['left_out']} test windows left out: the runtime would refuse them")
+    for warning in ev["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
 
 
 def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:

@@ -21,7 +21,16 @@ from torch import nn
 
 from edgecomp.data.windows import Windows
 
-__all__ = ["LOSSES", "TrainConfig", "TrainResult", "predict", "train_module"]
+__all__ = [
+    "LOSSES",
+    "TrainConfig",
+    "TrainResult",
+    "baseline_warnings",
+    "epoch_printer",
+    "predict",
+    "train_module",
+    "training_warnings",
+]
 
 LOSSES: dict[str, Callable[[], nn.Module]] = {"mse": nn.MSELoss, "mae": nn.L1Loss}
 
@@ -120,6 +129,8 @@ class TrainResult:
         best_epoch: Epoch whose weights were kept.
         best_val_loss: Its validation loss.
         seconds: Wall time of training.
+        stop_reason: Why training ended, one sentence (early stop or the epoch limit).
+        epochs: The epoch limit (``TrainConfig.epochs``).
     """
 
     module: nn.Module
@@ -127,6 +138,8 @@ class TrainResult:
     best_epoch: int
     best_val_loss: float
     seconds: float
+    stop_reason: str = ""
+    epochs: int = 0
 
 
 def _tensors(name: str, windows: Windows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,24 +268,104 @@ def train_module(
     )
     stopper, history, writer = _Stopper(config.patience), [], _writer(log_dir)
     began = time.perf_counter()
+    reason = f"ran all {config.epochs} epochs"
     try:
         for epoch in range(1, config.epochs + 1):
             order = rng.permutation(len(train))
+            start = time.perf_counter()
             train_loss, val_loss = _epoch(
                 module, data, loss_fn, optimizer, order, config, epoch, objective
             )
-            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            seconds = time.perf_counter() - start
+            history.append(
+                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds}
+            )
             _log(writer, on_epoch, epoch, train_loss, val_loss)
             if stopper.update(module, epoch, val_loss):
+                reason = (
+                    f"stopped early at epoch {epoch}/{config.epochs}: no lower validation loss "
+                    f"for {config.patience} epochs (patience)"
+                )
                 break
     finally:
         if writer is not None:
             writer.close()
     module.load_state_dict(stopper.state)
     module.eval()
+    elapsed = time.perf_counter() - began
     return TrainResult(
-        module, history, stopper.best_epoch, stopper.best_loss, time.perf_counter() - began
+        module, history, stopper.best_epoch, stopper.best_loss, elapsed, reason, config.epochs
     )
+
+
+def epoch_printer(print_line: Callable[[str], None], epochs: int) -> Callable:
+    """An ``on_epoch`` callback printing ``epoch k/N``, both losses, time per epoch and an ETA.
+
+    The ETA assumes every remaining epoch runs (early stopping can end sooner); ``*`` marks a new
+    best validation loss.
+    """
+    state = {"last": time.perf_counter(), "total": 0.0, "best": math.inf}
+
+    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+        now = time.perf_counter()
+        state["total"] += now - state["last"]
+        per_epoch, state["last"] = now - state["last"], now
+        eta = state["total"] / epoch * (epochs - epoch)
+        best = "*" if val_loss < state["best"] else " "
+        state["best"] = min(state["best"], val_loss)
+        print_line(
+            f"epoch {epoch:{len(str(epochs))}d}/{epochs}  train {train_loss:.4f}  "
+            f"val {val_loss:.4f}{best}  {per_epoch:.1f} s/epoch  ETA {_duration(eta)}"
+        )
+
+    return on_epoch
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+
+
+def training_warnings(result: TrainResult) -> list[str]:
+    """Warnings about how training went: the best epoch was the last one or the first one."""
+    ran = len(result.history)
+    if ran < 2:
+        return []
+    if result.best_epoch == ran and ran == result.epochs:
+        return [
+            f"the best epoch is the last one ({ran}/{result.epochs}): validation loss was still "
+            f"falling, so the model is probably under-trained; raise --epochs"
+        ]
+    if result.best_epoch == 1:
+        return [
+            f"the best epoch is the first one (of {ran}): validation loss never improved after "
+            f"epoch 1; try a lower --lr, a smaller model, or check that the inputs predict the "
+            f"targets"
+        ]
+    return []
+
+
+def baseline_warnings(evaluation: dict[str, Any]) -> list[str]:
+    """One warning per baseline that beats the model at some step, naming the steps.
+
+    Args:
+        evaluation: ``{"model": {"mae": [H]}, "baselines": {name: {"mae": [H]}}, "split": ...}``;
+            steps whose MAE is None (nothing scored) are skipped.
+    """
+    model = evaluation["model"]["mae"]
+    split = evaluation.get("split", "test")
+    out = []
+    for name, metrics in evaluation.get("baselines", {}).items():
+        pairs = zip(model, metrics["mae"], strict=True)
+        lost = [(h, m, b) for h, (m, b) in enumerate(pairs, 1) if None not in (m, b) and m > b]
+        if lost:
+            steps = ", ".join(f"h{h} ({m:.4g} vs {b:.4g})" for h, m, b in lost)
+            out.append(
+                f"the model loses to the {name} baseline on the {split} split at "
+                f"{len(lost)} of {len(model)} steps (MAE model vs baseline): {steps}"
+            )
+    return out
 
 
 def _epoch(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgecomp._io import atomic_write_text
 from edgecomp.data import DataConfig, Dataset, config_from_spec, prepare
+from edgecomp.data.summary import display_steps
 from edgecomp.dataflags import read_overrides
 from edgecomp.frontend import load_model, reference_predict, source_kind
 from edgecomp.metrics import horizon_metrics
@@ -54,7 +55,7 @@ def train_checkpoint(
 
     from edgecomp.checkpoint import save_checkpoint
     from edgecomp.models import build_model, complete_spec, resolve_hparams
-    from edgecomp.train import train_module
+    from edgecomp.train import baseline_warnings, epoch_printer, train_module, training_warnings
 
     dataset = prepare(data, data_config)
     # every hyperparameter is written out, so a later change of a default cannot change the model
@@ -64,12 +65,9 @@ def train_checkpoint(
     torch.manual_seed(train_config.seed)  # seeded initial weights: same seed, same model
     module = build_model(spec)
 
-    def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
-        if console is not None:
-            console.print(
-                f"epoch {epoch:3d}  train {train_loss:.4f}  val {val_loss:.4f}", highlight=False
-            )
-
+    on_epoch = None
+    if console is not None:
+        on_epoch = epoch_printer(lambda s: console.print(s, highlight=False), train_config.epochs)
     result = train_module(
         module, dataset.train, dataset.val, train_config, log_dir=out_dir / "tb", on_epoch=on_epoch
     )
@@ -80,7 +78,10 @@ def train_checkpoint(
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "seconds": result.seconds,
+        "epochs_run": len(result.history),
+        "stop_reason": result.stop_reason,
     }
+    evaluation["warnings"] = training_warnings(result) + baseline_warnings(evaluation)
     atomic_write_text(out_dir / "eval.json", json.dumps(evaluation, indent=2))
     return TrainOutcome(out_dir, model, evaluation)
 
@@ -92,6 +93,7 @@ def evaluate(model: Model, dataset: Dataset, split: str = "test") -> dict[str, A
     return {
         "split": split,
         "n_windows": len(windows),
+        "left_out": dataset.left_out.get(split, {}).get("windows", 0),
         "model": horizon_metrics(dataset.raw_targets(split), pred),
         "baselines": baseline_metrics(dataset, split),
     }
@@ -100,16 +102,22 @@ def evaluate(model: Model, dataset: Dataset, split: str = "test") -> dict[str, A
 def evaluation_table(evaluation: dict[str, Any], *, title: str) -> Table:
     """A rich table: one row per forecaster (model, baselines), one column per horizon step."""
     rows = {"model": evaluation["model"], **evaluation["baselines"]}
-    horizon = len(evaluation["model"]["mae"])
+    steps = display_steps(len(evaluation["model"]["mae"]))  # long horizons: h1, h2, h4, ..., H
     table = Table(title=title)
     table.add_column("forecaster")
-    for h in range(horizon):
-        table.add_column(f"h{h + 1}", justify="right")
+    for h in steps:
+        table.add_column(f"h{h}", justify="right")
     table.add_column("mean", justify="right")
     for name, metrics in rows.items():
         mae = metrics["mae"]
-        table.add_row(name, *(f"{v:.4g}" for v in mae), f"{np.mean(mae):.4g}")
+        kept = [v for v in mae if v is not None]
+        mean = f"{np.mean(kept):.4g}" if kept else "n/a"
+        table.add_row(name, *(_cell(mae[h - 1]) for h in steps), mean)
     return table
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def dataset_for(spec: ModelSpec, data: str | Path) -> Dataset:

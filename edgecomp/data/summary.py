@@ -1,0 +1,98 @@
+"""Console summaries: what ``edgecomp data`` prints, suggested window sizes, horizon columns.
+
+``format_summary`` turns ``Dataset.summary()`` into a readable page; ``suggest_windows`` proposes
+an input length and a horizon for the sampling period; ``display_steps`` picks the horizon steps
+a console table shows when the horizon is long (the JSON keeps every step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_FULL_STEPS = 8  # tables show every step up to this horizon, selected steps beyond
+
+# (largest period in seconds, input steps, horizon steps, why): the first row that fits applies
+_SUGGESTIONS = (
+    (60, 120, 15, "2 hours of history for the next 15 minutes"),
+    (300, 144, 12, "12 hours of history for the next hour"),
+    (900, 96, 8, "one day of history for the next 2 hours"),
+    (1800, 96, 12, "two days of history for the next 6 hours"),
+    (3600, 168, 24, "one week of history for the next day"),
+    (3 * 3600, 112, 8, "two weeks of history for the next day"),
+    (86_400, 28, 7, "four weeks of history for the next week"),
+    (7 * 86_400, 52, 4, "one year of history for the next 4 weeks"),
+)
+
+
+def display_steps(horizon: int) -> list[int]:
+    """1-based steps a console table shows: all up to ``MAX_FULL_STEPS``, else 1, 2, 4, ..., H."""
+    if horizon <= MAX_FULL_STEPS:
+        return list(range(1, horizon + 1))
+    steps, step = [], 1
+    while step < horizon:
+        steps.append(step)
+        step *= 2
+    return [*steps, horizon]
+
+
+def suggest_windows(period_s: float, rows: int) -> dict[str, Any]:
+    """An input length and horizon for the sampling period, capped so the test split has windows.
+
+    Returns:
+        ``{"input_len": L, "horizon": H, "why": text}``.
+    """
+    fit = next((s for s in _SUGGESTIONS if period_s <= s[0]), (None, 24, 4, "24 steps for 4"))
+    _, length, horizon, why = fit
+    cap = max(2, int(rows * 0.15) // 3)  # a 15 % test split keeps at least a few windows
+    if length + horizon > cap:
+        scale = cap / (length + horizon)
+        length, horizon = max(1, int(length * scale)), max(1, int(horizon * scale))
+        why += f", shortened to fit the {rows}-row table"
+    return {"input_len": length, "horizon": horizon, "why": why}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A readable multi-line page from ``Dataset.summary()`` (plus ``suggested``, when present)."""
+    rows, period = summary["rows"], summary["period_s"]
+    lines = [
+        f"file       {summary['file']} ({summary['layout']} layout)",
+        f"grid       {rows} steps of {_period(period)}, {summary['n_gap_steps']} missing steps "
+        f"inserted",
+        f"series     {summary['features']} features, {summary['targets']} targets",
+        f"missing    {summary['missing']} values ({_share(summary['missing'], rows, summary)}); "
+        f"imputed per split: " + _pairs(summary["imputed"]),
+        "windows    " + _windows(summary),
+        "baselines  last value, training mean"
+        + "".join(f", {name} ({steps} steps)" for name, steps in summary["seasons"].items()),
+    ]
+    if "suggested" in summary:
+        s = summary["suggested"]
+        lines.append(f"suggested  -L {s['input_len']} -H {s['horizon']} ({s['why']})")
+    lines += [f"note       {n}" for n in summary["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _period(seconds: float) -> str:
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return f"{seconds:g} s"
+
+
+def _share(missing: int, rows: int, summary: dict[str, Any]) -> str:
+    total = rows * summary["features"]
+    return f"{missing / total:.1%} of {total}" if total else "no values"
+
+
+def _pairs(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _windows(summary: dict[str, Any]) -> str:
+    parts = []
+    for split, n in summary["windows"].items():
+        left = summary.get("left_out", {}).get(split, {}).get("windows", 0)
+        refused = f" ({left} left out: the runtime would refuse them)" if left else ""
+        parts.append(f"{split} {n}{refused}")
+    return ", ".join(parts)
