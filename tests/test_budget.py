@@ -90,3 +90,16 @@ def test_gate_refuses_a_step_without_observed_values():
 
 def test_exit_code_is_its_own():
     assert EXIT_BUDGET_NOT_MET not in (0, 1, 2)
+
+
+def test_tune_constraints_mean_what_the_budget_flags_mean():
+    from edgecomp.tune import Constraints
+
+    # --max-error is an absolute MAE in every command, tune included
+    c = Constraints.from_budget(budget_from_flags(max_error="5", at_horizon="2"), max_size_kb=1)
+    assert (c.max_error_increase, c.max_error_abs, c.horizon) == (None, 5.0, 2)
+    measured = {"error_increase": 0.0, "error_abs": 6.0, "p99_ms": 1.0, "size_bytes": 512}
+    assert c.violations(measured)["error_abs"] == pytest.approx(0.2)
+    assert c.budget() == Budget(max_increase=None, max_error=5.0, at_horizon=2)
+    assert Constraints.from_budget(None).budget() is None
+    assert Constraints.from_budget(budget_from_flags()).max_error_increase == 0.01

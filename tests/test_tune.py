@@ -271,7 +271,7 @@ def test_cli_refuses_a_bad_percentage(traffic_checkpoints, traffic_path, tmp_pat
         ],
     )
     assert result.exit_code == 2
-    assert "'one%' is not a number or a percentage" in result.output
+    assert "--max-error-increase must be a number >= 0 or a percentage" in result.output
 
 
 def test_two_worker_processes_share_one_sqlite_study(traffic_checkpoints, traffic_path, tmp_path):

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgecomp.budget import budget_options
 from edgecomp.dataflags import read_flags
-
-_PERCENT_HELP = "e.g. 1% or 0.01"
-
-
-def _fraction(value: str | None) -> float | None:
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a number or a percentage") from None
 
 
 @click.command()
@@ -40,9 +29,7 @@ def _fraction(value: str | None) -> float | None:
     show_default=True,
     help="What single-objective strategies minimize (and what picks the chosen recipe).",
 )
-@click.option("--max-error-increase", help=f"Relative MAE increase per step ({_PERCENT_HELP}).")
-@click.option("--max-error", type=float, help="Absolute MAE increase per step, raw units.")
-@click.option("--at-horizon", type=int, help="Apply the error limits at this step only (1-based).")
+@budget_options
 @click.option("--max-p99-ms", type=float, help="p99 latency at batch 1 through the runtime.")
 @click.option("--max-size-kb", type=float, help="Artifact size in KiB.")
 @click.option("--max-memory-mb", type=float, help="Peak RSS of a runtime process (measured).")
@@ -85,10 +72,11 @@ def tune(source: str, data_path: str, out: str, **kw) -> None:
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    constraints = Constraints(
-        max_error_increase=_fraction(kw.pop("max_error_increase")),
-        max_error_abs=kw.pop("max_error"),
-        horizon=kw.pop("at_horizon"),
+    from edgecomp.budget import budget_from_flags
+
+    budget_keys = ("max_error_increase", "max_error", "at_horizon", "no_error_limit")
+    constraints = Constraints.from_budget(
+        budget_from_flags(*(kw.pop(k) for k in budget_keys)),
         max_p99_ms=kw.pop("max_p99_ms"),
         max_size_kb=kw.pop("max_size_kb"),
         max_memory_mb=kw.pop("max_memory_mb"),

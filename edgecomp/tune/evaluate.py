@@ -1,7 +1,9 @@
 """Measure one recipe: run its passes, build, verify on validation windows, time the runtime.
 
-Error is measured on the validation split (the test split stays untouched until the chosen
-recipe is built), against the input model in fp32 at every horizon step. Latency and memory are
+Error is measured on the validation split's observed values (the test split stays untouched
+until the chosen recipe is built, then gates it), against the input model in fp32 at every
+horizon step. The limits mean what the error-budget flags of every building command mean
+(``edgecomp.budget``). Latency and memory are
 measured through ``edgecomp_runtime`` on this host, like `edgecomp bench`.
 """
 
@@ -29,8 +31,9 @@ class Constraints:
 
     Attributes:
         max_error_increase: Relative MAE increase over the input fp32 model, at every horizon
-            step (0.01 = 1 %), or at ``horizon`` only.
-        max_error_abs: Absolute MAE increase in raw units, same steps.
+            step (0.01 = 1 %), or at ``horizon`` only (``--max-error-increase``).
+        max_error_abs: Absolute MAE allowed in the targets' raw units, same steps
+            (``--max-error``).
         horizon: 1-based horizon step the error limits apply to (None: every step).
         max_p99_ms: p99 latency of one raw window through the runtime, in ms.
         max_size_kb: Artifact file size in KiB.
@@ -66,7 +69,7 @@ class Constraints:
         if self.max_error_increase is not None:
             parts.append(f"MAE +{self.max_error_increase * 100:g} % {where}")
         if self.max_error_abs is not None:
-            parts.append(f"MAE +{self.max_error_abs:g} raw units {where}")
+            parts.append(f"MAE <= {self.max_error_abs:g} raw units {where}")
         for name, unit, value in (
             ("p99", "ms", self.max_p99_ms),
             ("size", "KiB", self.max_size_kb),
@@ -75,6 +78,22 @@ class Constraints:
             if value is not None:
                 parts.append(f"{name} <= {value:g} {unit}")
         return ", ".join(parts) or "none"
+
+    @classmethod
+    def from_budget(cls, budget: Any, **limits: float | None) -> Constraints:
+        """The error limits of an ``edgecomp.budget.Budget`` (None: no error limit) plus
+        ``limits`` (max_p99_ms, max_size_kb, max_memory_mb)."""
+        if budget is None:
+            return cls(**limits)
+        return cls(budget.max_increase, budget.max_error, budget.at_horizon, **limits)
+
+    def budget(self) -> Any:
+        """The error limits as an ``edgecomp.budget.Budget``; None when there are none."""
+        from edgecomp.budget import Budget
+
+        if self.max_error_increase is None and self.max_error_abs is None:
+            return None
+        return Budget(self.max_error_increase, self.max_error_abs, self.horizon)
 
 
 @dataclass
@@ -94,19 +113,18 @@ class Evaluator:
     workdir: Path
     constraints: Constraints
     latency_iters: int = 300
-    _reference: list[float] = field(default_factory=list, init=False)
+    _reference: list[float | None] = field(default_factory=list, init=False)
     _cache: dict[str, tuple[Model, list]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         from edgecomp.workflow import evaluate
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._reference = [
-            float(v) for v in evaluate(self.model, self.dataset, "val")["model"]["mae"]
-        ]
+        mae = evaluate(self.model, self.dataset, "val")["model"]["mae"]
+        self._reference = [None if v is None else float(v) for v in mae]
 
     @property
-    def reference_mae(self) -> list[float]:
+    def reference_mae(self) -> list[float | None]:
         """Per-step validation MAE of the input model in fp32 (raw units)."""
         return list(self._reference)
 
@@ -134,14 +152,13 @@ class Evaluator:
         if not lower["precision"].startswith("mixed-"):
             return recipe, None
         from edgecomp.analyze import analyze
-        from edgecomp.mixed import Budget, plan_mixed
+        from edgecomp.mixed import plan_mixed
 
         base = lower["precision"].removeprefix("mixed-")
         options = dict(lower.get("options", {}))
         kw = {"options": options, "calibration_windows": lower.get("calibration_windows", 256)}
         sens = analyze(model, self.dataset, target=lower["target"], precision=base, **kw)
-        budget = Budget(self.constraints.max_error_increase, at_horizon=self.constraints.horizon)
-        plan = plan_mixed(model, self.dataset, sens, budget, **kw)
+        plan = plan_mixed(model, self.dataset, sens, self.constraints.budget(), **kw)
         options["keep_float"] = list(plan.kept_float)
         lower = {**lower, "precision": base, "options": options}
         return {**recipe, "lower": [lower]}, plan.record()
@@ -155,15 +172,21 @@ class Evaluator:
             self._cache[key] = run_passes(self.model, parsed.make_passes(), ctx)
         return self._cache[key]
 
-    def _error(self, mae: list[float]) -> dict[str, Any]:
+    def _error(self, mae: list[float | None]) -> dict[str, Any]:
+        """Worst relative increase and worst absolute MAE over the checked steps that scored
+        observed values (a step without any has None and is not counted)."""
         steps = range(len(mae))
         if self.constraints.horizon is not None:
             steps = [self.constraints.horizon - 1]
-        rel = [mae[i] / self._reference[i] - 1 if self._reference[i] > 0 else 0.0 for i in steps]
+        ref = self._reference
+        steps = [i for i in steps if mae[i] is not None and ref[i] is not None]
+        if not steps:
+            raise TuneError("the validation split has no observed value at the checked steps")
+        rel = [mae[i] / ref[i] - 1 if ref[i] > 0 else 0.0 for i in steps]
         return {
-            "mae": [float(v) for v in mae],
+            "mae": [None if v is None else float(v) for v in mae],
             "error_increase": max(rel),
-            "error_abs": max(mae[i] - self._reference[i] for i in steps),
+            "error_abs": max(mae[i] for i in steps),
         }
 
     def _speed(self, path: Path) -> dict[str, Any]:
