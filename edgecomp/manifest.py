@@ -15,13 +15,14 @@ import zipfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgecomp._io import atomic_write
 from edgecomp_runtime import FORMAT, FORMAT_VERSION, read_artifact, validate_manifest
 from edgecomp_runtime.signing import SIGNATURE_NAME, load_private_key, sign_manifest
 
 __all__ = [
+    "Manifest",
     "FORMAT",
     "FORMAT_VERSION",
     "ARTIFACT_SUFFIX",
@@ -36,6 +37,29 @@ ARTIFACT_SUFFIX = ".edgepkg"
 MANIFEST_NAME = "manifest.json"
 
 
+class Manifest(TypedDict, total=False):
+    """The keys of manifest.json (runtime/FORMAT.md), as the build stages fill them in.
+
+    ``new_manifest`` gives the header; the lower stage the target, io, spec, recipe and layers;
+    verify the metrics; stream the optional ``stream`` section; ``write_artifact`` the files.
+    """
+
+    format: str
+    format_version: int
+    created: str
+    producer: dict[str, str]
+    target: dict[str, Any]
+    precision: str
+    model_file: str
+    io: dict[str, Any]
+    spec: dict[str, Any]
+    recipe: dict[str, Any]
+    layers: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    stream: dict[str, Any]
+    files: list[dict[str, Any]]
+
+
 def producer_versions(*packages: str) -> dict[str, str]:
     """Installed versions of edgecomp, torch and ``packages`` (absent ones are skipped)."""
     versions = {}
@@ -47,9 +71,9 @@ def producer_versions(*packages: str) -> dict[str, str]:
     return versions
 
 
-def new_manifest(**sections: Any) -> dict[str, Any]:
+def new_manifest(**sections: Any) -> Manifest:
     """A manifest dict with the format header, creation time and the given sections."""
-    return {
+    return {  # type: ignore[return-value]
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

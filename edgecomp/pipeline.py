@@ -1,8 +1,13 @@
-"""build(): model + data -> verified artifact for one target profile.
+"""build(): model + data -> verified artifact for one target profile, as a list of stages.
 
-frontend Model -> target.emit (lower, quantize) -> verify on held-out windows through the
-runtime's engine -> manifest -> atomic .edgepkg. No per-target branches: capabilities come from the
-profile and the backend class.
+The build is ``STAGES``, run in order by ``run_stages`` over one ``BuildContext``::
+
+    resolve -> passes -> lower -> verify -> stream -> package
+
+``build`` runs them all, ``compile_artifact`` stops after verify (nothing written); workflow,
+tune and analyze/mixed go through these two. A stage is a function of the context: adding one
+is one entry in ``STAGES`` (or ``with_stage(STAGES, after="verify", stage=...)`` for a caller's
+own list). No per-target branches: capabilities come from the profile and the backend class.
 """
 
 from __future__ import annotations
@@ -10,69 +15,115 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from edgecomp.config import BuildConfig, BuildError, resolve_target
 from edgecomp.data import Dataset
 from edgecomp.frontend import reference_predict
-from edgecomp.manifest import new_manifest, producer_versions, write_artifact
+from edgecomp.manifest import Manifest, new_manifest, producer_versions, write_artifact
 from edgecomp.metrics import horizon_metrics, naive_forecasts
 from edgecomp.spec import Model
-from edgecomp.targets import TargetError, TargetProfile, get_profile, get_target
+from edgecomp.targets import (
+    Target,
+    TargetError,
+    TargetOptions,
+    TargetProfile,
+)
 from edgecomp_runtime.signing import load_private_key
 
 __all__ = [
+    "STAGES",
     "BuildConfig",
+    "BuildContext",
     "BuildResult",
     "BuildError",
     "CalibrationSet",
+    "Forecasts",
+    "Stage",
     "build",
     "compile_artifact",
     "calibration_set",
     "calibration_windows",
     "baseline_metrics",
+    "run_stages",
+    "split_forecasts",
+    "verify",
+    "with_stage",
 ]
 
-
-class BuildError(ValueError):
-    """A build cannot go on; the message names the step."""
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """What to build.
-
-    Attributes:
-        target: Target profile name (see `edgecomp targets`).
-        precision: "fp32", "int8" or "int4" (what the profile allows); a mixed-precision build
-            (``build(..., mixed=...)``) uses it for the layers not kept in float.
-        calibration_windows: Cap on calibration windows, drawn evenly across the training
-            split's time range (bounded memory: only the drawn windows are copied).
-        eval_split: Split used to verify the artifact and record its metrics.
-        options: Overrides of the profile's lowering options (e.g. ``{"keep_float": ["input"]}``,
-            ``{"calibration_method": "percentile"}``); recorded in the manifest's recipe.
-    """
-
-    target: str = "x86-64-avx2"
-    precision: str = "int8"
-    calibration_windows: int = 256
-    eval_split: str = "test"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.calibration_windows < 1:
-            raise BuildError("calibration_windows must be at least 1")
-        if self.eval_split not in ("train", "val", "test"):
-            raise BuildError(f"eval_split must be train, val or test, not '{self.eval_split}'")
+VERIFY_SPLITS = ("val", "test")  # forecasts kept on the context for later stages (a gate)
 
 
 @dataclass(frozen=True)
 class BuildResult:
     path: Path
     manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """Scaled forecasts [N, H, F_out] of the reference model and of the artifact on one split."""
+
+    reference: np.ndarray
+    artifact: np.ndarray
+
+
+@dataclass
+class BuildContext:
+    """What the stages read and write, typed. The caller fills the inputs; stages the rest.
+
+    Attributes:
+        model: The model to compile; the passes stage replaces it with the transformed one.
+        dataset: Its data (calibration from train, verification on ``config.eval_split``).
+        config: Target, precision and options.
+        out: Destination .edgepkg (package stage); None for an in-memory build.
+        sign_key: None, or an ed25519 private key that signs the manifest.
+        passes: Model passes still to run (``edgecomp.passes.Pass``), run by the passes stage.
+        records: Records of the passes applied to ``model`` (given, or from the passes stage).
+        mixed: A mixed-precision plan (``edgecomp.mixed``) or None.
+        log: One line per pass, or None.
+        profile: The resolved profile, build overrides applied (resolve).
+        target: The backend class (resolve).
+        options: The backend's typed options (resolve).
+        calibration: Calibration windows when the precision needs them (resolve).
+        manifest: The manifest being built (lower; completed by verify, stream, package).
+        files: The artifact's files by name (lower, stream).
+        forecasts: Reference and artifact forecasts per split in ``VERIFY_SPLITS`` and the
+            evaluation split (verify).
+        path: The written artifact (package).
+        done: Names of the stages run, in order.
+    """
+
+    model: Model
+    dataset: Dataset
+    config: BuildConfig
+    out: Path | None = None
+    sign_key: Any = None
+    passes: list[Any] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    mixed: dict[str, Any] | None = None
+    log: Callable[[str], None] | None = None
+    profile: TargetProfile | None = None
+    target: type[Target] | None = None
+    options: TargetOptions | None = None
+    calibration: CalibrationSet | None = None
+    manifest: Manifest = field(default_factory=dict)  # type: ignore[assignment]
+    files: dict[str, bytes] = field(default_factory=dict)
+    forecasts: dict[str, Forecasts] = field(default_factory=dict)
+    path: Path | None = None
+    done: list[str] = field(default_factory=list)
+
+
+class Stage(NamedTuple):
+    """One step of the build: a name and a function of the context."""
+
+    name: str
+    run: Callable[[BuildContext], None]
 
 
 def build(
@@ -85,7 +136,7 @@ def build(
     passes: list[dict[str, Any]] | None = None,
     mixed: dict[str, Any] | None = None,
 ) -> BuildResult:
-    """Lower, quantize, verify and package ``model`` for ``config.target``.
+    """Lower, quantize, verify and package ``model`` for ``config.target``: every stage.
 
     Args:
         model: The model to compile (from `edgecomp.frontend.load_model`).
@@ -105,14 +156,13 @@ def build(
     Raises:
         BuildError, TargetError: The target cannot produce the artifact; nothing is written.
     """
-    if sign_key is not None:
-        sign_key = load_private_key(sign_key)
-    manifest, files = compile_artifact(model, dataset, config, passes=passes, mixed=mixed)
-    if config.options.get("stream"):  # step model + manifest "stream" section (edgecomp.streaming)
-        from edgecomp.streaming import add_stream
-
-        add_stream(model, dataset, manifest, files, options=config.options, split=config.eval_split)
-    return BuildResult(write_artifact(out, manifest, files, sign_key=sign_key), manifest)
+    ctx = BuildContext(
+        model, dataset, config, out=Path(out), sign_key=sign_key, records=list(passes or [])
+    )
+    ctx.mixed = mixed
+    run_stages(ctx)
+    assert ctx.path is not None
+    return BuildResult(ctx.path, ctx.manifest)
 
 
 def compile_artifact(
@@ -124,20 +174,88 @@ def compile_artifact(
     mixed: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest (metrics on ``config.eval_split`` included) and files of ``build``, in
-    memory: nothing is written. See ``build`` for the arguments."""
-    profile, target_cls = _resolve(config)
-    _check_data_matches(model, dataset)
-    calib = None
-    if config.precision in target_cls.needs_calibration:
-        calib = calibration_set(dataset, config.calibration_windows)
-    emitted, files = _emit(target_cls, model, profile, config.precision, calib)
-    lowering = {**emitted.lowering, "build": asdict(config)}
+    memory: the stages up to verify; nothing is written. See ``build`` for the arguments."""
+    ctx = BuildContext(model, dataset, config, records=list(passes or []), mixed=mixed)
+    run_stages(ctx, until="verify")
+    return ctx.manifest, ctx.files
+
+
+def run_stages(
+    ctx: BuildContext,
+    stages: Sequence[Stage] | None = None,
+    *,
+    until: str | None = None,
+    skip: Sequence[str] = (),
+) -> BuildContext:
+    """Run ``stages`` (default ``STAGES``) in order on ``ctx``, up to and including ``until``.
+
+    Raises:
+        BuildError: ``until`` or a name in ``skip`` is not a stage (the message lists them).
+    """
+    stages = STAGES if stages is None else tuple(stages)
+    names = [stage.name for stage in stages]
+    for name in [*skip, *([until] if until else [])]:
+        if name not in names:
+            raise BuildError(f"unknown build stage '{name}'. Stages: {names}")
+    for stage in stages:
+        if stage.name not in skip:
+            stage.run(ctx)
+            ctx.done.append(stage.name)
+        if stage.name == until:
+            break
+    return ctx
+
+
+def with_stage(stages: Sequence[Stage], *, after: str, stage: Stage) -> tuple[Stage, ...]:
+    """``stages`` with ``stage`` inserted after the one named ``after``."""
+    names = [s.name for s in stages]
+    if after not in names:
+        raise BuildError(f"unknown build stage '{after}'. Stages: {names}")
+    at = names.index(after) + 1
+    return (*stages[:at], stage, *stages[at:])
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+
+def resolve(ctx: BuildContext) -> None:
+    """Profile with the build's overrides, backend, typed options, data match, calibration."""
+    config = ctx.config
+    if ctx.sign_key is not None:
+        ctx.sign_key = load_private_key(ctx.sign_key)  # a bad key fails before any work
+    profile, target, ctx.options = resolve_target(config)
+    if not target.is_available():
+        raise TargetError(f"target '{profile.name}': {target.missing_reason()}")
+    ctx.profile, ctx.target = profile, target
+    _check_data_matches(ctx.model, ctx.dataset)
+    if config.precision in target.needs_calibration:
+        ctx.calibration = calibration_set(ctx.dataset, config.calibration_windows)
+
+
+def run_model_passes(ctx: BuildContext) -> None:
+    """The model passes still to run on ``ctx.model``; their records join ``ctx.records``."""
+    if not ctx.passes:
+        return
+    from edgecomp.passes import PassContext, run_passes
+
+    pass_ctx = PassContext(ctx.dataset, ctx.config.eval_split, ctx.config.calibration_windows)
+    ctx.model, records = run_passes(ctx.model, ctx.passes, pass_ctx, log=ctx.log)
+    ctx.records = [*ctx.records, *records]
+    ctx.passes = []
+
+
+def lower(ctx: BuildContext) -> None:
+    """The backend's emit (lower, quantize, parity) and the manifest without metrics."""
+    assert ctx.target is not None and ctx.profile is not None and ctx.options is not None
+    config, profile, calib = ctx.config, ctx.profile, ctx.calibration
+    emitted, ctx.files = _emit(ctx.target, ctx.model, profile, str(config.precision), calib)
+    lowering = {**emitted.lowering, "build": config.to_dict(), "options": ctx.options.to_json()}
     if calib is not None:
         lowering["calibration"] = calib.record()
-    recipe = {"passes": list(passes or []), "source": model.source, "lowering": lowering}
-    if mixed:
-        recipe["mixed_precision"] = mixed
-    manifest = new_manifest(
+    recipe = {"passes": list(ctx.records), "source": ctx.model.source, "lowering": lowering}
+    if ctx.mixed:
+        recipe["mixed_precision"] = ctx.mixed
+    ctx.manifest = new_manifest(
         producer=producer_versions(*emitted.toolchain),
         target={
             "name": profile.name,
@@ -145,15 +263,56 @@ def compile_artifact(
             "arch": profile.arch,
             "toolchain": emitted.toolchain,
         },
-        precision="mixed" if mixed else config.precision,
+        precision="mixed" if ctx.mixed else str(config.precision),
         model_file=emitted.model_file,
         io=emitted.io,
-        spec=model.spec.to_dict(),
+        spec=ctx.model.spec.to_dict(),
         recipe=recipe,
-        layers=_annotate(emitted.layers, (mixed or {}).get("layers", {})),
+        layers=_annotate(emitted.layers, (ctx.mixed or {}).get("layers", {})),
     )
-    manifest["metrics"] = verify(model, dataset, manifest, files, split=config.eval_split)
-    return manifest, files
+
+
+def verify_stage(ctx: BuildContext) -> None:
+    """Metrics on the evaluation split; forecasts on val, test and that split kept on ``ctx``."""
+    split = ctx.config.eval_split
+    for name in dict.fromkeys([split, *VERIFY_SPLITS]):
+        if name == split or len(ctx.dataset.split(name)):
+            ctx.forecasts[name] = split_forecasts(
+                ctx.model, ctx.dataset, ctx.manifest, ctx.files, name
+            )
+    ctx.manifest["metrics"] = _metrics(ctx.dataset, split, ctx.forecasts[split])
+
+
+def stream(ctx: BuildContext) -> None:
+    """The step model and the manifest's ``stream`` section, when option ``stream`` is on."""
+    assert ctx.options is not None
+    if not ctx.options.stream:
+        return
+    from edgecomp.streaming import add_stream
+
+    options = ctx.options.to_dict()
+    split = ctx.config.eval_split
+    add_stream(ctx.model, ctx.dataset, ctx.manifest, ctx.files, options=options, split=split)
+
+
+def package(ctx: BuildContext) -> None:
+    """Checksums, the runtime's validation, signature, atomic .edgepkg."""
+    if ctx.out is None:
+        raise BuildError("the package stage needs an output path (BuildContext.out)")
+    ctx.path = write_artifact(ctx.out, ctx.manifest, ctx.files, sign_key=ctx.sign_key)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("resolve", resolve),
+    Stage("passes", run_model_passes),
+    Stage("lower", lower),
+    Stage("verify", verify_stage),
+    Stage("stream", stream),
+    Stage("package", package),
+)
+
+
+# --- calibration and verification ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -232,10 +391,14 @@ def _annotate(layers: list[dict[str, Any]], notes: dict[str, str]) -> list[dict[
     return out
 
 
-def verify(
-    model: Model, dataset: Dataset, manifest: dict[str, Any], files: dict[str, bytes], *, split: str
-) -> dict[str, Any]:
-    """Per-horizon error of the reference and of the emitted model on ``split``, plus parity."""
+def split_forecasts(
+    model: Model, dataset: Dataset, manifest: dict[str, Any], files: dict[str, bytes], split: str
+) -> Forecasts:
+    """Scaled forecasts of the reference model and of the artifact (the runtime's engine).
+
+    Raises:
+        BuildError: ``split`` has no windows.
+    """
     from edgecomp_runtime.engines import get_engine
 
     windows = dataset.split(split)
@@ -244,19 +407,29 @@ def verify(
     engine = get_engine(manifest["target"]["backend"])(
         files[manifest["model_file"]], manifest, threads=1
     )
-    ref = reference_predict(model, windows.x)
     out = np.concatenate([engine.run(windows.x[i : i + 256]) for i in range(0, len(windows), 256)])
+    return Forecasts(reference_predict(model, windows.x), out)
+
+
+def verify(
+    model: Model, dataset: Dataset, manifest: dict[str, Any], files: dict[str, bytes], *, split: str
+) -> dict[str, Any]:
+    """Per-horizon error of the reference and of the emitted model on ``split``, plus parity."""
+    return _metrics(dataset, split, split_forecasts(model, dataset, manifest, files, split))
+
+
+def _metrics(dataset: Dataset, split: str, pair: Forecasts) -> dict[str, Any]:
     truth = dataset.raw_targets(split)
-    diff = np.abs(out.astype(np.float64) - ref)
+    diff = np.abs(pair.artifact.astype(np.float64) - pair.reference)
     metrics = {
         "split": split,
-        "n_windows": len(windows),
-        "reference": horizon_metrics(truth, dataset.unscale_targets(ref)),
-        "artifact": horizon_metrics(truth, dataset.unscale_targets(out)),
+        "n_windows": len(truth),
+        "reference": horizon_metrics(truth, dataset.unscale_targets(pair.reference)),
+        "artifact": horizon_metrics(truth, dataset.unscale_targets(pair.artifact)),
         "parity": {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())},
         "baselines": baseline_metrics(dataset, split),
     }
-    if not all(math.isfinite(v) for v in metrics["artifact"]["mae"]):
+    if not all(v is None or math.isfinite(v) for v in metrics["artifact"]["mae"]):
         raise BuildError(f"the emitted model gives non-finite errors on the {split} split")
     return metrics
 
@@ -283,7 +456,7 @@ def baseline_metrics(dataset: Dataset, split: str) -> dict[str, Any]:
 
 
 def _emit(
-    target_cls: type,
+    target_cls: type[Target],
     model: Model,
     profile: TargetProfile,
     precision: str,
@@ -299,22 +472,6 @@ def _emit(
             calibration=None if calib is None else calib.windows,
         )
         return emitted, {name: (Path(tmp) / name).read_bytes() for name in emitted.files}
-
-
-def _resolve(config: BuildConfig) -> tuple[TargetProfile, type]:
-    profile = get_profile(config.target)
-    if config.options:  # build-time overrides of the profile's lowering options
-        profile = replace(profile, options={**profile.options, **config.options})
-    target_cls = get_target(profile.backend)
-    allowed = sorted(set(profile.precisions) & set(target_cls.supported_precisions))
-    if config.precision not in allowed:
-        raise TargetError(
-            f"target '{profile.name}' cannot emit precision '{config.precision}'. "
-            f"Available: {allowed}"
-        )
-    if not target_cls.is_available():
-        raise TargetError(f"target '{profile.name}': {target_cls.missing_reason()}")
-    return profile, target_cls
 
 
 def _check_data_matches(model: Model, dataset: Dataset) -> None:

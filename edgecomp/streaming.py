@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecomp.config import BuildError
 from edgecomp.data import Dataset
 from edgecomp.metrics import horizon_metrics
 from edgecomp.models import TCNForecaster, _RecurrentForecaster
-from edgecomp.pipeline import BuildError
 from edgecomp.spec import Model
 from edgecomp_runtime.engines import get_engine
 from edgecomp_runtime.step import FORECAST, READING, STATE, STATE_NEXT, StepRunner

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,20 +183,25 @@ def build_recipe(
     ``log`` (a callable) receives one line per pass.
     """
     from edgecomp.checkpoint import save_checkpoint
-    from edgecomp.passes import PassContext, run_passes
+    from edgecomp.pipeline import BuildContext, run_stages
 
     configs = recipe.build_configs()  # fail on a bad lowering before any pass runs
-    passes = recipe.make_passes()
-    ctx = PassContext(dataset, recipe.eval_split, recipe.calibration_windows)
-    model, records = run_passes(model, passes, ctx, log=log)
+    # the passes stage once (measured on the recipe's split and windows), then the rest per lowering
+    first = replace(configs[0][1], calibration_windows=recipe.calibration_windows)
+    ctx = BuildContext(model, dataset, first, passes=recipe.make_passes(), log=log)
+    run_stages(ctx, until="passes", skip=("resolve",))
     if save_model is not None:
-        save_checkpoint(model, save_model)
+        save_checkpoint(ctx.model, save_model)
     out = Path(out)
     paths = [out] if len(configs) == 1 else [out / f"{stem}.edgepkg" for stem, _ in configs]
-    return [
-        build(model, dataset, config, path, sign_key=sign_key, passes=records)
-        for path, (_, config) in zip(paths, configs, strict=True)
-    ]
+    results = []
+    for path, (_, config) in zip(paths, configs, strict=True):
+        built = BuildContext(
+            ctx.model, dataset, config, out=path, sign_key=sign_key, records=ctx.records
+        )
+        run_stages(built, skip=("passes",))
+        results.append(BuildResult(built.path, built.manifest))
+    return results
 
 
 def _external_spec(data, spec_path, input_len, horizon) -> tuple[ModelSpec, Dataset | None]:

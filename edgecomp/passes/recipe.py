@@ -12,7 +12,7 @@ ratio = 0.5
 pass = "finetune"
 epochs = 15
 
-[[lower]]                       # one artifact per entry (edgecomp.pipeline.BuildConfig fields)
+[[lower]]                       # one artifact per entry (edgecomp.config.BuildConfig fields)
 target = "x86-64-avx2"
 precision = "int8"
 name = "lstm-x86-int8"          # optional: the artifact's file stem when there are several
@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgecomp.config import BuildConfig, ConfigFieldError, resolve_target
 from edgecomp.passes import Pass, PassError, make_pass
 
 __all__ = ["LOWER_KEYS", "Recipe", "RecipeError", "load_recipe", "parse_recipe"]
@@ -73,26 +74,17 @@ class Recipe:
 
     def build_configs(self) -> list[tuple[str, Any]]:
         """``(artifact stem, BuildConfig)`` per lowering; errors name file and key."""
-        from edgecomp.pipeline import BuildConfig
-        from edgecomp.targets import TargetError, get_profile
-
         configs = []
         for i, entry in enumerate(self.lower):
             where = f"{self.source}: lower[{i}]"
             fields = {k: v for k, v in entry.items() if k != "name"}
             try:
-                profile = get_profile(fields.get("target", BuildConfig.target))
-            except TargetError as exc:
-                raise RecipeError(f"{where}.target: {exc}") from None
-            try:
                 config = BuildConfig(**fields, eval_split=self.eval_split)
+                resolve_target(config)
+            except ConfigFieldError as exc:
+                raise RecipeError(f"{where}.{exc.field}: {exc}") from None
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"{where}: {exc}") from None
-            if config.precision not in profile.precisions:
-                raise RecipeError(
-                    f"{where}.precision: target '{profile.name}' cannot emit "
-                    f"'{config.precision}'. Available: {list(profile.precisions)}"
-                )
             stem = entry.get("name") or f"{config.target}-{config.precision}"
             if stem in [s for s, _ in configs]:
                 raise RecipeError(f"{where}.name: artifact name '{stem}' is used twice")
