@@ -69,6 +69,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from edgecomp.dataflags import ON_DUPLICATE
+from edgecomp_runtime.tabular import BOOL_TEXT, MISSING_TEXT
 
 TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
 ID_NAMES = ("id", "series", "station", "sensor", "detector", "origin", "symbol")
@@ -76,7 +77,7 @@ CALENDAR_NAMES = frozenset({"year", "month", "day", "hour", "minute"})
 LAYOUTS = ("auto", "wide", "long")
 MAX_GAPS_LISTED = 20
 MAX_GRID_GROWTH = 10  # refuse a grid more than this many times the observed rows (+1000)
-MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})  # case-insensitive
+MISSING_MARKERS = MISSING_TEXT  # case-insensitive; the runtime reads CSV cells by the same rule
 _OFFSET = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:\d\d|[+-]\d{4})$", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+(?:,\d+)+$")
 _LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
@@ -353,9 +354,20 @@ def _column_kind(col: pd.Series, name: str, path: Path, times: pd.DatetimeIndex)
 
 
 def _drop_markers(col: pd.Series) -> pd.Series:
-    """``col`` with the missing-value markers (``MISSING_MARKERS``) set to NaN."""
-    marked = col.map(lambda v: isinstance(v, str) and v.strip().lower() in MISSING_MARKERS)
-    return col.mask(marked.astype(bool))
+    """``col`` with the missing-value markers (``MISSING_MARKERS``) set to NaN and flags
+    (bools, ``true``/``false`` text) set to 1/0, as ``edgecomp_runtime.tabular`` reads cells."""
+    return col.map(_flag_or_marker)
+
+
+def _flag_or_marker(value: Any) -> Any:
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in MISSING_MARKERS:
+            return np.nan
+        return BOOL_TEXT.get(text, value)
+    return value
 
 
 def _to_float(

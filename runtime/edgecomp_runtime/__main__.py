@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import numpy as np
 
 from edgecomp_runtime.errors import EdgecompRuntimeError, InputError
 from edgecomp_runtime.model import Model, load
+from edgecomp_runtime.tabular import read_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,35 +170,9 @@ def _read_window(path: Path, model: Model) -> Any:
             return np.load(path, allow_pickle=False)
         if suffix == ".json":
             return json.loads(path.read_text())
-        return _read_csv(path, model.features)
+        return read_csv(path, model.features)[0]
     except (OSError, ValueError, IndexError) as exc:
         raise InputError(f"{path}: cannot read the window ({exc})") from None
-
-
-def _read_csv(path: Path, features: list[str]) -> np.ndarray:
-    rows = [row for row in csv.reader(path.read_text().splitlines()) if row]
-    if not rows:
-        raise InputError(f"{path}: the CSV file is empty")
-    if all(_is_number(cell) for cell in rows[0]):
-        return np.array([[_cell(c) for c in row] for row in rows], dtype=np.float64)
-    header = [name.strip() for name in rows[0]]
-    absent = [name for name in features if name not in header]
-    if absent:
-        raise InputError(f"{path}: CSV header lacks the artifact's feature column(s) {absent}")
-    index = [header.index(name) for name in features]
-    return np.array([[_cell(row[i]) for i in index] for row in rows[1:]], dtype=np.float64)
-
-
-def _cell(text: str) -> float:
-    return float(text) if text.strip() else math.nan
-
-
-def _is_number(text: str) -> bool:
-    try:
-        _cell(text)
-    except ValueError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from edgecomp_runtime.layout import flatten_nodes
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
 from edgecomp_runtime.stream import Stream
+from edgecomp_runtime.tabular import as_numeric
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 
@@ -129,7 +130,7 @@ class Model:
             InputError: The window holds infinities.
             MissingValueError: A column misses more values than the policy allows.
         """
-        array = _as_real_array(window)
+        array = _as_real_array(as_numeric(window, self.features))  # flags: 1/0
         array = flatten_nodes(array, self.manifest["spec"].get("layout"), self.input_len)
         batched = self._check_shape(array)
         dtype = np.float32 if array.dtype.kind == "f" and array.itemsize <= 4 else np.float64

@@ -113,13 +113,12 @@ def test_predict_never_modifies_the_callers_array(model, toy):
 @pytest.mark.parametrize(
     ("window", "dtype"),
     [
-        (np.ones((6, 3), dtype=bool), "bool"),
         (np.ones((6, 3), dtype=np.complex64), "complex64"),
         (np.full((6, 3), "1.0"), "<U3"),
         ([[1.0, None, 2.0]] * 6, "object"),
         (np.zeros((6, 3), dtype="datetime64[s]"), "datetime64"),
     ],
-    ids=["bool", "complex", "str", "object", "datetime"],
+    ids=["complex", "str", "object", "datetime"],
 )
 def test_non_real_dtypes_are_refused_naming_the_dtype(model, window, dtype):
     with pytest.raises(InputDtypeError, match=f"dtype {dtype}"):

@@ -1,0 +1,162 @@
+"""Tables on the gateway: CSV windows, DataFrames and flag columns read as the compiler reads them.
+
+The compiler (``edgecomp.data``) imports ``BOOL_TEXT``, ``MISSING_TEXT`` and ``cell_value`` from
+here, so a cell means the same on both sides: ``True``/``False`` (bool, or the text in any case,
+spaces ignored) is 1/0, the missing markers are NaN, anything else must be a number.
+
+``read_csv`` reads the CSV layouts ``edgecomp data`` reads, wide: a header row, a time column
+(``time_col``, else the first named one of ``TIME_NAMES``; optional) and the artifact's feature
+columns picked by name (other columns ignored); or headerless rows of numbers, one column per
+feature. numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecomp_runtime.errors import InputError
+
+BOOL_TEXT = {"true": 1.0, "false": 0.0}
+MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
+TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
+
+
+def cell_value(value: Any) -> float:
+    """One cell as a float: bool -> 1/0, missing markers -> NaN, numbers as they are.
+
+    Raises:
+        ValueError: Text that is neither a number, ``true``/``false`` nor a missing marker.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in MISSING_TEXT:
+            return math.nan
+        if text in BOOL_TEXT:
+            return BOOL_TEXT[text]
+        return float(text)
+    return float(value)
+
+
+def as_numeric(window: Any, features: list[str]) -> Any:
+    """``predict``'s input with flags read as 1/0: a DataFrame's feature columns (by name) or a
+    bool / object array as float64; anything else unchanged (checked by ``predict``).
+
+    Raises:
+        InputError: A DataFrame lacks feature columns, or a cell is not a number or a flag.
+    """
+    if hasattr(window, "columns") and hasattr(window, "to_numpy"):
+        names = [str(c) for c in window.columns]
+        absent = [f for f in features if f not in names]
+        if absent:
+            raise InputError(f"window: DataFrame lacks feature column(s) {absent}; has {names}")
+        window = window.to_numpy(dtype=object)[:, [names.index(f) for f in features]]
+    array = window if isinstance(window, np.ndarray) else None
+    if array is None or array.dtype.kind not in "bO":
+        return window
+    if array.dtype.kind == "b":
+        return array.astype(np.float64)
+    if not all(isinstance(v, (bool, np.bool_, str, int, float, np.number)) for v in array.flat):
+        return window  # None, complex, ...: refused by predict, naming the dtype
+    try:
+        return np.vectorize(cell_value, otypes=[np.float64])(array)
+    except ValueError as exc:
+        raise InputError(f"window: {exc}") from None
+
+
+def read_csv(
+    path: str | Path, features: list[str], *, time_col: str | None = None, times: bool = False
+) -> tuple[np.ndarray, list[datetime] | None]:
+    """Read a raw window [L, F] from a CSV file, and (``times=True``) its naive UTC timestamps.
+
+    Raises:
+        InputError: Empty file, missing feature or time column, an unreadable cell or timestamp;
+            the message names the file, the column and the row.
+    """
+    path = Path(path)
+    rows = [row for row in csv.reader(path.read_text().splitlines()) if row]
+    if not rows:
+        raise InputError(f"{path}: the CSV file is empty")
+    if time_col is None and not times and all(_is_cell(cell) for cell in rows[0]):  # no header
+        positions = list(range(len(rows[0])))
+        return _cells(path, rows, positions, [f"column {i + 1}" for i in positions]), None
+    header = [name.strip() for name in rows[0]]
+    absent = [name for name in features if name not in header]
+    if absent:
+        raise InputError(
+            f"{path}: CSV header lacks the artifact's feature column(s) {absent}; columns: {header}"
+        )
+    values = _cells(path, rows[1:], [header.index(f) for f in features], features)
+    if not times:
+        return values, None
+    tcol = _time_column(path, header, time_col)
+    at = header.index(tcol)
+    stamps = [
+        _timestamp(path, tcol, row[at] if at < len(row) else "", i)
+        for i, row in enumerate(rows[1:], 1)
+    ]
+    return values, stamps
+
+
+def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]) -> np.ndarray:
+    out = np.empty((len(rows), len(index)), dtype=np.float64)
+    for r, row in enumerate(rows):
+        for c, (i, name) in enumerate(zip(index, names, strict=True)):
+            try:
+                out[r, c] = cell_value(row[i])
+            except (ValueError, IndexError):
+                cell = row[i] if i < len(row) else "<missing cell>"
+                raise InputError(
+                    f"{path}: column '{name}', row {r + 1}: not a number or a flag: {cell!r}"
+                ) from None
+    return out
+
+
+def _time_column(path: Path, header: list[str], time_col: str | None) -> str:
+    if time_col is not None:
+        if time_col not in header:
+            raise InputError(f"{path}: time column '{time_col}' not found; columns: {header}")
+        return time_col
+    found = next((h for h in header if h.lower() in TIME_NAMES), None)
+    if found is None:
+        raise InputError(
+            f"{path}: no time column (none named one of {list(TIME_NAMES)}); columns: {header}"
+        )
+    return found
+
+
+def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
+    """An ISO-8601 timestamp or Unix seconds, as a naive UTC datetime (as the compiler reads it)."""
+    text = text.strip()
+    try:
+        if _is_number(text):
+            return datetime.fromtimestamp(float(text), tz=timezone.utc).replace(tzinfo=None)
+        stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except (ValueError, OverflowError, OSError):
+        raise InputError(f"{path}: column '{column}', row {row}: cannot parse {text!r}") from None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+    return stamp
+
+
+def _is_cell(text: str) -> bool:
+    try:
+        cell_value(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
