@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test examples bench bench-tune bench-passes bench-int4 bench-tensorrt bench-fl \
-	bench-arm bench-stream arm64-check lint clean system-deps
+	bench-arm bench-stream arm64-check lint clean system-deps runtime-envs
 
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
@@ -15,11 +15,35 @@ $(STAMP): pyproject.toml runtime/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(PIP) torch==2.13.0
-	$(PIP) -e 'runtime[litert,serve,signing]' -e '.[$(EXTRAS)]'
+	$(PIP) -e 'runtime[onnx,litert,serve,signing]' -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/traffic/run.py
+
+# Runtime-only environments (no torch, no compiler): the runtime's tests on the oldest and newest
+# Python it supports, and the oldest onnxruntime it allows (run by tests/runtime/test_extras.py).
+# The interpreters come from PATH or pyenv; a missing one fails the build.
+RT_PYTHONS  := 3.10 3.13
+RT_VENVS    := $(foreach v,$(RT_PYTHONS),.venv-py$(v))
+RT_EXTRAS   := onnx,serve,signing
+ORT_MIN     := $(shell sed -n 's/.*"onnxruntime>=\([0-9.]*\)".*/\1/p' runtime/pyproject.toml | head -1)
+PYENV_ROOT  ?= $(HOME)/.pyenv
+find-python = $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
+
+.venv-py%/.installed: runtime/pyproject.toml constraints.txt
+	@test -n "$(call find-python,$*)" || { echo "error: Python $* not found on PATH or in $(PYENV_ROOT)/versions (pyenv install $*)" >&2; exit 1; }
+	test -x $(@D)/bin/python || $(call find-python,$*) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet -c constraints.txt -e './runtime[$(RT_EXTRAS)]' pytest
+	touch $@
+
+.venv-ort-min/.installed: runtime/pyproject.toml constraints.txt
+	@test -n "$(call find-python,3.10)" || { echo "error: Python 3.10 not found on PATH or in $(PYENV_ROOT)/versions (pyenv install 3.10)" >&2; exit 1; }
+	test -x $(@D)/bin/python || $(call find-python,3.10) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet -c constraints.txt -e './runtime' 'onnxruntime==$(ORT_MIN)'
+	touch $@
+
+runtime-envs: $(RT_VENVS:=/.installed) .venv-ort-min/.installed
 
 # The gateway-service tests run a real MQTT broker (Debian's mosquitto) on 127.0.0.1; without it
 # they skip with the reason.
@@ -28,8 +52,9 @@ system-deps:
 	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq mosquitto; } || \
 	  echo "warning: mosquitto could not be installed; the MQTT tests will skip"
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps runtime-envs
 	$(BIN)/python -m pytest -q
+	for venv in $(RT_VENVS); do $$venv/bin/python -m pytest -q -p no:cacheprovider tests/runtime || exit 1; done
 
 examples: $(STAMP)
 	$(BIN)/python examples/traffic/run.py
@@ -76,4 +101,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) examples/*/out benchmarks/out
+	rm -rf $(VENV) $(RT_VENVS) .venv-ort-min examples/*/out benchmarks/out

@@ -243,7 +243,7 @@ def test_engine_argument_overrides_the_manifest_backend(make_artifact, toy):
 
 def test_missing_engine_package_names_the_pip_package(make_artifact, monkeypatch):
     monkeypatch.setattr(OnnxRuntimeEngine, "module", "edgecomp_absent_engine_pkg")
-    with pytest.raises(EngineUnavailableError, match="pip install onnxruntime"):
+    with pytest.raises(EngineUnavailableError, match=r"pip install 'edgecomp-runtime\[onnx\]'"):
         load(make_artifact())
 
 

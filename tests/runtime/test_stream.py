@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -133,9 +133,9 @@ def test_late_reading_fills_a_gap(model, toy):
 @pytest.mark.parametrize(
     "stamp",
     [
-        datetime.fromtimestamp(T0, tz=UTC),
-        datetime.fromtimestamp(T0, tz=UTC).replace(tzinfo=None),
-        datetime.fromtimestamp(T0, tz=UTC).isoformat(),
+        datetime.fromtimestamp(T0, tz=timezone.utc),
+        datetime.fromtimestamp(T0, tz=timezone.utc).replace(tzinfo=None),
+        datetime.fromtimestamp(T0, tz=timezone.utc).isoformat(),
     ],
 )
 def test_timestamps_as_datetime_or_iso(model, toy, stamp):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 from typing import Any, ClassVar, Protocol
 
@@ -15,6 +16,7 @@ ENGINES: dict[str, str] = {
     "onnx": "edgecomp_runtime.engines.onnxruntime:OnnxRuntimeEngine",
     "tflite": "edgecomp_runtime.engines.litert:LiteRtEngine",
     "tensorrt": "edgecomp_runtime.engines.tensorrt:TensorRtEngine",
+    "null": "edgecomp_runtime.engines.null:NullEngine",
 }
 
 
@@ -27,6 +29,10 @@ class Engine(Protocol):
 
     module: ClassVar[str]  # import name of the package the engine needs, e.g. "onnxruntime"
     package: ClassVar[str]  # its pip name, for the install hint
+    extra: ClassVar[str]  # the edgecomp-runtime extra that installs it, e.g. "onnx"
+    # oldest ``package`` version that runs every artifact kind the engine receives; the extra in
+    # runtime/pyproject.toml declares the same bound (tests/runtime/test_extras.py checks both)
+    min_version: ClassVar[str]
 
     def __init__(
         self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None
@@ -55,9 +61,45 @@ def get_engine(backend: str) -> type:
     if not _installed(engine.module):
         raise EngineUnavailableError(
             f"backend '{backend}' needs the '{engine.package}' package, which is not installed: "
-            f"pip install {engine.package}"
+            f"{install_line(engine)}"
+        )
+    found = _version(engine.package)
+    if found is not None and version_tuple(found) < version_tuple(engine.min_version):
+        raise EngineUnavailableError(
+            f"backend '{backend}' needs {engine.package}>={engine.min_version}, found {found}: "
+            f"{install_line(engine, upgrade=True)}"
         )
     return engine
+
+
+def install_line(engine: type, *, upgrade: bool = False) -> str:
+    """The pip command that installs ``engine``'s package through its edgecomp-runtime extra."""
+    return f"pip install {'-U ' if upgrade else ''}'edgecomp-runtime[{engine.extra}]'"
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Leading release numbers of a version string: "1.19.2rc1" -> (1, 19, 2)."""
+    numbers = []
+    for part in version.split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):
+            break
+    return tuple(numbers)
+
+
+def _version(package: str) -> str | None:
+    """Installed version of a distribution, or None (a module found without metadata)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _installed(module: str) -> bool:

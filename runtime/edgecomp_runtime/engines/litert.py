@@ -50,6 +50,8 @@ class LiteRtEngine:
 
     module: ClassVar[str] = _pick_module()
     package: ClassVar[str] = "ai-edge-litert"
+    extra: ClassVar[str] = "litert"
+    min_version: ClassVar[str] = "2.3"  # the oldest release run in development; see COMPATIBILITY
 
     def __init__(
         self,
@@ -134,7 +136,7 @@ def check_probes(engine: LiteRtEngine, probes: Any, module: str) -> None:
     Raises:
         EngineUnavailableError: No probes in the artifact, or a difference above ``atol``.
     """
-    hint = f"install {engine.package} (pip install {engine.package})"
+    hint = f"install {engine.package} (pip install 'edgecomp-runtime[{engine.extra}]')"
     try:
         inputs = _decode(probes["inputs"], engine._input["shape"][1:])
         expected = _decode(probes["outputs"], engine._output["shape"][1:])
@@ -168,7 +170,8 @@ def _import_interpreter(module: str) -> type:
         return importlib.import_module(f"{module}.interpreter").Interpreter
     except ImportError as exc:
         raise EngineUnavailableError(
-            f"{module} cannot be imported ({exc}); install it: pip install ai-edge-litert"
+            f"{module} cannot be imported ({exc}); install it: "
+            "pip install 'edgecomp-runtime[litert]'"
         ) from None
 
 

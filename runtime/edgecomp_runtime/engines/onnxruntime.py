@@ -23,6 +23,9 @@ class OnnxRuntimeEngine:
 
     module: ClassVar[str] = "onnxruntime"
     package: ClassVar[str] = "onnxruntime"
+    extra: ClassVar[str] = "onnx"
+    # 1.18 refuses the int4 artifacts (packed INT4 weights, opset 21); see runtime/COMPATIBILITY.md
+    min_version: ClassVar[str] = "1.19"
 
     def __init__(
         self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None
@@ -78,7 +81,8 @@ def _import_onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise EngineUnavailableError(
-            f"onnxruntime cannot be imported ({exc}); install it: pip install onnxruntime"
+            f"onnxruntime cannot be imported ({exc}); install it: "
+            "pip install 'edgecomp-runtime[onnx]'"
         ) from None
     return onnxruntime
 

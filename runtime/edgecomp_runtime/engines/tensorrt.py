@@ -103,6 +103,8 @@ class TensorRtEngine:
     native: ClassVar[str] = "TensorRT"  # what a bench names when the fallback ran instead
     module: ClassVar[str] = "onnxruntime"  # the fallback's; TensorRT comes with JetPack
     package: ClassVar[str] = "onnxruntime"
+    extra: ClassVar[str] = "tensorrt"
+    min_version: ClassVar[str] = "1.19"  # the fallback runs the same ONNX as the onnx engine
 
     def __init__(
         self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None
