@@ -38,6 +38,7 @@ MAX_ENTRIES = 64
 MAX_RATIO = 100  # uncompressed / compressed, checked for entries above RATIO_MIN_BYTES
 RATIO_MIN_BYTES = 2**20
 MAX_DIM = 100_000  # largest L, H or F accepted
+_FLOAT32_MAX = 3.4028234663852886e38  # scaler values must fit (and, for std, invert) in float32
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _REPR = reprlib.Repr()
@@ -354,6 +355,10 @@ def _check_scaler(check: _Checker, spec: dict, n_features: int) -> None:
         check.need(scaler, key, "spec.scaler.", lambda v: _is_numbers(v, n_features), expected)
     if not all(value > 0 for value in scaler["std"]):
         check.fail("spec.scaler.std", "positive numbers", scaler["std"])
+    for key, low in (("mean", 0.0), ("std", 1.0 / _FLOAT32_MAX)):
+        if not all(low <= abs(float(value)) <= _FLOAT32_MAX for value in scaler[key]):
+            expected = "numbers within float32 range" + (", and whose inverse is" if low else "")
+            check.fail(f"spec.scaler.{key}", expected, scaler[key])
 
 
 def _check_imputation(check: _Checker, spec: dict) -> None:

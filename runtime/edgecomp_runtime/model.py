@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,14 +10,25 @@ import numpy as np
 
 from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.engines import Engine, get_engine
-from edgecomp_runtime.errors import ArtifactError, InputDtypeError, InputError, InputShapeError
+from edgecomp_runtime.errors import (
+    ArtifactError,
+    InputDtypeError,
+    InputError,
+    InputShapeError,
+    ModelOutputError,
+)
 from edgecomp_runtime.layout import flatten_nodes
+from edgecomp_runtime.opcheck import check_onnx
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
 from edgecomp_runtime.stream import Stream
 from edgecomp_runtime.tabular import as_numeric
+from edgecomp_runtime.transform import clamp_forecast
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
+_CHUNK_ELEMENTS = 1 << 22  # predict converts, imputes and runs at most this many values at once
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ONNX_BACKENDS = ("onnx", "tensorrt")  # backends whose model file is ONNX, checked at load
 
 
 def load(
@@ -25,6 +37,7 @@ def load(
     threads: int | None = None,
     engine: str | None = None,
     trusted_keys: Any = None,
+    range_factor: float | None = 4.0,
 ) -> Model:
     """Load and verify an artifact, ready to predict.
 
@@ -34,12 +47,17 @@ def load(
         engine: Backend key of ``ENGINES`` to use instead of the manifest's ``target.backend``.
         trusted_keys: None, or ed25519 public keys (paths, PEM or raw bytes, key objects): the
             artifact must then be signed by one of them (see read_artifact).
+        range_factor: For a model whose input is quantized (int8), ``predict`` refuses scaled
+            values more than this many times the calibrated range's half-width from its center
+            (InputError) instead of saturating silently; None turns the check off.
 
     Returns:
         The Model.
 
     Raises:
-        ArtifactError: The artifact is unreadable, corrupt or malformed (see read_artifact).
+        ArtifactError: The artifact is unreadable, corrupt or malformed (see read_artifact), or
+            its ONNX model's inputs, outputs or operators differ from what the manifest and the
+            backend allow (see ``edgecomp_runtime.opcheck``).
         SignatureError: ``trusted_keys`` given and the artifact is unsigned, signed by another
             key, or altered after signing.
         EngineUnavailableError: No engine for the backend, or its package is not installed.
@@ -49,13 +67,34 @@ def load(
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if range_factor is not None and not (_is_number(range_factor) and range_factor >= 1):
+        raise ValueError(f"range_factor must be a number >= 1 or None, got {range_factor!r}")
     manifest, files = read_artifact(path, trusted_keys=trusted_keys)
     backend = engine or manifest["target"]["backend"]
     engine_type = get_engine(backend)
+    input_range = _check_model_file(files[manifest["model_file"]], manifest, backend)
     runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
     section = stream_section(manifest, source=str(path))
     extra = {} if section is None else {section["step_file"]: files[section["step_file"]]}
-    return Model(manifest, runner, backend=backend, threads=threads, files=extra)
+    model = Model(manifest, runner, backend=backend, threads=threads, files=extra)
+    model._input_range, model.range_factor = input_range, range_factor
+    return model
+
+
+def _check_model_file(data: bytes, manifest: dict[str, Any], backend: str) -> Any:
+    """The ONNX checks of ``opcheck`` (before any engine parses the file); the input range."""
+    if backend in _ONNX_BACKENDS and manifest["model_file"].endswith(".onnx"):
+        return check_onnx(data, manifest, backend)
+    entry = manifest["io"]["inputs"][0]  # int8 I/O (LiteRT): the manifest carries the range
+    if entry["dtype"] in ("int8", "uint8") and "scale" in entry:
+        low, high = (-128, 127) if entry["dtype"] == "int8" else (0, 255)
+        offset = entry.get("zero_point", 0)
+        return ((low - offset) * entry["scale"], (high - offset) * entry["scale"])
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value < math.inf
 
 
 class Model:
@@ -96,6 +135,8 @@ class Model:
         self.backend = backend
         self.precision: str = manifest["precision"]
         self._engine = engine
+        self._input_range: tuple[float, float] | None = None  # set by load() from the model
+        self.range_factor: float | None = None
         self._policy = dict(spec["imputation"])
         mean = np.array(spec["scaler"]["mean"], dtype=np.float64)
         std = np.array(spec["scaler"]["std"], dtype=np.float64)
@@ -118,8 +159,9 @@ class Model:
 
         Args:
             window: Raw values [L, F] or [B, L, F] (numpy array or nested lists, any real dtype);
-                NaN marks a missing reading, filled per the artifact's imputation policy. Not
-                modified.
+                NaN, or a masked value of a numpy masked array, marks a missing reading, filled
+                per the artifact's imputation policy. Not modified. Large batches run in chunks
+                of about 4 Mi values, so memory stays bounded.
 
         Returns:
             float32 forecasts in raw units: [H, F_out] for a [L, F] window, else [B, H, F_out].
@@ -127,27 +169,67 @@ class Model:
         Raises:
             InputDtypeError: The dtype is not a real number type (bool, complex, str, object...).
             InputShapeError: The shape is not [L, F] or [B, L, F] with B >= 1.
-            InputError: The window holds infinities.
+            InputError: The window holds infinities, values beyond float32 once scaled, or (int8
+                input) values far outside the calibrated range (``range_factor``).
             MissingValueError: A column misses more values than the policy allows.
+            ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
         array = _as_real_array(as_numeric(window, self.features))  # flags: 1/0
         array = flatten_nodes(array, self.manifest["spec"].get("layout"), self.input_len)
         batched = self._check_shape(array)
-        dtype = np.float32 if array.dtype.kind == "f" and array.itemsize <= 4 else np.float64
-        x = np.asarray(array if batched else array[None], dtype=dtype)
+        x = array if batched else array[None]
+        out = np.empty((len(x), self.horizon, len(self.targets)), dtype=np.float32)
+        step = max(1, _CHUNK_ELEMENTS // (self.input_len * len(self.features)))
+        for start in range(0, len(x), step):  # bounded memory for any batch size
+            out[start : start + step] = self._predict_chunk(x[start : start + step], start)
+        return out if batched else out[0]
+
+    def _predict_chunk(self, raw: np.ndarray, first: int) -> np.ndarray:
+        dtype = np.float32 if raw.dtype.kind == "f" and raw.itemsize <= 4 else np.float64
+        if np.ma.isMaskedArray(raw):  # a masked value is a missing reading
+            raw = np.ma.filled(raw.astype(dtype), np.nan)
+        x = np.asarray(raw, dtype=dtype)
         if not np.isfinite(x).all():  # the rare path: NaN to impute, or infinities to refuse
-            self._refuse_infinities(x)
-            x = impute_window(x, self._policy, features=self.features).astype(dtype)
+            self._refuse_infinities(x, first)
+            x = impute_window(x, self._policy, features=self.features, first_row=first)
+            x = x.astype(dtype)
         mean, inv_std = self._scalers[dtype]
-        y = self._run(((x - mean) * inv_std).astype(np.float32, copy=False))
+        z = ((x - mean) * inv_std).astype(np.float32, copy=False)
+        self._check_range(z, first)
+        y = self._run(z)
         y *= self._out_std  # the engine's output array is ours: unscale in place
         y += self._out_mean
-        if not np.isfinite(y).all():  # e.g. raw values beyond float32 range: never a silent NaN
-            raise InputError(
-                "window: the forecast is not finite; the raw values are out of float32 range or "
-                "far outside what the model was trained on"
+        clamp_forecast(y, self.manifest["spec"])  # counts stay >= 0 (spec.output_floor)
+        if not np.isfinite(y).all():
+            raise ModelOutputError(
+                f"{self.manifest['model_file']}: the model's forecast is not finite for a finite "
+                f"window within float32 range (largest |scaled input| {np.abs(z).max():.3g}); "
+                "the model file, not the window, is at fault"
             )
-        return y if batched else y[0]
+        return y
+
+    def _check_range(self, z: np.ndarray, first: int) -> None:
+        """Refuse scaled inputs beyond float32, or far outside the input quantizer's range."""
+        low, high = -_FLOAT32_MAX, _FLOAT32_MAX
+        if self._input_range is not None and self.range_factor is not None:
+            center = (self._input_range[0] + self._input_range[1]) / 2
+            half = (self._input_range[1] - self._input_range[0]) / 2 * self.range_factor
+            low, high = center - half, center + half
+        outside = ~((z >= low) & (z <= high))  # also catches inf after scaling
+        if not outside.any():
+            return
+        row, step, col = (int(i) for i in np.argwhere(outside)[0])
+        why = (
+            "is out of float32 range after scaling"
+            if self._input_range is None or self.range_factor is None
+            else f"lies more than {self.range_factor:g}x beyond the int8 input's calibrated range "
+            f"(scaled {z[row, step, col]:.3g}, range [{self._input_range[0]:.3g}, "
+            f"{self._input_range[1]:.3g}]; see load(range_factor=))"
+        )
+        raise InputError(
+            f"window: the value at batch row {first + row}, step {step}, feature "
+            f"'{self.features[col]}' {why}"
+        )
 
     def run_scaled(self, x: np.ndarray) -> np.ndarray:
         """Run already-scaled windows [B, L, F]; returns scaled float32 [B, H, F_out].
@@ -210,7 +292,7 @@ class Model:
 
     def unscale_forecast(self, y: np.ndarray) -> np.ndarray:
         """Scaled forecasts [..., F_out] -> raw units (float32), as ``predict`` does."""
-        return y * self._out_std + self._out_mean
+        return clamp_forecast(y * self._out_std + self._out_mean, self.manifest["spec"])
 
     def info(self) -> dict[str, Any]:
         """A short JSON-ready summary: target, precision, shapes, features, files and sizes."""
@@ -250,12 +332,12 @@ class Model:
             f"F={expected[1]} features), got {list(array.shape)}"
         )
 
-    def _refuse_infinities(self, x: np.ndarray) -> None:
+    def _refuse_infinities(self, x: np.ndarray, first: int = 0) -> None:
         infinite = np.isinf(x)
         if infinite.any():
             row, step, col = (int(i) for i in np.argwhere(infinite)[0])
             raise InputError(
-                f"window: infinite value at batch row {row}, step {step}, feature "
+                f"window: infinite value at batch row {first + row}, step {step}, feature "
                 f"'{self.features[col]}' (column {col}); use NaN for a missing reading"
             )
 

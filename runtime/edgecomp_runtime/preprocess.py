@@ -9,7 +9,9 @@ import numpy as np
 from edgecomp_runtime.errors import InputShapeError, MissingValueError
 
 
-def impute_window(x: np.ndarray, policy: dict[str, Any], *, features: list[str]) -> np.ndarray:
+def impute_window(
+    x: np.ndarray, policy: dict[str, Any], *, features: list[str], first_row: int = 0
+) -> np.ndarray:
     """Fill NaNs in raw windows per the artifact's imputation policy.
 
     Per column of each window: refuse it if more than ``max_missing_fraction`` of its L values are
@@ -21,6 +23,7 @@ def impute_window(x: np.ndarray, policy: dict[str, Any], *, features: list[str])
         x: Raw windows [B, L, F]; not modified.
         policy: ``{"interpolate_limit": int, "then": "ffill", "max_missing_fraction": float}``.
         features: The F feature names, for error messages.
+        first_row: Batch row of ``x[0]`` in the caller's batch, for error messages.
 
     Returns:
         A float64 copy of ``x`` without NaNs.
@@ -38,7 +41,8 @@ def impute_window(x: np.ndarray, policy: dict[str, Any], *, features: list[str])
     if not missing.any():
         return out
     counts = missing.sum(axis=1)  # [B, F]
-    _refuse_beyond_policy(counts, out.shape[1], float(policy["max_missing_fraction"]), features)
+    max_fraction = float(policy["max_missing_fraction"])
+    _refuse_beyond_policy(counts, out.shape[1], max_fraction, features, first_row)
     limit = int(policy["interpolate_limit"])
     for row, col in np.argwhere(counts > 0):
         out[row, :, col] = _fill_column(out[row, :, col], limit)
@@ -46,7 +50,7 @@ def impute_window(x: np.ndarray, policy: dict[str, Any], *, features: list[str])
 
 
 def _refuse_beyond_policy(
-    counts: np.ndarray, length: int, max_fraction: float, features: list[str]
+    counts: np.ndarray, length: int, max_fraction: float, features: list[str], first_row: int
 ) -> None:
     fraction = counts / length
     refused = (fraction > max_fraction) | (counts == length)
@@ -54,7 +58,7 @@ def _refuse_beyond_policy(
         return
     row, col = (int(i) for i in np.argwhere(refused)[0])
     raise MissingValueError(
-        f"window: feature '{features[col]}' (column {col}), batch row {row}: "
+        f"window: feature '{features[col]}' (column {col}), batch row {first_row + row}: "
         f"{counts[row, col]} of {length} values missing ({fraction[row, col]:.1%}); the artifact's "
         f"imputation policy allows at most {max_fraction:.1%} and needs at least one value"
     )

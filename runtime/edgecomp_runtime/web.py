@@ -79,14 +79,26 @@ class HttpServer:
         return self
 
     def shutdown(self) -> None:
-        """Stop accepting, close the loop's thread and the pool."""
+        """Stop accepting, end open connections, close the loop's thread and the pool."""
         if self._thread is None:
             return
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False)
-        self._thread = None
+        closing = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+        try:
+            closing.result(timeout=5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._thread = None
+            if not self._loop.is_running():
+                self._loop.close()
+            self._pool.shutdown(wait=False)
+
+    async def _close(self) -> None:
+        self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         timeout = self.limits.timeout_s

@@ -1,0 +1,350 @@
+"""Load-time checks of an ONNX model file against its manifest, before any engine sees it.
+
+The runtime has no ``onnx`` package, so this reads the protobuf wire format itself, and only the
+parts it checks: the graph's inputs and outputs, its nodes (operator, domain, inputs), small
+constant tensors, and whether any tensor lives outside the file.
+
+* **I/O**: input and output names, element types and static dimensions must be the manifest's
+  ``io`` (an axis the manifest fixes must be fixed to that size in the model: a variable time axis
+  would take any window length and forecast wrong).
+* **Operators**: only the set the backend's lowering emits (``ALLOWED_OPS``): no control flow
+  (Loop, Scan, If), no sequences, random or string operators, no subgraphs, no model-local
+  functions, no external data. Operators that allocate from a shape (ConstantOfShape, Expand,
+  Tile, Range) may not ask for more than ``MAX_ELEMENTS`` elements when that shape is constant.
+* **Input range**: for a quantized input (a QuantizeLinear reached from the graph input through
+  layout operators), the range of scaled values it represents, for ``Model.predict`` to refuse
+  inputs far outside it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgecomp_runtime.errors import ArtifactError
+
+MAX_ELEMENTS = 1 << 26  # 64 Mi elements (256 MB of float32) from one shape-driven operator
+_SMALL = 4096  # constant tensors up to this many elements are decoded (shapes, scales)
+_STANDARD = """Abs Add And ArgMax ArgMin AveragePool BatchNormalization Cast Ceil Clip Concat
+Constant ConstantOfShape Conv ConvInteger ConvTranspose Cos CumSum DequantizeLinear Div Dropout
+DynamicQuantizeLinear Elu Equal Erf Exp Expand Flatten Floor GRU Gather GatherElements GatherND
+Gelu Gemm GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual HardSigmoid HardSwish Identity
+InstanceNormalization LSTM LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax MatMul
+MatMulInteger Max MaxPool Mean Min Mish Mod Mul Neg Not Or PRelu Pad Pow QLinearConv QLinearMatMul
+QuantizeLinear RNN Range Reciprocal ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
+ReduceSumSquare Relu Reshape Round Selu Shape Sigmoid Sign Sin Size Slice Softmax Softplus
+Softsign Split Sqrt Squeeze Sub Sum Tanh Tile Transpose Trilu Unsqueeze Where Xor"""
+_MICROSOFT = """DequantizeLinear DynamicQuantizeLSTM DynamicQuantizeMatMul MatMulIntegerToFloat
+MatMulNBits QGemm QLinearAdd QLinearAveragePool QLinearConcat QLinearGlobalAveragePool
+QLinearLeakyRelu QLinearMul QLinearSigmoid QuantizeLinear"""
+_OPS = frozenset({("", op) for op in _STANDARD.split()}) | frozenset(
+    ("com.microsoft", op) for op in _MICROSOFT.split()
+)
+# backend -> the (domain, operator) pairs its lowering may emit; "" is the ONNX domain
+ALLOWED_OPS: dict[str, frozenset[tuple[str, str]]] = {"onnx": _OPS, "tensorrt": _OPS}
+_LAYOUT = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
+_LAYOUT |= {"Slice", "Gather"}
+_ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 10: "float16"}
+_ELEM.update({11: "float64", 9: "bool"})
+_INTS = {2: (0, 255), 3: (-128, 127)}
+
+
+@dataclass
+class _Graph:
+    inputs: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+    outputs: list[tuple[str, str, list[Any]]] = field(default_factory=list)
+    nodes: list[tuple[str, str, list[str], list[str]]] = field(default_factory=list)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    initializers: set[str] = field(default_factory=set)
+
+
+def check_onnx(data: bytes, manifest: dict[str, Any], backend: str) -> tuple[float, float] | None:
+    """Check an ONNX model file against the manifest and the backend's operator set.
+
+    Returns:
+        The range of scaled input values the model's input quantizer represents, or None when
+        the input is not quantized.
+
+    Raises:
+        ArtifactError: Malformed protobuf, I/O that differs from the manifest, an operator the
+            backend's lowering does not emit, a subgraph, a local function, external data, or a
+            shape-driven allocation beyond ``MAX_ELEMENTS``; the message names the file and
+            what differs.
+    """
+    where = manifest["model_file"]
+    try:
+        graph = _read_model(memoryview(data), where)
+    except (ValueError, IndexError, struct.error) as exc:
+        raise ArtifactError(f"{where}: not a readable ONNX model ({exc})") from None
+    _check_io(graph, manifest["io"], where)
+    _check_ops(graph, ALLOWED_OPS.get(backend, _OPS), backend, where)
+    return _input_range(graph)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def _check_io(graph: _Graph, io: dict[str, Any], where: str) -> None:
+    inputs = [value for value in graph.inputs if value[0] not in graph.initializers]
+    for side, values in (("inputs", inputs), ("outputs", graph.outputs)):
+        names = [value[0] for value in values]
+        expected = [entry["name"] for entry in io[side]]
+        if names != expected:
+            raise ArtifactError(
+                f"{where}: the model's {side} are {names}, the manifest's io.{side} {expected}"
+            )
+        for (name, dtype, dims), entry in zip(values, io[side], strict=True):
+            _check_value(f"{where}: {side[:-1]} '{name}'", dtype, dims, entry)
+
+
+def _check_value(what: str, dtype: str, dims: list[Any], entry: dict[str, Any]) -> None:
+    if dtype != entry["dtype"]:
+        raise ArtifactError(f"{what} is {dtype} in the model, {entry['dtype']} in the manifest")
+    shape = entry["shape"]
+    if len(dims) != len(shape):
+        raise ArtifactError(f"{what} has shape {dims} in the model, {shape} in the manifest")
+    for axis, (got, want) in enumerate(zip(dims, shape, strict=True)):
+        if isinstance(want, int) and got != want:
+            raise ArtifactError(
+                f"{what}: axis {axis} is {got!r} in the model, {want} in the manifest "
+                "(a variable axis would take any length and forecast wrong)"
+            )
+
+
+def _check_ops(graph: _Graph, allowed: frozenset, backend: str, where: str) -> None:
+    for domain, op, inputs, _ in graph.nodes:
+        key = ("" if domain == "ai.onnx" else domain, op)
+        if key not in allowed:
+            names = sorted(f"{d}:{o}" if d else o for d, o in allowed)
+            raise ArtifactError(
+                f"{where}: operator {_name(key)} is not one the '{backend}' lowering emits; "
+                f"allowed: {', '.join(names)}"
+            )
+        elements = _allocation(op, [graph.constants.get(name) for name in inputs])
+        if elements is not None and elements > MAX_ELEMENTS:
+            raise ArtifactError(
+                f"{where}: {op} would allocate {elements:.3g} elements, more than {MAX_ELEMENTS}"
+            )
+
+
+def _allocation(op: str, inputs: list[np.ndarray | None]) -> float | None:
+    """Elements a shape-driven operator allocates when its shape input is constant."""
+    index = {"ConstantOfShape": 0, "Expand": 1, "Tile": 1}.get(op)
+    if index is not None and len(inputs) > index and inputs[index] is not None:
+        return float(np.prod(np.abs(inputs[index].astype(np.float64))))
+    if op == "Range" and len(inputs) == 3 and all(v is not None and v.size == 1 for v in inputs):
+        start, limit, delta = (float(v.reshape(-1)[0]) for v in inputs)
+        return math.inf if delta == 0 else max(0.0, math.ceil((limit - start) / delta))
+    return None
+
+
+def _input_range(graph: _Graph) -> tuple[float, float] | None:
+    """The widest range a QuantizeLinear reached from a graph input through layout ops covers."""
+    consumers: dict[str, list[tuple[str, list[str], list[str]]]] = {}
+    for _, op, inputs, outputs in graph.nodes:
+        for name in inputs[:1]:
+            consumers.setdefault(name, []).append((op, inputs, outputs))
+    front = [name for name, _, _ in graph.inputs if name not in graph.initializers]
+    ranges, seen = [], set(front)
+    while front:
+        for op, inputs, outputs in consumers.get(front.pop(), []):
+            if op == "QuantizeLinear":
+                ranges.append(_quantized_range(graph.constants, inputs))
+            elif op in _LAYOUT:
+                front += [name for name in outputs if name not in seen]
+                seen.update(outputs)
+    ranges = [r for r in ranges if r is not None]
+    return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
+
+
+def _quantized_range(constants: dict[str, np.ndarray], inputs: list[str]) -> Any:
+    scale = constants.get(inputs[1]) if len(inputs) > 1 else None
+    zero = constants.get(inputs[2]) if len(inputs) > 2 else np.zeros(1, np.uint8)
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        return None  # per-channel or computed: no single range
+    low, high = _INTS.get(3 if zero.dtype == np.int8 else 2)
+    step, offset = float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0])
+    return ((low - offset) * step, (high - offset) * step)
+
+
+def _name(key: tuple[str, str]) -> str:
+    return f"{key[0]}:{key[1]}" if key[0] else key[1]
+
+
+# --- protobuf wire format ---------------------------------------------------------------------
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"wire type {wire} of field {number}")
+        if pos > end:
+            raise ValueError("truncated message")
+        yield number, wire, value
+
+
+def _text(value: memoryview) -> str:
+    return bytes(value).decode("utf-8", "replace")
+
+
+def _read_model(buf: memoryview, where: str) -> _Graph:
+    graph = None
+    for number, _, value in _fields(buf):
+        if number == 7:
+            graph = _read_graph(value, where)
+        elif number == 25:
+            raise ArtifactError(f"{where}: the model defines local functions; none is allowed")
+    if graph is None:
+        raise ValueError("no graph")
+    return graph
+
+
+def _read_graph(buf: memoryview, where: str) -> _Graph:
+    graph = _Graph()
+    for number, _, value in _fields(buf):
+        if number == 1:
+            graph.nodes.append(_read_node(value, graph, where))
+        elif number in (5, 15):  # initializer, sparse_initializer
+            name, array = _read_tensor(value, where)
+            graph.initializers.add(name)
+            if array is not None:
+                graph.constants[name] = array
+        elif number in (11, 12):
+            (graph.inputs if number == 11 else graph.outputs).append(_read_value_info(value))
+    return graph
+
+
+def _read_node(buf: memoryview, graph: _Graph, where: str) -> tuple[str, str, list, list]:
+    inputs, outputs, op, domain, value = [], [], "", "", None
+    for number, _, item in _fields(buf):
+        if number == 1:
+            inputs.append(_text(item))
+        elif number == 2:
+            outputs.append(_text(item))
+        elif number == 4:
+            op = _text(item)
+        elif number == 7:
+            domain = _text(item)
+        elif number == 5:
+            tensor = _read_attribute(item, where)
+            value = tensor if value is None else value
+    if op == "Constant" and value is not None and outputs:
+        graph.constants[outputs[0]] = value
+    return domain, op, inputs, outputs
+
+
+def _read_attribute(buf: memoryview, where: str) -> np.ndarray | None:
+    """A Constant's tensor value; ArtifactError for a subgraph (control flow)."""
+    tensor = None
+    for number, _, value in _fields(buf):
+        if number in (6, 11):
+            raise ArtifactError(f"{where}: a node carries a subgraph (control flow): not allowed")
+        if number == 5:
+            tensor = _read_tensor(value, where)[1]
+    return tensor
+
+
+def _read_tensor(buf: memoryview, where: str) -> tuple[str, np.ndarray | None]:
+    dims, dtype, name, raw, ints = [], 0, "", None, []
+    for number, wire, value in _fields(buf):
+        if number == 1:
+            dims += _ints(wire, value)
+        elif number == 2:
+            dtype = value
+        elif number == 8:
+            name = _text(value)
+        elif number == 9 or (number == 4 and wire == 2):  # raw_data, packed float_data
+            raw = bytes(value)
+        elif number == 4:  # one float_data value
+            raw = (raw or b"") + bytes(value)
+        elif number in (5, 7):
+            ints += _ints(wire, value)
+        elif number in (13, 14) and (number == 13 or value == 1):
+            raise ArtifactError(f"{where}: tensor '{name}' keeps its data outside the file")
+    return name, _small_array(dtype, dims, raw, ints)
+
+
+def _small_array(dtype: int, dims: list[int], raw: bytes | None, ints: list[int]) -> Any:
+    numpy_type = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64}.get(dtype)
+    size = int(np.prod(dims, dtype=np.float64)) if dims else 1
+    if numpy_type is None or size > _SMALL:
+        return None
+    if raw is not None:
+        array = np.frombuffer(raw, dtype=np.dtype(numpy_type).newbyteorder("<"))
+    else:
+        array = np.array([_signed(v) for v in ints], dtype=np.int64).astype(numpy_type)
+    return array.reshape(dims) if array.size == size else None
+
+
+def _ints(wire: int, value: Any) -> list[int]:
+    if wire == 0:
+        return [_signed(value)]
+    out, pos = [], 0
+    while pos < len(value):
+        number, pos = _varint(value, pos)
+        out.append(_signed(number))
+    return out
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _read_value_info(buf: memoryview) -> tuple[str, str, list[Any]]:
+    name, dtype, dims = "", "undefined", []
+    for number, _, value in _fields(buf):
+        if number == 1:
+            name = _text(value)
+        elif number == 2:
+            for kind, _, tensor in _fields(value):
+                if kind == 1:
+                    dtype, dims = _read_tensor_type(tensor)
+    return name, dtype, dims
+
+
+def _read_tensor_type(buf: memoryview) -> tuple[str, list[Any]]:
+    dtype, dims = "undefined", []
+    for number, _, value in _fields(buf):
+        if number == 1:
+            dtype = _ELEM.get(value, f"onnx type {value}")
+        elif number == 2:
+            dims = [_read_dim(dim) for kind, _, dim in _fields(value) if kind == 1]
+    return dtype, dims
+
+
+def _read_dim(buf: memoryview) -> Any:
+    for number, _, value in _fields(buf):
+        if number == 1:
+            return _signed(value)
+        if number == 2:
+            return _text(value)
+    return None
