@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/footprint.py               # fresh venv from PyPI (or the pip cache)
     .venv/bin/python benchmarks/footprint.py --offline     # sizes from this venv's installed files
 
-Install size: ``pip install ./runtime`` (numpy + onnxruntime and their dependencies) into a fresh
+Install size: ``pip install ./runtime[onnx]`` (numpy + onnxruntime, their dependencies) in a fresh
 venv under a temp folder, then ``paho-mqtt`` (the ``[serve]`` extra); the size is the sum of the
 installed files of each distribution (pip and setuptools of the bare venv excluded). For scale:
 the installed files of torch, and of torch with its dependencies, in this project's venv (what
@@ -94,7 +94,7 @@ def fresh_venv(folder: Path) -> tuple[Path, dict, dict]:
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     python = folder / "bin/python"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, str(ROOT / "runtime")], check=True, capture_output=True)
+    subprocess.run([*pip, f"{ROOT / 'runtime'}[onnx]"], check=True, capture_output=True)
     runtime = {k: v for k, v in run_json(python, SIZES).items() if k not in BARE}
     subprocess.run([*pip, "paho-mqtt"], check=True, capture_output=True)
     serve = {k: v for k, v in run_json(python, SIZES).items() if k not in BARE and k not in runtime}
@@ -161,7 +161,7 @@ def main() -> None:
             serve = closure(here, ["paho-mqtt"])
         else:
             python, runtime, serve = fresh_venv(Path(tmp) / "venv")
-            method = "fresh venv, pip install ./runtime then paho-mqtt"
+            method = "fresh venv, pip install ./runtime[onnx] then paho-mqtt"
         runs = [
             run_json(python, MEASURE, str(artifact), str(rows), str(args.readings))
             for _ in range(args.runs)
