@@ -82,6 +82,14 @@ def _data_options(fn):
             help="Seasonal-naive baseline periods in steps, STEPS[,STEPS] or 'none' [default: a "
             "day and a week for sub-daily data, a week for daily data].",
         ),
+        click.option(
+            "--target-transform",
+            type=click.Choice(["auto", "none", "clamp"]),
+            default="auto",
+            show_default=True,
+            help="Keep forecasts >= 0: auto for targets never negative in training, clamp for "
+            "all targets (refused if one is negative), none for no bound.",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -124,6 +132,7 @@ def _data_config(input_len: int, horizon: int, kw: dict):
         drop_sparse=kw["drop_sparse"],
         on_duplicate=kw["on_duplicate"] or "error",
         seasons=kw["season"],
+        target_transform=kw["target_transform"],
     )
 
 

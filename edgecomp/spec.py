@@ -46,6 +46,9 @@ class ModelSpec:
         data: Where the spec came from: source file, split fractions, stride.
         layout: None, or the node layout of the features (nodes, channels, feature index of each
             (node, channel), global features, how the graph was built): ``edgecomp.graph``.
+        output_floor: None, or per target the lowest forecast allowed (a number, or None for no
+            bound): the runtime clamps forecasts to it (0 for counts and other non-negative
+            targets, see ``edgecomp_runtime.transform``).
     """
 
     arch: str
@@ -60,6 +63,7 @@ class ModelSpec:
     seasonal_period: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     layout: dict[str, Any] | None = None
+    output_floor: list[float | None] | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -79,6 +83,17 @@ class ModelSpec:
         _check_scaler(self.scaler, len(self.features))
         if self.layout is not None:
             _check_layout(self.layout, len(self.features))
+        floor = self.output_floor
+        _check(
+            floor is None or (isinstance(floor, list) and len(floor) == len(self.targets)),
+            "output_floor",
+            f"None or a list of {len(self.targets)} numbers or nulls (one per target)",
+        )
+        _check(
+            floor is None or all(v is None or _is_finite(v) for v in floor),
+            "output_floor",
+            "finite numbers or nulls",
+        )
         _check(
             self.version <= SPEC_VERSION,
             "version",
@@ -98,6 +113,8 @@ class ModelSpec:
         out = dataclasses.asdict(self)
         if out["layout"] is None:  # no layout: the dict (and manifest) of a flat-feature model
             del out["layout"]
+        if out["output_floor"] is None:  # no bound: older readers see the spec unchanged
+            del out["output_floor"]
         return out
 
     @classmethod
@@ -130,6 +147,10 @@ class ModelSpec:
         except (OSError, json.JSONDecodeError) as exc:
             raise SpecError(f"{path}: cannot read spec JSON: {exc}") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_str_list(value: Any) -> bool:

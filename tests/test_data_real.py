@@ -248,3 +248,51 @@ def test_season_flag_overrides_and_refuses_bad_values(tmp_path):
     assert custom.exit_code == 0, custom.output
     assert "seasonal_naive_12steps" in custom.output and "seasonal_naive_1d" in custom.output
     assert bad.exit_code == 2 and "'--season': '0,x' is not STEPS[,STEPS]" in bad.output
+
+
+# --- non-negative targets ----------------------------------------------------------------------
+
+
+def _counts(n: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    t = pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S")
+    lam = 0.3 + 2 * (np.sin(np.arange(n) * 2 * np.pi / 24) > 0.5)
+    return pd.DataFrame({"time": t, "bikes": rng.poisson(lam), "temp": rng.normal(0, 5, n)})
+
+
+def test_output_floor_is_zero_for_non_negative_targets_only(tmp_path):
+    # setup
+    path = _csv(_counts(), tmp_path / "c.csv")
+    config = DataConfig(input_len=8, horizon=2)
+    # execute
+    auto = prepare(path, config)
+    none = prepare(path, DataConfig(input_len=8, horizon=2, target_transform="none"))
+    # assert
+    assert auto.output_floor == [0.0, None] and auto.spec_fields()["output_floor"] == [0.0, None]
+    assert none.output_floor is None
+    with pytest.raises(DataError, match=r"'clamp' needs non-negative targets.*temp \(min -1"):
+        prepare(path, DataConfig(input_len=8, horizon=2, target_transform="clamp"))
+
+
+def test_a_forecaster_on_a_count_series_never_predicts_below_zero(tmp_path):
+    import torch
+
+    from edgecomp.pipeline import BuildConfig, build
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import train_checkpoint
+    from edgecomp_runtime import load
+
+    # setup: a count series that is 0 most of the time; one epoch leaves the model rough
+    torch.set_num_threads(1)
+    path = _csv(_counts(), tmp_path / "c.csv")
+    data = DataConfig(input_len=8, horizon=4, targets=("bikes",))
+    config = TrainConfig(arch="tcn", hparams={"channels": 8}, epochs=1, lr=0.05)
+    outcome = train_checkpoint(path, data, config, tmp_path / "ckpt")
+    ds = prepare(path, data)
+    # execute
+    unclamped = ds.std[0] * outcome.model.module(torch.from_numpy(ds.test.x)).detach().numpy()
+    artifact = build(outcome.model, ds, BuildConfig(precision="fp32"), tmp_path / "c.edgepkg")
+    forecasts = load(artifact.path).predict(ds.raw_inputs("test", imputed=True))
+    # assert: the bare network does go below zero, the artifact never does
+    assert (unclamped + ds.mean[0] < 0).any()
+    assert forecasts.min() >= 0.0 and (forecasts == 0).any()

@@ -10,6 +10,7 @@ from typing import Any
 from edgecomp.data.io import LAYOUTS, ON_DUPLICATE, DataError
 from edgecomp.dataflags import read_overrides
 
+TARGET_TRANSFORMS = ("auto", "none", "clamp")
 _NAME_TUPLES = ("features", "targets", "value_cols", "exclude")
 
 
@@ -43,6 +44,9 @@ class DataConfig:
             "last" or "mean".
         seasons: Seasonal-naive baseline periods in steps; None: from the sampling period (daily
             and weekly for sub-daily data, weekly for daily data, see ``Dataset.seasons``).
+        target_transform: "auto": forecasts of targets with no negative training value are
+            clamped at 0 (``ModelSpec.output_floor``), "clamp": every target clamped at 0 (a
+            target with negative training values is refused), "none": no bound.
     """
 
     input_len: int
@@ -63,6 +67,7 @@ class DataConfig:
     drop_sparse: float | None = None
     on_duplicate: str = "error"
     seasons: tuple[int, ...] | None = None
+    target_transform: str = "auto"
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -105,6 +110,11 @@ class DataConfig:
             and len(set(seasons)) == len(seasons)
         )
         _check(ok, "seasons", "distinct positive step counts, or None")
+        _check(
+            self.target_transform in TARGET_TRANSFORMS,
+            "target_transform",
+            f"one of {list(TARGET_TRANSFORMS)}",
+        )
         if seasons is not None:
             object.__setattr__(self, "seasons", tuple(seasons))
 
@@ -160,7 +170,8 @@ def config_from_spec(spec: Any) -> DataConfig:
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
     }
     keys = ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize")
-    for key in (*keys, "spike_threshold", "exclude", "drop_sparse", "on_duplicate", "seasons"):
+    more = ("spike_threshold", "exclude", "drop_sparse", "on_duplicate", "seasons")
+    for key in (*keys, *more, "target_transform"):
         fields[key] = data.get(key, getattr(defaults, key))
     fields.update(read_overrides())
     try:

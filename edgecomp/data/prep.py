@@ -42,6 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from edgecomp.data.config import DataConfig
 from edgecomp.data.io import DataError, TableReport, _few, load_table
 from edgecomp.data.windows import Windows
+from edgecomp_runtime.transform import clamp_forecast
 
 SPLITS = ("train", "val", "test")
 SPIKE_NOTE_Z = 20.0  # always name a column whose max robust z-score exceeds this
@@ -75,6 +76,8 @@ class Dataset:
         left_out: Per split: ``{"windows": n, "of": total, "why": text, "columns": {name: n}}``,
             the windows the runtime would refuse under the missing-value policy (not in the
             split's windows).
+        output_floor: Per target the lowest forecast allowed (0 or None), or None for no bound;
+            see ``DataConfig.target_transform``.
         seasons: Seasonal-naive baseline periods in steps: ``config.seasons`` when set, else one
             day and one week for sub-daily data, one week (7 steps, 5 on a business-day grid)
             for daily data, none otherwise.
@@ -100,6 +103,7 @@ class Dataset:
     observed: np.ndarray | None = None
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     seasons: tuple[int, ...] = ()
+    output_floor: list[float | None] | None = None
 
     @property
     def target_index(self) -> list[int]:
@@ -142,9 +146,11 @@ class Dataset:
         return self.split(name).y_observed
 
     def unscale_targets(self, y_scaled: np.ndarray) -> np.ndarray:
-        """Scaled targets [..., F_out] -> raw units."""
+        """Scaled forecasts [..., F_out] -> raw units, clamped to ``output_floor`` as the
+        runtime clamps them."""
         idx = self.target_index
-        return np.asarray(y_scaled) * self.std[idx] + self.mean[idx]
+        raw = np.asarray(y_scaled) * self.std[idx] + self.mean[idx]
+        return clamp_forecast(raw, {"output_floor": self.output_floor, "targets": self.targets})
 
     def with_scaler(self, mean: np.ndarray, std: np.ndarray) -> Dataset:
         """This dataset with its windows rescaled by another scaler (e.g. a model spec's own).
@@ -185,6 +191,7 @@ class Dataset:
             "targets": list(self.targets),
             "scaler": {"kind": "standard", "mean": self.mean.tolist(), "std": self.std.tolist()},
             "imputation": dict(self.imputation),
+            "output_floor": self.output_floor,
             "period_s": rep.period_s,
             "seasonal_period": rep.seasonal_period,
             "data": {
@@ -199,6 +206,7 @@ class Dataset:
                 "regularize": cfg.regularize,
                 "on_duplicate": cfg.on_duplicate,
                 "seasons": list(self.seasons),
+                "target_transform": cfg.target_transform,
             }
             | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {})
             | ({"exclude": list(cfg.exclude)} if cfg.exclude else {})
@@ -297,6 +305,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         observed=observed,
         left_out=left_out,
         seasons=_seasons(report, config),
+        output_floor=_output_floor(cleaned[slice(*bounds["train"]), tidx], targets, config, path),
         **windows,
     )
 
@@ -314,6 +323,23 @@ def _select(columns: list[str], config: DataConfig, path: Path) -> tuple[list[st
             f"{_few(features)}"
         )
     return features, targets
+
+
+def _output_floor(
+    train: np.ndarray, targets: list[str], config: DataConfig, path: Path
+) -> list[float | None] | None:
+    """0 for each target with no negative training value (see ``DataConfig.target_transform``)."""
+    if config.target_transform == "none":
+        return None
+    low = np.nanmin(train, axis=0)
+    negative = [f"{t} (min {m:g})" for t, m in zip(targets, low, strict=True) if m < 0]
+    if config.target_transform == "clamp" and negative:
+        raise DataError(
+            f"{path}: target_transform 'clamp' needs non-negative targets; negative in the "
+            f"train split: {_few(negative)}"
+        )
+    floor = [None if m < 0 else 0.0 for m in low]
+    return floor if any(v is not None for v in floor) else None
 
 
 def _seasons(report: TableReport, config: DataConfig) -> tuple[int, ...]:
