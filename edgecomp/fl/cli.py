@@ -133,53 +133,121 @@ def simulate_cmd(sites: tuple[str, ...], num_cpus: int, **kw) -> None:
     _print_rounds(simulate(config, num_cpus=num_cpus), config.out)
 
 
+_INSECURE_HELP = "Plain text and no node authentication (loopback or a trusted network only)."
+_FILE = click.Path(exists=True, dir_okay=False)
+_ROOT_HELP = "CA certificate (PEM) that the SuperLink's certificate is checked against."
+
+
 @fl.command("local")
 @click.argument("sites", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @_run_options
 @click.option("--work-dir", default="fl-deploy", show_default=True, type=click.Path())
-def local_cmd(sites: tuple[str, ...], work_dir: str, **kw) -> None:
-    """Run a SuperLink and one SuperNode per SITE as processes on 127.0.0.1, and train."""
+@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
+def local_cmd(sites: tuple[str, ...], work_dir: str, insecure: bool, **kw) -> None:
+    """Run a SuperLink and one SuperNode per SITE as processes on 127.0.0.1, and train.
+
+    By default with TLS (a CA and certificates generated under WORK_DIR/credentials) and
+    SuperNode authentication (each node's key registered with the SuperLink).
+    """
     from edgecomp.fl.deploy import LocalDeployment
 
     config = _config(kw, min_nodes=len(sites))
-    with LocalDeployment(list(sites), work_dir) as deployment:
+    with LocalDeployment(list(sites), work_dir, insecure=insecure) as deployment:
         summary = deployment.run(config)
     _print_rounds(summary, config.out)
+
+
+@fl.command("credentials")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--host", "hosts", multiple=True, help="SuperLink name or IP [default: loopback].")
+@click.option("--nodes", default=0, show_default=True, help="SuperNode key pairs to generate.")
+def credentials_cmd(out: str, hosts: tuple[str, ...], nodes: int) -> None:
+    """Write a CA, a SuperLink TLS certificate and SuperNode key pairs (private keys 0600)."""
+    from edgecomp.fl.security import make_credentials
+
+    made = make_credentials(out, hosts=hosts or ("127.0.0.1", "localhost"), nodes=nodes)
+    click.echo(f"CA {made.ca_cert}; SuperLink {made.server_cert} + {made.server_key}")
+    for node in made.nodes:
+        click.echo(f"SuperNode key {node.private} (register {node.public})")
 
 
 @fl.command("superlink")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9092, show_default=True)
-def superlink_cmd(host: str, port: int) -> None:
-    """Start a Flower SuperLink (no TLS: loopback or a trusted network only)."""
+@click.option("--ssl-ca-certfile", type=_FILE, help="CA certificate (PEM).")
+@click.option("--ssl-certfile", type=_FILE, help="This SuperLink's certificate (PEM).")
+@click.option("--ssl-keyfile", type=_FILE, help="This SuperLink's private key (PEM).")
+@click.option("--enable-supernode-auth", is_flag=True, help="Accept registered SuperNodes only.")
+@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
+def superlink_cmd(host: str, port: int, insecure: bool, enable_supernode_auth: bool, **tls) -> None:
+    """Start a Flower SuperLink with TLS (or, explicitly, --insecure)."""
     from edgecomp.fl.deploy import flower_env, superlink_command
+    from edgecomp.fl.security import Credentials
 
-    sys.exit(subprocess.call(superlink_command(host, port), env=flower_env()))
+    credentials = None
+    if any(tls.values()):
+        if not all(tls.values()):
+            raise click.UsageError("TLS needs --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile")
+        credentials = Credentials(
+            Path(tls["ssl_ca_certfile"]), Path(tls["ssl_certfile"]), Path(tls["ssl_keyfile"])
+        )
+    command = superlink_command(
+        host, port, credentials=credentials, node_auth=enable_supernode_auth, insecure=insecure
+    )
+    sys.exit(subprocess.call(command, env=flower_env()))
 
 
 @fl.command("supernode")
 @click.argument("data", type=click.Path(exists=True, dir_okay=False))
 @click.option("--superlink", default="127.0.0.1:9092", show_default=True, help="host:port")
 @click.option("--port", default=9094, show_default=True, help="This node's local runtime API.")
-def supernode_cmd(data: str, superlink: str, port: int) -> None:
+@click.option("--root-certificates", type=_FILE, help=_ROOT_HELP)
+@click.option("--auth-supernode-private-key", type=_FILE, help="This node's key (registered).")
+@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
+def supernode_cmd(data: str, superlink: str, port: int, **security) -> None:
     """Start a Flower SuperNode for a gateway holding DATA (it never leaves this machine)."""
     from edgecomp.fl.deploy import flower_env, supernode_command
 
-    sys.exit(subprocess.call(supernode_command(data, superlink, port=port), env=flower_env()))
+    command = supernode_command(
+        data,
+        superlink,
+        port=port,
+        root_certificates=security["root_certificates"],
+        private_key=security["auth_supernode_private_key"],
+        insecure=security["insecure"],
+    )
+    sys.exit(subprocess.call(command, env=flower_env()))
+
+
+@fl.command("register")
+@click.argument("public_key", type=_FILE)
+@click.option("--superlink", default="127.0.0.1:9092", show_default=True, help="host:port")
+@click.option("--root-certificates", type=_FILE, required=True)
+@click.option("--work-dir", default="fl-run", show_default=True, type=click.Path())
+def register_cmd(public_key: str, superlink: str, root_certificates: str, work_dir: str) -> None:
+    """Register a SuperNode's PUBLIC_KEY with a SuperLink started with --enable-supernode-auth."""
+    from edgecomp.fl.deploy import register_node
+
+    register_node(public_key, superlink, work_dir, root_certificates=root_certificates)
+    click.echo(f"registered {public_key} with {superlink}")
 
 
 @fl.command("run")
 @click.option("--superlink", default="127.0.0.1:9092", show_default=True, help="host:port")
 @click.option("--min-nodes", default=2, show_default=True, help="SuperNodes to wait for.")
 @click.option("--work-dir", default="fl-run", show_default=True, type=click.Path())
+@click.option("--root-certificates", type=_FILE, help=_ROOT_HELP)
+@click.option("--insecure", is_flag=True, help=_INSECURE_HELP)
 @_run_options
-def run_cmd(superlink: str, min_nodes: int, work_dir: str, **kw) -> None:
+def run_cmd(
+    superlink: str, min_nodes: int, work_dir: str, root_certificates, insecure: bool, **kw
+) -> None:
     """Submit a federated training to a running SuperLink and stream its log."""
     from edgecomp.fl.deploy import submit
 
     config = _config(kw, min_nodes=min_nodes)
     summary_path = Path(config.out) / "fl.json"
     summary_path.unlink(missing_ok=True)
-    submit(config, superlink, work_dir)
+    submit(config, superlink, work_dir, root_certificates=root_certificates, insecure=insecure)
     if summary_path.is_file():  # the SuperLink ran on this machine
         _print_rounds(json.loads(summary_path.read_text()), config.out)

@@ -1,8 +1,9 @@
 """A SuperLink deployment on real processes: commands for SuperLink and SuperNodes, and a run.
 
 ``edgecomp fl superlink`` and ``edgecomp fl supernode`` start Flower's own ``flower-superlink``
-and ``flower-supernode`` (insecure: loopback or a trusted network only; use Flower's TLS options
-otherwise). ``submit`` writes a Flower app folder whose pyproject.toml names
+and ``flower-supernode``, with TLS (certificates from ``edgecomp.fl.security`` or your own CA) and
+optionally SuperNode authentication; plain text only when ``insecure`` is asked for explicitly.
+``submit`` writes a Flower app folder whose pyproject.toml names
 ``edgecomp.fl.app`` and holds the run's ``FLConfig`` as its run config, then calls ``flwr run``
 against the SuperLink. Every process gets ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1``, so
 no server installs packages (it would pull another torch).
@@ -21,12 +22,14 @@ import time
 from pathlib import Path
 
 from edgecomp.fl.config import FLConfig, FLError
+from edgecomp.fl.security import Credentials, check_files, make_credentials
 
 __all__ = [
     "LocalDeployment",
     "detached_helpers",
     "flower_env",
     "free_port",
+    "register_node",
     "submit",
     "superlink_command",
     "supernode_command",
@@ -50,11 +53,57 @@ def flower_env(flwr_home: str | Path | None = None) -> dict[str, str]:
     return env
 
 
-def superlink_command(host: str = "127.0.0.1", port: int = 9092) -> list[str]:
-    """``flower-superlink`` serving the Fleet and Control APIs on ``host:port`` (in memory)."""
+INSECURE_NOTE = "plain text, no node authentication: loopback or a trusted network only"
+
+
+def _security_args(tls: list[str], insecure: bool, what: str, needed: str) -> list[str]:
+    if insecure and tls:
+        raise FLError(f"{what}: --insecure and TLS options together; choose one")
+    if not insecure and not tls:
+        raise FLError(
+            f"{what}: TLS needs {needed}; or pass --insecure explicitly ({INSECURE_NOTE})"
+        )
+    return ["--insecure"] if insecure else tls
+
+
+def superlink_command(
+    host: str = "127.0.0.1",
+    port: int = 9092,
+    *,
+    credentials: Credentials | None = None,
+    node_auth: bool = False,
+    insecure: bool = False,
+) -> list[str]:
+    """``flower-superlink`` serving the Fleet and Control APIs on ``host:port`` (in memory).
+
+    Args:
+        host: Address to listen on.
+        port: Port of the Fleet and Control APIs.
+        credentials: CA, server certificate and key for TLS.
+        node_auth: Accept only registered SuperNodes (``register_node``); needs TLS.
+        insecure: Plain text, explicitly (refused together with ``credentials``).
+
+    Raises:
+        FLError: Neither TLS nor ``insecure``, both, node authentication without TLS, or a
+            certificate file that does not exist.
+    """
+    tls = []
+    if credentials is not None:
+        check_files(
+            ssl_ca_certfile=credentials.ca_cert,
+            ssl_certfile=credentials.server_cert,
+            ssl_keyfile=credentials.server_key,
+        )
+        tls = ["--ssl-ca-certfile", str(credentials.ca_cert), "--ssl-certfile"]
+        tls += [str(credentials.server_cert), "--ssl-keyfile", str(credentials.server_key)]
+    if node_auth and credentials is None:
+        raise FLError("SuperLink: --enable-supernode-auth needs TLS certificates")
+    needed = "--ssl-ca-certfile, --ssl-certfile and --ssl-keyfile"
+    security = _security_args(tls, insecure, "SuperLink", needed)
+    security += ["--enable-supernode-auth"] if node_auth else []
     return [
         _bin("flower-superlink"),
-        "--insecure",
+        *security,
         "--disable-runtime-dependency-installation",
         "--host",
         host,
@@ -63,14 +112,38 @@ def superlink_command(host: str = "127.0.0.1", port: int = 9092) -> list[str]:
     ]
 
 
-def supernode_command(data: str | Path, superlink: str, *, port: int) -> list[str]:
-    """``flower-supernode`` for one gateway holding ``data``; ``port``: its local runtime API."""
+def supernode_command(
+    data: str | Path,
+    superlink: str,
+    *,
+    port: int,
+    root_certificates: str | Path | None = None,
+    private_key: str | Path | None = None,
+    insecure: bool = False,
+) -> list[str]:
+    """``flower-supernode`` for one gateway holding ``data``; ``port``: its local runtime API.
+
+    Args:
+        data: The gateway's data file (it never leaves the gateway).
+        superlink: The SuperLink's ``host:port``.
+        port: This node's local runtime API port.
+        root_certificates: CA certificate (PEM) the SuperLink's certificate is checked against.
+        private_key: This node's private key, for SuperNode authentication.
+        insecure: Plain text, explicitly.
+    """
     path = Path(data).resolve()
     if not path.is_file():
         raise ValueError(f"{data}: no such data file for this SuperNode")
+    check_files(root_certificates=root_certificates, auth_supernode_private_key=private_key)
+    tls = [] if root_certificates is None else ["--root-certificates", str(root_certificates)]
+    security = _security_args(tls, insecure, "SuperNode", "--root-certificates")
+    if private_key is not None:
+        if insecure:
+            raise FLError("SuperNode: --auth-supernode-private-key needs TLS, not --insecure")
+        security += ["--auth-supernode-private-key", str(private_key)]
     return [
         _bin("flower-supernode"),
-        "--insecure",
+        *security,
         "--superlink",
         superlink,
         "--node-config",
@@ -78,6 +151,49 @@ def supernode_command(data: str | Path, superlink: str, *, port: int) -> list[st
         "--port",
         str(port),
     ]
+
+
+def _connection(
+    superlink: str, work_dir: Path, root_certificates: str | Path | None, insecure: bool
+) -> dict[str, str]:
+    """Write FLWR_HOME/config.toml naming the SuperLink as connection "local"; return the env."""
+    import tomli_w
+
+    from edgecomp._io import atomic_write_text
+
+    check_files(root_certificates=root_certificates)
+    tls = [] if root_certificates is None else ["root"]
+    _security_args(tls, insecure, "flwr", "--root-certificates")
+    local: dict[str, object] = {"address": superlink}
+    if insecure:
+        local["insecure"] = True
+    else:
+        local["root-certificates"] = str(Path(root_certificates).resolve())
+    connection = {"superlink": {"default": "local", "local": local}}
+    atomic_write_text(work_dir / "flwr-home" / "config.toml", tomli_w.dumps(connection))
+    return flower_env(work_dir / "flwr-home")
+
+
+def register_node(
+    public_key: str | Path,
+    superlink: str,
+    work_dir: str | Path,
+    *,
+    root_certificates: str | Path,
+) -> None:
+    """Register a SuperNode's public key with a SuperLink that authenticates nodes.
+
+    Raises:
+        FLError: ``flwr supernode register`` failed (its output is in the message).
+    """
+    work_dir = Path(work_dir).resolve()
+    check_files(public_key=public_key)
+    env = _connection(superlink, work_dir, root_certificates, insecure=False)
+    command = [_bin("flwr"), "supernode", "register", str(public_key), "local"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        detail = (done.stdout + done.stderr).strip().splitlines()
+        raise FLError(f"registering {public_key} with {superlink} failed: {detail[-1:]}")
 
 
 def write_app(config: FLConfig, app_dir: str | Path) -> Path:
@@ -111,27 +227,30 @@ def write_app(config: FLConfig, app_dir: str | Path) -> Path:
     return path.parent
 
 
-def submit(config: FLConfig, superlink: str, work_dir: str | Path) -> None:
+def submit(
+    config: FLConfig,
+    superlink: str,
+    work_dir: str | Path,
+    *,
+    root_certificates: str | Path | None = None,
+    insecure: bool = False,
+) -> None:
     """Write the app and a Flower connection under ``work_dir``; ``flwr run --stream`` it.
 
     ``superlink`` is the SuperLink's ``host:port``; ``config.out`` is a path on the SuperLink's
-    machine (made absolute here). Returns when the run has finished.
+    machine (made absolute here). ``root_certificates``: the CA certificate the SuperLink's TLS
+    certificate is checked against; ``insecure``: plain text, explicitly. Returns when the run
+    has finished.
 
     Raises:
-        FLError: ``flwr run`` failed (its output above says why).
+        FLError: ``flwr run`` failed (its output above says why), or neither TLS nor insecure.
     """
-    import tomli_w
-
-    from edgecomp._io import atomic_write_text
-
     work_dir = Path(work_dir).resolve()
+    env = _connection(superlink, work_dir, root_certificates, insecure)
     config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     app = write_app(config, work_dir / "app")
-    local = {"address": superlink, "insecure": True}
-    connection = {"superlink": {"default": "local", "local": local}}
-    atomic_write_text(work_dir / "flwr-home" / "config.toml", tomli_w.dumps(connection))
     command = [_bin("flwr"), "run", str(app), "local", "--stream"]
-    done = subprocess.run(command, env=flower_env(work_dir / "flwr-home"), check=False)
+    done = subprocess.run(command, env=env, check=False)
     if done.returncode != 0:
         raise FLError(f"flwr run against {superlink} failed with exit code {done.returncode}")
 
@@ -150,11 +269,13 @@ class LocalDeployment:
     they linger) on exit, also when the run fails. Their logs go to ``work_dir/logs``.
     """
 
-    def __init__(self, sites: list[str], work_dir: str | Path) -> None:
+    def __init__(self, sites: list[str], work_dir: str | Path, *, insecure: bool = False) -> None:
         if not sites:
             raise ValueError("a deployment needs at least one site data file")
         self.sites = [str(Path(s).resolve()) for s in sites]
         self.work_dir = Path(work_dir).resolve()
+        self.insecure = insecure
+        self.credentials: Credentials | None = None
         self.port = free_port()
         self.superlink = f"127.0.0.1:{self.port}"
         self.addresses = [self.superlink]  # runtime APIs: the SuperLink's, each SuperNode's
@@ -175,16 +296,37 @@ class LocalDeployment:
 
     def __enter__(self) -> LocalDeployment:
         try:
-            self._start("superlink", superlink_command(port=self.port))
+            if not self.insecure:  # TLS with a fresh CA, and only registered SuperNodes
+                self.credentials = make_credentials(
+                    self.work_dir / "credentials", nodes=len(self.sites)
+                )
+            self._start(
+                "superlink",
+                superlink_command(
+                    port=self.port,
+                    credentials=self.credentials,
+                    node_auth=not self.insecure,
+                    insecure=self.insecure,
+                ),
+            )
             _wait_listening(self.port, self.processes[0])
             for i, site in enumerate(self.sites):
-                port = free_port()
-                self.addresses.append(f"127.0.0.1:{port}")
-                self._start(f"supernode-{i}", supernode_command(site, self.superlink, port=port))
+                self._start_node(i, site)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _start_node(self, index: int, site: str) -> None:
+        port = free_port()
+        self.addresses.append(f"127.0.0.1:{port}")
+        tls: dict[str, Path] = {}
+        if self.credentials is not None:
+            key, ca = self.credentials.nodes[index], self.credentials.ca_cert
+            register_node(key.public, self.superlink, self.work_dir, root_certificates=ca)
+            tls = {"root_certificates": ca, "private_key": key.private}
+        command = supernode_command(site, self.superlink, port=port, insecure=self.insecure, **tls)
+        self._start(f"supernode-{index}", command)
 
     def run(self, config: FLConfig) -> dict:
         """Submit ``config`` (``min_nodes``: the number of sites); returns its ``fl.json``.
@@ -196,7 +338,10 @@ class LocalDeployment:
 
         config = dataclasses.replace(config, min_nodes=len(self.sites))
         (Path(config.out) / FL_FILE).unlink(missing_ok=True)
-        submit(config, self.superlink, self.work_dir)
+        root = None if self.credentials is None else self.credentials.ca_cert
+        submit(
+            config, self.superlink, self.work_dir, root_certificates=root, insecure=self.insecure
+        )
         return read_summary(config.out)
 
     def close(self) -> None:
