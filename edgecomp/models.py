@@ -382,7 +382,9 @@ class GraphForecaster(_Forecaster):
     Hparams: channels (16), kernel (2), dilations (None: 1, 2, 4, ... until the receptive field
     covers L), order K (2), graph_conv ("diffusion" or "chebyshev"), graph_layers (None: a graph
     convolution after every temporal layer; g: after the last g only), embed_dim (8, adaptive
-    adjacency), residual (True); graph construction (read by ``edgecomp.graph.attach_layout``):
+    adjacency), residual (True: forecast the change from the last value), seasonal_residual
+    (None, or a period P in steps, H <= P <= L: the change from the value P steps earlier, the
+    seasonal naive forecast); graph construction (read by ``edgecomp.graph.attach_layout``):
     adjacency ("auto", "distance", "adaptive", "both"), coordinates (CSV path), sigma_km,
     threshold (0.1), globals (feature names broadcast to all nodes).
     """
@@ -397,6 +399,7 @@ class GraphForecaster(_Forecaster):
         "graph_layers": None,
         "embed_dim": 8,
         "residual": True,
+        "seasonal_residual": None,
         "adjacency": "auto",
         "coordinates": None,
         "sigma_km": None,
@@ -420,6 +423,7 @@ class GraphForecaster(_Forecaster):
         graph_layers: int | None = None,
         embed_dim: int = 8,
         residual: bool = True,
+        seasonal_residual: int | None = None,
         target_index: list[int] | None = None,
         **graph_hparams: Any,
     ) -> None:
@@ -436,6 +440,7 @@ class GraphForecaster(_Forecaster):
                 f"got {graph_conv!r}"
             )
         self.channels = _positive_int("channels", channels)
+        self.seasonal = _season(seasonal_residual, input_len, horizon) if residual else None
         self._read_layout(layout or _default_layout(n_features), n_features)
         self._build_graph(
             graph_conv, _positive_int("order", order), _positive_int("embed_dim", embed_dim)
@@ -476,9 +481,9 @@ class GraphForecaster(_Forecaster):
         if self.adaptive:
             self.source_embed = nn.Parameter(torch.randn(self.n_nodes, embed_dim) * 0.1)
             self.target_embed = nn.Parameter(torch.randn(embed_dim, self.n_nodes) * 0.1)
-            self.register_buffer(
-                "frozen", torch.zeros(n_adaptive, self.n_nodes, self.n_nodes), persistent=False
-            )
+            for k in range(n_adaptive):  # one buffer each: an initializer each in an export
+                zeros = torch.zeros(self.n_nodes, self.n_nodes)
+                self.register_buffer(f"frozen{k}", zeros)  # persistent: an initializer
             self.register_load_state_dict_post_hook(lambda module, _keys: module._freeze())
         self.n_supports = self.n_fixed + n_adaptive
 
@@ -511,9 +516,10 @@ class GraphForecaster(_Forecaster):
         )
 
     def _freeze(self) -> None:
-        """Compute the adaptive supports into the ``frozen`` buffer (eval mode reads it)."""
+        """Compute the adaptive supports into the ``frozen{k}`` buffers (eval mode reads them)."""
         with torch.no_grad():
-            self.frozen.copy_(torch.stack(self.adaptive_supports()))
+            for k, a in enumerate(self.adaptive_supports()):
+                getattr(self, f"frozen{k}").copy_(a)
 
     def train(self, mode: bool = True) -> GraphForecaster:
         super().train(mode)
@@ -531,14 +537,14 @@ class GraphForecaster(_Forecaster):
 
     def supports(self) -> list[torch.Tensor]:
         """Every support matrix, fixed then adaptive. In eval mode the adaptive ones come from
-        the ``frozen`` buffer, filled by ``eval()`` and by loading a state dict, so an export
+        the ``frozen{k}`` buffers, filled by ``eval()`` and by loading a state dict, so an export
         sees a constant adjacency (NOTE: weights changed in eval mode need ``eval()`` again)."""
         fixed = [getattr(self, f"support{i}") for i in range(self.n_fixed)]
         if not self.adaptive:
             return fixed
         if self.training:
             return fixed + self.adaptive_supports()
-        return fixed + list(self.frozen.unbind(0))
+        return fixed + [getattr(self, f"frozen{k}") for k in range(self.order)]
 
     def adjacency(self) -> torch.Tensor:
         """The first-order adjacency used (fixed transition or learned), [N, N], for plots."""
@@ -572,8 +578,24 @@ class GraphForecaster(_Forecaster):
         y = y.reshape(-1, self.horizon, self.n_targets)
         if not self.residual:
             return y
-        previous = x[:, -1:, :] if self._all_features else x[:, -1:, self.target_index]
+        steps = slice(-1, None)
+        if self.seasonal:  # the same steps one season earlier: seasonal naive as the start
+            start = self.input_len - self.seasonal
+            steps = slice(start, start + self.horizon)
+        previous = x[:, steps, :] if self._all_features else x[:, steps, self.target_index]
         return y + previous
+
+
+def _season(period: Any, input_len: int, horizon: int) -> int | None:
+    if period is None:
+        return None
+    _positive_int("seasonal_residual", period)
+    if not horizon <= period <= input_len:
+        raise ModelError(
+            f"hyperparameter 'seasonal_residual' must be between the horizon ({horizon}) and "
+            f"the input length ({input_len}), got {period}"
+        )
+    return period
 
 
 class _NodeHead(nn.Module):

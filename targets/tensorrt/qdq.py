@@ -97,12 +97,16 @@ def insert_qdq(proto: onnx.ModelProto, plan: QdqPlan, amax: dict[str, float]) ->
     inits = {init.name: init for init in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     done: dict[str, str] = {}
+    weights: dict[str, str] = {}  # a weight shared by several nodes (a graph model's adjacency)
     for node in graph.node:
         if node.name in plan.axes:
             if node.input[0] not in done:
                 done[node.input[0]] = _qdq_activation(graph, node.input[0], amax, nodes)
             node.input[0] = done[node.input[0]]
-            node.input[1] = _dq_weight(graph, inits[node.input[1]], plan.axes[node.name], nodes)
+            if node.input[1] not in weights:  # is dequantized once
+                init = inits[node.input[1]]
+                weights[init.name] = _dq_weight(graph, init, plan.axes[node.name], nodes)
+            node.input[1] = weights[node.input[1]]
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
