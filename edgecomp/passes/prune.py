@@ -22,7 +22,7 @@ from edgecomp.spec import Model
 
 __all__ = ["WIDTH_HPARAM", "PruneConfig", "StructuredPrunePass", "prune_model", "target_width"]
 
-WIDTH_HPARAM = {"lstm": "hidden", "gru": "hidden", "tcn": "channels"}
+WIDTH_HPARAM = {"lstm": "hidden", "gru": "hidden", "tcn": "channels", "stgnn": "channels"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,10 @@ def prune_model(
     width = target_width(spec, config)
     if spec.arch == "tcn":
         state, kept = prune_tcn_state(model.module, config.importance, width, calibration)
+    elif spec.arch == "stgnn":  # graph forecaster: edgecomp.graph.prune
+        from edgecomp.graph.prune import prune_graph_state
+
+        state, kept = prune_graph_state(model.module, config.importance, width, calibration)
     else:
         scores = recurrent_scores(model.module, config.importance, calibration)
         state, kept = prune_recurrent_state(model.module, scores, width)
