@@ -42,6 +42,7 @@ TARGETS: dict[str, str] = {
     "onnx": "edgecomp.targets.onnx.target:OnnxTarget",
     "tflite": "edgecomp.targets.tflite.target:TfliteTarget",
     "tensorrt": "edgecomp.targets.tensorrt.target:TensorrtTarget",
+    "executorch": "edgecomp.targets.executorch.target:ExecutorchTarget",
 }
 
 _PROFILE_DIR = Path(__file__).parent / "profiles"

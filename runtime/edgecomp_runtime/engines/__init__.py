@@ -16,6 +16,7 @@ ENGINES: dict[str, str] = {
     "onnx": "edgecomp_runtime.engines.onnxruntime:OnnxRuntimeEngine",
     "tflite": "edgecomp_runtime.engines.litert:LiteRtEngine",
     "tensorrt": "edgecomp_runtime.engines.tensorrt:TensorRtEngine",
+    "executorch": "edgecomp_runtime.engines.executorch:ExecuTorchEngine",
     "null": "edgecomp_runtime.engines.null:NullEngine",
 }
 

@@ -1,0 +1,1 @@
+"""ExecuTorch (XNNPACK delegate) backend; see README.md."""
