@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecomp_runtime.errors import (
     EdgecompRuntimeError,
     EngineUnavailableError,
@@ -218,7 +220,7 @@ class Gateway:
             "t": emitted.t,
             "times": [emitted.t + (h + 1) * period for h in range(model.horizon)],
             "targets": model.targets,
-            "forecast": [[_number(v) for v in row] for row in emitted.forecast.tolist()],
+            "forecast": _numbers(emitted.forecast),
             "mode": self.stream.mode,
         }
 
@@ -559,8 +561,12 @@ def _short_json(value: Any) -> str:
     return text[:_SHOWN]
 
 
-def _number(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _numbers(forecast: Any) -> list:
+    """Nested lists of floats; null where a value is not finite (a forecast read back from a
+    state file could be; ``predict`` never returns one)."""
+    if np.isfinite(forecast).all():
+        return forecast.tolist()
+    return np.where(np.isfinite(forecast), forecast, None).tolist()
 
 
 def parse_address(text: str, *, what: str) -> tuple[str, int]:
