@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgecomp.budget import budget_options  # noqa: F401 - re-exported for building commands
-from edgecomp.dataflags import flag_options, read_flags
+from edgecomp.dataflags import flag_options, parse_names, read_flags
 
 console = Console(width=max(Console().width, 120))  # logs and pipes get 80 columns otherwise
 
@@ -90,6 +90,18 @@ def _data_options(fn):
             help="Keep forecasts >= 0: auto for targets never negative in training, clamp for "
             "all targets (refused if one is negative), none for no bound.",
         ),
+        click.option(
+            "--calendar",
+            callback=_calendar,
+            help="Calendar features fed for the forecast steps: comma-separated among hour, "
+            "dow, doy (sine/cosine of hour of day, day of week, day of year, UTC) [default: none].",
+        ),
+        click.option(
+            "--future-cols",
+            callback=lambda ctx, param, value: parse_names(value),
+            help="Comma-separated features known in advance (a holiday flag, a schedule): fed for "
+            "the forecast steps too; predict then takes their next H values (future=).",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -108,6 +120,18 @@ def _seasons(ctx: click.Context, param: click.Parameter, value: str | None):
     if not steps or min(steps) < 1:
         raise click.BadParameter(f"'{value}' is not STEPS[,STEPS] (positive integers) or 'none'")
     return steps
+
+
+def _calendar(ctx: click.Context, param: click.Parameter, value: str | None):
+    from edgecomp_runtime.calendar import CALENDAR
+
+    names = parse_names(value)
+    if value is not None and value.strip().lower() == "none":
+        return None
+    unknown = [n for n in names or () if n not in CALENDAR]
+    if value is not None and (not names or unknown):
+        raise click.BadParameter(f"'{value}' is not a list of {', '.join(CALENDAR)} or 'none'")
+    return names
 
 
 def _data_config(input_len: int, horizon: int, kw: dict):
@@ -133,6 +157,8 @@ def _data_config(input_len: int, horizon: int, kw: dict):
         on_duplicate=kw["on_duplicate"] or "error",
         seasons=kw["season"],
         target_transform=kw["target_transform"],
+        calendar=kw["calendar"],
+        future_cols=kw["future_cols"],
     )
 
 

@@ -49,6 +49,9 @@ class ModelSpec:
         output_floor: None, or per target the lowest forecast allowed (a number, or None for no
             bound): the runtime clamps forecasts to it (0 for counts and other non-negative
             targets, see ``edgecomp_runtime.transform``).
+        future: None, or the known-future lead channels, the last K features:
+            ``{"calendar": [...], "columns": [...], "lead": H, "features": [K names]}`` (see
+            ``edgecomp_runtime.calendar``).
     """
 
     arch: str
@@ -64,6 +67,7 @@ class ModelSpec:
     data: dict[str, Any] = field(default_factory=dict)
     layout: dict[str, Any] | None = None
     output_floor: list[float | None] | None = None
+    future: dict[str, Any] | None = None
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -113,8 +117,9 @@ class ModelSpec:
         out = dataclasses.asdict(self)
         if out["layout"] is None:  # no layout: the dict (and manifest) of a flat-feature model
             del out["layout"]
-        if out["output_floor"] is None:  # no bound: older readers see the spec unchanged
-            del out["output_floor"]
+        for key in ("output_floor", "future"):  # unset: older readers see the spec unchanged
+            if out[key] is None:
+                del out[key]
         return out
 
     @classmethod

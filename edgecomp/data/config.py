@@ -9,9 +9,10 @@ from typing import Any
 
 from edgecomp.data.io import LAYOUTS, ON_DUPLICATE, DataError
 from edgecomp.dataflags import read_overrides
+from edgecomp_runtime.calendar import CALENDAR
 
 TARGET_TRANSFORMS = ("auto", "none", "clamp")
-_NAME_TUPLES = ("features", "targets", "value_cols", "exclude")
+_NAME_TUPLES = ("features", "targets", "value_cols", "exclude", "calendar", "future_cols")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class DataConfig:
         target_transform: "auto": forecasts of targets with no negative training value are
             clamped at 0 (``ModelSpec.output_floor``), "clamp": every target clamped at 0 (a
             target with negative training values is refused), "none": no bound.
+        calendar: Calendar features fed for the forecast steps (``edgecomp_runtime.calendar``:
+            "hour", "dow", "doy", each a sine/cosine pair); None: none.
+        future_cols: Features whose values are known in advance (a holiday flag, a published
+            schedule), fed for the forecast steps too; None: none.
     """
 
     input_len: int
@@ -68,6 +73,8 @@ class DataConfig:
     on_duplicate: str = "error"
     seasons: tuple[int, ...] | None = None
     target_transform: str = "auto"
+    calendar: tuple[str, ...] | None = None
+    future_cols: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -110,6 +117,8 @@ class DataConfig:
             and len(set(seasons)) == len(seasons)
         )
         _check(ok, "seasons", "distinct positive step counts, or None")
+        unknown = sorted(set(self.calendar or ()) - set(CALENDAR))
+        _check(not unknown, "calendar", f"names among {list(CALENDAR)} (got {unknown})")
         _check(
             self.target_transform in TARGET_TRANSFORMS,
             "target_transform",
@@ -161,11 +170,15 @@ def config_from_spec(spec: Any) -> DataConfig:
     absent = [k for k in ("input_len", "horizon", "features", "targets") if k not in d]
     if absent:
         raise DataError(f"spec: missing field(s) {absent}")
+    future = d.get("future") or {}
+    leads = len(future.get("features", []))
     fields = {
         "input_len": d["input_len"],
         "horizon": d["horizon"],
-        "features": d["features"],
+        "features": d["features"][: len(d["features"]) - leads],
         "targets": d["targets"],
+        "calendar": tuple(future.get("calendar", ())) or None,
+        "future_cols": tuple(future.get("columns", ())) or None,
         "interpolate_limit": imp.get("interpolate_limit", defaults.interpolate_limit),
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
     }

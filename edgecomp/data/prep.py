@@ -42,6 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from edgecomp.data.config import DataConfig
 from edgecomp.data.io import DataError, TableReport, _few, load_table
 from edgecomp.data.windows import Windows
+from edgecomp_runtime.calendar import calendar_features, lead_names
 from edgecomp_runtime.transform import clamp_forecast
 
 SPLITS = ("train", "val", "test")
@@ -78,6 +79,8 @@ class Dataset:
             split's windows).
         output_floor: Per target the lowest forecast allowed (0 or None), or None for no bound;
             see ``DataConfig.target_transform``.
+        future: None, or the known-future lead channels appended to the features (their last K):
+            ``{"calendar": [...], "columns": [...], "lead": H, "features": [K names]}``.
         seasons: Seasonal-naive baseline periods in steps: ``config.seasons`` when set, else one
             day and one week for sub-daily data, one week (7 steps, 5 on a business-day grid)
             for daily data, none otherwise.
@@ -104,6 +107,7 @@ class Dataset:
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     seasons: tuple[int, ...] = ()
     output_floor: list[float | None] | None = None
+    future: dict[str, Any] | None = None
 
     @property
     def target_index(self) -> list[int]:
@@ -192,6 +196,7 @@ class Dataset:
             "scaler": {"kind": "standard", "mean": self.mean.tolist(), "std": self.std.tolist()},
             "imputation": dict(self.imputation),
             "output_floor": self.output_floor,
+            "future": self.future,
             "period_s": rep.period_s,
             "seasonal_period": rep.seasonal_period,
             "data": {
@@ -275,17 +280,19 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
     cleaned, spikes, spike_notes = _spikes(raw_np, bounds["train"], raw, config.spike_threshold)
     notes += spike_notes
     values, imputed = _impute(cleaned, bounds, features, config.interpolate_limit, path)
-    train = values[slice(*bounds["train"])]
-    mean, std, scaler_notes = _fit_scaler(train, features)
-    notes += scaler_notes + _missing_notes(raw_np, features, config.max_missing_fraction)
+    notes += _missing_notes(raw_np, features, config.max_missing_fraction)
     notes += _gap_notes(raw_np, features, config)
+    sensors = features
+    values, raw, features, future = _with_leads(values, raw, report, config, path)
+    mean, std, scaler_notes = _fit_scaler(values[slice(*bounds["train"])], features)
+    notes += scaler_notes
     scaled = ((values - mean) / std).astype(np.float32)
     tidx = [features.index(t) for t in targets]
     observed = ~np.isnan(cleaned)
     windows, left_out = {}, {}
     for s in SPLITS:
         windows[s], left_out[s] = _windows(scaled, observed, raw_np, bounds[s], config, tidx)
-        left_out[s]["columns"] = {features[i]: n for i, n in left_out[s]["columns"].items()}
+        left_out[s]["columns"] = {sensors[i]: n for i, n in left_out[s]["columns"].items()}
     notes += _left_out_notes(left_out, config, path)
     return Dataset(
         config=config,
@@ -306,8 +313,45 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         left_out=left_out,
         seasons=_seasons(report, config),
         output_floor=_output_floor(cleaned[slice(*bounds["train"]), tidx], targets, config, path),
+        future=future,
         **windows,
     )
+
+
+def _with_leads(
+    values: np.ndarray, raw: pd.DataFrame, report: TableReport, config: DataConfig, path: Path
+) -> tuple[np.ndarray, pd.DataFrame, list[str], dict[str, Any] | None]:
+    """Append the known-future lead channels (``edgecomp_runtime.calendar``) to the values.
+
+    Row r of a lead channel holds its source at row r + H: a calendar feature of the time
+    ``t[r] + H * period`` (as the runtime computes it from a window's timestamps), or a declared
+    column's imputed value (NaN past the end; no window reads it).
+    """
+    calendar, columns = list(config.calendar or ()), list(config.future_cols or ())
+    sensors = list(raw.columns)
+    if not calendar and not columns:
+        return values, raw, sensors, None
+    unknown = [c for c in columns if c not in sensors]
+    if unknown:
+        raise DataError(
+            f"{path}: future_cols {unknown} are not features; features: {_few(sensors)}"
+        )
+    if calendar and _BUSINESS_DAYS in report.notes:
+        raise DataError(
+            f"{path}: calendar features need a regular grid; this is a business-day series"
+        )
+    lead = config.horizon
+    seconds = raw.index.asi8 // 10**9 + round(lead * report.period_s)
+    parts = [calendar_features(seconds, calendar)] if calendar else []
+    for name in columns:
+        shifted = np.full(len(values), np.nan)
+        shifted[: len(values) - lead] = values[lead:, sensors.index(name)]
+        parts.append(shifted[:, None])
+    leads = np.concatenate(parts, axis=1)
+    names = lead_names(calendar, columns, lead)
+    future = {"calendar": calendar, "columns": columns, "lead": lead, "features": names}
+    extended = raw.join(pd.DataFrame(leads, index=raw.index, columns=names))
+    return np.concatenate([values, leads], axis=1), extended, [*sensors, *names], future
 
 
 def _select(columns: list[str], config: DataConfig, path: Path) -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgecomp_runtime.artifact import read_artifact
+from edgecomp_runtime.calendar import add_future, sensor_features
 from edgecomp_runtime.engines import Engine, get_engine
 from edgecomp_runtime.errors import (
     ArtifactError,
@@ -154,14 +155,19 @@ class Model:
         actually ran in ``ran_on`` and why in ``fallback_reason``."""
         return self._engine
 
-    def predict(self, window: Any) -> np.ndarray:
+    def predict(self, window: Any, *, times: Any = None, future: Any = None) -> np.ndarray:
         """Forecast from raw sensor values.
 
         Args:
             window: Raw values [L, F] or [B, L, F] (numpy array or nested lists, any real dtype);
                 NaN, or a masked value of a numpy masked array, marks a missing reading, filled
                 per the artifact's imputation policy. Not modified. Large batches run in chunks
-                of about 4 Mi values, so memory stays bounded.
+                of about 4 Mi values, so memory stays bounded. Flags (bools, "true"/"false")
+                read as 1/0; a DataFrame's feature columns are picked by name.
+            times: For a model with calendar inputs (``spec.future``): the window's timestamps,
+                [L] or [B, L] (UTC; datetime64, ISO strings or datetimes).
+            future: For a model with known-future columns: ``{column: next H values}``, [H] or
+                [B, H] each (see ``edgecomp_runtime.calendar``).
 
         Returns:
             float32 forecasts in raw units: [H, F_out] for a [L, F] window, else [B, H, F_out].
@@ -174,8 +180,9 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
-        array = _as_real_array(as_numeric(window, self.features))  # flags: 1/0
+        array = _as_real_array(as_numeric(window, sensor_features(self.manifest["spec"])))
         array = flatten_nodes(array, self.manifest["spec"].get("layout"), self.input_len)
+        array = add_future(array, self.manifest["spec"], times, future)  # known-future inputs
         batched = self._check_shape(array)
         x = array if batched else array[None]
         out = np.empty((len(x), self.horizon, len(self.targets)), dtype=np.float32)

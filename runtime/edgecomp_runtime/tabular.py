@@ -105,6 +105,16 @@ def read_csv(
     return values, stamps
 
 
+def csv_times(path: str | Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """``{"times": [...]}`` from a CSV input's time column when the model takes calendar
+    features (``spec.future.calendar``), else ``{}``: keyword arguments for ``predict``."""
+    future = spec.get("future") or {}
+    if not future.get("calendar") or Path(path).suffix.lower() != ".csv":
+        return {}
+    features = spec["features"][: len(spec["features"]) - len(future["features"])]
+    return {"times": read_csv(path, features, times=True)[1]}
+
+
 def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]) -> np.ndarray:
     out = np.empty((len(rows), len(index)), dtype=np.float64)
     for r, row in enumerate(rows):

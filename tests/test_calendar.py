@@ -1,0 +1,87 @@
+"""Calendar features: one numpy implementation shared by the compiler and the runtime (item 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from edgecomp.cli import main
+from edgecomp.data import DataConfig, DataError, prepare
+from edgecomp_runtime.calendar import add_future, calendar_features
+
+
+def _seconds(*stamps: str) -> np.ndarray:
+    return np.array([np.datetime64(s, "s").astype(np.int64) for s in stamps])
+
+
+def test_calendar_phases_by_hand():
+    # setup: 2024-01-01 was a Monday; 2024 is a leap year (366 days)
+    t = _seconds("2024-01-01T00:00", "2024-01-01T06:00", "2024-01-03T00:00", "2024-07-02T00:00")
+    # execute
+    out = calendar_features(t, ["hour", "dow", "doy"])
+    # assert: columns hour_sin, hour_cos, dow_sin, dow_cos, doy_sin, doy_cos
+    np.testing.assert_allclose(out[0], [0, 1, 0, 1, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(out[1, :2], [1, 0], atol=1e-12)  # a quarter of the day
+    angle = 2 * np.pi * 2 / 7  # Wednesday
+    np.testing.assert_allclose(out[2, 2:4], [np.sin(angle), np.cos(angle)], atol=1e-12)
+    angle = 2 * np.pi * 183 / 366
+    np.testing.assert_allclose(out[3, 4:], [np.sin(angle), np.cos(angle)], atol=1e-12)
+
+
+def test_unknown_calendar_feature_is_refused():
+    with pytest.raises(ValueError, match=r"unknown calendar feature 'week'; known: \['hour'"):
+        calendar_features(_seconds("2024-01-01"), ["week"])
+    with pytest.raises(DataError, match=r"DataConfig.calendar must be names among"):
+        DataConfig(input_len=4, horizon=2, calendar=("week",))
+
+
+def _hourly(tmp_path: Path, n: int = 300) -> Path:
+    t = pd.date_range("2024-03-01", periods=n, freq="h")
+    i = np.arange(n, dtype=float)
+    df = pd.DataFrame({"time": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "a": np.sin(i / 4), "b": i % 9})
+    df.to_csv(tmp_path / "h.csv", index=False)
+    return tmp_path / "h.csv"
+
+
+def test_compiler_and_runtime_calendar_channels_are_equal_arrays(tmp_path):
+    # setup
+    config = DataConfig(input_len=12, horizon=5, calendar=("hour", "dow", "doy"))
+    ds = prepare(_hourly(tmp_path), config)
+    spec = {"arch": "x", **ds.spec_fields()}
+    raw = ds.raw_inputs("test")
+    times = ds.raw.index.to_numpy()[ds.test.starts[:, None] + np.arange(12)[None, :]]
+    # execute
+    built = add_future(raw[:, :, :2].astype(np.float64), spec, times, None)
+    # assert
+    assert ds.features[2:] == [
+        f"{n}_{f}@+5" for n in ("hour", "dow", "doy") for f in ("sin", "cos")
+    ]
+    np.testing.assert_array_equal(built[:, :, 2:].astype(np.float32), raw[:, :, 2:])
+    first = ds.raw.index[ds.test.starts[0] + 5]  # step 0 holds the calendar of step 0 + H
+    np.testing.assert_array_equal(
+        raw[0, 0, 2:],
+        calendar_features(_seconds(first.isoformat()), ["hour", "dow", "doy"])[0].astype(
+            np.float32
+        ),
+    )
+
+
+def test_calendar_needs_a_regular_grid(tmp_path):
+    # setup: business days
+    t = pd.bdate_range("2024-01-01", periods=120)
+    pd.DataFrame({"date": t, "r": np.arange(120.0)}).to_csv(tmp_path / "b.csv", index=False)
+    # execute / assert
+    with pytest.raises(DataError, match="calendar features need a regular grid"):
+        prepare(tmp_path / "b.csv", DataConfig(input_len=5, horizon=2, calendar=("dow",)))
+
+
+def test_calendar_flag_refuses_bad_values_naming_the_flag(tmp_path):
+    args = ["data", str(_hourly(tmp_path)), "-L", "12", "-H", "5", "--calendar"]
+    bad = CliRunner().invoke(main, [*args, "hour,week"])
+    good = CliRunner().invoke(main, [*args, "hour", "--json"])
+    assert bad.exit_code == 2 and "'--calendar': 'hour,week' is not a list of hour" in bad.output
+    assert good.exit_code == 0 and '"hour_sin@+5"' not in good.output  # summary counts only

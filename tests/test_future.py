@@ -1,0 +1,100 @@
+"""Known-future inputs end to end: lead channels trained, exported, rebuilt by the runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from edgecomp.data import DataConfig, config_from_spec, prepare
+from edgecomp_runtime import load
+from edgecomp_runtime.errors import InputError
+
+torch.set_num_threads(1)
+L, H = 12, 4
+
+
+def _demand(path: Path, n: int = 400) -> Path:
+    """Hourly demand that drops on holidays, with a True/False holiday flag."""
+    t = pd.date_range("2024-03-01", periods=n, freq="h")
+    holiday = (np.arange(n) // 24) % 6 == 0
+    rng = np.random.default_rng(0)
+    demand = 50 + 20 * np.sin(np.arange(n) * 2 * np.pi / 24) - 30 * holiday + rng.normal(0, 2, n)
+    df = pd.DataFrame({"time": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "demand": demand})
+    df["holiday"] = np.where(holiday, "True", "False")
+    df.to_csv(path, index=False)
+    return path
+
+
+def _config() -> DataConfig:
+    return DataConfig(
+        input_len=L, horizon=H, targets=("demand",), calendar=("hour",), future_cols=("holiday",)
+    )
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from edgecomp.pipeline import BuildConfig, build
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import train_checkpoint
+
+    tmp = tmp_path_factory.mktemp("future")
+    path = _demand(tmp / "d.csv")
+    config = TrainConfig(arch="gru", hparams={"hidden": 8, "layers": 1}, epochs=2)
+    outcome = train_checkpoint(path, _config(), config, tmp / "ckpt")
+    dataset = prepare(path, _config())
+    built = build(outcome.model, dataset, BuildConfig(precision="fp32"), tmp / "f.edgepkg")
+    return built.path, dataset
+
+
+def test_lead_channel_holds_the_declared_column_h_steps_ahead(tmp_path):
+    # setup
+    ds = prepare(_demand(tmp_path / "d.csv"), _config())
+    # execute
+    x = ds.raw_inputs("train", imputed=True)
+    # assert
+    assert ds.features == ["demand", "holiday", "hour_sin@+4", "hour_cos@+4", "holiday@+4"]
+    starts = ds.train.starts
+    np.testing.assert_array_equal(x[:, :, 4], ds.values[starts[:, None] + np.arange(L) + H, 1])
+    assert set(np.unique(x[:, :, 1])) == {0.0, 1.0}
+    rebuilt = config_from_spec({"arch": "x", **ds.spec_fields()})
+    assert rebuilt.features == ("demand", "holiday")
+    assert (rebuilt.calendar, rebuilt.future_cols) == (("hour",), ("holiday",))
+
+
+def test_runtime_builds_the_lead_channels_from_times_and_future(artifact):
+    # setup
+    path, ds = artifact
+    model = load(path)
+    raw = ds.raw_inputs("test", imputed=True)
+    starts = ds.test.starts
+    times = ds.raw.index.to_numpy()[starts[:, None] + np.arange(L)]
+    ahead = ds.values[starts[:, None] + L + np.arange(H), 1]
+    # execute
+    full = model.predict(raw)
+    sensors = model.predict(raw[:, :, :2], times=times, future={"holiday": ahead})
+    one = model.predict(raw[0, :, :2], times=times[0], future={"holiday": ahead[0]})
+    # assert: the same forecasts whether the caller or the runtime builds the lead channels
+    np.testing.assert_allclose(sensors, full, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(one, full[0], rtol=1e-5, atol=1e-4)
+    assert ds.features == model.features
+
+
+def test_missing_known_future_values_are_refused_never_filled(artifact):
+    # setup
+    path, ds = artifact
+    model = load(path)
+    window = ds.raw_inputs("test", imputed=True)[0, :, :2]
+    times = ds.raw.index.to_numpy()[ds.test.starts[0] + np.arange(L)]
+    # execute / assert
+    with pytest.raises(
+        InputError, match=r"future= lacks the known-future column\(s\) \['holiday'\]"
+    ):
+        model.predict(window, times=times)
+    with pytest.raises(InputError, match="pass times="):
+        model.predict(window, future={"holiday": np.zeros(H)})
+    with pytest.raises(InputError, match=r"future\['holiday'\] must be 4 finite values"):
+        model.predict(window, times=times, future={"holiday": [0.0, np.nan, 0.0, 1.0]})
