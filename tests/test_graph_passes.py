@@ -1,0 +1,70 @@
+"""Compression passes on the graph forecaster: channel pruning (exact), distillation student."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgecomp.frontend import reference_predict
+from edgecomp.passes.base import count_params
+from edgecomp.passes.distill import DistillConfig, student_model
+from edgecomp.passes.prune import PruneConfig, prune_model
+from edgecomp.testing import sine_windows, tiny_model
+
+L, H, F = 8, 3, 5
+
+
+def _teacher():
+    return tiny_model("stgnn", input_len=L, horizon=H, n_features=F, n_targets=F)
+
+
+def _zero_removed(module: torch.nn.Module, kept: dict[str, list[int]]) -> None:
+    """Zero the weights producing the removed channels (the pruned model must equal this)."""
+    ch = module.channels
+    gone = sorted(set(range(ch)) - set(kept["residual"]))
+    with torch.no_grad():
+        module.inp.weight[gone] = 0
+        module.inp.bias[gone] = 0
+        for i, layer in enumerate(module.layers):
+            layer.mix.weight[gone] = 0
+            layer.mix.bias[gone] = 0
+            dropped = sorted(set(range(ch)) - set(kept[f"layers.{i}.gated"]))
+            for block in range(1 + layer.n_supports):
+                layer.mix.weight[:, [j + block * ch for j in dropped]] = 0
+
+
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+def test_pruned_graph_model_equals_the_original_with_removed_channels_zeroed(importance):
+    # setup
+    teacher = _teacher()
+    windows = sine_windows(32, L, H, F, F)
+    # execute
+    pruned, stats = prune_model(
+        teacher, PruneConfig(ratio=0.5, importance=importance), (windows.x, windows.y)
+    )
+    # assert
+    assert stats["width_before"] == 16 and stats["width_after"] == 8
+    assert pruned.module.channels == 8
+    assert count_params(pruned.module) < 0.5 * count_params(teacher.module)
+    _zero_removed(teacher.module, stats["kept"])
+    teacher.module.eval()
+    np.testing.assert_allclose(
+        reference_predict(pruned, windows.x), reference_predict(teacher, windows.x), atol=1e-5
+    )
+
+
+def test_prune_to_a_parameter_budget():
+    teacher = _teacher()
+    limit = count_params(teacher.module) // 3
+    pruned, _ = prune_model(teacher, PruneConfig(max_params=limit))
+    assert count_params(pruned.module) <= limit
+
+
+def test_graph_student_keeps_the_teacher_layout_and_graph():
+    teacher = _teacher()
+    student = student_model(teacher, DistillConfig(student="stgnn", hparams={"channels": 4}))
+    assert student.spec.layout == teacher.spec.layout and student.module.channels == 4
+    assert count_params(student.module) < count_params(teacher.module)
+    x = torch.from_numpy(sine_windows(4, L, H, F, F).x)
+    assert student.module.eval()(x).shape == (4, H, F)
