@@ -33,6 +33,7 @@ from edgecomp.targets import (
     TargetError,
     TargetOptions,
     TargetProfile,
+    get_target,
 )
 from edgecomp_runtime.signing import load_private_key
 
@@ -399,14 +400,11 @@ def split_forecasts(
     Raises:
         BuildError: ``split`` has no windows.
     """
-    from edgecomp_runtime.engines import get_engine
-
     windows = dataset.split(split)
     if len(windows) == 0:
         raise BuildError(f"the {split} split has no windows to verify the artifact on")
-    engine = get_engine(manifest["target"]["backend"])(
-        files[manifest["model_file"]], manifest, threads=1
-    )
+    target = get_target(manifest["target"]["backend"])
+    engine = target.runner(files[manifest["model_file"]], manifest)
     out = np.concatenate([engine.run(windows.x[i : i + 256]) for i in range(0, len(windows), 256)])
     return Forecasts(reference_predict(model, windows.x), out)
 

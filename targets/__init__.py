@@ -43,6 +43,7 @@ TARGETS: dict[str, str] = {
     "tflite": "edgecomp.targets.tflite.target:TfliteTarget",
     "tensorrt": "edgecomp.targets.tensorrt.target:TensorrtTarget",
     "executorch": "edgecomp.targets.executorch.target:ExecutorchTarget",
+    "null": "edgecomp.targets.null.target:NullTarget",
 }
 
 _PROFILE_DIR = Path(__file__).parent / "profiles"

@@ -76,6 +76,7 @@ class Capabilities:
         streaming: A build may add the step model for ``Model.stream()`` (option ``stream``).
         keeps_layers: Option ``keep_float`` takes layer names (per-layer mixed precision).
         engine: Key of the runtime's ``ENGINES`` that runs the artifact on the device.
+        runs_on_device: False when that engine refuses every artifact with a reason (null).
         parity_engine: Engine the build's parity check runs on this host (default: ``engine``).
         requires: Modules the toolchain needs (found, not imported, by ``is_available``).
         install: The pip command that installs them.
@@ -89,6 +90,7 @@ class Capabilities:
     dynamic_batch: bool = True
     streaming: bool = True
     keeps_layers: bool = False
+    runs_on_device: bool = True
     parity_engine: str | None = None
     requires: tuple[str, ...] = ()
     install: str = ""
@@ -422,19 +424,14 @@ class Target(abc.ABC):
         """Extra lowering records from the parity windows and outputs; default none."""
         return {}
 
-    def parity_runner(self, lowered: Lowered) -> Any:
-        """The runtime engine that runs ``lowered`` on this host (``capabilities.parity_engine``
-        or ``engine``), as an object with ``run(x)``."""
+    @classmethod
+    def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
+        """What runs an artifact of this backend on the build host (parity, verify): the
+        runtime's engine ``engine`` (default ``capabilities.engine``), an object with
+        ``run(x)``. A backend whose artifact the host runs otherwise overrides this."""
         from edgecomp_runtime.engines import get_engine
 
-        caps = self.capabilities
-        manifest = {
-            "model_file": self.model_file,
-            "io": lowered.io,
-            "recipe": {"lowering": lowered.lowering},
-        }
-        engine = get_engine(caps.parity_engine or caps.engine)
-        return engine(lowered.model, manifest, threads=1)
+        return get_engine(engine or cls.capabilities.engine)(model_bytes, manifest, threads=1)
 
     # --- the shared flow ------------------------------------------------------------------
 
@@ -474,8 +471,11 @@ class Target(abc.ABC):
         from edgecomp.frontend import reference_predict
 
         x = parity_windows(request.windows, request.model.spec)
+        caps = self.capabilities
+        recipe = {"lowering": lowered.lowering}
+        manifest = {"model_file": self.model_file, "io": lowered.io, "recipe": recipe}
         try:
-            run = self.parity_runner(lowered).run
+            run = self.runner(lowered.model, manifest, engine=caps.parity_engine or "").run
             out = run(x[:1])
             if len(x) > 1:
                 out = np.concatenate([out, run(x)[1:]])
@@ -488,7 +488,6 @@ class Target(abc.ABC):
                 f"{self.name}: emitted {request.precision} model differs from the reference "
                 f"by {diff:.3g} (limit {limit:g}) over {len(x)} windows"
             )
-        caps = self.capabilities
         record = {
             "engine": caps.parity_engine or caps.engine,
             "max_abs_diff": diff,

@@ -90,13 +90,12 @@ class TfliteTarget(base.Target):
         final = quantize(source, str(request.precision), request.windows, settings, scopes)
         return _finish(request, lowered, final, kept, request.precision)
 
-    def parity_runner(self, lowered: base.Lowered) -> Any:
+    @classmethod
+    def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
         """LiteRT itself (ai-edge-litert), never the tflite-runtime fallback."""
         from edgecomp_runtime.engines.litert import LiteRtEngine
 
-        recipe = {"lowering": lowered.lowering}
-        manifest = {"model_file": MODEL_FILE, "io": lowered.io, "recipe": recipe}
-        return LiteRtEngine(lowered.model, manifest, threads=1, module="ai_edge_litert")
+        return LiteRtEngine(model_bytes, manifest, threads=1, module="ai_edge_litert")
 
     def records(
         self, request: base.Request, lowered: base.Lowered, x: np.ndarray, out: np.ndarray
