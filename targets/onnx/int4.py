@@ -3,16 +3,18 @@
 MatMul -> ``MatMulNBits`` (ORT contrib op: block-wise symmetric int4 weights, computed in int4 by
 MLAS); Gemm is first rewritten as MatMul + Add because MatMulNBits acts on MatMul only.
 Conv, LSTM and GRU have no int4 kernel in ONNX Runtime: their weights are stored as packed INT4
-initializers with one scale per output channel behind a ``DequantizeLinear`` (opset 21), which the
-runtime folds back to float32 when it loads the model. That saves download and flash size, not
-compute. No calibration: weight-only.
+initializers behind a ``DequantizeLinear`` (opset 21), which the runtime folds back to float32
+when it loads the model. That saves download and flash size, not compute. Their scales are
+group-wise: one float16 scale per group of consecutive inputs of an output channel (blocked
+``DequantizeLinear``), the group size chosen per layer (option ``int4_group_size``: "auto", a
+size, or "channel" for one scale per output channel). No calibration: weight-only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,12 +26,14 @@ from edgecomp_runtime.int4 import pack_int4, quantize_int4
 
 OPSET = 21  # DequantizeLinear on INT4 inputs
 DEFAULT_BLOCK_SIZE = 64  # at most: a MatMul with K < 64 gets the largest power of two <= K
+GROUP_SIZES = (128, 64, 32, 16)  # "auto" picks one per layer among these (and "channel")
+GROUP_TOLERANCE = 0.25  # "auto": the coarsest group within 25 % of the finest one's error
 STORAGE_OPS = {"Conv": 0, "LSTM": 1, "GRU": 1}  # op -> output-channel axis of its weight input
 BIAS_INPUTS = {"Conv": 2, "LSTM": 3, "GRU": 3}  # biases: stored as float16, expanded at load
 STORAGE_NOTE = (
-    "int4 storage only: packed int4 weights with per-output-channel float16 scales (float16 "
-    "biases), expanded to float32 when the runtime loads the model; saves download and flash "
-    "size, not compute"
+    "int4 storage only: packed int4 weights with group-wise float16 scales (float16 biases), "
+    "expanded to float32 when the runtime loads the model; saves download and flash size, not "
+    "compute"
 )
 
 
@@ -41,11 +45,14 @@ class Int4Graph:
         proto: The graph with int4 weights.
         steps: The steps that ran, in order.
         storage: Names of the nodes whose weights are stored in int4 and expanded at load.
+        groups: Stored weight -> its group size (None: one scale per output channel) and the
+            relative RMS error of each size tried.
     """
 
     proto: onnx.ModelProto
     steps: list[str]
     storage: list[str]
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def block_size_option(options: dict[str, Any]) -> int:
@@ -59,8 +66,25 @@ def block_size_option(options: dict[str, Any]) -> int:
     return size
 
 
-def quantize_int4_graph(proto: onnx.ModelProto, keep: set[str], block_size: int) -> Int4Graph:
-    """int4 weights for every MatMul/Gemm/Conv/LSTM/GRU node whose name is not in ``keep``."""
+def group_size_option(options: dict[str, Any]) -> str | int:
+    """The option ``int4_group_size``: "auto" (default: chosen per layer), "channel", or a
+    group size >= 2 (inputs per scale)."""
+    size = options.get("int4_group_size", "auto")
+    if size in ("auto", "channel"):
+        return size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise TargetError(
+            f"onnx: profile option 'int4_group_size' must be 'auto', 'channel' or an integer "
+            f">= 2; got {size!r}"
+        )
+    return size
+
+
+def quantize_int4_graph(
+    proto: onnx.ModelProto, keep: set[str], block_size: int, group: str | int = "channel"
+) -> Int4Graph:
+    """int4 weights for every MatMul/Gemm/Conv/LSTM/GRU node whose name is not in ``keep``;
+    ``group`` is the storage ops' group size option (see ``group_size_option``)."""
     from onnx import version_converter
 
     try:
@@ -72,11 +96,12 @@ def quantize_int4_graph(proto: onnx.ModelProto, keep: set[str], block_size: int)
     if any(n.op_type == "MatMul" and n.name not in keep for n in proto.graph.node):
         steps.append(f"MatMulNBits (block <= {block_size}, symmetric)")
         proto = _matmul_nbits(proto, keep, block_size)
-    storage = _int4_storage(proto.graph, keep)
+    groups: dict[str, dict[str, Any]] = {}
+    storage = _int4_storage(proto.graph, keep, group, groups)
     if storage:
         ops = ", ".join(sorted(_ops(proto, storage)))
-        steps.append(f"int4 storage (DequantizeLinear) for {ops}")
-    return Int4Graph(proto, steps, storage)
+        steps.append(f"int4 storage (DequantizeLinear, groups: {group}) for {ops}")
+    return Int4Graph(proto, steps, storage, groups)
 
 
 def gemm_to_matmul(graph: onnx.GraphProto, keep: set[str]) -> None:
@@ -167,10 +192,13 @@ def _run_matmul_nbits(proto: onnx.ModelProto, nodes: list[str], block: int) -> o
     return quantizer.model.model
 
 
-def _int4_storage(graph: onnx.GraphProto, keep: set[str]) -> list[str]:
+def _int4_storage(
+    graph: onnx.GraphProto, keep: set[str], group: str | int, groups: dict[str, dict[str, Any]]
+) -> list[str]:
     """Put the weights of Conv/LSTM/GRU nodes not in ``keep`` behind an INT4 DequantizeLinear.
 
-    Only weights that one node alone reads are converted (a shared tensor keeps its type).
+    Only weights that one node alone reads are converted (a shared tensor keeps its type). The
+    group size of each weight goes into ``groups``.
     """
     inits = {init.name: init for init in graph.initializer}
     uses = Counter(t for node in graph.node for t in node.input)
@@ -183,7 +211,9 @@ def _int4_storage(graph: onnx.GraphProto, keep: set[str]) -> list[str]:
         if any(node.input[i] not in inits for i in weights):
             continue
         for i in weights:
-            dequant += _dequantize(graph, inits[node.input[i]], STORAGE_OPS[node.op_type])
+            init, axis = inits[node.input[i]], STORAGE_OPS[node.op_type]
+            size, groups[init.name] = choose_group(numpy_helper.to_array(init), axis, group)
+            dequant += _dequantize(graph, init, axis, size)
             node.input[i] = dequant[-1].output[0]
         bias = BIAS_INPUTS[node.op_type]
         if len(node.input) > bias and node.input[bias] in inits and uses[node.input[bias]] == 1:
@@ -198,8 +228,77 @@ def _int4_storage(graph: onnx.GraphProto, keep: set[str]) -> list[str]:
     return stored
 
 
-def _dequantize(graph: onnx.GraphProto, init: onnx.TensorProto, axis: int) -> list[onnx.NodeProto]:
-    """INT4 values and float16 scales -> DequantizeLinear (float16) -> Cast to float32."""
+def _rows(weight: np.ndarray, axis: int) -> np.ndarray:
+    """[..., out channel (axis), inputs...] -> 2-D [channels, inputs]: one row per channel."""
+    return weight.reshape(int(np.prod(weight.shape[: axis + 1])), -1)
+
+
+def group_quantize(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int4 of 2-D ``rows`` with one float16 scale per ``size`` consecutive inputs:
+    (int8 values [R, C] in [-8, 7], float16 scales [R, ceil(C / size)])."""
+    r, c = rows.shape
+    blocks = -(-c // size)
+    padded = np.pad(rows.astype(np.float32), ((0, 0), (0, blocks * size - c)))
+    grouped = padded.reshape(r, blocks, size)
+    peak = np.abs(grouped).max(axis=2)
+    scales = np.where(peak > 0, peak / 7, 1.0).astype(np.float16)
+    scales[scales == 0] = 1  # a peak below float16's smallest normal
+    q = np.clip(np.rint(grouped / scales[..., None].astype(np.float32)), -8, 7)
+    return q.reshape(r, -1)[:, :c].astype(np.int8), scales
+
+
+def _group_error(rows: np.ndarray, size: int) -> float:
+    """Mean relative RMS error over slices of ``GROUP_SIZES[-1]`` inputs: each slice is judged
+    against its own magnitude, so small weights zeroed by a large neighbour's scale count."""
+    q, scales = group_quantize(rows, size)
+    expanded = np.repeat(scales.astype(np.float32), size, axis=1)[:, : rows.shape[1]]
+    err = q * expanded - rows
+    slice_size = min(GROUP_SIZES[-1], rows.shape[1])
+    blocks = -(-rows.shape[1] // slice_size)
+    pad = ((0, 0), (0, blocks * slice_size - rows.shape[1]))
+    err_norm = np.linalg.norm(np.pad(err, pad).reshape(len(rows), blocks, -1), axis=2)
+    norm = np.linalg.norm(np.pad(rows, pad).reshape(len(rows), blocks, -1), axis=2)
+    kept = norm > 0
+    return float((err_norm[kept] / norm[kept]).mean()) if kept.any() else 0.0
+
+
+def choose_group(
+    weight: np.ndarray, axis: int, option: str | int
+) -> tuple[int | None, dict[str, Any]]:
+    """The group size of one weight (None: per output channel) and what was measured.
+
+    "auto" tries one scale per channel and each of ``GROUP_SIZES`` shorter than a row, and keeps
+    the coarsest (fewest scales) whose error (relative RMS per slice of 16 inputs, see
+    ``_group_error``) is within ``GROUP_TOLERANCE`` of the finest one's: finer groups only where
+    the weights need them.
+    """
+    rows = _rows(np.asarray(weight, dtype=np.float32), axis)
+    width = rows.shape[1]
+    if option == "channel" or (isinstance(option, int) and option >= width):
+        return None, {"group_size": None, "inputs_per_channel": width}
+    if isinstance(option, int):
+        return option, {"group_size": option, "inputs_per_channel": width}
+    sizes = [width] + [g for g in GROUP_SIZES if g < width]
+    errors = {g: _group_error(rows, g) for g in sizes}
+    best = min(errors.values())
+    chosen = next(g for g in sizes if errors[g] <= best * (1 + GROUP_TOLERANCE))
+    record = {
+        "group_size": None if chosen == width else chosen,
+        "inputs_per_channel": width,
+        "rel_rms_error": {
+            ("channel" if g == width else str(g)): round(e, 5) for g, e in errors.items()
+        },
+    }
+    return record["group_size"], record
+
+
+def _dequantize(
+    graph: onnx.GraphProto, init: onnx.TensorProto, axis: int, group: int | None = None
+) -> list[onnx.NodeProto]:
+    """INT4 values and float16 scales -> DequantizeLinear (float16) -> Cast to float32; with
+    ``group``, a blocked DequantizeLinear over [channels, inputs] reshaped back."""
+    if group is not None:
+        return _dequantize_groups(graph, init, axis, group)
     q, scales = quantize_int4(numpy_helper.to_array(init), axis, np.float16)
     packed = helper.make_tensor(  # takes the float weight's name: that one is dropped
         init.name, onnx.TensorProto.INT4, q.shape, pack_int4(q).tobytes(), raw=True
@@ -211,6 +310,30 @@ def _dequantize(graph: onnx.GraphProto, init: onnx.TensorProto, axis: int) -> li
         "DequantizeLinear", [packed.name, scale.name], [f"{init.name}.dq"], axis=axis
     )
     return [dq, _cast(dq.output[0], f"{init.name}.w")]
+
+
+def _dequantize_groups(
+    graph: onnx.GraphProto, init: onnx.TensorProto, axis: int, group: int
+) -> list[onnx.NodeProto]:
+    weight = numpy_helper.to_array(init)
+    q, scales = group_quantize(_rows(weight, axis), group)
+    packed = helper.make_tensor(
+        init.name, onnx.TensorProto.INT4, q.shape, pack_int4(q).tobytes(), raw=True
+    )
+    scale = numpy_helper.from_array(scales, f"{init.name}.scale")
+    shape = numpy_helper.from_array(np.asarray(weight.shape, np.int64), f"{init.name}.shape")
+    graph.initializer.remove(init)
+    graph.initializer.extend([packed, scale, shape])
+    dq = helper.make_node(
+        "DequantizeLinear",
+        [packed.name, scale.name],
+        [f"{init.name}.dq"],
+        axis=1,
+        block_size=group,
+    )
+    cast = _cast(dq.output[0], f"{init.name}.rows")
+    reshape = helper.make_node("Reshape", [cast.output[0], shape.name], [f"{init.name}.w"])
+    return [dq, cast, reshape]
 
 
 def _half(graph: onnx.GraphProto, init: onnx.TensorProto, transform: Any = None) -> onnx.NodeProto:
@@ -256,7 +379,8 @@ def lower_int4(
     from .layers import layer_records
 
     block_size = block_size_option(options)
-    graph = quantize_int4_graph(exported, set(keep), block_size)
+    group = group_size_option(options)
+    graph = quantize_int4_graph(exported, set(keep), block_size, group)
     reasons = {
         "int4-matmulnbits": f"int4 weight-only, block-wise (blocks of up to {block_size} along K, "
         "symmetric float32 scales): ONNX Runtime MatMulNBits computes with the int4 weights",
@@ -275,6 +399,12 @@ def lower_int4(
         "block_size": block_size,
         "steps": graph.steps,
         "keep_float": sorted({layer["name"] for layer in layers if layer["node"] in keep}),
-        "int4_storage": {"layers": storage, "expand_at_load": bool(storage), "note": STORAGE_NOTE},
+        "int4_storage": {
+            "layers": storage,
+            "expand_at_load": bool(storage),
+            "note": STORAGE_NOTE,
+            "group_size": group,
+            "groups": graph.groups,
+        },
     }
     return graph.proto, layers, lowering

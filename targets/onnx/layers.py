@@ -119,7 +119,7 @@ def _classify(
 
 def _skip_casts(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
     node = producers.get(tensor)
-    while node is not None and node.op_type == "Cast":
+    while node is not None and node.op_type in ("Cast", "Reshape"):  # Reshape: group-wise int4
         node = producers.get(node.input[0])
     return node
 

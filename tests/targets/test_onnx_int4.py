@@ -252,3 +252,89 @@ def test_expand_flag_is_read_defensively(manifest, expected):
     from edgecomp_runtime.engines.onnxruntime import expands_int4
 
     assert expands_int4(manifest) is expected
+
+
+# group-wise int4 storage: one float16 scale per group of inputs, the group chosen per layer
+
+
+def test_auto_group_goes_finer_only_where_the_weights_need_it():
+    from edgecomp.targets.onnx.int4 import choose_group
+
+    # setup: smooth rows, and rows whose first inputs are 50x larger than the rest
+    rng = np.random.default_rng(0)
+    smooth = rng.uniform(-1, 1, (8, 128)).astype(np.float32)
+    spiky = smooth.copy()
+    spiky[:, :16] *= 50
+    # execute
+    smooth_group, _ = choose_group(smooth, 0, "auto")
+    spiky_group, record = choose_group(spiky, 0, "auto")
+    # assert: one scale per channel is enough for the smooth rows; the spiky ones need groups
+    assert smooth_group is None
+    assert spiky_group is not None and spiky_group < 128
+    errors = record["rel_rms_error"]
+    assert errors[str(spiky_group)] < 0.5 * errors["channel"]
+    assert choose_group(spiky, 0, "channel")[0] is None and choose_group(spiky, 0, 32)[0] == 32
+
+
+def test_group_quantize_error_is_within_half_a_step_per_group():
+    from edgecomp.targets.onnx.int4 import group_quantize
+
+    rows = np.random.default_rng(1).standard_normal((6, 40)).astype(np.float32)
+    q, scales = group_quantize(rows, 16)
+    assert q.shape == (6, 40) and scales.shape == (6, 3) and scales.dtype == np.float16
+    step = np.repeat(scales.astype(np.float32), 16, axis=1)[:, :40]
+    assert (np.abs(q * step - rows) <= step / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("arch", ["lstm", "tcn"])
+def test_grouped_storage_runs_like_its_numpy_expansion(arch):
+    from edgecomp.targets.onnx.export import export_model
+    from edgecomp.targets.onnx.int4 import quantize_int4_graph
+
+    # setup
+    model = make_model(arch)
+    exported = export_model(model.module, model.spec.input_len, model.spec.n_features, opset=17)
+    x = sine_windows(4, model.spec.input_len, 3, model.spec.n_features, 2).x
+    # execute
+    graph = quantize_int4_graph(exported, set(), 64, 16)
+    session = ort.InferenceSession(
+        graph.proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    # assert: blocked DequantizeLinear where a row is longer than the group (an LSTM's input
+    # weight over 3 features keeps one scale per channel); forecasts close to torch
+    blocks = [
+        a.i
+        for n in graph.proto.graph.node
+        if n.op_type == "DequantizeLinear"
+        for a in n.attribute
+        if a.name == "block_size"
+    ]
+    assert blocks and set(blocks) == {16}
+    assert {r["group_size"] for r in graph.groups.values()} <= {16, None}
+    with torch.no_grad():
+        reference = model.module(torch.from_numpy(x)).numpy()
+    assert np.abs(out - reference).mean() <= 0.1 * np.abs(reference).mean()
+
+
+def test_group_choices_and_scales_are_in_the_record_and_the_size(tmp_path):
+    # execute: the default ("auto")
+    result, graph = emit(make_model("lstm"), tmp_path)
+    emit(make_model("lstm"), tmp_path / "fp32", precision="fp32")
+    # assert: every stored weight says its group; the file (scales included) stays small
+    storage = result.lowering["quantization"]["int4_storage"]
+    assert storage["group_size"] == "auto" and storage["groups"]
+    for record in storage["groups"].values():
+        tried = record["rel_rms_error"]
+        chosen = "channel" if record["group_size"] is None else str(record["group_size"])
+        assert chosen in tried and tried[chosen] <= 1.25 * min(tried.values()) + 1e-9
+    int4_size = (tmp_path / result.model_file).stat().st_size
+    assert int4_size < 0.3 * (tmp_path / "fp32" / "model.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("bad", ["coarse", 1, True, 2.5])
+def test_bad_group_size_is_named(bad):
+    from edgecomp.targets.onnx.int4 import group_size_option
+
+    with pytest.raises(TargetError, match="'int4_group_size'"):
+        group_size_option({"int4_group_size": bad})
