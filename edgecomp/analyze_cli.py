@@ -11,9 +11,10 @@ import click
 
 from edgecomp.budget import budget_options
 from edgecomp.dataflags import read_flags
+from edgecomp.tracking import TrackedCommand
 
 
-@click.command("analyze")
+@click.command("analyze", cls=TrackedCommand)
 @click.argument("source")
 @click.option(
     "--data",

@@ -14,11 +14,13 @@ from rich.table import Table
 
 from edgecomp.budget import budget_options  # noqa: F401 - re-exported for building commands
 from edgecomp.dataflags import flag_options, parse_names, read_flags
+from edgecomp.tracking import ENV as _MLFLOW_ENV
+from edgecomp.tracking import TrackedGroup
 
 console = Console(width=max(Console().width, 120))  # logs and pipes get 80 columns otherwise
 
 
-class _Group(click.Group):
+class _Group(TrackedGroup):
     """Turn the library's ValueError-family errors into one red line and exit code 2."""
 
     def invoke(self, ctx: click.Context):
@@ -38,8 +40,17 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"})
 @click.version_option(package_name="edgecomp")
-def main() -> None:
+@click.option(
+    "--mlflow",
+    "mlflow_uri",
+    envvar=_MLFLOW_ENV,
+    metavar="URI",
+    help=f"Track the command as an MLflow run (e.g. sqlite:///mlflow.db) [env: {_MLFLOW_ENV}].",
+)
+@click.pass_context
+def main(ctx: click.Context, mlflow_uri: str | None) -> None:
     """edgecomp: compile spatio-temporal forecasters for edge gateways."""
+    ctx.obj = {"mlflow": mlflow_uri}
 
 
 def _data_options(fn):

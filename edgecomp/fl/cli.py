@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 
 from edgecomp.dataflags import flag_options
+from edgecomp.tracking import TrackedGroup
 
 
-@click.group("fl")
+@click.group("fl", cls=TrackedGroup)
 def fl() -> None:
     """Federated training across gateways with Flower: each site's data stays on its gateway."""
 

@@ -6,9 +6,10 @@ import click
 
 from edgecomp.budget import budget_options
 from edgecomp.dataflags import read_flags
+from edgecomp.tracking import TrackedCommand
 
 
-@click.command()
+@click.command(cls=TrackedCommand)
 @click.argument("source")
 @click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), required=True)
 @read_flags
