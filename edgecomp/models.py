@@ -328,17 +328,15 @@ def _default_layout(n_features: int) -> dict[str, Any]:
 def _graph_supports(layout: dict[str, Any], conv: str, order: int) -> list[torch.Tensor]:
     """The fixed (distance) supports of ``layout``'s graph: rebuilt from its recorded
     coordinates, kernel width and threshold; none for an adaptive-only graph."""
-    from edgecomp.graph import Coordinates, distance_graph, supports
+    from edgecomp.graph import distance_weights, supports
 
     graph = layout.get("graph") or {"adjacency": "adaptive"}
     if graph.get("adjacency") == "adaptive":
         return []
     if "coordinates" not in graph:
         raise ModelError("layout.graph: a distance adjacency needs its recorded coordinates")
-    c = graph["coordinates"]
-    coords = Coordinates(c["file"], list(layout["nodes"]), list(c["lat"]), list(c["lon"]))
-    built = distance_graph(coords, sigma_km=graph["sigma_km"], threshold=graph["threshold"])
-    return [torch.tensor(m, dtype=torch.float32) for m in supports(built.weights, conv, order)]
+    weights = distance_weights(layout)
+    return [torch.tensor(m, dtype=torch.float32) for m in supports(weights, conv, order)]
 
 
 class GraphTemporalLayer(nn.Module):

@@ -19,9 +19,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgecomp.graph.adjacency import GraphError, distance_graph, read_coordinates
+import numpy as np
 
-__all__ = ["ADJACENCIES", "attach_layout", "check_layout", "node_layout", "target_channels"]
+from edgecomp.graph.adjacency import Coordinates, GraphError, distance_graph, read_coordinates
+
+__all__ = [
+    "ADJACENCIES",
+    "attach_layout",
+    "check_layout",
+    "distance_weights",
+    "node_layout",
+    "target_channels",
+]
 
 ADJACENCIES = ("auto", "distance", "adaptive", "both")
 
@@ -170,3 +179,15 @@ def graph_record(nodes: list[str], hp: dict[str, Any]) -> dict[str, Any]:
             "lon": coords.lon,
         },
     }
+
+
+def distance_weights(layout: dict[str, Any]) -> np.ndarray | None:
+    """The Gaussian-kernel weights [N, N] rebuilt from the layout's recorded coordinates,
+    kernel width and threshold; None for a graph without coordinates (adaptive only)."""
+    graph = layout.get("graph") or {}
+    coords = graph.get("coordinates")
+    if not coords:
+        return None
+    nodes = list(layout["nodes"])
+    c = Coordinates(coords["file"], nodes, list(coords["lat"]), list(coords["lon"]))
+    return distance_graph(c, sigma_km=graph["sigma_km"], threshold=graph["threshold"]).weights
