@@ -54,7 +54,10 @@ CALIBRATION_VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
         {"calibration_method": "percentile", "per_channel": True},
         {"calibration_method": "entropy"},
     ],
-    ("onnx", "int4"): [{"int4_block_size": 32}, {"int4_block_size": 16}],
+    ("onnx", "int4"): [
+        {"int4_group_size": "16"},
+        {"int4_group_size": "16", "int4_block_size": 16},
+    ],
     ("tflite", "int8"): [{"calibration": "moving-average"}],
 }
 
@@ -415,12 +418,18 @@ def _qat(ladder: _Ladder, base: Trial) -> list[Candidate]:
     bits = {"int8": 8, "int4": 4}.get(config.precision)
     if bits is None:
         return []
-    group = config.options.get("int4_block_size", 32) if bits == 4 else None
+    group = _int4_group(config.options) if bits == 4 else None
     model, record = qat_finetune(
         base.candidate.model, ladder.dataset.train, QatConfig(bits=bits, group_size=group)
     )
     detail = f"fake-quant int{bits} fine-tune, {record['epochs']} epochs on the training split"
     return [replace(base.candidate, rung="qat", detail=detail, model=model, extra=record)]
+
+
+def _int4_group(options: dict[str, Any]) -> int:
+    """The group the fine-tune fakes for int4: the target's group size when it names one."""
+    size = str(options.get("int4_group_size", "16"))
+    return int(size) if size.isdigit() else 16
 
 
 def _mixed(ladder: _Ladder, base: Trial) -> list[Candidate]:

@@ -68,10 +68,12 @@ def block_size_option(options: dict[str, Any]) -> int:
 
 def group_size_option(options: dict[str, Any]) -> str | int:
     """The option ``int4_group_size``: "auto" (default: chosen per layer), "channel", or a
-    group size >= 2 (inputs per scale)."""
+    group size >= 2 (inputs per scale; an integer or its digits, "16")."""
     size = options.get("int4_group_size", "auto")
     if size in ("auto", "channel"):
         return size
+    if isinstance(size, str) and size.strip().isdigit():
+        size = int(size)
     if isinstance(size, bool) or not isinstance(size, int) or size < 2:
         raise TargetError(
             f"onnx: profile option 'int4_group_size' must be 'auto', 'channel' or an integer "

@@ -75,6 +75,8 @@ class OnnxOptions(base.TargetOptions):
         max_input_ratio: int8: input layers stay float when the widest input feature spans more
             than this many times the median feature's range (0: off).
         int4_block_size: int4: the largest MatMulNBits block (a power of two >= 16).
+        int4_group_size: int4 storage (Conv/LSTM/GRU): inputs per float16 scale, "auto" (chosen
+            per layer), "channel" (one scale per output channel) or a size >= 2 ("16").
     """
 
     VERSION: ClassVar[int] = 1
@@ -87,6 +89,7 @@ class OnnxOptions(base.TargetOptions):
     calibration_method: str = "minmax"
     max_input_ratio: float = 8.0
     int4_block_size: int = 64
+    int4_group_size: str = "auto"
 
 
 class OnnxTarget(base.Target):

@@ -338,3 +338,14 @@ def test_bad_group_size_is_named(bad):
 
     with pytest.raises(TargetError, match="'int4_group_size'"):
         group_size_option({"int4_group_size": bad})
+
+
+def test_group_size_through_the_profile_option(tmp_path):
+    # execute: "16" as the profile (or --option) gives it
+    result, graph = emit(make_model("lstm"), tmp_path, int4_group_size="16")
+    # assert: the recurrent weight (32 inputs per channel) is stored in groups of 16
+    groups = result.lowering["quantization"]["int4_storage"]["groups"]
+    assert 16 in {r["group_size"] for r in groups.values()}
+    assert any(
+        a.name == "block_size" and a.i == 16 for n in graph.graph.node for a in n.attribute
+    )
