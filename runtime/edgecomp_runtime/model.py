@@ -27,7 +27,7 @@ from edgecomp_runtime.tabular import as_numeric
 from edgecomp_runtime.transform import clamp_forecast
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
-_CHUNK_ELEMENTS = 1 << 22  # predict converts, imputes and runs at most this many values at once
+_CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this many values at once
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _ONNX_BACKENDS = ("onnx", "tensorrt")  # backends whose model file is ONNX, checked at load
 
@@ -162,7 +162,7 @@ class Model:
             window: Raw values [L, F] or [B, L, F] (numpy array or nested lists, any real dtype);
                 NaN, or a masked value of a numpy masked array, marks a missing reading, filled
                 per the artifact's imputation policy. Not modified. Large batches run in chunks
-                of about 4 Mi values, so memory stays bounded. Flags (bools, "true"/"false")
+                of about 1 Mi values, so memory stays bounded. Flags (bools, "true"/"false")
                 read as 1/0; a DataFrame's feature columns are picked by name.
             times: For a model with calendar inputs (``spec.future``): the window's timestamps,
                 [L] or [B, L] (UTC; datetime64, ISO strings or datetimes).
@@ -199,7 +199,7 @@ class Model:
         if not np.isfinite(x).all():  # the rare path: NaN to impute, or infinities to refuse
             self._refuse_infinities(x, first)
             x = impute_window(x, self._policy, features=self.features, first_row=first)
-            x = x.astype(dtype)
+            x = x.astype(dtype, copy=False)
         mean, inv_std = self._scalers[dtype]
         z = ((x - mean) * inv_std).astype(np.float32, copy=False)
         self._check_range(z, first)
