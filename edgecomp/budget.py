@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from edgecomp import exits
+
 __all__ = [
     "DEFAULT_MAX_INCREASE",
     "EXIT_BUDGET_NOT_MET",
@@ -27,7 +29,7 @@ __all__ = [
     "parse_increase",
 ]
 
-EXIT_BUDGET_NOT_MET = 3  # the exit status of every command whose build breaks its error budget
+EXIT_BUDGET_NOT_MET = exits.BUDGET_NOT_MET  # every command whose build breaks its budget
 DEFAULT_MAX_INCREASE = 0.01
 _SLACK = 1e-6  # relative: a graph left all-float may differ from the reference by rounding
 

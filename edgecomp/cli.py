@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgecomp import exits
 from edgecomp.budget import budget_options  # noqa: F401 - re-exported for building commands
 from edgecomp.dataflags import flag_options, parse_names, read_flags
 from edgecomp.tracking import ENV as _MLFLOW_ENV
@@ -31,14 +32,16 @@ class _Group(TrackedGroup):
             return super().invoke(ctx)
         except (ValueError, EdgecompRuntimeError, FileNotFoundError, FileExistsError) as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            sys.exit(exits.USAGE)
         except BudgetNotMet as exc:  # nothing was written; its own exit code
             message = f"[red]budget not met:[/red] {escape(str(exc))}"
             console.print(message, highlight=False, soft_wrap=True)
             sys.exit(EXIT_BUDGET_NOT_MET)
 
 
-@click.group(cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"})
+@click.group(
+    cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"}, epilog=exits.HELP
+)
 @click.version_option(package_name="edgecomp")
 @click.option(
     "--mlflow",
@@ -540,7 +543,7 @@ def report_cmd(
     console.print(format_summary(report), highlight=False)
     console.print(f"wrote {paths['html']}, {paths['md']}, {paths['json']} and the plots")
     if fail_on_regression and not report["regression"]["passed"]:
-        sys.exit(1)
+        sys.exit(exits.REGRESSION)
 
 
 @main.command()

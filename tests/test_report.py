@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+from edgecomp import exits
 from edgecomp.bench.runner import engine_info, latency_stats, recipe_summary
 from edgecomp.cli import main
 from edgecomp.report import (
@@ -351,7 +352,7 @@ def test_cli_fails_on_regression_only_when_asked(run, tmp_path):
     failing = CliRunner().invoke(main, [*args, "--fail-on-regression", "-o", str(tmp_path / "a")])
     passing = CliRunner().invoke(main, ["report", str(tmp_path / "new.json"), "-o", str(tmp_path)])
     # assert
-    assert failing.exit_code == 1, failing.output
+    assert failing.exit_code == exits.REGRESSION == 4, failing.output
     assert "REGRESSED" in failing.output and "gru-fp32: regressed" in failing.output
     assert passing.exit_code == 0, passing.output
     assert "Pareto front" in passing.output and (tmp_path / "report.html").is_file()
