@@ -43,7 +43,7 @@ def suggest_windows(period_s: float, rows: int) -> dict[str, Any]:
     """
     fit = next((s for s in _SUGGESTIONS if period_s <= s[0]), (None, 24, 4, "24 steps for 4"))
     _, length, horizon, why = fit
-    cap = max(2, int(rows * 0.15) // 3)  # a 15 % test split keeps at least a few windows
+    cap = max(2, int(rows * 0.15) - 8)  # a 15 % test split keeps at least 9 windows
     if length + horizon > cap:
         scale = cap / (length + horizon)
         length, horizon = max(1, int(length * scale)), max(1, int(horizon * scale))
