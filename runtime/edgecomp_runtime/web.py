@@ -33,6 +33,10 @@ _MAX_HEADERS = 64
 _MAX_BODY = 1 << 16
 
 
+class RawJson(str):
+    """JSON text a route returns as it is (already encoded, e.g. the published forecast)."""
+
+
 @dataclass(frozen=True)
 class HttpLimits:
     """Bounds of the HTTP endpoint.
@@ -176,7 +180,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
 
 
 def _response(status: int, body: Any) -> bytes:
-    data = dumps(body).encode()
+    data = (body if isinstance(body, RawJson) else dumps(body)).encode()
     head = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
         "Content-Type: application/json",

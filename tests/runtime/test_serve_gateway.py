@@ -33,7 +33,8 @@ def test_a_message_with_a_full_window_gives_one_forecast(gateway, toy):
     assert errors == [] and len(forecasts) == 1
     np.testing.assert_allclose(forecasts[0]["forecast"], toy.reference(rows[None])[0], atol=1e-4)
     assert gateway.topics["readings"] == "edgecomp/site/readings"
-    assert gateway.routes()["/forecast"]() == (200, forecasts[0])
+    code, latest = gateway.routes()["/forecast"]()
+    assert (code, json.loads(latest)) == (200, forecasts[0])
 
 
 @pytest.mark.parametrize(
