@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import save_file
 
 from edgecomp.frontend import FrontendError, load_model, reference_predict, source_kind
-from edgecomp.testing import tiny_model
+from helpers.testing import tiny_model
 
 FACTORY = """
 from edgecomp.models import build_model
-from edgecomp.testing import tiny_spec
+from helpers.testing import tiny_spec
 
 def make():
     return build_model(tiny_spec("gru"))

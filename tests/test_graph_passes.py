@@ -10,7 +10,7 @@ from edgecomp.frontend import reference_predict
 from edgecomp.passes.base import count_params
 from edgecomp.passes.distill import DistillConfig, student_model
 from edgecomp.passes.prune import PruneConfig, prune_model
-from edgecomp.testing import sine_windows, tiny_model
+from helpers.testing import sine_windows, tiny_model
 
 L, H, F = 8, 3, 5
 

@@ -151,7 +151,7 @@ def test_cli_reports_an_unreachable_budget(tmp_path, traffic_checkpoints, traffi
 
 def test_report_section_shows_each_layer_cost_and_final_precision(lstm):
     # setup
-    from edgecomp.report.mixed import mixed_plots, mixed_sections
+    from edgecomp.report.mixed_precision import mixed_plots, mixed_sections
 
     plan = plan_mixed(*lstm, Budget(max_increase=0.0))
     final = {name: "fp32" if name in plan.kept_float else "int4" for name in lstm[2].layers}

@@ -1,4 +1,4 @@
-"""Forecasters: shapes, registry, TCN causality, ONNX export; and the edgecomp.testing helpers."""
+"""Forecasters: shapes, registry, TCN causality, ONNX export; and tests/helpers/testing.py."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from edgecomp.models import (
     register_model,
     resolve_hparams,
 )
-from edgecomp.testing import assert_close, sine_windows, tiny_model, tiny_spec
+from helpers.testing import assert_close, sine_windows, tiny_model, tiny_spec
 
 torch.set_num_threads(1)
 
@@ -221,7 +221,7 @@ def test_tcn_simplifies_to_plain_ops():
     assert ops <= {"Transpose", "Pad", "Conv", "Relu", "Add", "Gather", "Gemm", "Reshape", "Slice"}
 
 
-# edgecomp.testing helpers
+# test helpers (tests/helpers/testing.py)
 
 
 def test_tiny_spec_is_valid_and_small():

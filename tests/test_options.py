@@ -23,7 +23,7 @@ from edgecomp.targets import (
     load_profile,
 )
 from edgecomp.targets.null import NullTarget
-from edgecomp.testing import tiny_model, tiny_spec
+from helpers.testing import tiny_model, tiny_spec
 
 PASS_EXAMPLES = {"prune": {"ratio": 0.5}}  # passes whose config has no all-default form
 

@@ -15,7 +15,7 @@ from edgecomp.passes import PassError, count_params, make_pass
 from edgecomp.passes.prune import PruneConfig, prune_model, target_width
 from edgecomp.passes.prune_rnn import GATES
 from edgecomp.spec import Model
-from edgecomp.testing import sine_windows, tiny_spec
+from helpers.testing import sine_windows, tiny_spec
 
 HPARAMS = {
     "lstm": {"hidden": 12, "layers": 2},

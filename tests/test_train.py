@@ -20,8 +20,8 @@ from edgecomp.checkpoint import (
     save_checkpoint,
 )
 from edgecomp.data.windows import Windows
-from edgecomp.testing import sine_windows, tiny_model, tiny_spec
 from edgecomp.train import TrainConfig, predict, train_module
+from helpers.testing import sine_windows, tiny_model, tiny_spec
 
 torch.set_num_threads(1)
 

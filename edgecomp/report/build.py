@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from edgecomp._io import atomic_write_bytes, atomic_write_text
 from edgecomp.bench.report import _finite
 from edgecomp.report.compare import Rules, artifact_key, compare_runs
 from edgecomp.report.inputs import SCHEMA, SCHEMA_VERSION, ReportError, load_bench_json
-from edgecomp.report.mixed import mixed_records
+from edgecomp.report.mixed_precision import manifest_from_disk, mixed_records
 
 __all__ = [
     "SCHEMA",
@@ -97,21 +96,8 @@ def _recipe_from_disk(art: dict[str, Any]) -> dict[str, Any] | None:
     """The recipe of the artifact a bench measured, if that same file (sha256) is still there."""
     from edgecomp.bench.runner import recipe_summary
 
-    manifest = _manifest_from_disk(art)
+    manifest = manifest_from_disk(art)
     return None if manifest is None else recipe_summary(manifest)
-
-
-def _manifest_from_disk(art: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of the artifact a bench measured, if that same file (sha256) is still there."""
-    path = Path(art.get("path") or "")
-    if not art.get("path") or not path.is_file() or not art.get("sha256"):
-        return None
-    with open(path, "rb") as fh:
-        if hashlib.file_digest(fh, "sha256").hexdigest() != art["sha256"]:
-            return None
-    from edgecomp.manifest import read_manifest
-
-    return read_manifest(path)
 
 
 def _check_unique(benches: Sequence[dict[str, Any]], what: str) -> None:

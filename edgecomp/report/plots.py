@@ -11,7 +11,7 @@ import io
 from typing import Any
 
 from edgecomp.report.compare import artifact_key
-from edgecomp.report.mixed import mixed_plots
+from edgecomp.report.mixed_precision import mixed_plots
 
 __all__ = ["render_plots"]
 

@@ -12,7 +12,7 @@ import html
 import math
 from typing import Any
 
-from edgecomp.report.mixed import mixed_sections
+from edgecomp.report.mixed_precision import mixed_sections
 
 __all__ = ["format_summary", "render_html", "render_markdown"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any
 
 import onnx
 import torch
@@ -17,17 +16,6 @@ import torch
 from edgecomp.targets.base import TargetError
 
 from .boundary import REASONS, boundary_layers
-
-
-def keep_float_entries(options: dict[str, Any]) -> tuple[str, ...]:
-    """The option's entries, checked to be a list of non-empty strings."""
-    keep = options.get("keep_float", ())
-    if not isinstance(keep, list | tuple) or not all(isinstance(k, str) and k for k in keep):
-        raise TargetError(
-            "onnx: profile option 'keep_float' must be a list of layer names, patterns, op types "
-            f"or {sorted(REASONS)}; got {keep!r}"
-        )
-    return tuple(keep)
 
 
 def kept_nodes(

@@ -36,9 +36,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgecomp.targets.base import TargetError
 
-from .boundary import boundary_layers, heavy_tailed_input
+from .boundary import REASONS, boundary_layers, heavy_tailed_input
 from .export import INPUT_NAME
-from .keep import keep_float_entries
 
 DYNAMIC_OPS = ("LSTM",)
 STATIC_OPS = ("Conv", "Gemm", "MatMul")
@@ -61,6 +60,17 @@ _CHOICES = {
     "per_channel": (False, True),
     "reduce_range": (False, True),
 }
+
+
+def keep_float_entries(options: dict[str, Any]) -> tuple[str, ...]:
+    """The option's entries, checked to be a list of non-empty strings."""
+    keep = options.get("keep_float", ())
+    if not isinstance(keep, list | tuple) or not all(isinstance(k, str) and k for k in keep):
+        raise TargetError(
+            "onnx: profile option 'keep_float' must be a list of layer names, patterns, op types "
+            f"or {sorted(REASONS)}; got {keep!r}"
+        )
+    return tuple(keep)
 
 
 @dataclass(frozen=True)

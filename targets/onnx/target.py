@@ -129,7 +129,8 @@ class OnnxTarget(base.Target):
     def quantize(self, request: base.Request, lowered: base.Lowered) -> base.Lowered:
         """int8 by a rule per op type (calibrated), or int4 weight-only."""
         from .int4 import lower_int4
-        from .keep import keep_float_entries, kept_nodes
+        from .keep import kept_nodes
+        from .quantize import keep_float_entries
 
         exported, module = lowered.ir, request.model.module
         options = request.options.to_dict()

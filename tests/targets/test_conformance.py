@@ -24,7 +24,7 @@ from edgecomp.targets import (
     get_target,
     list_profiles,
 )
-from edgecomp.testing import sine_windows, tiny_model, tiny_spec
+from helpers.testing import sine_windows, tiny_model, tiny_spec
 
 ARCH = "tcn"  # converts fastest everywhere; the per-backend files cover LSTM and GRU
 

@@ -19,7 +19,7 @@ from edgecomp.spec import Model
 from edgecomp.targets import EmitResult, TargetError, TargetProfile, get_profile, get_target
 from edgecomp.targets import onnx as onnx_backend
 from edgecomp.targets.onnx import OnnxTarget
-from edgecomp.testing import TINY_HPARAMS, sine_windows, tiny_spec
+from helpers.testing import TINY_HPARAMS, sine_windows, tiny_spec
 
 onnx = pytest.importorskip("onnx", reason=OnnxTarget.missing_reason())
 ort = pytest.importorskip("onnxruntime", reason=OnnxTarget.missing_reason())

@@ -16,8 +16,8 @@ from edgecomp.models import build_model
 from edgecomp.spec import Model
 from edgecomp.targets import TargetError, get_profile
 from edgecomp.targets.onnx import OnnxTarget
-from edgecomp.testing import TINY_HPARAMS, sine_windows, tiny_spec
 from edgecomp_runtime.int4 import dequantize_int4, pack_int4, quantize_int4, unpack_int4
+from helpers.testing import TINY_HPARAMS, sine_windows, tiny_spec
 
 onnx = pytest.importorskip("onnx", reason=OnnxTarget.missing_reason())
 ort = pytest.importorskip("onnxruntime", reason=OnnxTarget.missing_reason())

@@ -17,7 +17,7 @@ from torch import nn
 from edgecomp.spec import Model
 from edgecomp.targets import TargetError, get_profile, get_target, list_profiles
 from edgecomp.targets.tensorrt.target import TensorrtTarget
-from edgecomp.testing import assert_close, sine_windows, tiny_model, tiny_spec
+from helpers.testing import assert_close, sine_windows, tiny_model, tiny_spec
 
 onnx = pytest.importorskip("onnx", reason=TensorrtTarget.missing_reason())
 ort = pytest.importorskip("onnxruntime", reason=TensorrtTarget.missing_reason())

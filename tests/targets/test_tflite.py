@@ -14,7 +14,7 @@ import torch
 from edgecomp.spec import Model
 from edgecomp.targets import TargetError, get_profile, get_target, list_profiles
 from edgecomp.targets.tflite import TfliteTarget
-from edgecomp.testing import TOLERANCES, assert_close, sine_windows, tiny_model, tiny_spec
+from helpers.testing import TOLERANCES, assert_close, sine_windows, tiny_model, tiny_spec
 
 pytest.importorskip("litert_torch", reason=TfliteTarget.missing_reason())
 pytestmark = [

@@ -66,7 +66,7 @@ def tiny_spec(
         },
         hparams=dict(TINY_HPARAMS.get(arch, {})),
         period_s=60.0,
-        data={"source": "edgecomp.testing"},
+        data={"source": "tests/helpers/testing.py"},
     )
 
 
@@ -80,7 +80,7 @@ def tiny_model(arch: str = "lstm", seed: int = 0, **kw: Any) -> Model:
         torch.manual_seed(seed)
         module = build_model(spec)
     module.eval()
-    return Model(module=module, spec=spec, source=f"edgecomp.testing.tiny_model({arch!r})")
+    return Model(module=module, spec=spec, source=f"tests/helpers: tiny_model({arch!r})")
 
 
 def sine_series(

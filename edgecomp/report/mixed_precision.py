@@ -3,7 +3,9 @@ layer cost when quantized alone (layer x horizon), its final precision, and a he
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from edgecomp.report.compare import artifact_key
@@ -11,14 +13,25 @@ from edgecomp.report.compare import artifact_key
 Cell = tuple[str, str]
 
 
+def manifest_from_disk(art: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of the artifact a bench measured, if that same file (sha256) is still there."""
+    path = Path(art.get("path") or "")
+    if not art.get("path") or not path.is_file() or not art.get("sha256"):
+        return None
+    with open(path, "rb") as fh:
+        if hashlib.file_digest(fh, "sha256").hexdigest() != art["sha256"]:
+            return None
+    from edgecomp.manifest import read_manifest
+
+    return read_manifest(path)
+
+
 def mixed_records(benches: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Artifact key -> ``recipe.mixed_precision`` of each benched artifact that has one (read
     from the artifact on disk when it is still the file the bench measured)."""
-    from edgecomp.report.build import _manifest_from_disk
-
     out = {}
     for bench in benches:
-        manifest = _manifest_from_disk(bench["artifact"])
+        manifest = manifest_from_disk(bench["artifact"])
         record = ((manifest or {}).get("recipe") or {}).get("mixed_precision")
         if record:
             layers = {la["name"]: la["precision"] for la in manifest.get("layers") or []}

@@ -1,0 +1,1 @@
+"""Test helpers (not shipped): tiny models and specs, sine windows, tolerances."""
