@@ -382,7 +382,8 @@ class GraphForecaster(_Forecaster):
     convolution after every temporal layer; g: after the last g only), embed_dim (8, adaptive
     adjacency), residual (True: forecast the change from the last value), seasonal_residual
     (None, or a period P in steps, H <= P <= L: the change from the value P steps earlier, the
-    seasonal naive forecast); graph construction (read by ``edgecomp.graph.attach_layout``):
+    seasonal naive forecast), zero_head (False; True: the head starts at zero, so training starts
+    from the residual forecast); graph construction (read by ``edgecomp.graph.attach_layout``):
     adjacency ("auto", "distance", "adaptive", "both"), coordinates (CSV path), sigma_km,
     threshold (0.1), globals (feature names broadcast to all nodes).
     """
@@ -398,6 +399,7 @@ class GraphForecaster(_Forecaster):
         "embed_dim": 8,
         "residual": True,
         "seasonal_residual": None,
+        "zero_head": False,
         "adjacency": "auto",
         "coordinates": None,
         "sigma_km": None,
@@ -422,6 +424,7 @@ class GraphForecaster(_Forecaster):
         embed_dim: int = 8,
         residual: bool = True,
         seasonal_residual: int | None = None,
+        zero_head: bool = False,
         target_index: list[int] | None = None,
         **graph_hparams: Any,
     ) -> None:
@@ -445,6 +448,11 @@ class GraphForecaster(_Forecaster):
         )
         self._build_layers(kernel, dilations, graph_layers)
         self.head = _NodeHead(channels, horizon, len(self.out_channels), self.n_nodes)
+        if zero_head is True:  # untrained, the model is its residual forecast (naive)
+            nn.init.zeros_(self.head.proj.weight)
+            nn.init.zeros_(self.head.proj.bias)
+        elif zero_head is not False:
+            raise ModelError(f"hyperparameter 'zero_head' must be true or false, got {zero_head!r}")
 
     def _read_layout(self, layout: dict[str, Any], n_features: int) -> None:
         from edgecomp.graph import check_layout, target_channels

@@ -132,3 +132,27 @@ def test_layout_of_wide_data_with_globals():
         target_channels(layout, [1])
     with pytest.raises(GraphError, match="not features"):
         node_layout(["s1"], globals_=["rain"])
+
+
+def test_cli_arch_choices_come_from_the_registry():
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+    from edgecomp.models import MODELS
+
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    assert "stgnn" in MODELS and all(name in result.output for name in MODELS)
+
+
+def test_graph_model_refuses_bad_coordinates_naming_file_and_node(tmp_path):
+    from dataclasses import replace
+
+    from edgecomp.models import complete_spec
+    from helpers.testing import tiny_spec
+
+    path = _coords(tmp_path, "node,lat,lon\nf0,45.5,-73.6\nf1,45.5,-73.5\nf2,45.6,-73.6\n")
+    spec = tiny_spec("stgnn", n_features=4)
+    spec = replace(spec, hparams={"coordinates": str(path)}, data={"layout": "wide"})
+    with pytest.raises(GraphError, match=r"coords\.csv: no coordinates for node 'f3'"):
+        complete_spec(spec)

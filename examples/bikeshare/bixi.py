@@ -21,10 +21,18 @@ WEATHER = DATA / "bixi_temporal_features.csv"
 WEATHER_COLUMNS = ["humidity", "max_temp_f", "mean_temp_c", "total_precip_mm", "holiday", "weekend"]
 
 
-def stations(max_missing: float, limit: int | None = None) -> list[str]:
-    """Stations missing at most ``max_missing`` of their days, busiest first, at most ``limit``."""
+def stations(
+    max_missing: float, limit: int | None = None, split: tuple[float, ...] = (0.6, 0.2, 0.2)
+) -> list[str]:
+    """Stations missing at most ``max_missing`` of their days and with a value in every part of
+    ``split`` (else nothing can impute them there), busiest first, at most ``limit``."""
     departures = pd.read_csv(DEPARTURES, index_col=0)
-    kept = departures[departures.isna().mean(axis=1) <= max_missing]
+    edges = (len(departures.columns) * pd.Series(split).cumsum()).round().astype(int).tolist()
+    parts = zip([0, *edges[:-1]], edges, strict=True)
+    seen = [departures.iloc[:, a:b].notna().any(axis=1) for a, b in parts]
+    kept = departures[
+        (departures.isna().mean(axis=1) <= max_missing) & pd.concat(seen, axis=1).all(axis=1)
+    ]
     order = kept.sum(axis=1).sort_values(ascending=False, kind="stable").index
     return list(order[:limit] if limit else order)
 
