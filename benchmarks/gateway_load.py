@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/gateway_load.py --artifact A --burst 10000 --rates 1000 2000
 
 Starts a private Mosquitto on 127.0.0.1 and the service pinned to one core (``taskset -c 0``,
-``--threads 1``), then publishes real Oregon DOT counts (22 detectors; the rows repeat when the
-run needs more than the data has, under fresh timestamps one period apart, ending before now)
-one reading per QoS 1 message:
+``--threads 1``; this script and the broker keep off core 0), then publishes real Oregon DOT
+counts (22 detectors; the rows repeat when the run needs more than the data has, under fresh
+timestamps one period apart, ending before now) one reading per QoS 1 message:
 
 * **burst**: ``--burst`` readings as fast as the publisher can send them; then waits until the
   service has processed them all (or ``--settle`` seconds pass);
@@ -16,10 +16,11 @@ one reading per QoS 1 message:
 
 Per phase it reports readings/s published and processed, forecasts/s, p50/p99 reading-to-forecast
 latency (publish to forecast received by a subscriber, both on this host), loss (readings
-published minus readings the service processed: /health counters) and the service's RSS sampled
-every 0.25 s. ``--predict-windows`` also runs ``Model.predict`` on that many real traffic windows
-(float64) at once in a fresh process and reports its peak RSS against the input's size. Writes
-benchmarks/out/gateway_load.json.
+published minus readings the service processed: /health counters), the CPU time the service got
+(its share of the phase's wall time, and readings processed per CPU-second: what one dedicated
+core would sustain) and the service's RSS sampled every 0.25 s. ``--predict-windows`` also runs
+``Model.predict`` on that many real traffic windows (float64) at once in a fresh process and
+reports its peak RSS against the input's size. Writes benchmarks/out/gateway_load.json.
 """
 
 from __future__ import annotations
@@ -141,6 +142,11 @@ class Service:
         ready.wait(10)
         return client
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the service has used so far, from /proc."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def health(self) -> dict:
         with urllib.request.urlopen(self.http + "/health", timeout=10) as response:
             return json.loads(response.read())
@@ -191,6 +197,7 @@ def run_phase(service: Service, feed: Feed, n: int, rate: float | None, settle: 
     """Publish ``n`` readings (paced at ``rate``/s, or as fast as possible); measure."""
     before = service.health()["counters"]
     drain(service)
+    cpu = service.cpu_s()
     sent: dict[float, float] = {}
     start = time.perf_counter()
     for i in range(n):
@@ -205,6 +212,7 @@ def run_phase(service: Service, feed: Feed, n: int, rate: float | None, settle: 
     target = before["readings"] + n
     health = service.wait(lambda h: h["counters"]["processed"] >= target, settle)
     elapsed = time.perf_counter() - start
+    cpu = service.cpu_s() - cpu
     time.sleep(0.5)  # the last forecasts in flight to the subscriber
     got = [(at, t) for at, t in drain(service) if t in sent]
     latency = np.array([(at - sent[t]) * 1e3 for at, t in got])
@@ -220,6 +228,9 @@ def run_phase(service: Service, feed: Feed, n: int, rate: float | None, settle: 
         "latency_ms_p50": round(float(np.percentile(latency, 50)), 2) if len(got) else None,
         "latency_ms_p99": round(float(np.percentile(latency, 99)), 2) if len(got) else None,
         "lost": n - processed,
+        "service_cpu_s": round(cpu, 2),
+        "service_cpu_share": round(cpu / elapsed, 2),
+        "processed_per_cpu_s": round(processed / max(cpu, 1e-9), 1),
         "rejected": health["counters"]["rejected"],
     }
 
@@ -269,6 +280,9 @@ def main() -> None:
     args = parse_args()
     import edgecomp_runtime as ecr
 
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {0})  # core 0 is the service's
+
     model = ecr.load(args.artifact)
     features, rows = traffic_rows()
     total = args.burst + int(sum(rate * args.seconds for rate in args.rates))
@@ -302,15 +316,18 @@ def main() -> None:
 
 def print_table(result: dict) -> None:
     print(f"artifact {result['artifact']} ({result['mode']}), {result['host']}")
-    print("| phase | readings | published/s | processed/s | forecasts/s | p50 ms | p99 ms | lost |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| phase | readings | published/s | processed/s | forecasts/s | p50 ms | p99 ms | lost "
+        "| service CPU share | processed per CPU-s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, p in result["phases"].items():
         if name in ("warmup", "http"):
             continue
         print(
             f"| {name} | {p['readings']} | {p['published_per_s']} | {p['processed_per_s']} | "
             f"{p['forecasts_per_s']} | {p['latency_ms_p50']} | {p['latency_ms_p99']} | "
-            f"{p['lost']} |"
+            f"{p['lost']} | {p['service_cpu_share']} | {p['processed_per_cpu_s']} |"
         )
     h = result["phases"]["http"]
     print(
