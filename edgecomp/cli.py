@@ -315,6 +315,7 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
 @click.option(
     "--save-model", type=click.Path(file_okay=False), help="Also save the recipe's model here."
 )
+@budget_options
 @read_flags
 def build(
     source: str,
@@ -331,12 +332,20 @@ def build(
     save_model: str | None,
     **lowering,
 ) -> None:
-    """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target."""
+    """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target.
+
+    The artifact keeps an error budget on the test split's observed values (default: MAE +1 %
+    at every step); on a breach the fallback ladder runs, and if nothing meets the budget nothing
+    is written and the exit code is 3.
+    """
+    from edgecomp.budget import budget_from_flags
     from edgecomp.passes.recipe import Recipe, load_recipe
     from edgecomp.workflow import build_recipe, ingest
     from edgecomp_runtime.signing import load_private_key
 
     sign_key = None if sign_path is None else load_private_key(sign_path)  # fail before building
+    flags = [lowering.pop(k) for k in ("max_error_increase", "max_error", "at_horizon")]
+    budget = budget_from_flags(*flags, lowering.pop("no_error_limit"))  # bad budget: fail first
     recipe = load_recipe(recipe_path) if recipe_path else Recipe(source="command line")
     lowering["options"] = _parse_pairs(options, "--option") or None
     recipe = recipe.with_overrides(_parse_pairs(sets, "--set"), **lowering)
@@ -348,6 +357,8 @@ def build(
         input_len=input_len,
         horizon=horizon,
     )
+    if budget is not None:
+        budget.steps(model.spec.horizon)  # --at-horizon beyond the horizon: refused before work
     results = build_recipe(
         model,
         dataset,
@@ -356,6 +367,7 @@ def build(
         sign_key=sign_key,
         save_model=save_model,
         log=lambda line: console.print(line, highlight=False),
+        budget=budget,
     )
     for result in results:
         _print_built(result)
@@ -367,13 +379,21 @@ def build(
 
 def _print_built(result) -> None:
     metrics = result.manifest["metrics"]
-    ref, art = metrics["reference"]["mae"], metrics["artifact"]["mae"]
-    worst = max((a / r - 1) * 100 for a, r in zip(art, ref, strict=True) if r > 0)
+    pairs = [
+        (a, r)
+        for a, r in zip(metrics["artifact"]["mae"], metrics["reference"]["mae"], strict=True)
+        if a is not None and r is not None
+    ]
+    worst = max(((a / r - 1) * 100 for a, r in pairs if r > 0), default=0.0)
+    art, ref = [a for a, _ in pairs] or [float("nan")], [r for _, r in pairs] or [float("nan")]
     target, precision = result.manifest["target"]["name"], result.manifest["precision"]
+    budget = result.manifest.get("budget") or {}
+    met = f"; budget met by: {budget['met_by']}" if budget.get("checked") else ""
     console.print(
         f"wrote {result.path} ({result.path.stat().st_size:,} B): {target} {precision}, "
         f"MAE {sum(art) / len(art):.4g} vs reference {sum(ref) / len(ref):.4g} "
-        f"(worst horizon {worst:+.2f} %)"
+        f"(worst horizon {worst:+.2f} %, {metrics['artifact'].get('n_scored', 0):,} observed "
+        f"values scored, {metrics['artifact'].get('n_imputed', 0):,} imputed left out{met})"
     )
 
 

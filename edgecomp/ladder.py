@@ -152,7 +152,7 @@ def build_within_budget(
     rungs: tuple[str, ...] | None = None,
     log: Log | None = None,
 ) -> BuildResult:
-    """``pipeline.build`` with the error budget kept: gate, walk the ladder on a breach, write.
+    """``pipeline.build`` with ``budget`` kept by the gate stage, trying only ``rungs``.
 
     Args:
         model, dataset, config, out, sign_key, passes, mixed: As for ``pipeline.build``.
@@ -164,30 +164,46 @@ def build_within_budget(
         BudgetNotMet: Nothing met the budget, or a mixed plan is not smaller than the float
             artifact; nothing was written.
     """
-    from edgecomp.manifest import write_artifact
-    from edgecomp_runtime.signing import load_private_key
+    from edgecomp.pipeline import STAGES, BuildContext, Stage, run_stages
 
-    key = None if sign_key is None else load_private_key(sign_key)
-    manifest, files = compile_artifact(model, dataset, config, passes=passes, mixed=mixed)
-    if mixed is not None:
-        _check_smaller_than_float(model, dataset, config, files)
-    manifest, files, chosen = keep_budget(
-        model,
-        dataset,
-        config,
-        manifest,
-        files,
-        budget=budget,
-        passes=passes,
-        mixed=mixed,
-        rungs=rungs,
-        log=log,
+    ctx = BuildContext(
+        model, dataset, config, out=Path(out), sign_key=sign_key, records=list(passes or [])
     )
-    if config.options.get("stream"):
-        from edgecomp.streaming import add_stream
+    ctx.mixed, ctx.budget, ctx.log = mixed, budget, log
+    own = Stage("gate", lambda c: gate_stage(c, rungs=rungs))
+    run_stages(ctx, tuple(own if stage.name == "gate" else stage for stage in STAGES))
+    assert ctx.path is not None
+    return BuildResult(ctx.path, ctx.manifest)
 
-        add_stream(chosen, dataset, manifest, files, options=config.options, split="test")
-    return BuildResult(write_artifact(out, manifest, files, sign_key=key), manifest)
+
+def gate_stage(ctx: Any, *, rungs: tuple[str, ...] | None = None) -> None:
+    """The build's gate stage (``pipeline.STAGES``): keep ``ctx.budget`` on the test split,
+    replacing the context's model, manifest and files with the ladder's winner on a breach.
+
+    Raises:
+        BudgetNotMet: No candidate met the budget, or a mixed plan is not smaller than float.
+    """
+    if ctx.budget is None:
+        ctx.manifest["budget"] = {"checked": False, "reason": "no error budget given"}
+        return
+    if ctx.mixed is not None:
+        _check_smaller_than_float(ctx.model, ctx.dataset, ctx.config, ctx.files)
+    manifest = ctx.manifest
+    if ctx.config.eval_split != "test":  # the budget gates on the test split only
+        metrics = verify(ctx.model, ctx.dataset, manifest, ctx.files, split="test")
+        manifest = {**manifest, "metrics": metrics}
+    ctx.manifest, ctx.files, ctx.model = keep_budget(
+        ctx.model,
+        ctx.dataset,
+        ctx.config,
+        manifest,
+        ctx.files,
+        budget=ctx.budget,
+        passes=ctx.records,
+        mixed=ctx.mixed,
+        rungs=rungs,
+        log=ctx.log,
+    )
 
 
 def keep_budget(

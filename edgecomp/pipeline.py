@@ -2,7 +2,7 @@
 
 The build is ``STAGES``, run in order by ``run_stages`` over one ``BuildContext``::
 
-    resolve -> passes -> lower -> verify -> stream -> package
+    resolve -> passes -> lower -> verify -> gate -> stream -> package
 
 ``build`` runs them all, ``compile_artifact`` stops after verify (nothing written); workflow,
 tune and analyze/mixed go through these two. A stage is a function of the context: adding one
@@ -26,7 +26,7 @@ from edgecomp.config import BuildConfig, BuildError, resolve_target
 from edgecomp.data import Dataset
 from edgecomp.frontend import reference_predict
 from edgecomp.manifest import Manifest, new_manifest, producer_versions, write_artifact
-from edgecomp.metrics import horizon_metrics, naive_forecasts
+from edgecomp.metrics import horizon_metrics, naive_forecasts, observed_targets
 from edgecomp.spec import Model
 from edgecomp.targets import (
     Target,
@@ -87,6 +87,8 @@ class BuildContext:
         passes: Model passes still to run (``edgecomp.passes.Pass``), run by the passes stage.
         records: Records of the passes applied to ``model`` (given, or from the passes stage).
         mixed: A mixed-precision plan (``edgecomp.mixed``) or None.
+        budget: The error budget (``edgecomp.budget.Budget``) the gate stage keeps on the test
+            split's observed values, walking ``edgecomp.ladder`` on a breach; None: unchecked.
         log: One line per pass, or None.
         profile: The resolved profile, build overrides applied (resolve).
         target: The backend class (resolve).
@@ -108,6 +110,7 @@ class BuildContext:
     passes: list[Any] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     mixed: dict[str, Any] | None = None
+    budget: Any = None
     log: Callable[[str], None] | None = None
     profile: TargetProfile | None = None
     target: type[Target] | None = None
@@ -136,8 +139,9 @@ def build(
     sign_key: Any = None,
     passes: list[dict[str, Any]] | None = None,
     mixed: dict[str, Any] | None = None,
+    budget: Any = None,
 ) -> BuildResult:
-    """Lower, quantize, verify and package ``model`` for ``config.target``: every stage.
+    """Lower, quantize, verify, gate and package ``model`` for ``config.target``: every stage.
 
     Args:
         model: The model to compile (from `edgecomp.frontend.load_model`).
@@ -153,14 +157,16 @@ def build(
             the layers it keeps in float must already be in ``config.options["keep_float"]``.
             The manifest's precision becomes "mixed", each layer's reason says why, and the plan
             is stored in ``recipe.mixed_precision``.
+        budget: The error budget (``edgecomp.budget.Budget``) to keep; None: unchecked.
 
     Raises:
         BuildError, TargetError: The target cannot produce the artifact; nothing is written.
+        edgecomp.budget.BudgetNotMet: Nothing met ``budget``; nothing is written.
     """
     ctx = BuildContext(
         model, dataset, config, out=Path(out), sign_key=sign_key, records=list(passes or [])
     )
-    ctx.mixed = mixed
+    ctx.mixed, ctx.budget = mixed, budget
     run_stages(ctx)
     assert ctx.path is not None
     return BuildResult(ctx.path, ctx.manifest)
@@ -284,6 +290,14 @@ def verify_stage(ctx: BuildContext) -> None:
     ctx.manifest["metrics"] = _metrics(ctx.dataset, split, ctx.forecasts[split])
 
 
+def gate(ctx: BuildContext) -> None:
+    """The error budget on the test split's observed values; the fallback ladder on a breach
+    (``edgecomp.ladder``). Without a budget it only records that none was checked."""
+    from edgecomp.ladder import gate_stage
+
+    gate_stage(ctx)
+
+
 def stream(ctx: BuildContext) -> None:
     """The step model and the manifest's ``stream`` section, when option ``stream`` is on."""
     assert ctx.options is not None
@@ -308,6 +322,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("passes", run_model_passes),
     Stage("lower", lower),
     Stage("verify", verify_stage),
+    Stage("gate", gate),
     Stage("stream", stream),
     Stage("package", package),
 )
@@ -417,13 +432,17 @@ def verify(
 
 
 def _metrics(dataset: Dataset, split: str, pair: Forecasts) -> dict[str, Any]:
-    truth = dataset.raw_targets(split)
+    truth, observed = dataset.raw_targets(split), observed_targets(dataset, split)
     diff = np.abs(pair.artifact.astype(np.float64) - pair.reference)
     metrics = {
         "split": split,
         "n_windows": len(truth),
-        "reference": horizon_metrics(truth, dataset.unscale_targets(pair.reference)),
-        "artifact": horizon_metrics(truth, dataset.unscale_targets(pair.artifact)),
+        "reference": horizon_metrics(
+            truth, dataset.unscale_targets(pair.reference), observed=observed
+        ),
+        "artifact": horizon_metrics(
+            truth, dataset.unscale_targets(pair.artifact), observed=observed
+        ),
         "parity": {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())},
         "baselines": baseline_metrics(dataset, split),
     }
@@ -433,7 +452,7 @@ def _metrics(dataset: Dataset, split: str, pair: Forecasts) -> dict[str, Any]:
 
 
 def baseline_metrics(dataset: Dataset, split: str) -> dict[str, Any]:
-    """Per-horizon errors of naive forecasters on ``split``, in raw units.
+    """Per-horizon errors of naive forecasters on ``split``, in raw units, on observed values.
 
     ``last_value`` repeats the last observation, ``train_mean`` forecasts the training mean (the
     honest bar for near-random series such as returns) and one ``seasonal_naive_<season>`` per
@@ -450,7 +469,10 @@ def baseline_metrics(dataset: Dataset, split: str) -> dict[str, Any]:
             naive = naive_forecasts(*args, dataset.target_index, seasonal_period=season)
             forecasts[dataset.season_name(season)] = naive["seasonal_naive"]
     forecasts["train_mean"] = np.broadcast_to(dataset.mean[dataset.target_index], truth.shape)
-    return {name: horizon_metrics(truth, pred) for name, pred in forecasts.items()}
+    observed = observed_targets(dataset, split)
+    return {
+        name: horizon_metrics(truth, pred, observed=observed) for name, pred in forecasts.items()
+    }
 
 
 def _emit(

@@ -301,9 +301,11 @@ def _measure(
 def _verdict(model, dataset, split, streamed, windowed, budget) -> dict[str, Any]:
     from edgecomp.frontend import reference_predict
 
-    truth = dataset.raw_targets(split)
-    stream_metrics = horizon_metrics(truth, dataset.unscale_targets(streamed))
-    windowed_metrics = horizon_metrics(truth, dataset.unscale_targets(windowed))
+    truth, observed = dataset.raw_targets(split), dataset.split(split).y_observed
+    stream_metrics = horizon_metrics(truth, dataset.unscale_targets(streamed), observed=observed)
+    windowed_metrics = horizon_metrics(
+        truth, dataset.unscale_targets(windowed), observed=observed
+    )
     deviation = np.abs(dataset.unscale_targets(streamed) - dataset.unscale_targets(windowed))
     parity = float(np.abs(streamed - reference_predict(model, dataset.split(split).x)).max())
     exact = _structure(model.module)["exact"]
@@ -312,12 +314,13 @@ def _verdict(model, dataset, split, streamed, windowed, budget) -> dict[str, Any
             f"the exact step model differs from the windowed reference by {parity:.3g} "
             f"(scaled units) on the {split} split, above {EXACT_TOLERANCE}"
         )
-    pairs = zip(stream_metrics["mae"], windowed_metrics["mae"], strict=True)
-    worst = max((s / w - 1 for s, w in pairs if w > 0), default=0.0)
-    within = all(
-        s <= w * (1 + budget)
+    pairs = [  # steps without an observed value (None) are not scored
+        (s, w)
         for s, w in zip(stream_metrics["mae"], windowed_metrics["mae"], strict=True)
-    )
+        if s is not None and w is not None
+    ]
+    worst = max((s / w - 1 for s, w in pairs if w > 0), default=0.0)
+    within = all(s <= w * (1 + budget) for s, w in pairs)
     return {
         "error_budget": budget,
         "worst_increase": worst,

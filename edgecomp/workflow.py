@@ -15,7 +15,7 @@ from edgecomp.data import DataConfig, Dataset, config_from_spec, prepare
 from edgecomp.data.summary import display_steps
 from edgecomp.dataflags import read_overrides
 from edgecomp.frontend import load_model, reference_predict, source_kind
-from edgecomp.metrics import horizon_metrics
+from edgecomp.metrics import horizon_metrics, observed_targets
 from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics, build
 from edgecomp.spec import Model, ModelSpec
 
@@ -87,14 +87,16 @@ def train_checkpoint(
 
 
 def evaluate(model: Model, dataset: Dataset, split: str = "test") -> dict[str, Any]:
-    """Per-horizon MAE/RMSE/MAPE in raw units of the model and the naive baselines on ``split``."""
+    """Per-horizon MAE/RMSE/MAPE in raw units of the model and the naive baselines on ``split``,
+    on observed values only (imputed truth is never scored)."""
     windows = dataset.split(split)
     pred = dataset.unscale_targets(reference_predict(model, windows.x))
+    observed = observed_targets(dataset, split)
     return {
         "split": split,
         "n_windows": len(windows),
         "left_out": dataset.left_out.get(split, {}).get("windows", 0),
-        "model": horizon_metrics(dataset.raw_targets(split), pred),
+        "model": horizon_metrics(dataset.raw_targets(split), pred, observed=observed),
         "baselines": baseline_metrics(dataset, split),
     }
 
@@ -103,7 +105,7 @@ def evaluation_table(evaluation: dict[str, Any], *, title: str) -> Table:
     """A rich table: one row per forecaster (model, baselines), one column per horizon step."""
     rows = {"model": evaluation["model"], **evaluation["baselines"]}
     steps = display_steps(len(evaluation["model"]["mae"]))  # long horizons: h1, h2, h4, ..., H
-    table = Table(title=title)
+    table = Table(title=title, caption=_scored_caption(evaluation["model"]))
     table.add_column("forecaster")
     for h in steps:
         table.add_column(f"h{h}", justify="right")
@@ -114,6 +116,18 @@ def evaluation_table(evaluation: dict[str, Any], *, title: str) -> Table:
         mean = f"{np.mean(kept):.4g}" if kept else "n/a"
         table.add_row(name, *(_cell(mae[h - 1]) for h in steps), mean)
     return table
+
+
+def _scored_caption(metrics: dict[str, Any]) -> str:
+    """How many values the table scored and how many imputed ones it left out."""
+    if "n_scored" not in metrics:
+        return "scored every value, imputed ones included (an evaluation from an older edgecomp)"
+    text = (
+        f"scored {metrics.get('n_scored', 0):,} observed values, left out "
+        f"{metrics.get('n_imputed', 0):,} imputed ones"
+    )
+    empty = ", ".join(metrics.get("unscored") or {})
+    return text + (f"; no observed value at {empty} (n/a)" if empty else "")
 
 
 def _cell(value: float | None) -> str:
@@ -137,15 +151,17 @@ def build_artifact(
     input_len: int | None = None,
     horizon: int | None = None,
     sign_key: Any = None,
+    budget: Any = None,
 ) -> BuildResult:
     """Ingest ``source`` (any front-end kind), window ``data`` per its spec, and build.
 
-    ``sign_key`` (an ed25519 private key, see ``pipeline.build``) signs the artifact.
+    ``sign_key`` (an ed25519 private key, see ``pipeline.build``) signs the artifact; ``budget``
+    (``edgecomp.budget.Budget``) is the error budget the build keeps (None: unchecked).
     """
     model, dataset = ingest(
         source, data, weights=weights, spec_path=spec_path, input_len=input_len, horizon=horizon
     )
-    return build(model, dataset, config, out, sign_key=sign_key)
+    return build(model, dataset, config, out, sign_key=sign_key, budget=budget)
 
 
 def ingest(
@@ -174,13 +190,15 @@ def build_recipe(
     sign_key: Any = None,
     save_model: str | Path | None = None,
     log: Any = None,
+    budget: Any = None,
 ) -> list[BuildResult]:
     """Apply ``recipe``'s passes to ``model``, then build one artifact per lowering.
 
     With one lowering ``out`` is the artifact path; with several it is a folder receiving
     ``<name>.edgepkg`` per lowering. Each manifest's ``recipe.passes`` holds the pass records
     (config and measurements). ``save_model`` also writes the transformed model as a checkpoint.
-    ``log`` (a callable) receives one line per pass.
+    ``log`` (a callable) receives one line per pass. ``budget`` (``edgecomp.budget.Budget``)
+    is the error budget each lowering keeps (the gate stage; None: unchecked).
     """
     from edgecomp.checkpoint import save_checkpoint
     from edgecomp.pipeline import BuildContext, run_stages
@@ -199,6 +217,7 @@ def build_recipe(
         built = BuildContext(
             ctx.model, dataset, config, out=path, sign_key=sign_key, records=ctx.records
         )
+        built.budget, built.log = budget, log
         run_stages(built, skip=("passes",))
         results.append(BuildResult(built.path, built.manifest))
     return results

@@ -168,3 +168,81 @@ def test_cli_bad_budget_is_refused_naming_the_flag(
     args = ["analyze", str(traffic_checkpoints["lstm"]), "--data", str(traffic_path), *flags]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and needle in result.output
+
+
+def _planted(dataset):
+    """``dataset`` with every imputed target value of the validation split set to 1e6."""
+    values = dataset.values.copy()
+    val, idx = dataset.val, dataset.target_index
+    n, h, f = (~val.y_observed).nonzero()
+    rows = val.starts[n] + dataset.config.input_len + h
+    assert len(rows) > 0  # the traffic validation split has imputed counts
+    values[rows, [idx[i] for i in f]] = 1e6
+    return dataclasses.replace(dataset, values=values)
+
+
+def test_planted_imputed_truth_changes_no_build_or_evaluation_metric(lstm):
+    from edgecomp.pipeline import compile_artifact
+    from edgecomp.workflow import evaluate
+
+    # setup
+    model, dataset = lstm
+    planted = _planted(dataset)
+    config = BuildConfig(precision="int8", eval_split="val")
+    # execute
+    clean, _ = compile_artifact(model, dataset, config)
+    dirty, _ = compile_artifact(model, planted, config)
+    # assert: verification, baselines and the training evaluation score observed values only
+    for key in ("reference", "artifact"):
+        assert dirty["metrics"][key]["mae"] == pytest.approx(clean["metrics"][key]["mae"])
+        assert clean["metrics"][key]["n_imputed"] > 0
+    # (persistence forecasts read the planted values as inputs; the training mean does not)
+    baselines = clean["metrics"]["baselines"]
+    assert dirty["metrics"]["baselines"]["train_mean"]["mae"] == pytest.approx(
+        baselines["train_mean"]["mae"]
+    )
+    assert all(
+        b["n_imputed"] == clean["metrics"]["artifact"]["n_imputed"] for b in baselines.values()
+    )
+    assert evaluate(model, planted, "val")["model"]["mae"] == pytest.approx(
+        evaluate(model, dataset, "val")["model"]["mae"]
+    )
+
+
+def test_cli_build_keeps_the_budget_and_says_so(traffic_checkpoints, traffic_path, tmp_path):
+    import edgecomp_runtime
+    from edgecomp.cli import main
+
+    # setup
+    out = tmp_path / "a.edgepkg"
+    args = ["build", str(traffic_checkpoints["tcn"]), "--data", str(traffic_path), "-o", str(out)]
+    # execute: a 5 % budget on a plain int8 build
+    result = CliRunner().invoke(main, [*args, "--max-error-increase", "5%"])
+    # assert
+    assert result.exit_code == 0, result.output
+    assert "budget met by: plain" in result.output
+    manifest = edgecomp_runtime.load(out).manifest
+    assert manifest["budget"]["checked"] and manifest["budget"]["gate"]["split"] == "test"
+
+
+def test_cli_build_refusal_exit_code_and_nothing_written(
+    traffic_checkpoints, traffic_path, tmp_path
+):
+    from edgecomp.cli import main
+
+    # setup: an absolute MAE no forecaster reaches, on the int4 GRU: every rung misses
+    out = tmp_path / "never.edgepkg"
+    args = ["build", str(traffic_checkpoints["gru"]), "--data", str(traffic_path), "-o", str(out)]
+    # execute
+    result = CliRunner().invoke(main, [*args, "-p", "int4", "--max-error", "0.001"])
+    # assert
+    assert result.exit_code == EXIT_BUDGET_NOT_MET, result.output
+    assert "worst step is test h" in result.output and not out.exists()
+
+
+def test_cli_build_refuses_a_step_beyond_the_horizon(traffic_checkpoints, traffic_path, tmp_path):
+    from edgecomp.cli import main
+
+    args = ["build", str(traffic_checkpoints["tcn"]), "--data", str(traffic_path)]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x"), "--at-horizon", "5"])
+    assert result.exit_code == 2 and "--at-horizon 5 is beyond" in result.output

@@ -145,12 +145,15 @@ def _evaluate(msg: Message, context: Context, sites: tuple[str, ...]) -> Message
     module, train = _global_model(msg, dataset)
     pred = predict(module, dataset.val.x)
     loss = LOSSES[train.loss]()(torch.from_numpy(pred), torch.from_numpy(dataset.val.y))
-    mae = horizon_metrics(dataset.raw_targets("val"), dataset.unscale_targets(pred))["mae"]
+    scored = horizon_metrics(  # observed values only: imputed truth is never scored
+        dataset.raw_targets("val"), dataset.unscale_targets(pred), observed=dataset.val.y_observed
+    )
+    mae = [float("nan") if v is None else float(v) for v in scored["mae"]]  # NaN: none observed
     metrics = {
         "num-examples": len(dataset.val),
         "val-loss": float(loss),
-        "val-mae": [float(v) for v in mae],
-        "val-mae-mean": float(np.mean(mae)),
+        "val-mae": mae,
+        "val-mae-mean": float(np.nanmean(mae)) if not np.isnan(mae).all() else float("nan"),
     }
     return _reply(msg, metrics=MetricRecord(metrics))
 

@@ -104,8 +104,9 @@ def summary_line(record: dict[str, Any]) -> str:
     m = record["measured"]
     b, a = m["before"], m["after"]
 
-    def mean(v: list[float]) -> float:
-        return sum(v) / len(v)
+    def mean(v: list[float | None]) -> float:
+        kept = [x for x in v if x is not None]  # None: a step without an observed value
+        return sum(kept) / len(kept) if kept else float("nan")
 
     return (
         f"{record['_type']}: params {b['params']:,} -> {a['params']:,}, "

@@ -157,9 +157,10 @@ def measure(model: Model, ctx: PassContext) -> dict[str, Any]:
     """Parameters, weight bytes and per-horizon MAE (raw units) on ``ctx.eval_split``."""
     windows = ctx.dataset.split(ctx.eval_split)
     pred = ctx.dataset.unscale_targets(reference_predict(model, windows.x))
-    mae = horizon_metrics(ctx.dataset.raw_targets(ctx.eval_split), pred)["mae"]
+    truth, observed = ctx.dataset.raw_targets(ctx.eval_split), windows.y_observed
+    mae = horizon_metrics(truth, pred, observed=observed)["mae"]  # observed values only
     return {
         "params": count_params(model.module),
         "weight_bytes": weight_bytes(model.module),
-        "mae": [float(v) for v in mae],
+        "mae": [None if v is None else float(v) for v in mae],
     }

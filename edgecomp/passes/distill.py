@@ -115,5 +115,6 @@ def _gap(model: Model, x: np.ndarray, soft: np.ndarray) -> float:
 
 def _pct(values: list[float], reference: list[float]) -> list[float]:
     return [
-        (v / r - 1) * 100 if r else float("nan") for v, r in zip(values, reference, strict=True)
+        (v / r - 1) * 100 if r and v is not None else float("nan")
+        for v, r in zip(values, reference, strict=True)
     ]

@@ -99,7 +99,8 @@ def tune(
     _write(out, rows, chosen, config, constraints, evaluator, space)
     artifact = None
     if chosen is not None and build_chosen and not interrupted:
-        artifact = _build_chosen(model, dataset, chosen["measured"]["recipe"], out)
+        recipe = chosen["measured"]["recipe"]
+        artifact = _build_chosen(model, dataset, recipe, out, constraints.budget())
     return TuneResult(rows, chosen, artifact, interrupted, error)
 
 
@@ -155,10 +156,14 @@ def pareto_markdown(rows: list[dict[str, Any]], constraints: Constraints) -> str
     return "\n".join(lines) + "\n"
 
 
-def _build_chosen(model: Model, dataset: Dataset, recipe: dict[str, Any], out: Path) -> Path:
+def _build_chosen(
+    model: Model, dataset: Dataset, recipe: dict[str, Any], out: Path, budget: Any
+) -> Path:
+    """The chosen recipe's artifact, gated by the error limits on the test split (the ladder
+    runs on a breach; ``edgecomp.budget.BudgetNotMet`` when nothing meets them)."""
     from edgecomp.passes.recipe import parse_recipe
     from edgecomp.workflow import build_recipe
 
     parsed = parse_recipe({**recipe, "eval_split": "test"}, source=str(out / "recipe.toml"))
     stem, _ = parsed.build_configs()[0]
-    return build_recipe(model, dataset, parsed, out / f"{stem}.edgepkg")[0].path
+    return build_recipe(model, dataset, parsed, out / f"{stem}.edgepkg", budget=budget)[0].path
