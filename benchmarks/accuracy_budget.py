@@ -1,0 +1,343 @@
+"""Accuracy as a contract: every shipped data set x LSTM/GRU/TCN x int8, int4, prune 50 % + int8,
+on x86 (ONNX Runtime) and ARM (LiteRT), each built under the default error budget (MAE +1 % at
+every step, observed test values) with the fallback ladder.
+
+Per cell it records the rung that met the budget (or "refused": nothing written), the worst-step
+MAE change on observed test values of what was written (of the plain build when refused), the
+size against the fp32 artifact of the same model and target, batch-1 latency through the runtime,
+and the wall time of the plain build against the whole build (the ladder's cost).
+
+Small models, few epochs (a shared 2-core machine): checkpoints are cached under
+benchmarks/out/accuracy_budget/. Writes benchmarks/out/accuracy_budget.{json,md}; cells not run
+(--datasets, --archs, --variants, --targets, --max-minutes) are listed as such.
+
+    .venv/bin/python benchmarks/accuracy_budget.py [--datasets traffic,weather] [--targets x86]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+WORK = OUT / "accuracy_budget"
+DATA = ROOT / "examples" / "data"
+WEATHER_VARS = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib")
+STOCKS = ("AAPL", "AMZN", "IBM", "INTC", "JNJ", "JPM", "KO", "MSFT", "WMT", "XOM")
+HPARAMS = {"lstm": {"hidden": 32, "layers": 1}, "gru": {"hidden": 32, "layers": 1}, "tcn": {}}
+TARGETS = {"x86": "x86-64-avx2", "arm": "rpi5-cortex-a76"}
+VARIANTS = {
+    "int8": ("int8", False),
+    "int4": ("int4", False),
+    "prune50+int8": ("int8", True),
+}
+
+
+def datasets() -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+    """Name -> (data file, DataConfig, training overrides)."""
+    from edgecomp.data import DataConfig
+
+    weather = tuple(f"{s}_{v}" for s in ("EWR", "JFK", "LGA") for v in WEATHER_VARS)
+    out = {
+        "traffic": (
+            DATA / "odot_detector_counts_15min.parquet",
+            DataConfig(input_len=48, horizon=8, id_col="detector", value_cols=("total",)),
+            {},
+        ),
+        "weather": (
+            DATA / "nyc_airports_weather_2013_hourly.csv.gz",
+            DataConfig(
+                input_len=48,
+                horizon=24,
+                id_col="origin",
+                features=weather,
+                targets=("EWR_temp", "JFK_temp", "LGA_temp"),
+            ),
+            {},
+        ),
+        "finance": (
+            DATA / "sp500_10stocks_daily_returns.csv.gz",
+            DataConfig(input_len=20, horizon=5, features=STOCKS),
+            {"loss": "mae", "hparams": {"residual": False}},
+        ),
+    }
+    bike = _bikeshare()
+    if bike is not None:
+        out["bikeshare"] = bike
+    return out
+
+
+def _bikeshare() -> tuple[Any, Any, dict[str, Any]] | None:
+    """BIXI daily departures of the 100 busiest stations, as examples/bikeshare builds them."""
+    folder = ROOT / "examples" / "bikeshare"
+    if not (folder / "bixi.py").exists():
+        return None
+    from edgecomp.data import DataConfig
+
+    sys.path.insert(0, str(folder))
+    import bixi
+
+    names = bixi.stations(0.05, 100)
+    table = bixi.daily_table(WORK / "bixi_daily.csv", names)
+    return table, DataConfig(14, 7, split=(0.6, 0.2, 0.2), targets=tuple(names)), {}
+
+
+def checkpoint(name: str, arch: str, path: Path, config: Any, overrides: dict, epochs: int):
+    """The cached checkpoint of ``arch`` on ``name`` (trained on first use)."""
+    from edgecomp.frontend import load_model
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import train_checkpoint
+
+    folder = WORK / "ckpt" / name / arch
+    if not (folder / "spec.json").exists():
+        hparams = {**HPARAMS[arch], **overrides.get("hparams", {})}
+        train = TrainConfig(
+            arch=arch,
+            hparams=hparams,
+            epochs=epochs,
+            patience=3,
+            lr=2e-3,
+            loss=overrides.get("loss", "mse"),
+        )
+        train_checkpoint(path, config, train, folder)
+    return load_model(folder)
+
+
+def pruned(model: Any, dataset: Any, epochs: int) -> tuple[Any, list[dict[str, Any]]]:
+    """Prune 50 % (L2) and fine-tune on the training split, as a recipe would."""
+    from edgecomp.passes import PassContext, run_passes
+    from edgecomp.passes.recipe import parse_recipe
+
+    recipe = parse_recipe(
+        {
+            "passes": [
+                {"pass": "prune", "ratio": 0.5, "importance": "l2"},
+                {"pass": "finetune", "epochs": epochs, "patience": 3, "lr": 2e-3},
+            ],
+            "lower": [],
+        },
+        source="accuracy_budget",
+    )
+    return run_passes(model, recipe.make_passes(), PassContext(dataset, eval_split="val"))
+
+
+def cell(model, dataset, target: str, precision: str, passes, fp32_size: int) -> dict[str, Any]:
+    """Build one cell under the default budget; what it measured."""
+    from edgecomp.budget import Budget, BudgetNotMet
+    from edgecomp.ladder import build_within_budget
+    from edgecomp.pipeline import BuildConfig, compile_artifact
+
+    config = BuildConfig(target=target, precision=precision)
+    start = time.perf_counter()
+    compile_artifact(model, dataset, config, passes=passes)  # the plain build's wall time
+    plain_s = time.perf_counter() - start
+    out = WORK / "artifacts" / f"{target}-{precision}.edgepkg"
+    start = time.perf_counter()
+    try:
+        result = build_within_budget(model, dataset, config, out, budget=Budget(), passes=passes)
+    except BudgetNotMet as exc:
+        trials = exc.trials
+        plain = trials[0]["test"] if trials and trials[0].get("test") else None
+        return {
+            "met_by": "refused",
+            "written": False,
+            "message": str(exc),
+            "worst_change_pct": None if plain is None else 100 * plain["worst_change"],
+            "plain_s": round(plain_s, 2),
+            "total_s": round(time.perf_counter() - start, 2),
+            "rungs": [t["rung"] for t in trials],
+        }
+    total_s = time.perf_counter() - start
+    section, size = result.manifest["budget"], result.path.stat().st_size
+    return {
+        "met_by": section["met_by"],
+        "written": True,
+        "worst_change_pct": 100 * section["gate"]["worst_change"],
+        "worst_step": section["gate"]["worst_step"],
+        "scored": result.manifest["metrics"]["artifact"].get("n_scored"),
+        "imputed_left_out": result.manifest["metrics"]["artifact"].get("n_imputed"),
+        "size_bytes": size,
+        "size_vs_fp32_pct": 100 * size / fp32_size,
+        "kept_float": _kept_float(result.manifest),
+        "p50_b1_ms": latency(result.path, dataset),
+        "plain_s": round(plain_s, 2),
+        "total_s": round(total_s, 2),
+        "rungs": [t["rung"] for t in section["ladder"]],
+    }
+
+
+def _kept_float(manifest: dict[str, Any]) -> list[str]:
+    """Compute layers the build left in float (the target's own rules or the mixed rung)."""
+    return [
+        layer["name"]
+        for layer in manifest["layers"]
+        if layer["precision"] == "fp32" and manifest["precision"] != "fp32"
+    ]
+
+
+def latency(path: Path, dataset: Any, calls: int = 300) -> float:
+    """p50 ms of ``predict`` at batch 1 on real test windows, through the runtime."""
+    import edgecomp_runtime
+
+    model = edgecomp_runtime.load(path)
+    windows = dataset.raw_inputs("test", imputed=True)[:64]
+    for window in windows[:20]:
+        model.predict(window)
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        model.predict(windows[i % len(windows)])
+        times.append(time.perf_counter() - start)
+    return round(1e3 * float(np.median(times)), 4)
+
+
+def fp32_size(model, dataset, target: str, passes) -> int:
+    from edgecomp.pipeline import BuildConfig, build
+
+    out = WORK / "artifacts" / f"{target}-fp32.edgepkg"
+    build(model, dataset, BuildConfig(target=target, precision="fp32"), out, passes=passes)
+    return out.stat().st_size
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every cell, target by target (x86 first: it is fast), until ``--max-minutes``."""
+    import torch
+
+    torch.set_num_threads(1)
+    started, cells, skipped = time.perf_counter(), [], []
+    all_data = datasets()
+    models: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+    for tname in args.targets:
+        for name in args.datasets:
+            if name not in all_data:
+                skipped.append({"dataset": name, "why": "data set not shipped"})
+                continue
+            for arch in args.archs:
+                for variant in args.variants:
+                    key = {"dataset": name, "arch": arch, "variant": variant, "target": tname}
+                    if time.perf_counter() - started > 60 * args.max_minutes:
+                        skipped.append({**key, "why": f"time limit ({args.max_minutes} min)"})
+                        continue
+                    model, dataset, passes = _model(models, all_data, name, arch, variant, args)
+                    row = {**key, **_measure_cell(model, dataset, TARGETS[tname], variant, passes)}
+                    print(json.dumps(row), flush=True)
+                    cells.append(row)
+    return {
+        "budget": "MAE +1 % at every horizon step, observed test values (edgecomp.budget)",
+        "epochs": args.epochs,
+        "cells": cells,
+        "not_run": skipped,
+        "summary": summarize(cells),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _model(models: dict, all_data: dict, name: str, arch: str, variant: str, args) -> tuple:
+    """(model, dataset, pass records) of a cell, trained / pruned once per run."""
+    from edgecomp.workflow import dataset_for
+
+    prune = VARIANTS[variant][1]
+    key = (name, arch, "pruned" if prune else "base")
+    if key not in models:
+        path, config, overrides = all_data[name]
+        base = checkpoint(name, arch, path, config, overrides, args.epochs)
+        dataset = dataset_for(base.spec, path)
+        model, passes = pruned(base, dataset, args.epochs) if prune else (base, None)
+        models[key] = (model, dataset, passes)
+    return models[key]
+
+
+def _measure_cell(model, dataset, target: str, variant: str, passes) -> dict[str, Any]:
+    try:
+        size = fp32_size(model, dataset, target, passes)
+        return cell(model, dataset, target, VARIANTS[variant][0], passes, size)
+    except ValueError as exc:  # a target that cannot build the cell says why
+        return {"met_by": "error", "written": False, "message": str(exc).splitlines()[0]}
+
+
+def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's figures: written above budget, int8 / int4 without float layers, ladder cost."""
+    written = [c for c in cells if c.get("written")]
+    out: dict[str, Any] = {
+        "cells": len(cells),
+        "written": len(written),
+        "refused": sum(c["met_by"] == "refused" for c in cells),
+        "errors": sum(c["met_by"] == "error" for c in cells),
+        "written_above_budget": sum(c["worst_change_pct"] > 1.0 + 1e-6 for c in written),
+    }
+    for variant in ("int8", "int4"):
+        mine = [c for c in cells if c["variant"] == variant and c["met_by"] != "error"]
+        plain_ok = [c for c in mine if c.get("written") and c["met_by"] != "mixed"]
+        small = [c for c in plain_ok if c.get("size_vs_fp32_pct", 100) <= 20]
+        out[f"{variant}_met_without_mixed"] = f"{len(plain_ok)}/{len(mine)}"
+        out[f"{variant}_met_without_mixed_under_20pct"] = f"{len(small)}/{len(mine)}"
+    not_needed = [c for c in written if c["met_by"] == "plain" and c["plain_s"] > 0]
+    ratios = [c["total_s"] / c["plain_s"] for c in not_needed]
+    out["ladder_not_needed_time_ratio_max"] = round(max(ratios), 2) if ratios else None
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The matrix: one row per data set x model x variant, one column group per target."""
+    targets = sorted({c["target"] for c in result["cells"]})
+    head = ["data set", "model", "variant"]
+    for t in targets:
+        head += [f"{t} worst step", f"{t} met by", f"{t} size/fp32", f"{t} p50 b1 ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows: dict[tuple, dict[str, dict]] = {}
+    for c in result["cells"]:
+        rows.setdefault((c["dataset"], c["arch"], c["variant"]), {})[c["target"]] = c
+    for (dataset, arch, variant), by_target in rows.items():
+        cells = [dataset, arch, variant]
+        for t in targets:
+            cells += _md_cells(by_target.get(t))
+        lines.append("| " + " | ".join(cells) + " |")
+    summary = result["summary"]
+    lines += ["", "Summary: " + ", ".join(f"{k} {v}" for k, v in summary.items())]
+    if result["not_run"]:
+        lines.append(f"Not run: {len(result['not_run'])} cells ({result['not_run'][0]['why']}).")
+    return "\n".join(lines) + "\n"
+
+
+def _md_cells(c: dict[str, Any] | None) -> list[str]:
+    if c is None:
+        return ["not run"] * 4
+    if c["met_by"] == "error":
+        return ["error", "-", "-", "-"]
+    change = c.get("worst_change_pct")
+    change_text = "-" if change is None else f"{change:+.2f} %"
+    if not c["written"]:
+        return [change_text + " (plain)", "refused", "-", "-"]
+    return [change_text, c["met_by"], f"{c['size_vs_fp32_pct']:.1f} %", f"{c['p50_b1_ms']:.3f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="traffic,weather,bikeshare,finance")
+    parser.add_argument("--archs", default="lstm,gru,tcn")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--targets", default="x86,arm")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--max-minutes", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=OUT / "accuracy_budget.json")
+    args = parser.parse_args()
+    for key in ("datasets", "archs", "variants", "targets"):
+        setattr(args, key, [v for v in getattr(args, key).split(",") if v])
+    WORK.mkdir(parents=True, exist_ok=True)
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
