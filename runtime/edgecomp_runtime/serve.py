@@ -403,7 +403,7 @@ class Pump:
     def _admin(self, payload: bytes) -> list[dict[str, Any]]:
         try:
             command = json.loads(payload).get("command")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             command = None
         if command != "reset":
             return [{"error": 'admin: expected {"command": "reset"}', "reason": "malformed"}]
@@ -560,8 +560,8 @@ def _first_line(exc: Exception) -> str:
 def _short_json(value: Any) -> str:
     try:
         text = json.dumps(value)
-    except (ValueError, TypeError):
-        text = repr(value)
+    except (ValueError, TypeError, RecursionError):  # e.g. an int too long to write
+        text = f"<{type(value).__name__} that cannot be shown>"
     return text[:_SHOWN]
 
 

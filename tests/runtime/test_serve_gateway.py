@@ -117,3 +117,23 @@ def test_http_port_in_use_is_one_line(make_artifact, capsys):
         )
     # assert
     assert code == 2 and "cannot listen" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_is_contained_and_counted(gateway, toy, monkeypatch):
+    # setup: the stream fails once the way a bug or a broken engine would
+    rows = toy.window(seed=23)
+    real = gateway.stream.push_many
+
+    def broken(readings):
+        monkeypatch.setattr(gateway.stream, "push_many", real)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gateway.stream, "push_many", broken)
+    # execute
+    _, errors = gateway.handle_batch([message(rows[:2])])
+    forecasts, later = gateway.handle(message(rows))
+    # assert: reported per reading with its reason; the next message is processed
+    assert [e["reason"] for e in errors] == ["internal", "internal"]
+    assert errors[0]["error"] == "internal error: RuntimeError: boom" and "reading" in errors[0]
+    assert later == [] and len(forecasts) == 1
+    assert gateway.counters["rejected"]["internal"] == 2 and gateway.health()["errors"] == 2
