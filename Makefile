@@ -45,12 +45,16 @@ find-python = $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1
 
 runtime-envs: $(RT_VENVS:=/.installed) .venv-ort-min/.installed
 
-# The gateway-service tests run a real MQTT broker (Debian's mosquitto) on 127.0.0.1; without it
-# they skip with the reason.
+# The gateway-service tests run a real MQTT broker (Debian's mosquitto) on 127.0.0.1, the
+# `edgecomp bench --device` tests a private OpenSSH server (Debian's openssh-server, never started
+# as a service); without them they skip with the reason.
 system-deps:
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
 	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq mosquitto; } || \
 	  echo "warning: mosquitto could not be installed; the MQTT tests will skip"
+	@test -x /usr/sbin/sshd || \
+	  { $$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq openssh-server; } || \
+	  echo "warning: openssh-server could not be installed; the SSH device tests will skip"
 
 test: $(STAMP) system-deps runtime-envs
 	$(BIN)/python -m pytest -q

@@ -458,6 +458,18 @@ def _bench_options(fn):
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), default="bench-out", show_default=True
 )
+@click.option(
+    "--device",
+    help="Measure on a device with edgecomp-runtime bench: local, qemu-aarch64, "
+    "ssh://user@host[:port] or a name in --devices-file (--data: a wide CSV/Parquet file).",
+)
+@click.option("--devices-file", type=click.Path(dir_okay=False), help="default ./devices.toml")
+@click.option(
+    "--wheelhouse",
+    type=click.Path(exists=True, file_okay=False),
+    help="Dependency wheels to copy to a --device without a package index.",
+)
+@click.option("--any-arch", is_flag=True, help="Measure artifacts built for another CPU arch.")
 def bench(
     artifacts: tuple[str, ...],
     data_path: str | None,
@@ -467,22 +479,35 @@ def bench(
     min_seconds: float,
     no_memory: bool,
     out: str,
+    device: str | None,
+    devices_file: str | None,
+    wheelhouse: str | None,
+    any_arch: bool,
 ) -> None:
     """Measure ARTIFACTS through the runtime; write report.json and report.md to --out."""
     from edgecomp.bench import bench_artifact, print_summary, write_report
 
-    reports = [
-        bench_artifact(
-            a,
-            data=data_path,
-            batch_sizes=batch_sizes,
-            threads=threads,
-            min_iters=min_iters,
-            min_seconds=min_seconds,
-            memory=not no_memory,
-        )
-        for a in artifacts
-    ]
+    if device:
+        from edgecomp.bench.device import bench_cli
+
+        reports = bench_cli(
+            device, artifacts, data=data_path, batch_sizes=batch_sizes, threads=threads,
+            min_iters=min_iters, min_seconds=min_seconds, devices_file=devices_file,
+            wheelhouse=wheelhouse, any_arch=any_arch,
+        )  # fmt: skip
+    else:
+        reports = [
+            bench_artifact(
+                a,
+                data=data_path,
+                batch_sizes=batch_sizes,
+                threads=threads,
+                min_iters=min_iters,
+                min_seconds=min_seconds,
+                memory=not no_memory,
+            )
+            for a in artifacts
+        ]
     paths = write_report(reports, Path(out))
     print_summary(reports, console=console)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))

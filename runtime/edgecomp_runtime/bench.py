@@ -20,7 +20,9 @@ import gc
 import hashlib
 import json
 import math
+import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -228,9 +230,11 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _run_child(path: Path, args: dict[str, Any]) -> dict[str, Any]:
     payload = json.dumps({**args, "path": str(path.resolve())})
+    # under qemu-user the interpreter is an emulated binary: the caller names the command to run
+    python = shlex.split(os.environ.get("EDGECOMP_BENCH_PYTHON", "")) or [sys.executable]
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, payload],
+            [*python, "-c", _CHILD, payload],
             capture_output=True,
             text=True,
             timeout=3600,
@@ -267,12 +271,14 @@ def _child(args: dict[str, Any], import_ms: float, baseline_mb: float | None) ->
         timing = _time_all(model, windows, args)
     except EdgecompRuntimeError as exc:
         sys.exit(f"{type(exc).__name__}: {exc}")
+    device = describe(name=args["device_name"], threads=threads)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "producer": "edgecomp-runtime bench",
-        "device": describe(name=args["device_name"], threads=threads),
+        "device": device,
+        "host": device,  # what readers of the compiler's bench JSON (report, markdown) read
         "runtime": model.info(),
         "engine": _engine_info(model),
         "artifact": _artifact_info(path, model.manifest),
@@ -281,6 +287,7 @@ def _child(args: dict[str, Any], import_ms: float, baseline_mb: float | None) ->
         "memory": {
             "baseline_rss_mb": baseline_mb,
             "import_ms": import_ms,
+            "cold_load_ms": cold_ms,
             "rss_after_import_mb": rss_after_import,
             "rss_after_load_mb": rss_after_load,
             "peak_rss_mb": _peak_rss_mb(),
