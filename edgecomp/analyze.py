@@ -130,6 +130,7 @@ def analyze(
     """
     if precision == "fp32":
         raise BuildError("sensitivity analysis needs a quantized precision (int8, int4), not fp32")
+    _check_keeps_layers(BuildConfig(target=target, precision=precision, options=options or {}))
     base = BuildConfig(
         target=target,
         precision=precision,
@@ -159,6 +160,20 @@ def analyze(
         all_mae=everything.mae,
         sizes=sizes,
     )
+
+
+def _check_keeps_layers(config: BuildConfig) -> None:
+    """The request is valid for the target, whose backend must keep single layers in float."""
+    from edgecomp.config import resolve_target
+    from edgecomp.targets import TARGETS, get_target
+
+    profile, target, _ = resolve_target(config)
+    if not target.capabilities.keeps_layers:
+        able = [name for name in TARGETS if get_target(name).capabilities.keeps_layers]
+        raise BuildError(
+            f"target '{profile.name}' (backend '{profile.backend}') cannot keep single layers in "
+            f"float, which per-layer sensitivity needs. Backends that can: {able}"
+        )
 
 
 def sensitivity_table(sens: Sensitivity | dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -626,10 +626,11 @@ def inspect(artifact: str, as_json: bool, trusted_keys: tuple[str, ...]) -> None
 
 @main.command()
 def targets() -> None:
-    """List target profiles, their backends, precisions and availability."""
+    """List target profiles, their backends, precisions, capabilities and availability."""
     from edgecomp.targets import get_target, list_profiles
 
-    table = Table("target", "backend", "arch", "precisions", "available", "description")
+    columns = ("target", "backend", "arch", "precisions", "capabilities", "available")
+    table = Table(*columns, "description")
     for profile in list_profiles().values():
         cls = get_target(profile.backend)
         ok = "yes" if cls.is_available() else f"no: {cls.missing_reason()}"
@@ -638,6 +639,7 @@ def targets() -> None:
             profile.backend,
             profile.arch,
             ", ".join(profile.precisions),
+            cls.capabilities.describe(),
             ok,
             profile.description,
         )

@@ -115,15 +115,16 @@ def resolve_target(config: BuildConfig) -> tuple[TargetProfile, type[Target], Ta
     if config.options:  # build-time overrides of the profile's options
         profile = replace(profile, options={**profile.options, **config.options})
     target = get_target(profile.backend)
-    allowed = sorted(str(p) for p in target.supported_precisions if p in profile.precisions)
-    if config.precision not in allowed:
-        raise ConfigFieldError(
-            "precision",
-            f"target '{profile.name}' cannot emit precision '{config.precision}'. "
-            f"Available: {allowed}",
-        )
     try:
         options = target.parse_options(profile)
     except TargetError as exc:
         raise ConfigFieldError("options", str(exc)) from None
+    allowed = sorted(str(p) for p in target.supported_precisions if p in profile.precisions)
+    if config.precision not in allowed:
+        why = target().refusal(config.precision, options)
+        raise ConfigFieldError(
+            "precision",
+            f"target '{profile.name}' cannot emit precision '{config.precision}'"
+            f"{f' ({why})' if why else ''}. Available: {allowed}",
+        )
     return profile, target, options

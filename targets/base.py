@@ -102,8 +102,22 @@ class Capabilities:
         if not self.calibrated <= self.precisions:
             raise TargetError("capabilities: calibrated precisions must be declared precisions")
 
+    def describe(self) -> str:
+        """One line for `edgecomp targets`: engine, batch, int4, streaming, per-layer float."""
+        parts = [
+            f"engine {self.engine}"
+            + ("" if self.runs_on_device else " (refuses: not for devices)"),
+            "dynamic batch" if self.dynamic_batch else "batch 1 per call",
+        ]
+        if self.int4 is not None:
+            parts.append(
+                "int4 computes" if self.int4 is Int4Kind.COMPUTE else "int4 saves size only"
+            )
+        parts += ["streams"] * self.streaming + ["keep_float by layer"] * self.keeps_layers
+        return "; ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (for `edgecomp targets --json` and the conformance suite)."""
+        """JSON-ready form (for reports and the conformance suite)."""
         data = asdict(self)
         for key in ("precisions", "calibrated"):
             data[key] = sorted(str(p) for p in data[key])

@@ -181,3 +181,24 @@ def test_a_newer_config_version_is_refused():
         type(options).from_json(record)
     with pytest.raises(BuildError, match="build config version 2"):
         BuildConfig.from_dict({**BuildConfig().to_dict(), "version": 2})
+
+
+def test_tune_bench_and_analyze_read_capabilities_not_backend_names():
+    from edgecomp.analyze import analyze
+    from edgecomp.bench.host import package_versions
+    from edgecomp.tune.space import default_space
+
+    # tune: keep_float and mixed only where layers are kept by name; calibration choices as declared
+    x86 = default_space(get_profile("x86-64-avx2"), mixed=True)
+    null = default_space(get_profile("null-reference"), mixed=True)
+    methods = {f.name: f for f in dataclasses.fields(get_target("onnx").options_type)}
+    assert x86["calibration_method"] == methods["calibration_method"].metadata["choices"]
+    assert "keep_float" in x86 and "keep_float" not in null and "calibration_method" not in null
+    assert null["precision"] == ("fp32",)
+    # bench: every backend's toolchain versions are described
+    versions = package_versions()
+    for name in TARGETS:
+        assert set(get_target(name).capabilities.packages) <= set(versions)
+    # analyze: refused before any compile where the backend cannot keep a layer in float
+    with pytest.raises(BuildError, match=r"backend 'tensorrt'\) cannot keep single layers"):
+        analyze(None, None, target="jetson-orin-nano", precision="int8")

@@ -35,7 +35,7 @@ ISA_FLAGS = (
     "i8mm",
     "sve",
 )
-PACKAGES = ("numpy", "onnxruntime", "onnx", "edgecomp", "edgecomp-runtime", "torch")
+PACKAGES = ("numpy", "edgecomp", "edgecomp-runtime", "torch")  # and each backend's toolchain
 _THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO_", "VECLIB_", "ORT_")
 
 
@@ -76,14 +76,23 @@ def cpu_info() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages in ``PACKAGES`` (None when absent); imports none."""
+    """Installed versions of ``PACKAGES`` and of every registered backend's toolchain packages
+    (``capabilities.packages``), None when absent; imports no toolchain."""
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in dict.fromkeys([*PACKAGES, *toolchain_packages()]):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def toolchain_packages() -> list[str]:
+    """The distributions the registered backends record, in registry order (no duplicates)."""
+    from edgecomp.targets import TARGETS, get_target
+
+    names = (p for backend in TARGETS for p in get_target(backend).capabilities.packages)
+    return list(dict.fromkeys(names))
 
 
 def thread_settings(threads: int | None) -> dict[str, Any]:

@@ -8,20 +8,19 @@ trials that differ only there share one canonical recipe and are measured once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from edgecomp.models import MODELS
-from edgecomp.targets import TargetProfile, get_target
+from edgecomp.targets import Target, TargetProfile, get_target
 
 __all__ = ["SpaceError", "default_space", "load_space", "recipe_for", "recipe_key"]
 
-# precisions whose lowering reads calibration windows (per backend, from the target class)
-_ONNX_METHODS = ("minmax", "entropy", "percentile")
 _KEEP_FLOAT = {"none": [], "input": ["input"], "output": ["output"], "both": ["input", "output"]}
-_KEEPS_LAYERS = ("onnx", "tflite")  # backends whose keep_float takes layer names
+CALIBRATION_OPTION = "calibration_method"  # offered where the backend's options declare choices
 
 
 class SpaceError(ValueError):
@@ -38,10 +37,14 @@ def default_space(
         students: Offer distilled students (one training run per student: the costly dimension).
         mixed: Offer "mixed-<precision>": the most sensitive layers kept in float until the
             relative error limit holds (edgecomp.mixed), for backends that keep layers by name.
+
+    The backend's capabilities decide the rest: ``keeps_layers`` offers mixed precision and
+    ``keep_float``; a ``calibration_method`` option with choices offers those choices.
     """
     target_cls = get_target(profile.backend)
+    keeps_layers = target_cls.capabilities.keeps_layers
     precisions = tuple(p for p in profile.precisions if p in target_cls.supported_precisions)
-    if mixed and profile.backend in _KEEPS_LAYERS:
+    if mixed and keeps_layers:
         precisions += tuple(f"mixed-{p}" for p in precisions if p in ("int8", "int4"))
     space: dict[str, tuple] = {
         "precision": precisions,
@@ -51,10 +54,20 @@ def default_space(
     }
     if students:
         space["student"] = ("none", *(f"{arch}-{h}" for arch in sorted(MODELS) for h in (16, 32)))
-    if profile.backend == "onnx":
-        space["calibration_method"] = _ONNX_METHODS
+    methods = option_choices(target_cls, CALIBRATION_OPTION)
+    if methods:
+        space[CALIBRATION_OPTION] = methods
+    if keeps_layers:
         space["keep_float"] = tuple(_KEEP_FLOAT)
     return space
+
+
+def option_choices(target_cls: type[Target], name: str) -> tuple:
+    """The choices the backend's options declare for option ``name`` (empty when none)."""
+    for spec in dataclasses.fields(target_cls.options_type):
+        if spec.name == name:
+            return tuple(spec.metadata.get("choices", ()))
+    return ()
 
 
 def load_space(path: str | Path, base: dict[str, tuple]) -> dict[str, tuple]:
@@ -107,8 +120,8 @@ def recipe_for(
     base = params["precision"].removeprefix("mixed-")
     if base in needs_calibration:
         lower["calibration_windows"] = int(params["calibration_windows"])
-        if "calibration_method" in params:
-            options["calibration_method"] = params["calibration_method"]
+        if CALIBRATION_OPTION in params:
+            options[CALIBRATION_OPTION] = params[CALIBRATION_OPTION]
         mixed = base != params["precision"]  # the mixed search picks the float layers itself
         if params.get("keep_float", "none") != "none" and not mixed:
             options["keep_float"] = _KEEP_FLOAT[params["keep_float"]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from edgecomp.spec import Model
 
 MODEL_FILE = "model.onnx"
+QTYPES = ("uint8", "int8")  # the keys of quantize._QTYPES (that module imports onnxruntime)
+METHODS = ("minmax", "entropy", "percentile")  # the keys of quantize._METHODS
 
 
 def export_onnx(
@@ -82,11 +84,11 @@ class OnnxOptions(base.TargetOptions):
     VERSION: ClassVar[int] = 1
 
     opset: int = 17
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
+    activation_type: str = field(default="uint8", metadata={"choices": QTYPES})
+    weight_type: str = field(default="int8", metadata={"choices": QTYPES})
     per_channel: bool = False
     reduce_range: bool = False
-    calibration_method: str = "minmax"
+    calibration_method: str = field(default="minmax", metadata={"choices": METHODS})
     max_input_ratio: float = 8.0
     int4_block_size: int = 64
     int4_group_size: str = "auto"
