@@ -22,6 +22,7 @@ __all__ = [
     "naive_forecasts",
     "observed_targets",
     "relative_change",
+    "scored_note",
     "summarize",
 ]
 
@@ -152,6 +153,19 @@ def _rmse(err: np.ndarray, mask: np.ndarray) -> list[float | None]:
         kept = row[n > 0]
         out.append(float(kept.mean()) if kept.size else None)
     return out
+
+
+def scored_note(metrics: dict[str, Any]) -> str:
+    """One line for a table: how many values it scored, how many imputed ones it left out, and
+    the steps without an observed value."""
+    if "n_scored" not in metrics:
+        return "every value scored, imputed ones included (a record from an older edgecomp)"
+    text = (
+        f"scored {metrics['n_scored']:,} observed values, left out "
+        f"{metrics['n_imputed']:,} imputed ones"
+    )
+    empty = ", ".join(metrics.get("unscored") or {})
+    return text + (f"; no observed value at {empty} (n/a)" if empty else "")
 
 
 def relative_change(artifact: Sequence[float | None], reference: Sequence[float | None]) -> list:

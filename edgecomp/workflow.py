@@ -15,7 +15,7 @@ from edgecomp.data import DataConfig, Dataset, config_from_spec, prepare
 from edgecomp.data.summary import display_steps
 from edgecomp.dataflags import read_overrides
 from edgecomp.frontend import load_model, reference_predict, source_kind
-from edgecomp.metrics import horizon_metrics, observed_targets
+from edgecomp.metrics import horizon_metrics, observed_targets, scored_note
 from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics, build
 from edgecomp.spec import Model, ModelSpec
 
@@ -105,7 +105,7 @@ def evaluation_table(evaluation: dict[str, Any], *, title: str) -> Table:
     """A rich table: one row per forecaster (model, baselines), one column per horizon step."""
     rows = {"model": evaluation["model"], **evaluation["baselines"]}
     steps = display_steps(len(evaluation["model"]["mae"]))  # long horizons: h1, h2, h4, ..., H
-    table = Table(title=title, caption=_scored_caption(evaluation["model"]))
+    table = Table(title=title, caption=scored_note(evaluation["model"]))
     table.add_column("forecaster")
     for h in steps:
         table.add_column(f"h{h}", justify="right")
@@ -116,18 +116,6 @@ def evaluation_table(evaluation: dict[str, Any], *, title: str) -> Table:
         mean = f"{np.mean(kept):.4g}" if kept else "n/a"
         table.add_row(name, *(_cell(mae[h - 1]) for h in steps), mean)
     return table
-
-
-def _scored_caption(metrics: dict[str, Any]) -> str:
-    """How many values the table scored and how many imputed ones it left out."""
-    if "n_scored" not in metrics:
-        return "scored every value, imputed ones included (an evaluation from an older edgecomp)"
-    text = (
-        f"scored {metrics.get('n_scored', 0):,} observed values, left out "
-        f"{metrics.get('n_imputed', 0):,} imputed ones"
-    )
-    empty = ", ".join(metrics.get("unscored") or {})
-    return text + (f"; no observed value at {empty} (n/a)" if empty else "")
 
 
 def _cell(value: float | None) -> str:

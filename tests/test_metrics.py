@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from edgecomp.metrics import horizon_metrics, naive_forecasts, relative_change, summarize
+from edgecomp.metrics import (
+    horizon_metrics,
+    naive_forecasts,
+    relative_change,
+    scored_note,
+    summarize,
+)
 
 # N = 2 windows, H = 2 steps, F_out = 2 targets; indexed [n, h, target]
 Y_TRUE = np.stack([np.array([[10, 20], [30, 40]]), np.array([[0, 1], [2, -4]])], axis=-1)
@@ -186,6 +192,7 @@ def test_step_without_observed_value_says_so():
     assert m["mae"][1] is None and m["rmse"][1] is None and m["mape"][1] is None
     assert m["mae"][0] == pytest.approx(0.75)
     assert "no observed value" in m["unscored"]["h2"]
+    assert scored_note(m).endswith("no observed value at h2 (n/a)")
     assert json.loads(json.dumps(m)) == m
     assert summarize(m)["mae"] == pytest.approx(0.75)
 
@@ -228,7 +235,6 @@ def test_observed_targets_on_real_data(traffic_path, traffic_config):
 
 
 def test_bench_accuracy_scores_observed_values_and_says_how_many():
-    from edgecomp.bench.report import _scored_note
     from edgecomp.bench.runner import _accuracy
 
     # setup: the imputed entry is wildly off; the manifest's reference is the clean MAE
@@ -240,4 +246,4 @@ def test_bench_accuracy_scores_observed_values_and_says_how_many():
     # assert
     assert acc["artifact"]["mae"] == pytest.approx(reference["mae"])
     assert acc["delta_mae_pct"] == pytest.approx([0.0, 0.0])
-    assert "Scored on 7 observed values; 1 imputed ones left out" in _scored_note(acc["artifact"])
+    assert scored_note(acc["artifact"]) == "scored 7 observed values, left out 1 imputed ones"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecomp._io import atomic_write_text
+from edgecomp.metrics import scored_note
 
 __all__ = ["write_report", "render_markdown", "print_summary", "summary_rows", "SUMMARY_COLUMNS"]
 
@@ -195,26 +196,13 @@ def _horizon_section(report: dict[str, Any]) -> str:
         f"{acc['split']} split, {acc['n_windows']} windows ({acc.get('n_refused', 0)} refused); "
         f"reference: {acc.get('reference_split')} split, {acc.get('reference_n_windows')} windows"
         + ("" if acc.get("comparable") else " (not the same windows)")
-        + f". {_scored_note(acc['artifact'])} Raw-window MAE: the same windows with their "
-        f"{gateway.get('n_with_missing', 0)} gappy ones filled per window by the runtime "
-        f"({gateway.get('n_refused', 0)} refused)."
+        + f". {scored_note(acc['artifact']).capitalize()}. Raw-window MAE: the same windows "
+        f"with their {gateway.get('n_with_missing', 0)} gappy ones filled per window by the "
+        f"runtime ({gateway.get('n_refused', 0)} refused)."
     )
     head = f"### {report['artifact']['name']}\n\n{note}\n\n"
     columns = ("h", "MAE", "reference MAE", "Δ", "Δ%", "raw-window MAE")
     return head + _table(columns, rows) + "\n"
-
-
-def _scored_note(metrics: dict[str, Any]) -> str:
-    """How many truth values were scored and how many imputed ones were left out."""
-    if "n_scored" not in metrics:
-        return "Scored on every truth value (imputed ones included: an older report)."
-    note = (
-        f"Scored on {metrics['n_scored']:,} observed values; {metrics['n_imputed']:,} imputed "
-        f"ones left out."
-    )
-    for step, reason in (metrics.get("unscored") or {}).items():
-        note += f" {step}: {reason}."
-    return note
 
 
 def _engine_note(report: dict[str, Any]) -> str:
