@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test examples bench bench-tune bench-passes bench-int4 bench-tensorrt bench-fl \
-	bench-arm bench-stream arm64-check lint clean system-deps runtime-envs
+	bench-arm bench-stream bench-gateway arm64-check lint clean system-deps runtime-envs
 
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
@@ -96,6 +96,11 @@ bench-arm: $(STAMP)
 bench-stream: $(STAMP) system-deps
 	$(BIN)/python benchmarks/stream_cost.py
 	$(BIN)/python benchmarks/footprint.py
+
+# The gateway under load; the example builds the traffic TCN int8 with its step model first
+bench-gateway: $(STAMP) system-deps
+	$(BIN)/python examples/gateway/run.py
+	$(BIN)/python benchmarks/gateway_load.py --artifact examples/gateway/out/traffic-tcn-int8.edgepkg
 
 # The runtime inside a real aarch64 Python under qemu-user (downloads ~100 MB into .cache/arm64)
 arm64-check: $(STAMP)
