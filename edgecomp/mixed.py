@@ -7,11 +7,11 @@ compile again. Each step is a real compile for the target, so interactions betwe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from edgecomp.analyze import Log, Measurement, Sensitivity, measure
+from edgecomp.budget import Budget, parse_increase  # the one budget of every building command
 from edgecomp.data import Dataset
 from edgecomp.pipeline import BuildConfig, BuildError
 from edgecomp.spec import Model
@@ -21,73 +21,6 @@ __all__ = ["Budget", "BudgetError", "MixedPlan", "plan_mixed", "parse_increase"]
 
 class BudgetError(BuildError):
     """The budget cannot be met, even with every layer in float; the message says by how much."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much error the quantized artifact may add.
-
-    Attributes:
-        max_increase: Relative MAE increase allowed over the all-float artifact (0.01 = 1 %).
-        max_error: Absolute MAE allowed, in the targets' raw units.
-        at_horizon: 1-based horizon step the budget applies to; None means every step.
-    """
-
-    max_increase: float | None = None
-    max_error: float | None = None
-    at_horizon: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.max_increase is None) == (self.max_error is None):
-            raise BuildError("give exactly one budget: a relative MAE increase or an absolute MAE")
-        value = self.max_increase if self.max_error is None else self.max_error
-        if not value >= 0:
-            raise BuildError(f"the error budget must be a number >= 0; got {value!r}")
-        if self.at_horizon is not None and self.at_horizon < 1:
-            raise BuildError(f"--at-horizon counts from 1; got {self.at_horizon}")
-
-    def steps(self, horizon: int) -> list[int]:
-        """0-based horizon steps the budget checks."""
-        if self.at_horizon is None:
-            return list(range(horizon))
-        if self.at_horizon > horizon:
-            raise BuildError(f"--at-horizon {self.at_horizon} is beyond the horizon ({horizon})")
-        return [self.at_horizon - 1]
-
-    def limits(self, float_mae: list[float]) -> list[float]:
-        """Allowed MAE per horizon step (inf where the budget does not look)."""
-        checked = set(self.steps(len(float_mae)))
-        return [
-            (r * (1 + self.max_increase) if self.max_error is None else self.max_error)
-            if h in checked
-            else float("inf")
-            for h, r in enumerate(float_mae)
-        ]
-
-    def describe(self) -> str:
-        """E.g. "MAE +1 % at every horizon step"."""
-        what = (
-            f"MAE +{self.max_increase * 100:g} %"
-            if self.max_error is None
-            else f"MAE <= {self.max_error:g} (raw units)"
-        )
-        where = "every horizon step" if self.at_horizon is None else f"h{self.at_horizon}"
-        return f"{what} at {where}"
-
-
-def parse_increase(text: str) -> float:
-    """ "1%" or "0.01" -> 0.01.
-
-    Raises:
-        BuildError: Not a number or a percentage.
-    """
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
-    if match is None:
-        raise BuildError(
-            f"--max-error-increase must be a number or a percentage (1%); got {text!r}"
-        )
-    value = float(match[1])
-    return value / 100 if match[2] else value
 
 
 @dataclass(frozen=True)

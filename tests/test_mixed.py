@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecomp.analyze import analyze
-from edgecomp.mixed import Budget, BudgetError, parse_increase, plan_mixed
-from edgecomp.pipeline import BuildError
+from edgecomp.mixed import Budget, BudgetError, plan_mixed
 from edgecomp.targets.onnx import OnnxTarget
 
 pytestmark = pytest.mark.skipif(not OnnxTarget.is_available(), reason=OnnxTarget.missing_reason())
@@ -26,28 +25,7 @@ def lstm(traffic_checkpoints, traffic_path):
     return model, dataset, analyze(model, dataset, precision="int4")
 
 
-@pytest.mark.parametrize(("text", "value"), [("1%", 0.01), (" 2.5 % ", 0.025), ("0.01", 0.01)])
-def test_parse_increase(text, value):
-    assert parse_increase(text) == pytest.approx(value)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "needle"),
-    [
-        ({}, "exactly one budget"),
-        ({"max_increase": 0.01, "max_error": 1.0}, "exactly one budget"),
-        ({"max_increase": -0.1}, ">= 0"),
-        ({"max_increase": 0.01, "at_horizon": 0}, "counts from 1"),
-    ],
-)
-def test_bad_budgets_are_refused(kwargs, needle):
-    with pytest.raises(BuildError, match=needle):
-        Budget(**kwargs)
-
-
-def test_bad_percentage_is_refused():
-    with pytest.raises(BuildError, match="percentage"):
-        parse_increase("one percent")
+# Budget parsing and refusals: tests/test_budget.py (edgecomp.budget, re-exported here).
 
 
 def test_budget_limits_at_a_named_horizon():
@@ -55,7 +33,7 @@ def test_budget_limits_at_a_named_horizon():
     limits = Budget(max_increase=0.1, at_horizon=2).limits([1.0, 2.0, 3.0])
     # assert
     assert limits == [float("inf"), pytest.approx(2.2), float("inf")]
-    with pytest.raises(BuildError, match="beyond the horizon"):
+    with pytest.raises(ValueError, match="beyond the model's horizon"):
         Budget(max_increase=0.1, at_horizon=4).limits([1.0, 2.0, 3.0])
 
 
