@@ -430,3 +430,68 @@ def test_report_benches_a_real_artifact(tmp_path):
     assert row["recipe"] == "fp32: not quantized" and row["engine"]["native"] is True
     assert row["pareto"] is None  # no --data: no error to put it on the front
     assert len(doc["artifacts"][0]["latency"]["b1"]["quantiles_ms"]) == 101
+
+
+# --- reports across devices (edgecomp-runtime bench JSONs) -------------------------------------
+
+_DEVICE_FIXTURES = Path(__file__).resolve().parent / "runtime" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def device_benches() -> dict[str, list[dict]]:
+    """The fixture int8 and int4 TCNs measured once by edgecomp-runtime bench, as two devices."""
+    from edgecomp_runtime.bench import BenchConfig, bench
+
+    config = BenchConfig(batch_sizes=(1, 8), min_iters=5, min_seconds=0.0, warmup=1)
+    artifacts = [_DEVICE_FIXTURES / f"tcn-{p}.edgepkg" for p in ("int8", "int4")]
+    measured = bench(artifacts, data=_DEVICE_FIXTURES / "traffic-tail.csv", config=config)
+    return {
+        name: [{**b, "device": {**b["device"], "name": name}} for b in measured]
+        for name in ("pi5", "jetson")
+    }
+
+
+def test_report_shows_each_artifact_per_device_side_by_side(device_benches, tmp_path):
+    # setup: the same two artifacts from two devices
+    benches = device_benches["pi5"] + device_benches["jetson"]
+    # execute
+    paths = write_full_report(benches, tmp_path / "report")
+    doc = json.loads(paths["json"].read_text())
+    # assert: one row per (artifact, device), a side-by-side section, a plot per metric
+    jsonschema.validate(doc, report_schema())
+    assert sorted((r["name"], r["device"]) for r in doc["rows"]) == [
+        ("tcn-int4", "jetson"),
+        ("tcn-int4", "pi5"),
+        ("tcn-int8", "jetson"),
+        ("tcn-int8", "pi5"),
+    ]
+    markdown = paths["md"].read_text()
+    assert "## Devices side by side" in markdown
+    assert {"device_latency", "device_memory", "device_error"} <= set(doc["plots"])
+    assert all((tmp_path / "report" / f"{n}.png").is_file() for n in doc["plots"])
+
+
+def test_regression_gate_compares_the_same_device_only(device_benches):
+    # setup: a baseline from pi5 only; the new run has pi5 and jetson, pi5 twice as slow
+    slow = copy.deepcopy(device_benches["pi5"])
+    for bench in slow:
+        for stats in bench["latency"].values():
+            stats["p50_ms"] *= 2
+            stats["quantiles_ms"] = [q * 2 for q in stats["quantiles_ms"]]
+    # execute
+    result = compare_runs(slow + device_benches["jetson"], device_benches["pi5"])
+    # assert: pi5 regressed against pi5; jetson is new, never judged against pi5's figures
+    status = {v["key"].rsplit("|", 1)[1] + ":" + v["name"]: v["status"] for v in result["verdicts"]}
+    assert status == {
+        "pi5:tcn-int8": "regressed",
+        "pi5:tcn-int4": "regressed",
+        "jetson:tcn-int8": "new",
+        "jetson:tcn-int4": "new",
+    }
+
+
+def test_a_device_bench_json_loads_as_report_input(device_benches, tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(device_benches["pi5"]))
+    loaded = load_bench_json(path)
+    assert [b["device"]["name"] for b in loaded] == ["pi5", "pi5"]

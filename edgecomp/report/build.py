@@ -14,6 +14,7 @@ from edgecomp._io import atomic_write_bytes, atomic_write_text
 # NOTE: the bench package's JSON cleaner (NaN -> None, numpy -> lists), shared, not duplicated.
 from edgecomp.bench.report import _finite
 from edgecomp.report.compare import Rules, artifact_key, compare_runs
+from edgecomp.report.devices import device_name
 from edgecomp.report.inputs import SCHEMA, SCHEMA_VERSION, ReportError, load_bench_json
 from edgecomp.report.mixed_precision import manifest_from_disk, mixed_records
 
@@ -143,6 +144,7 @@ def summary_row(bench: dict[str, Any], host: int = 0) -> dict[str, Any]:
             "recipe": (art.get("recipe") or {}).get("summary"),
             "engine": bench["engine"],
             "host": host,
+            "device": device_name(bench),
             "file_size": art["file_size"],
             "model_file_size": art.get("model_file_size"),
             "peak_rss_mb": (bench.get("memory") or {}).get("peak_rss_mb"),

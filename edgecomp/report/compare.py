@@ -1,6 +1,7 @@
 """Regression view: compare a report's artifacts with a baseline run's, beyond measured noise.
 
-Artifacts are matched by (name, target, precision). Per matched artifact:
+Artifacts are matched by (name, target, precision) and, for benches measured on a named device,
+the device: a Raspberry Pi run is never compared with a build-host run. Per matched artifact:
 
 - latency, per batch size measured in both runs: p50 regressed when it grew by more than
   ``min(latency_cap, max(latency_floor, latency_k * spread))``, where spread is the larger
@@ -51,9 +52,12 @@ class Rules:
 
 
 def artifact_key(bench: dict[str, Any]) -> str:
-    """The matching key of a bench dict: "name|target|precision"."""
+    """The matching key of a bench dict: "name|target|precision", plus "|device" for a bench
+    measured on a named device (``edgecomp-runtime bench``), so runs compare like with like."""
     art = bench["artifact"]
-    return f"{art['name']}|{art.get('target')}|{art.get('precision')}"
+    key = f"{art['name']}|{art.get('target')}|{art.get('precision')}"
+    device = bench.get("device")
+    return f"{key}|{device['name']}" if isinstance(device, dict) and device.get("name") else key
 
 
 def compare_runs(

@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 from edgecomp.report.compare import artifact_key
+from edgecomp.report.devices import device_plots
 from edgecomp.report.mixed_precision import mixed_plots
 
 __all__ = ["render_plots"]
@@ -46,7 +47,7 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
         fig = fn()
         if fig is not None:
             images[name] = _png(fig)
-    return images | mixed_plots(report)
+    return images | device_plots(report) | mixed_plots(report)
 
 
 def _png(fig: Any) -> bytes:

@@ -12,6 +12,7 @@ import html
 import math
 from typing import Any
 
+from edgecomp.report.devices import device_sections
 from edgecomp.report.mixed_precision import mixed_sections
 
 __all__ = ["format_summary", "render_html", "render_markdown"]
@@ -103,7 +104,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, str, Table]]:
         note = "Test-split MAE per horizon step (data units); in brackets its change (%) "
         out.append(("Error per horizon step", note + "against the fp32 reference.", _mae(rows)))
     out.append(("Engines", "What ran each artifact's figures.", _engine_table(rows)))
-    return out + mixed_sections(report)
+    return out + device_sections(report) + mixed_sections(report)
 
 
 def _intro(report: dict[str, Any]) -> str:
