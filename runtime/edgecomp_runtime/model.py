@@ -19,7 +19,7 @@ from edgecomp_runtime.errors import (
     ModelOutputError,
 )
 from edgecomp_runtime.layout import flatten_nodes
-from edgecomp_runtime.opcheck import check_onnx
+from edgecomp_runtime.opcheck import check_onnx, check_tflite
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
 from edgecomp_runtime.stream import Stream
@@ -83,9 +83,11 @@ def load(
 
 
 def _check_model_file(data: bytes, manifest: dict[str, Any], backend: str) -> Any:
-    """The ONNX checks of ``opcheck`` (before any engine parses the file); the input range."""
+    """The checks of ``opcheck`` (before any engine parses the file); the input range."""
     if backend in _ONNX_BACKENDS and manifest["model_file"].endswith(".onnx"):
         return check_onnx(data, manifest, backend)
+    if backend == "tflite":
+        check_tflite(data, manifest)
     entry = manifest["io"]["inputs"][0]  # int8 I/O (LiteRT): the manifest carries the range
     if entry["dtype"] in ("int8", "uint8") and "scale" in entry:
         low, high = (-128, 127) if entry["dtype"] == "int8" else (0, 255)

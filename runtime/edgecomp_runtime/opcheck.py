@@ -11,6 +11,9 @@ constant tensors, and whether any tensor lives outside the file.
   (Loop, Scan, If), no sequences, random or string operators, no subgraphs, no model-local
   functions, no external data. Operators that allocate from a shape (ConstantOfShape, Expand,
   Tile, Range) may not ask for more than ``MAX_ELEMENTS`` elements when that shape is constant.
+* **TFLite** (``tflite`` backend): the builtin operators the ARM lowering emits
+  (``TFLITE_OPS``, read from the flatbuffer's operator codes); no custom operators, no control
+  flow (WHILE, IF, CALL_ONCE), no random operators, one subgraph.
 * **Input range**: for a quantized input (a QuantizeLinear reached from the graph input through
   layout operators), the range of scaled values it represents, for ``Model.predict`` to refuse
   inputs far outside it.
@@ -47,6 +50,20 @@ _OPS = frozenset({("", op) for op in _STANDARD.split()}) | frozenset(
 )
 # backend -> the (domain, operator) pairs its lowering may emit; "" is the ONNX domain
 ALLOWED_OPS: dict[str, frozenset[tuple[str, str]]] = {"onnx": _OPS, "tensorrt": _OPS}
+# TFLite builtin operator -> its BuiltinOperator code (schema.fbs; a test checks them against
+# ai_edge_litert's schema): what litert-torch and ai-edge-quantizer emit for these forecasters
+TFLITE_OPS: dict[str, int] = {
+    "ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
+    "DEQUANTIZE": 6, "FULLY_CONNECTED": 9, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18,
+    "RELU": 19, "RELU6": 21, "RESHAPE": 22, "SOFTMAX": 25, "TANH": 28, "PAD": 34, "GATHER": 36,
+    "TRANSPOSE": 39, "MEAN": 40, "SUB": 41, "DIV": 42, "SQUEEZE": 43,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": 44, "STRIDED_SLICE": 45, "EXP": 47, "SPLIT": 49, "CAST": 53,
+    "MAXIMUM": 55, "MINIMUM": 57, "NEG": 59, "PADV2": 60, "SELECT": 64, "SLICE": 65,
+    "EXPAND_DIMS": 70, "SUM": 74, "SQRT": 75, "RSQRT": 76, "PACK": 83, "UNPACK": 88,
+    "SQUARE": 92, "LEAKY_RELU": 98, "SQUARED_DIFFERENCE": 99, "SPLIT_V": 102, "ABS": 101,
+    "QUANTIZE": 114, "HARD_SWISH": 117, "SELECT_V2": 123, "BATCH_MATMUL": 126, "GELU": 150,
+}  # fmt: skip
+_TFLITE_NAMES = {code: name for name, code in TFLITE_OPS.items()}
 _LAYOUT = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
 _LAYOUT |= {"Slice", "Gather"}
 _ELEM = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 10: "float16"}
@@ -84,6 +101,31 @@ def check_onnx(data: bytes, manifest: dict[str, Any], backend: str) -> tuple[flo
     _check_io(graph, manifest["io"], where)
     _check_ops(graph, ALLOWED_OPS.get(backend, _OPS), backend, where)
     return _input_range(graph)
+
+
+def check_tflite(data: bytes, manifest: dict[str, Any]) -> None:
+    """Check a TFLite flatbuffer's operators against ``TFLITE_OPS``.
+
+    Raises:
+        ArtifactError: Not a TFLite flatbuffer, more than one subgraph, a custom operator, or a
+            builtin operator outside ``TFLITE_OPS``; the message names the file and operator.
+    """
+    where = manifest["model_file"]
+    try:
+        if bytes(data[4:8]) != b"TFL3":
+            raise ValueError("no TFL3 identifier")
+        codes, subgraphs = _tflite_codes(memoryview(data))
+    except (ValueError, IndexError, struct.error) as exc:
+        raise ArtifactError(f"{where}: not a readable TFLite model ({exc})") from None
+    if subgraphs != 1:
+        raise ArtifactError(f"{where}: {subgraphs} subgraphs; the ARM lowering emits one")
+    for code, custom in codes:
+        if custom is not None or code not in _TFLITE_NAMES:
+            what = f"custom operator '{custom}'" if custom is not None else f"builtin code {code}"
+            raise ArtifactError(
+                f"{where}: {what} is not one the 'tflite' lowering emits; allowed: "
+                f"{', '.join(sorted(TFLITE_OPS))}"
+            )
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -174,6 +216,56 @@ def _quantized_range(constants: dict[str, np.ndarray], inputs: list[str]) -> Any
 
 def _name(key: tuple[str, str]) -> str:
     return f"{key[0]}:{key[1]}" if key[0] else key[1]
+
+
+# --- flatbuffers (TFLite) ---------------------------------------------------------------------
+
+
+def _tflite_codes(buf: memoryview) -> tuple[list[tuple[int, str | None]], int]:
+    """The (builtin code, custom name) of each OperatorCode, and the number of subgraphs."""
+    root = _uoffset(buf, 0)
+    codes = []
+    for table in _tables(buf, _field(buf, root, 1)):  # Model.operator_codes
+        deprecated = _scalar(buf, table, 0, "<b")
+        builtin = _scalar(buf, table, 3, "<i")
+        custom = _field(buf, table, 1)
+        codes.append((max(deprecated, builtin), None if custom is None else _string(buf, custom)))
+    return codes, len(_tables(buf, _field(buf, root, 2)))  # Model.subgraphs
+
+
+def _uoffset(buf: memoryview, pos: int) -> int:
+    return pos + struct.unpack_from("<I", buf, pos)[0]
+
+
+def _field(buf: memoryview, table: int, index: int) -> int | None:
+    """Position of field ``index`` of the table at ``table``, or None when absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    size = struct.unpack_from("<H", buf, vtable)[0]
+    if 4 + 2 * index >= size:
+        return None
+    offset = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+def _scalar(buf: memoryview, table: int, index: int, fmt: str) -> int:
+    position = _field(buf, table, index)
+    return 0 if position is None else struct.unpack_from(fmt, buf, position)[0]
+
+
+def _tables(buf: memoryview, position: int | None) -> list[int]:
+    if position is None:
+        return []
+    vector = _uoffset(buf, position)
+    count = struct.unpack_from("<I", buf, vector)[0]
+    if count > len(buf) // 4:
+        raise ValueError(f"a vector of {count} entries in {len(buf)} bytes")
+    return [_uoffset(buf, vector + 4 + 4 * i) for i in range(count)]
+
+
+def _string(buf: memoryview, position: int) -> str:
+    start = _uoffset(buf, position)
+    length = struct.unpack_from("<I", buf, start)[0]
+    return bytes(buf[start + 4 : start + 4 + length]).decode("utf-8", "replace")
 
 
 # --- protobuf wire format ---------------------------------------------------------------------

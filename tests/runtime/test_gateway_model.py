@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgecomp_runtime as ecr
 import edgecomp_runtime.model as runtime_model
-from edgecomp_runtime.opcheck import check_onnx
+from edgecomp_runtime.opcheck import TFLITE_OPS, check_onnx, check_tflite
 
 
 @pytest.fixture
@@ -181,3 +181,47 @@ def test_int8_input_refuses_values_far_outside_its_range(variant, toy):
     assert ecr.load(path, range_factor=10).predict(far).shape == (2, 2)
     with pytest.raises(ValueError, match="range_factor must be a number >= 1"):
         ecr.load(path, range_factor=0.5)
+
+
+def tflite_bytes(codes: list[tuple[int, str | None]], subgraphs: int = 1) -> bytes:
+    """A TFLite flatbuffer with these operator codes (built with LiteRT's own schema)."""
+    flatbuffers = pytest.importorskip("flatbuffers", reason="builds a TFLite flatbuffer")
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated", reason="TFLite schema")
+    model = schema.ModelT()
+    model.version = 3
+    model.operatorCodes = []
+    for code, custom in codes:
+        entry = schema.OperatorCodeT()
+        entry.builtinCode, entry.deprecatedBuiltinCode = code, min(code, 127)
+        entry.customCode = custom
+        model.operatorCodes.append(entry)
+    model.subgraphs = [schema.SubGraphT() for _ in range(subgraphs)]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize(
+    ("codes", "subgraphs", "message"),
+    [
+        ([(119, None)], 1, "builtin code 119 is not one the 'tflite' lowering emits"),  # WHILE
+        ([(0, None), (32, "FlexRandom")], 1, "custom operator 'FlexRandom'"),
+        ([(146, None)], 1, "builtin code 146"),  # RANDOM_STANDARD_NORMAL
+        ([(0, None)], 2, "2 subgraphs; the ARM lowering emits one"),
+    ],
+)
+def test_tflite_operators_outside_the_lowering_are_refused(
+    valid_manifest, codes, subgraphs, message
+):
+    # setup
+    data = tflite_bytes(codes, subgraphs)
+    # execute / assert
+    with pytest.raises(ecr.ArtifactError, match=message):
+        check_tflite(data, valid_manifest)
+    check_tflite(tflite_bytes([(0, None), (9, None), (44, None), (114, None)]), valid_manifest)
+
+
+def test_tflite_codes_match_the_litert_schema():
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated", reason="TFLite schema")
+    codes = vars(schema.BuiltinOperator)
+    assert {name: codes.get(name) for name in TFLITE_OPS} == TFLITE_OPS
