@@ -84,7 +84,8 @@ def read_csv(
     rows = [row for row in csv.reader(path.read_text().splitlines()) if row]
     if not rows:
         raise InputError(f"{path}: the CSV file is empty")
-    if time_col is None and not times and all(_is_cell(cell) for cell in rows[0]):  # no header
+    headerless = all(_parses(cell_value, cell) for cell in rows[0])
+    if time_col is None and not times and headerless:
         positions = list(range(len(rows[0])))
         return _cells(path, rows, positions, [f"column {i + 1}" for i in positions]), None
     header = [name.strip() for name in rows[0]]
@@ -146,7 +147,7 @@ def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
     """An ISO-8601 timestamp or Unix seconds, as a naive UTC datetime (as the compiler reads it)."""
     text = text.strip()
     try:
-        if _is_number(text):
+        if _parses(float, text):
             return datetime.fromtimestamp(float(text), tz=timezone.utc).replace(tzinfo=None)
         stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except (ValueError, OverflowError, OSError):
@@ -156,17 +157,10 @@ def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
     return stamp
 
 
-def _is_cell(text: str) -> bool:
+def _parses(parse: Any, text: str) -> bool:
+    """True when ``parse(text)`` raises no ValueError."""
     try:
-        cell_value(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
+        parse(text)
     except ValueError:
         return False
     return True
