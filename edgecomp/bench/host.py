@@ -14,27 +14,8 @@ from typing import Any
 
 import psutil
 
-#: ISA flags that decide which kernels an engine can use (x86 and ARM spellings).
-ISA_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "neon",
-    "asimd",
-    "asimddp",
-    "i8mm",
-    "sve",
-)
+from edgecomp_runtime.device import ISA_FLAGS  # one list for the compiler's and the device's bench
+
 PACKAGES = ("numpy", "edgecomp", "edgecomp-runtime", "torch")  # and each backend's toolchain
 _THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO_", "VECLIB_", "ORT_")
 

@@ -9,7 +9,6 @@ runtime, and that process checks it never imported torch.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import importlib.metadata
 import json
@@ -18,7 +17,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 import edgecomp_runtime
 from edgecomp.bench.host import host_info
+from edgecomp_runtime.bench import latency_stats, measure  # one timing loop, both benches
 
 __all__ = [
     "BenchError",
@@ -150,48 +150,6 @@ def bench_artifact(
         "memory": _child_memory(path, batch_sizes, threads) if memory else None,
         "load_ms": load_ms,
         "accuracy": accuracy,
-    }
-
-
-def measure(
-    fn: Callable[[], object], *, warmup: int, min_iters: int, min_seconds: float
-) -> np.ndarray:
-    """Call ``fn`` ``warmup`` times, then time calls until both minimums are met; ms per call."""
-    for _ in range(warmup):
-        fn()
-    times: list[int] = []
-    deadline = time.perf_counter_ns() + int(min_seconds * 1e9)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while len(times) < min_iters or time.perf_counter_ns() < deadline:
-            start = time.perf_counter_ns()
-            fn()
-            times.append(time.perf_counter_ns() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return np.asarray(times, dtype=np.float64) / 1e6
-
-
-def latency_stats(ms: np.ndarray) -> dict[str, Any]:
-    """Percentiles, mean, spread and count of per-call times in milliseconds.
-
-    ``quantiles_ms`` holds the 0th, 1st, ..., 100th percentiles: a bounded summary of the whole
-    distribution (for plots and noise thresholds) whatever the number of calls.
-    """
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
-        "max_ms": float(ms.max()),
-        "std_ms": float(ms.std()),
-        "iters": int(ms.size),
-        "seconds": float(ms.sum() / 1e3),
-        "quantiles_ms": [float(q) for q in np.percentile(ms, np.arange(101))],
     }
 
 
