@@ -360,8 +360,8 @@ class GraphTemporalLayer(nn.Module):
         t = torch.tanh(self.filter(h)) * torch.sigmoid(self.gate(h))
         if self.n_supports:
             over_nodes = t.transpose(2, 3)  # [B, C, L', N] @ S^T: node mixing as one MatMul
-            spread = [torch.matmul(over_nodes, s.t()).transpose(2, 3) for s in supports]
-            t = torch.cat([t, *spread], dim=1)
+            spread = [torch.matmul(over_nodes, s.t()) for s in supports]
+            t = torch.cat([over_nodes, *spread], dim=1).transpose(2, 3)  # one transpose back
         out = self.mix(t)
         return out + h[:, :, :, self.crop :]
 

@@ -34,7 +34,15 @@ from edgecomp.workflow import build_artifact, train_checkpoint  # noqa: E402
 MAX_MISSING = 0.05  # stations missing at most 5 % of their days (339 of 587)
 INPUT_LEN, HORIZON, SEASON = 14, 7, 7
 TRAIN = TrainConfig(epochs=60, patience=8, lr=1e-3, loss="mae")
-HPARAMS = {"stgnn": {"channels": 16, "seasonal_residual": SEASON}}
+HPARAMS = {  # graph: distance kernel + learned adjacency, graph convolution on the last step
+    "stgnn": {
+        "channels": 16,
+        "seasonal_residual": SEASON,
+        "zero_head": True,
+        "graph_layers": 1,
+        "adjacency": "both",
+    }
+}
 QUICK = {
     "stgnn": {"channels": 4},
     "lstm": {"hidden": 8, "layers": 1},

@@ -1,0 +1,224 @@
+"""Graph forecaster (stgnn) vs the best of LSTM/GRU/TCN, and the cost of the graph against N.
+
+``--part accuracy``: on bike-share (BIXI, the busiest 100 stations missing <= 5 % of days, daily,
+14 days -> 7) and traffic (Oregon DOT, 22 detectors, 15 min, 48 -> 8; no detector coordinates,
+so the adjacency is learned), trains every model, reports test MAE per step, parameters, and
+per target (x86 fp32/int8, ARM int8, Jetson int8) the artifact size, the int8 MAE change and
+b1/b64 p50 latency through the runtime on this host (one thread). ARM artifacts run on LiteRT's
+x86 build here and Jetson artifacts on ONNX Runtime (no TensorRT on this host): those latencies
+describe this host, not the devices. ``--part scaling``: the graph model at N = 22, 100, 300 and
+585 bike-share stations (587 minus the 2 with no departure in the validation period), trained
+for one epoch (size and latency do not depend on the weights): parameters, x86 int8 artifact
+size, b1/b64 latency, with a graph convolution after every temporal layer and after the last
+only (``graph_layers=1``). Prints tables; writes benchmarks/out/graph_compare.json.
+
+    python benchmarks/graph_compare.py --part accuracy [--datasets bikeshare,traffic] [--quick]
+    python benchmarks/graph_compare.py --part scaling [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgecomp.bench import bench_artifact
+from edgecomp.bench.host import host_info
+from edgecomp.data import DataConfig
+from edgecomp.passes.base import count_params
+from edgecomp.pipeline import BuildConfig
+from edgecomp.train import TrainConfig
+from edgecomp.workflow import build_artifact, train_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "bikeshare"))
+import bixi  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "out"
+BASELINES = ("lstm", "gru", "tcn")
+TARGETS = (
+    ("x86-64-avx2", "fp32"),
+    ("x86-64-avx2", "int8"),
+    ("arm64-gateway", "int8"),
+    ("jetson-orin-nano", "int8"),
+)
+BIKE_TRAIN = TrainConfig(epochs=60, patience=8, lr=1e-3, loss="mae")
+TRAFFIC_TRAIN = TrainConfig(epochs=40, patience=6, lr=2e-3)
+SCALING_N = (22, 100, 300, 585)
+
+
+def bike_setup(work: Path, n: int, max_missing: float = 0.05) -> dict:
+    names = bixi.stations(max_missing, n)
+    table = bixi.daily_table(work / f"bixi_{n}.csv", names)
+    coords = bixi.coordinates(work / f"coords_{n}.csv", names)
+    frac = 0.5 if max_missing <= 0.05 else 1.0
+    config = DataConfig(
+        14, 7, split=(0.6, 0.2, 0.2), targets=tuple(names), max_missing_fraction=frac
+    )
+    graph = {"coordinates": str(coords), "globals": bixi.WEATHER_COLUMNS}
+    stgnn = {**graph, "channels": 16, "seasonal_residual": 7, "zero_head": True, "graph_layers": 1}
+    stgnn["adjacency"] = "both"  # the same model as examples/bikeshare
+    return {"data": table, "config": config, "train": BIKE_TRAIN, "hparams": {"stgnn": stgnn}}
+
+
+def traffic_setup() -> dict:
+    return {
+        "data": ROOT / "examples" / "data" / "odot_detector_counts_15min.parquet",
+        "config": DataConfig(48, 8, id_col="detector", value_cols=("total",)),
+        "train": TRAFFIC_TRAIN,
+        "hparams": {"stgnn": {"channels": 8, "zero_head": True, "graph_layers": 2}},
+        "stgnn_train": replace(TRAFFIC_TRAIN, epochs=15, patience=4),
+    }
+
+
+def train(setup: dict, arch: str, work: Path, quick: bool):
+    config = replace(
+        setup.get(f"{arch}_train", setup["train"]),
+        arch=arch,
+        hparams=setup["hparams"].get(arch, {}),
+    )
+    if quick:
+        config = replace(config, epochs=1)
+    start = time.perf_counter()
+    outcome = train_checkpoint(setup["data"], setup["config"], config, work / arch)
+    return outcome, time.perf_counter() - start
+
+
+def measure(path: Path, data: Path, quick: bool) -> dict:
+    kw = {"min_iters": 5, "min_seconds": 0.0} if quick else {"min_iters": 50, "min_seconds": 1.0}
+    report = bench_artifact(path, data=data, memory=False, **kw)
+    acc = report.get("accuracy") or {}
+    return {
+        "engine": report["artifact"].get("engine"),
+        "size_bytes": report["artifact"]["file_size"],
+        "p50_b1_ms": report["latency"]["b1"]["p50_ms"],
+        "p50_b64_ms": report["latency"]["b64"]["p50_ms"],
+        "mae": acc.get("artifact", {}).get("mae"),
+        "delta_mae_pct": acc.get("delta_mae_pct"),
+    }
+
+
+def accuracy_part(name: str, setup: dict, work: Path, quick: bool) -> dict:
+    models = {}
+    for arch in ("stgnn", *BASELINES):
+        outcome, seconds = train(setup, arch, work / name, quick)
+        row = {
+            "mae": outcome.evaluation["model"]["mae"],
+            "params": count_params(outcome.model.module),
+            "train_seconds": round(seconds, 1),
+            "targets": {},
+        }
+        for target, precision in TARGETS:
+            path = work / name / "artifacts" / f"{arch}-{target}-{precision}.edgepkg"
+            config = BuildConfig(target=target, precision=precision)
+            try:
+                build_artifact(str(outcome.path), setup["data"], config, path)
+                row["targets"][f"{target} {precision}"] = measure(path, setup["data"], quick)
+            except Exception as exc:  # a refused build is a result: record why
+                row["targets"][f"{target} {precision}"] = {"error": str(exc)[:300]}
+        models[arch] = row
+        print(f"{name} {arch}: mean MAE {np.mean(row['mae']):.4f}", flush=True)
+    baselines = outcome.evaluation["baselines"]
+    return {"models": models, "baselines": baselines, "verdict": verdict(models, baselines)}
+
+
+def verdict(models: dict, baselines: dict) -> dict:
+    graph = np.array(models["stgnn"]["mae"], dtype=float)
+    best = min(BASELINES, key=lambda a: np.mean(models[a]["mae"]))
+    others = {a: np.array(models[a]["mae"], float) for a in BASELINES}
+    others |= {
+        b: np.array([np.nan if v is None else v for v in m["mae"]]) for b, m in baselines.items()
+    }
+    ratio = float(graph.mean() / np.mean(models[best]["mae"]))
+    return {
+        "best_non_graph": best,
+        "mean_ratio": ratio,
+        "meets_0.97": ratio <= 0.97,
+        "steps_better_than_all": int(
+            sum(
+                all(graph[h] < o[h] for o in others.values() if not np.isnan(o[h]))
+                for h in range(len(graph))
+            )
+        ),
+        "steps": len(graph),
+        "beaten_by": {k: int((o < graph).sum()) for k, o in others.items() if (o < graph).any()},
+    }
+
+
+def scaling_part(work: Path, quick: bool) -> dict:
+    rows = []
+    for n in SCALING_N:
+        setup = bike_setup(work, n, max_missing=1.0)
+        for layers in (None, 1):
+            setup["hparams"]["stgnn"] = {**setup["hparams"]["stgnn"], "graph_layers": layers}
+            setup["train"] = replace(BIKE_TRAIN, epochs=1)
+            outcome, _ = train(setup, "stgnn", work / f"n{n}-g{layers}", quick)
+            path = work / f"n{n}-g{layers}.edgepkg"
+            build_artifact(str(outcome.path), setup["data"], BuildConfig(precision="int8"), path)
+            m = measure(path, setup["data"], quick)
+            rows.append(
+                {
+                    "nodes": n,
+                    "graph_layers": layers or "all",
+                    "params": count_params(outcome.model.module),
+                    **m,
+                }
+            )
+            print(rows[-1], flush=True)
+    return {"rows": rows}
+
+
+def print_accuracy(name: str, part: dict) -> None:
+    print(f"\n## {name}: test MAE per step")
+    for arch, row in part["models"].items():
+        cells = " ".join(f"{v:7.3f}" for v in row["mae"])
+        print(f"{arch:>18} {cells}  mean {np.mean(row['mae']):.3f}  params {row['params']:,}")
+    for b, m in part["baselines"].items():
+        cells = " ".join("    n/a" if v is None else f"{v:7.3f}" for v in m["mae"])
+        print(f"{b:>18} {cells}")
+    print("verdict:", part["verdict"])
+    for arch, row in part["models"].items():
+        for key, t in row["targets"].items():
+            if "error" in t:
+                print(f"  {arch} {key}: refused: {t['error'][:150]}")
+                continue
+            worst = max((d for d in (t["delta_mae_pct"] or []) if d is not None), default=None)
+            print(
+                f"  {arch} {key}: {t['size_bytes'] / 1024:.1f} KB  b1 {t['p50_b1_ms']:.3f} ms  "
+                f"b64 {t['p50_b64_ms']:.3f} ms  int8/fp32 ΔMAE worst step {worst}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("accuracy", "scaling"), required=True)
+    parser.add_argument("--datasets", default="bikeshare,traffic")
+    parser.add_argument("--quick", action="store_true", help="1 epoch, short benches")
+    parser.add_argument("--work", type=Path, default=OUT / "graph_compare")
+    parser.add_argument("--out", type=Path, default=OUT / "graph_compare.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["host"] = host_info()
+    if args.part == "accuracy":
+        for name in args.datasets.split(","):
+            setup = bike_setup(args.work, 100) if name == "bikeshare" else traffic_setup()
+            results[name] = accuracy_part(name, setup, args.work, args.quick)
+            print_accuracy(name, results[name])
+    else:
+        results["scaling"] = scaling_part(args.work, args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
