@@ -135,3 +135,44 @@ def run_batches(gateway: Probe, toy) -> None:
         assert code == 200 and health["problems"] == [], health["problems"]
 
     batch()
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, toy, toy_model_bytes, write_artifact):
+    path = write_artifact(
+        tmp_path_factory.mktemp("push") / "toy.edgepkg",
+        toy.manifest(toy_model_bytes),
+        {"model.onnx": toy_model_bytes},
+    )
+    return ecr.load(path).stream()
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    timestamp=JSON | st.floats(0, 4e9) | st.datetimes(),
+    values=JSON | st.lists(JSON | st.floats(), min_size=3, max_size=3),
+)
+def test_stream_push_raises_only_input_errors_for_any_value(stream, timestamp, values):
+    # setup
+    before = (stream.stats["readings"], stream.window.tobytes())
+    # execute
+    try:
+        stream.push(timestamp, values)
+    except ecr.InputError as exc:
+        # assert: a refused reading leaves the stream as it was, with a one-line reason
+        assert "\n" not in str(exc) and str(exc).startswith("reading: ")
+        assert (stream.stats["readings"], stream.window.tobytes()) == before
+    except ecr.ModelOutputError as exc:  # accepted, but values near float32's limit overflow
+        assert "\n" not in str(exc) and "the model file, not the window" in str(exc)
