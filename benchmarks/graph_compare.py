@@ -90,8 +90,8 @@ def train(setup: dict, arch: str, work: Path, quick: bool):
     return outcome, time.perf_counter() - start
 
 
-def measure(path: Path, data: Path, quick: bool) -> dict:
-    kw = {"min_iters": 5, "min_seconds": 0.0} if quick else {"min_iters": 50, "min_seconds": 1.0}
+def measure(path: Path, data: Path, quick: bool, iters: int = 50) -> dict:
+    kw = {"min_iters": 5, "min_seconds": 0.0} if quick else {"min_iters": iters, "min_seconds": 0.5}
     report = bench_artifact(path, data=data, memory=False, **kw)
     acc = report.get("accuracy") or {}
     return {
@@ -161,7 +161,7 @@ def scaling_part(work: Path, quick: bool) -> dict:
             outcome, _ = train(setup, "stgnn", work / f"n{n}-g{layers}", quick)
             path = work / f"n{n}-g{layers}.edgepkg"
             build_artifact(str(outcome.path), setup["data"], BuildConfig(precision="int8"), path)
-            m = measure(path, setup["data"], quick)
+            m = measure(path, setup["data"], quick, iters=10)  # b64 at N=585: seconds per call
             rows.append(
                 {
                     "nodes": n,

@@ -68,3 +68,11 @@ def test_graph_student_keeps_the_teacher_layout_and_graph():
     assert count_params(student.module) < count_params(teacher.module)
     x = torch.from_numpy(sine_windows(4, L, H, F, F).x)
     assert student.module.eval()(x).shape == (4, H, F)
+
+
+def test_tune_space_offers_graph_students_from_the_registry():
+    from edgecomp.targets import get_profile
+    from edgecomp.tune.space import default_space
+
+    students = default_space(get_profile("x86-64-avx2"))["student"]
+    assert {"stgnn-16", "stgnn-32"} <= set(students)
