@@ -500,6 +500,7 @@ def _client(mqtt: Any, gateway: Gateway) -> Any:
     offline = json.dumps({"state": "offline", "reason": "connection lost"})
     client.will_set(gateway.topics["status"], offline, qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=4)
+    client.suppress_exceptions = True  # a failing callback is logged; the network thread goes on
     return client
 
 
