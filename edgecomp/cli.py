@@ -108,7 +108,8 @@ def _data_options(fn):
             "--calendar",
             callback=_calendar,
             help="Calendar features fed for the forecast steps: comma-separated among hour, "
-            "dow, doy (sine/cosine of hour of day, day of week, day of year, UTC) [default: none].",
+            "dow, doy (sine/cosine of hour of day, day of week, day of year, UTC); 'auto' (train): "
+            "train with and without, keep the lower validation loss [default: none].",
         ),
         click.option(
             "--future-cols",
@@ -140,8 +141,8 @@ def _calendar(ctx: click.Context, param: click.Parameter, value: str | None):
     from edgecomp_runtime.calendar import CALENDAR
 
     names = parse_names(value)
-    if value is not None and value.strip().lower() == "none":
-        return None
+    if value is not None and value.strip().lower() in ("none", "auto"):
+        return None if value.strip().lower() == "none" else "auto"
     unknown = [n for n in names or () if n not in CALENDAR]
     if value is not None and (not names or unknown):
         raise click.BadParameter(f"'{value}' is not a list of {', '.join(CALENDAR)} or 'none'")
@@ -150,6 +151,9 @@ def _calendar(ctx: click.Context, param: click.Parameter, value: str | None):
 
 def _data_config(input_len: int, horizon: int, kw: dict):
     from edgecomp.data import DataConfig
+
+    if kw["calendar"] == "auto":
+        raise click.BadParameter("'auto' applies to `edgecomp train` only", param_hint="--calendar")
 
     def names(value):
         return tuple(v.strip() for v in value.split(",")) if value else None
@@ -235,9 +239,13 @@ def train(
     config = TrainConfig(
         arch=arch, hparams=_parse_pairs(hparam, "--hparam"), **{k: kw.pop(k) for k in train_keys}
     )
-    result = train_checkpoint(
-        data, _data_config(input_len, horizon, kw), config, Path(out), console=console
-    )
+    if kw["calendar"] == "auto":
+        kw["calendar"] = None
+        result = _train_auto_calendar(data, _data_config(input_len, horizon, kw), config, Path(out))
+    else:
+        result = train_checkpoint(
+            data, _data_config(input_len, horizon, kw), config, Path(out), console=console
+        )
     ev = result.evaluation
     console.print(f"{ev['train']['stop_reason']}; kept epoch {ev['train']['best_epoch']}")
     console.print(result.table())
@@ -245,6 +253,47 @@ def train(
         console.print(f"{ev['left_out']} test windows left out: the runtime would refuse them")
     for warning in ev["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+
+
+def _train_auto_calendar(data: str, data_config, config, out: Path):
+    """Train without and with calendar features; keep the lower validation loss at ``out``."""
+    import dataclasses
+    import shutil
+
+    from edgecomp.data import DataError
+    from edgecomp.data.summary import default_calendar
+    from edgecomp.workflow import train_checkpoint
+
+    plain_dir, cal_dir = out.with_name(out.name + ".plain"), out.with_name(out.name + ".calendar")
+    console.print("calendar auto: training without calendar features")
+    plain = train_checkpoint(data, data_config, config, plain_dir, console=console)
+    names = default_calendar(plain.model.spec.period_s or 0.0)
+    console.print(f"calendar auto: training with {', '.join(names) or 'none'}")
+    try:
+        with_cal = dataclasses.replace(data_config, calendar=names or None)
+        calendar = train_checkpoint(data, with_cal, config, cal_dir, console=console)
+    except DataError as exc:  # e.g. a business-day grid: no calendar inputs
+        console.print(f"calendar auto: {escape(str(exc))}; kept without", highlight=False)
+        return _move(plain, out)
+    losses = [r.evaluation["train"]["best_val_loss"] for r in (plain, calendar)]
+    keep, drop = (calendar, plain) if losses[1] < losses[0] else (plain, calendar)
+    console.print(
+        f"calendar auto: validation loss {losses[0]:.4f} without, {losses[1]:.4f} with "
+        f"({losses[1] / losses[0] - 1:+.1%}); kept {'with' if keep is calendar else 'without'}"
+    )
+    shutil.rmtree(drop.path)
+    return _move(keep, out)
+
+
+def _move(outcome, out: Path):
+    """Put a trained checkpoint folder at ``out`` (replacing what is there)."""
+    import shutil
+
+    if out.exists():
+        shutil.rmtree(out)
+    outcome.path.rename(out)
+    outcome.path = out
+    return outcome
 
 
 def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,21 @@ def test_calendar_flag_refuses_bad_values_naming_the_flag(tmp_path):
     good = CliRunner().invoke(main, [*args, "hour", "--json"])
     assert bad.exit_code == 2 and "'--calendar': 'hour,week' is not a list of hour" in bad.output
     assert good.exit_code == 0 and '"hour_sin@+5"' not in good.output  # summary counts only
+
+
+def test_train_calendar_auto_keeps_the_lower_validation_loss(tmp_path):
+    # setup
+    out = tmp_path / "ckpt"
+    args = ["train", str(_hourly(tmp_path)), "-L", "12", "-H", "5", "--arch", "gru", "--epochs"]
+    args += ["2", "--hparam", "hidden=8", "--hparam", "layers=1", "--calendar", "auto", "-o"]
+    # execute
+    result = CliRunner().invoke(main, [*args, str(out)])
+    # assert: one checkpoint left, with or without calendar inputs as the losses said
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if "calendar auto: validation loss" in ln)
+    kept_calendar = line.endswith("kept with")
+    spec = json.loads((out / "spec.json").read_text())
+    assert ("future" in spec) == kept_calendar
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "h.csv"]
+    bad = CliRunner().invoke(main, ["data", str(tmp_path / "h.csv"), "--calendar", "auto"])
+    assert bad.exit_code == 2 and "'auto' applies to `edgecomp train` only" in bad.output

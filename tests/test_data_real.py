@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,17 @@ def test_a_forecaster_on_a_count_series_never_predicts_below_zero(tmp_path):
     # assert: the bare network does go below zero, the artifact never does
     assert (unclamped + ds.mean[0] < 0).any()
     assert forecasts.min() >= 0.0 and (forecasts == 0).any()
+
+
+def test_late_start_bike_share_file_reads_without_editing():
+    # setup: 6 of its 14 stations open 21-52 days late; holiday is True/False text
+    path = Path(__file__).parent / "data" / "bixi_late_start.csv"
+    # execute
+    result = CliRunner().invoke(main, ["data", str(path), "-L", "14", "-H", "7", "--json"])
+    # assert: windows the gateway would refuse are left out, not trained on
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["features"] == 16 and summary["seasons"] == {"seasonal_naive_1w": 7}
+    assert summary["left_out"]["train"]["windows"] == 45
+    assert summary["left_out"]["train"]["columns"]["st_6078"] == 45
+    assert summary["windows"] == {"train": 72, "val": 9, "test": 10}

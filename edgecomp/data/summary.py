@@ -24,6 +24,16 @@ _SUGGESTIONS = (
 )
 
 
+def default_calendar(period_s: float) -> tuple[str, ...]:
+    """Calendar features worth trying at this sampling period: hour of day and day of week
+    below a day, day of week and day of year for daily data, day of year up to a month."""
+    if period_s < 86_400:
+        return ("hour", "dow")
+    if period_s < 7 * 86_400:
+        return ("dow", "doy")
+    return ("doy",) if period_s <= 31 * 86_400 else ()
+
+
 def display_steps(horizon: int) -> list[int]:
     """1-based steps a console table shows: all up to ``MAX_FULL_STEPS``, else 1, 2, 4, ..., H."""
     if horizon <= MAX_FULL_STEPS:
