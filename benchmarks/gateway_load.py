@@ -1,7 +1,7 @@
 """Gateway under load: `edgecomp-runtime serve` against a real Mosquitto, bursts and steady rates.
 
     .venv/bin/python benchmarks/gateway_load.py --artifact traffic-tcn-int8.edgepkg
-    .venv/bin/python benchmarks/gateway_load.py --artifact A --burst 10000 --rates 1000 2000
+    .venv/bin/python benchmarks/gateway_load.py --artifact A --burst 10000 --rates 250 1000 2000
 
 Starts a private Mosquitto on 127.0.0.1 and the service pinned to one core (``taskset -c 0``,
 ``--threads 1``; this script and the broker keep off core 0), then publishes real Oregon DOT
@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, required=True, help="e.g. the traffic TCN int8")
     parser.add_argument("--burst", type=int, default=10_000)
-    parser.add_argument("--rates", type=float, nargs="*", default=[1000.0, 2000.0])
+    parser.add_argument("--rates", type=float, nargs="*", default=[250.0, 1000.0, 2000.0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per sustained rate")
     parser.add_argument("--settle", type=float, default=120.0, help="max wait after a phase")
     parser.add_argument("--clients", type=int, default=50)
