@@ -27,6 +27,7 @@ most every ``save_interval_s`` (and after ``save_every`` readings), and at exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -363,9 +364,14 @@ class Pump:
                 if self.gateway.save_due():
                     self._save_and_ack()
             except Exception as exc:  # NOTE: the last line of defence: report, go on
-                self._publish_errors([{"error": _first_line(exc), "reason": "internal"}])
-                self.gateway.counters["rejected"]["internal"] += 1
+                self._report(exc)
             self.progress = time.monotonic()
+
+    def _report(self, exc: Exception) -> None:
+        self.gateway.counters["rejected"]["internal"] += 1
+        # NOTE: if publishing fails too, the broker link is gone; the counter still shows it
+        with contextlib.suppress(Exception):
+            self._publish_errors([{"error": _first_line(exc), "reason": "internal"}])
 
     def _take(self) -> list[tuple[str, bytes, int, int]]:
         try:
