@@ -98,3 +98,10 @@ def test_missing_known_future_values_are_refused_never_filled(artifact):
         model.predict(window, future={"holiday": np.zeros(H)})
     with pytest.raises(InputError, match=r"future\['holiday'\] must be 4 finite values"):
         model.predict(window, times=times, future={"holiday": [0.0, np.nan, 0.0, 1.0]})
+
+
+def test_stream_refuses_a_model_with_known_future_inputs(artifact):
+    from edgecomp_runtime.stream import StreamError
+
+    with pytest.raises(StreamError, match=r"known-future inputs: use predict\(times=, future=\)"):
+        load(artifact[0]).stream()

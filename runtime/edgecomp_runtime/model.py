@@ -22,7 +22,7 @@ from edgecomp_runtime.layout import flatten_nodes
 from edgecomp_runtime.opcheck import check_onnx, check_tflite
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
-from edgecomp_runtime.stream import Stream
+from edgecomp_runtime.stream import Stream, StreamError
 from edgecomp_runtime.tabular import as_numeric
 from edgecomp_runtime.transform import clamp_forecast
 
@@ -280,9 +280,12 @@ class Model:
 
         Raises:
             StreamError: Bad arguments, no step model for ``mode="incremental"``, no sampling
-                period, or a state file saved for another artifact.
+                period, a state file saved for another artifact, or a model with known-future
+                inputs (``spec.future``: not streamed yet).
             StateFileError: ``resume`` is missing or not a readable state file.
         """
+        if self.manifest["spec"].get("future"):  # lead channels need times= / future=
+            raise StreamError("this model takes known-future inputs: use predict(times=, future=)")
         stream = Stream(self, every=every, mode=mode, period_s=period_s, max_ahead_s=max_ahead_s)
         if resume is not None:
             stream._restore(resume)
