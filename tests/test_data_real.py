@@ -75,7 +75,8 @@ def test_exclude_leaves_out_file_columns_and_features_and_refuses_unknown(tmp_pa
     ds = prepare(path, DataConfig(input_len=4, horizon=2, exclude=("dead", "b")))
     # assert
     assert ds.features == ["a"] and "excluded: dead, b" in ds.notes + ds.report.notes
-    with pytest.raises(DataError, match=r"exclude: column\(s\) \['nope'\] not found.*'when'|when"):
+    unknown = r"--exclude: column\(s\) \['nope'\] not found; file columns: \[when"
+    with pytest.raises(DataError, match=unknown):
         prepare(path, DataConfig(input_len=4, horizon=2, exclude=("nope",)))
 
 
@@ -271,7 +272,8 @@ def test_output_floor_is_zero_for_non_negative_targets_only(tmp_path):
     # assert
     assert auto.output_floor == [0.0, None] and auto.spec_fields()["output_floor"] == [0.0, None]
     assert none.output_floor is None
-    with pytest.raises(DataError, match=r"'clamp' needs non-negative targets.*temp \(min -1"):
+    negative = r"--target-transform clamp needs non-negative targets.*temp \(min -1"
+    with pytest.raises(DataError, match=negative):
         prepare(path, DataConfig(input_len=8, horizon=2, target_transform="clamp"))
 
 

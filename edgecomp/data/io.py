@@ -461,7 +461,7 @@ def _exclude(
     unknown = [c for c in exclude if c not in dropped and c not in frame.columns]
     if unknown:
         raise DataError(
-            f"{path}: exclude: column(s) {unknown} not found; file columns: {_few(columns)}; "
+            f"{path}: --exclude: column(s) {unknown} not found; file columns: {_few(columns)}; "
             f"features: {_few(frame.columns)}"
         )
     return [f"excluded: {', '.join(exclude)}"]

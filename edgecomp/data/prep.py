@@ -334,7 +334,7 @@ def _with_leads(
     unknown = [c for c in columns if c not in sensors]
     if unknown:
         raise DataError(
-            f"{path}: future_cols {unknown} are not features; features: {_few(sensors)}"
+            f"{path}: --future-cols {unknown} are not features; features: {_few(sensors)}"
         )
     if calendar and _BUSINESS_DAYS in report.notes:
         raise DataError(
@@ -379,7 +379,7 @@ def _output_floor(
     negative = [f"{t} (min {m:g})" for t, m in zip(targets, low, strict=True) if m < 0]
     if config.target_transform == "clamp" and negative:
         raise DataError(
-            f"{path}: target_transform 'clamp' needs non-negative targets; negative in the "
+            f"{path}: --target-transform clamp needs non-negative targets; negative in the "
             f"train split: {_few(negative)}"
         )
     floor = [None if m < 0 else 0.0 for m in low]
@@ -410,8 +410,8 @@ def _drop_sparse(
     drop = [(c, f) for c, f in drop if c not in named]
     if len(drop) == frame.shape[1]:
         raise DataError(
-            f"{path}: drop_sparse {config.drop_sparse:g} would drop every column (least sparse "
-            f"misses {worst.min():.0%} in a split)"
+            f"{path}: --drop-sparse {config.drop_sparse:g} would drop every column (least "
+            f"sparse misses {worst.min():.0%} in a split)"
         )
     if not drop:
         return frame, []
