@@ -313,3 +313,16 @@ def test_late_start_bike_share_file_reads_without_editing():
     assert summary["left_out"]["train"]["windows"] == 45
     assert summary["left_out"]["train"]["columns"]["st_6078"] == 45
     assert summary["windows"] == {"train": 72, "val": 9, "test": 10}
+
+
+def test_a_spec_without_output_floor_is_scored_without_clamping(tmp_path):
+    # setup: a spec written before output floors existed (count data, no floor recorded)
+    path = _csv(_counts(), tmp_path / "c.csv")
+    ds = prepare(path, DataConfig(input_len=8, horizon=2))
+    old = {"arch": "x", **ds.spec_fields(), "output_floor": None}
+    del old["data"]["target_transform"]
+    # execute
+    rebuilt = prepare(path, config_from_spec(old))
+    current = prepare(path, config_from_spec({"arch": "x", **ds.spec_fields()}))
+    # assert
+    assert rebuilt.output_floor is None and current.output_floor == [0.0, None]

@@ -186,6 +186,8 @@ def config_from_spec(spec: Any) -> DataConfig:
     more = ("spike_threshold", "exclude", "drop_sparse", "on_duplicate", "seasons")
     for key in (*keys, *more, "target_transform"):
         fields[key] = data.get(key, getattr(defaults, key))
+    if d.get("output_floor") is None:  # the model clamps nothing: neither may its scoring
+        fields["target_transform"] = "none"
     fields.update(read_overrides())
     try:
         return DataConfig(**fields)
