@@ -357,8 +357,9 @@ def _score(model: Any, data: Path, max_windows: int) -> tuple[dict[str, Any], np
     return accuracy, windows[ok]
 
 
-def step_errors(truth: np.ndarray, pred: np.ndarray) -> dict[str, list[Any]]:
-    """MAE and RMSE per horizon step over observed truth (NaN truth left out), with counts."""
+def step_errors(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """MAE and RMSE per horizon step over observed truth (missing truth left out, none imputed),
+    with the counts as the compiler's ``horizon_metrics`` records them."""
     err = pred.astype(np.float64) - truth.astype(np.float64)
     observed = ~np.isnan(truth)
     counts = observed.sum(axis=(0, 2))
@@ -367,7 +368,11 @@ def step_errors(truth: np.ndarray, pred: np.ndarray) -> dict[str, list[Any]]:
     return {
         "mae": [float(s / n) if n else None for s, n in zip(abs_sum, counts, strict=True)],
         "rmse": [math.sqrt(s / n) if n else None for s, n in zip(sq_sum, counts, strict=True)],
-        "n_scored": [int(n) for n in counts],
+        "scored": [int(n) for n in counts],
+        "n_scored": int(counts.sum()),
+        "n_imputed": 0,
+        "n_missing": int((~observed).sum()),
+        "unscored": {f"h{h + 1}": "no observed value" for h, n in enumerate(counts) if not n},
     }
 
 

@@ -102,7 +102,8 @@ def test_step_errors_leave_missing_truth_out():
     pred = np.array([[[2.0], [9.0]], [[1.0], [4.0]]])
     out = step_errors(truth, pred)
     assert out["mae"] == [1.5, 1.0]
-    assert out["n_scored"] == [2, 1]
+    assert out["scored"] == [2, 1] and out["n_scored"] == 3 and out["n_missing"] == 1
+    assert out["unscored"] == {}
 
 
 def test_windows_across_a_time_gap_are_skipped(tmp_path, toy, make_artifact):
