@@ -160,12 +160,18 @@ def scored_note(metrics: dict[str, Any]) -> str:
     the steps without an observed value."""
     if "n_scored" not in metrics:
         return "every value scored, imputed ones included (a record from an older edgecomp)"
-    text = (
-        f"scored {metrics['n_scored']:,} observed values, left out "
-        f"{metrics['n_imputed']:,} imputed ones"
-    )
+    scored, imputed = (_count(metrics.get(key)) for key in ("n_scored", "n_imputed"))
+    left_out = "an unknown number of" if imputed is None else f"{imputed:,}"
+    text = f"scored {scored or 0:,} observed values, left out {left_out} imputed ones"
     empty = ", ".join(metrics.get("unscored") or {})
     return text + (f"; no observed value at {empty} (n/a)" if empty else "")
+
+
+def _count(value: Any) -> int | None:
+    """A count as records hold it: an int, or per-step counts (summed); None when absent."""
+    if value is None:
+        return None
+    return int(sum(value)) if isinstance(value, list | tuple) else int(value)
 
 
 def relative_change(artifact: Sequence[float | None], reference: Sequence[float | None]) -> list:

@@ -247,3 +247,10 @@ def test_bench_accuracy_scores_observed_values_and_says_how_many():
     assert acc["artifact"]["mae"] == pytest.approx(reference["mae"])
     assert acc["delta_mae_pct"] == pytest.approx([0.0, 0.0])
     assert scored_note(acc["artifact"]) == "scored 7 observed values, left out 1 imputed ones"
+
+
+def test_scored_note_reads_per_step_counts_and_old_records():
+    assert scored_note({"n_scored": [3, 4]}) == (
+        "scored 7 observed values, left out an unknown number of imputed ones"
+    )
+    assert "older edgecomp" in scored_note({"mae": [1.0]})

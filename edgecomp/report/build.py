@@ -13,6 +13,7 @@ from edgecomp._io import atomic_write_bytes, atomic_write_text
 
 # NOTE: the bench package's JSON cleaner (NaN -> None, numpy -> lists), shared, not duplicated.
 from edgecomp.bench.report import _finite
+from edgecomp.metrics import scored_note
 from edgecomp.report.compare import Rules, artifact_key, compare_runs
 from edgecomp.report.devices import device_name
 from edgecomp.report.inputs import SCHEMA, SCHEMA_VERSION, ReportError, load_bench_json
@@ -133,6 +134,7 @@ def summary_row(bench: dict[str, Any], host: int = 0) -> dict[str, Any]:
     art, acc = bench["artifact"], bench.get("accuracy") or {}
     latency = {k: _pick(v, ("p50_ms", "p90_ms", "p99_ms")) for k, v in bench["latency"].items()}
     mae = (acc.get("artifact") or {}).get("mae")
+    kept = [v for v in mae or [] if v is not None]  # None: a step without an observed value
     deltas = [d for d in acc.get("delta_mae_pct") or [] if d is not None]
     return _finite(
         {
@@ -153,7 +155,8 @@ def summary_row(bench: dict[str, Any], host: int = 0) -> dict[str, Any]:
             "batch_n": max(latency, key=lambda k: int(k.removeprefix("b"))),
             "throughput": bench.get("throughput") or {},
             "mae": mae,
-            "mae_mean": sum(mae) / len(mae) if mae else None,
+            "mae_mean": sum(kept) / len(kept) if kept else None,
+            "scored": scored_note(acc["artifact"]) if acc.get("artifact") else None,
             "reference_mae": (acc.get("reference") or {}).get("mae"),
             "delta_mae_pct": acc.get("delta_mae_pct"),
             "delta_mae_pct_worst": max(deltas) if deltas else None,

@@ -101,8 +101,10 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, str, Table]]:
         reg = report["regression"]
         out.append(("Regression check", _regression_note(reg), _regression_table(reg)))
     if any(r["mae"] for r in rows):
-        note = "Test-split MAE per horizon step (data units); in brackets its change (%) "
-        out.append(("Error per horizon step", note + "against the fp32 reference.", _mae(rows)))
+        note = "Test-split MAE per horizon step on observed values (data units); in brackets its "
+        note += "change (%) against the fp32 reference. "
+        note += " ".join(f"{r['name']}: {r['scored']}." for r in rows if r.get("scored"))
+        out.append(("Error per horizon step", note, _mae(rows)))
     out.append(("Engines", "What ran each artifact's figures.", _engine_table(rows)))
     return out + device_sections(report) + mixed_sections(report)
 
