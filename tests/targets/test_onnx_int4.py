@@ -346,6 +346,4 @@ def test_group_size_through_the_profile_option(tmp_path):
     # assert: the recurrent weight (32 inputs per channel) is stored in groups of 16
     groups = result.lowering["quantization"]["int4_storage"]["groups"]
     assert 16 in {r["group_size"] for r in groups.values()}
-    assert any(
-        a.name == "block_size" and a.i == 16 for n in graph.graph.node for a in n.attribute
-    )
+    assert any(a.name == "block_size" and a.i == 16 for n in graph.graph.node for a in n.attribute)
