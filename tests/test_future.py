@@ -105,3 +105,29 @@ def test_stream_refuses_a_model_with_known_future_inputs(artifact):
 
     with pytest.raises(StreamError, match=r"known-future inputs: use predict\(times=, future=\)"):
         load(artifact[0]).stream()
+
+
+def test_runtime_cli_reads_times_and_known_future_rows_from_a_csv(artifact, tmp_path, capsys):
+    import json
+
+    from edgecomp_runtime.__main__ import main
+
+    # setup: L rows of readings, then H rows with only the holiday flag (known in advance)
+    path, ds = artifact
+    start = int(ds.test.starts[3])
+    times = ds.raw.index[start : start + L + H]
+    values = ds.values[start : start + L + H]
+    lines = ["time,demand,holiday"]
+    for i, (t, (demand, holiday)) in enumerate(zip(times, values[:, :2], strict=True)):
+        cell = "" if i >= L else f"{demand:.6f}"
+        lines.append(f"{t.isoformat()}Z,{cell},{bool(holiday)}")
+    (tmp_path / "w.csv").write_text("\n".join(lines) + "\n")
+    window = np.round(values[:L, :2], 6)
+    expected = load(path).predict(
+        window, times=times[:L].to_numpy(), future={"holiday": values[L:, 1]}
+    )
+    # execute
+    code = main(["predict", str(path), "--input", str(tmp_path / "w.csv")])
+    # assert
+    assert code == 0
+    np.testing.assert_allclose(json.loads(capsys.readouterr().out)["forecast"], expected, rtol=1e-6)

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 
 from edgecomp_runtime.bench import add_parser as add_bench_parser
-from edgecomp_runtime.calendar import sensor_features
 from edgecomp_runtime.errors import EdgecompRuntimeError, InputError
 from edgecomp_runtime.model import Model, load
-from edgecomp_runtime.tabular import csv_times, read_csv
+from edgecomp_runtime.tabular import csv_window
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,8 +159,10 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
 
 def _predict(args: argparse.Namespace) -> dict[str, Any]:
     model = load(args.artifact, threads=args.threads, trusted_keys=args.trusted_key)
-    times = csv_times(args.input, model.manifest["spec"])  # calendar inputs: the CSV's times
-    forecast = model.predict(_read_window(args.input, model), **times)
+    extra = {}  # a CSV's times (calendar inputs) and known-future rows (see csv_window)
+    if args.input.suffix.lower() == ".csv":
+        extra = csv_window(args.input, model.manifest["spec"])[1]
+    forecast = model.predict(_read_window(args.input, model), **extra)
     return {"targets": model.targets, "horizon": model.horizon, "forecast": forecast.tolist()}
 
 
@@ -174,7 +175,7 @@ def _read_window(path: Path, model: Model) -> Any:
             return np.load(path, allow_pickle=False)
         if suffix == ".json":
             return json.loads(path.read_text())
-        return read_csv(path, sensor_features(model.manifest["spec"]))[0]
+        return csv_window(path, model.manifest["spec"])[0]
     except (OSError, ValueError, IndexError) as exc:
         raise InputError(f"{path}: cannot read the window ({exc})") from None
 

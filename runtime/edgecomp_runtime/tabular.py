@@ -106,14 +106,22 @@ def read_csv(
     return values, stamps
 
 
-def csv_times(path: str | Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """``{"times": [...]}`` from a CSV input's time column when the model takes calendar
-    features (``spec.future.calendar``), else ``{}``: keyword arguments for ``predict``."""
+def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """A CSV input as ``predict`` takes it: the window [L, F] and its keyword arguments.
+
+    For a model with known-future inputs (``spec.future``) the keyword arguments hold ``times``
+    (the time column, for calendar features) and, when the file has L + H rows, ``future``: the
+    declared columns' values in the last H rows (the other cells of those rows may be empty).
+    """
     future = spec.get("future") or {}
-    if not future.get("calendar") or Path(path).suffix.lower() != ".csv":
-        return {}
-    features = spec["features"][: len(spec["features"]) - len(future["features"])]
-    return {"times": read_csv(path, features, times=True)[1]}
+    features = spec["features"][: len(spec["features"]) - len(future.get("features", []))]
+    values, stamps = read_csv(path, features, times=bool(future.get("calendar")))
+    length, lead = spec["input_len"], int(future.get("lead", 0))
+    if not future.get("columns") or len(values) != length + lead:
+        return values, {} if stamps is None else {"times": stamps}
+    ahead = {c: values[length:, features.index(c)] for c in future["columns"]}
+    extra = {"future": ahead} | ({} if stamps is None else {"times": stamps[:length]})
+    return values[:length], extra
 
 
 def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]) -> np.ndarray:
