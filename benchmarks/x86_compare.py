@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from executorch_rows import add_variants, print_summary, summary
 from onnxruntime.quantization import quantize_dynamic
 
 import edgecomp_runtime
@@ -53,6 +54,7 @@ def model_parser(doc: str, *, rounds: int, iters: int, out: str) -> argparse.Arg
     parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds")
     parser.add_argument("--iters", type=int, default=iters, help="timed calls per variant/round")
     parser.add_argument("--quick", action="store_true", help="2-epoch models, 3 short rounds")
+    parser.add_argument("--executorch-archs", default="tcn,gru,lstm", help="ExecuTorch rows for")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / out)
     return parser
 
@@ -106,6 +108,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         # the same job as predict(): raw in, raw out, with the user's own numpy scaling
         "ort_quantize_dynamic_raw": lambda s, r: _raw_call(dyn, r, dataset),
     }
+    executorch = add_variants(model, dataset, "x86-64-executorch", work, variants, args)
     latency = _interleaved(variants, x, dataset.raw_inputs("test", imputed=True), args)
     sizes = {
         "fp32_onnx": fp32_path.stat().st_size,
@@ -121,11 +124,13 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     outputs = {k: dataset.unscale_targets(v) for k, v in scaled_out.items()}
     outputs["edgecomp_int8_predict"] = runtime_model.predict(raw_x)
     mae = {k: horizon_metrics(truth, v)["mae"] for k, v in outputs.items()}
+    executorch = summary(executorch, raw_x, truth, mae)
     return {
         "latency_ms": latency,
         "sizes": sizes,
         "mae": mae,
         "ratios": _ratios(latency, sizes, mae),
+        "executorch": executorch,
     }
 
 
@@ -229,6 +234,7 @@ def _print(arch: str, res: dict) -> None:
         f"(ORT dynamic {r['ort_dynamic_size_fraction_of_fp32']:.1%}); MAE change per horizon % "
         + " ".join(f"{v:+.2f}" for v in r["edgecomp_int8_predict_mae_change_pct"])
     )
+    print_summary(res)
 
 
 if __name__ == "__main__":
