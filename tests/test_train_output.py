@@ -150,3 +150,16 @@ def test_data_command_prints_a_readable_summary_and_json(tmp_path):
     assert "suggested  -L " in text.output and "dropped 1 column(s)" in text.output
     summary = json.loads(raw.output)
     assert summary["features"] == 1 and summary["suggested"]["input_len"] > 0
+
+
+def test_data_summary_names_the_sparsest_columns(tmp_path):
+    # setup
+    t = pd.date_range("2024-01-01", periods=300, freq="h")
+    df = pd.DataFrame({"time": t, "a": np.sin(np.arange(300.0)), "b": np.arange(300.0)})
+    df.loc[::4, "b"] = np.nan
+    df.to_csv(tmp_path / "s.csv", index=False)
+    # execute
+    result = CliRunner().invoke(main, ["data", str(tmp_path / "s.csv"), "-L", "8", "-H", "2"])
+    # assert
+    assert result.exit_code == 0, result.output
+    assert "sparsest   b 25%\n" in result.output

@@ -114,6 +114,11 @@ class Dataset:
         """Positions of the targets among the features."""
         return [self.features.index(t) for t in self.targets]
 
+    @property
+    def sensors(self) -> list[str]:
+        """The features read from the file (without the known-future lead channels)."""
+        return self.features[: len(self.features) - len((self.future or {}).get("features", []))]
+
     def split(self, name: str) -> Windows:
         """The windows of split ``name`` ("train", "val" or "test")."""
         if name not in SPLITS:
@@ -232,7 +237,8 @@ class Dataset:
             "seasons": {self.season_name(s): s for s in self.seasons},
             "n_gap_steps": rep.n_gap_steps,
             "gaps": [list(g) for g in rep.gaps],
-            "missing": int(self.raw.isna().to_numpy().sum()),
+            "missing": int(self.raw[self.sensors].isna().to_numpy().sum()),
+            "sparsest": _sparsest(self.raw[self.sensors]),
             "imputed": {s: sum(c.values()) for s, c in self.imputed.items()},
             "bounds": {s: list(b) for s, b in self.bounds.items()},
             "windows": {s: len(self.split(s)) for s in SPLITS},
@@ -244,6 +250,12 @@ class Dataset:
             "notes": rep.notes + self.notes,
             "spikes": dict(self.spikes),
         }
+
+
+def _sparsest(raw: pd.DataFrame, most: int = 5) -> dict[str, float]:
+    """The ``most`` columns missing the largest share of their values (none when complete)."""
+    share = raw.isna().mean().sort_values(ascending=False, kind="stable")
+    return {str(c): round(float(f), 4) for c, f in share.head(most).items() if f > 0}
 
 
 def prepare(source: str | Path, config: DataConfig) -> Dataset:

@@ -72,6 +72,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"missing    {summary['missing']} values ({_share(summary['missing'], rows, summary)}); "
         f"imputed per split: " + _pairs(summary["imputed"]),
         "windows    " + _windows(summary),
+        "sparsest   "
+        + (", ".join(f"{c} {f:.0%}" for c, f in summary.get("sparsest", {}).items()) or "none"),
         "baselines  last value, training mean"
         + "".join(f", {name} ({steps} steps)" for name, steps in summary["seasons"].items()),
     ]
