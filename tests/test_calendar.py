@@ -104,3 +104,27 @@ def test_train_calendar_auto_keeps_the_lower_validation_loss(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "h.csv"]
     bad = CliRunner().invoke(main, ["data", str(tmp_path / "h.csv"), "--calendar", "auto"])
     assert bad.exit_code == 2 and "'auto' applies to `edgecomp train` only" in bad.output
+
+
+def test_times_may_be_iso_strings_aware_datetimes_or_datetime64(tmp_path):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    # setup
+    ds = prepare(_hourly(tmp_path), DataConfig(input_len=12, horizon=5, calendar=("hour",)))
+    spec = {"arch": "x", **ds.spec_fields()}
+    window = ds.raw_inputs("test")[0, :, :2].astype(np.float64)
+    stamps = ds.raw.index[ds.test.starts[0] + np.arange(12)]
+    plus2 = timezone(timedelta(hours=2))
+    forms = [
+        stamps.to_numpy(),
+        [f"{t.isoformat()}Z" for t in stamps],
+        [t.to_pydatetime().replace(tzinfo=UTC).astimezone(plus2) for t in stamps],
+        [datetime(t.year, t.month, t.day, t.hour) for t in stamps],  # naive: UTC
+    ]
+    # execute
+    built = [add_future(window, spec, times, None) for times in forms]
+    # assert
+    for other in built[1:]:
+        np.testing.assert_array_equal(other, built[0])
+    with pytest.raises(ValueError, match="times= holds 'soon', not an ISO-8601 time"):
+        add_future(window, spec, ["soon"] * 12, None)

@@ -16,6 +16,8 @@ the same arrays. numpy and the standard library only.
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -117,18 +119,35 @@ def _calendar_leads(x: np.ndarray, spec: dict[str, Any], info: dict[str, Any], t
 
 
 def _last_seconds(times: Any, batch: int, length: int) -> np.ndarray:
-    try:
-        stamps = np.asarray(times, dtype="datetime64[s]")
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"window: times= are not timestamps ({exc})") from None
+    """UTC seconds of each window's last step, from ``times`` [L] or [B, L]."""
+    stamps = np.asarray(times)
     if stamps.shape not in ((length,), (batch, length)) or (stamps.ndim == 1 and batch != 1):
         raise InputShapeError(
             f"window: times= must be [{length}] (one window) or [{batch}, {length}], "
             f"got {list(stamps.shape)}"
         )
-    if np.isnat(stamps).any():
-        raise InputError("window: times= holds a missing timestamp (NaT)")
-    return stamps.reshape(-1, length)[:, -1].astype(np.int64)
+    last = stamps.reshape(-1, length)[:, -1]
+    if last.dtype.kind == "M":
+        if np.isnat(last).any():
+            raise InputError("window: times= holds a missing timestamp (NaT)")
+        return last.astype("datetime64[s]").astype(np.int64)
+    return np.array([_utc_seconds(v) for v in last.tolist()], dtype=np.int64)
+
+
+def _utc_seconds(value: Any) -> int:
+    """Seconds since 1970 (UTC) of a datetime (naive: UTC), an ISO-8601 string or a datetime64."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise InputError(f"window: times= holds {value!r}, not an ISO-8601 time") from None
+    if isinstance(value, np.datetime64) and not np.isnat(value):
+        return int(value.astype("datetime64[s]").astype(np.int64))
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return int(math.floor(aware.timestamp()))
+    raise InputError(f"window: times= holds {value!r}, not a timestamp")
 
 
 def _column_leads(x: np.ndarray, spec: dict[str, Any], info: dict[str, Any], future: Any):
