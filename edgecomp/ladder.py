@@ -164,14 +164,14 @@ def build_within_budget(
         BudgetNotMet: Nothing met the budget, or a mixed plan is not smaller than the float
             artifact; nothing was written.
     """
-    from edgecomp.pipeline import STAGES, BuildContext, Stage, run_stages
+    from edgecomp.pipeline import STAGES, BuildContext, Stage, run_stages, with_stage
 
     ctx = BuildContext(
         model, dataset, config, out=Path(out), sign_key=sign_key, records=list(passes or [])
     )
     ctx.mixed, ctx.budget, ctx.log = mixed, budget, log
     own = Stage("gate", lambda c: gate_stage(c, rungs=rungs))
-    run_stages(ctx, tuple(own if stage.name == "gate" else stage for stage in STAGES))
+    run_stages(ctx, with_stage(STAGES, after="verify", stage=own))
     assert ctx.path is not None
     return BuildResult(ctx.path, ctx.manifest)
 

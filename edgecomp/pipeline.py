@@ -2,7 +2,7 @@
 
 The build is ``STAGES``, run in order by ``run_stages`` over one ``BuildContext``::
 
-    resolve -> passes -> lower -> verify -> gate -> stream -> package
+    resolve -> passes -> lower -> verify -> stream -> package
 
 ``build`` runs them all, ``compile_artifact`` stops after verify (nothing written); workflow,
 tune and analyze/mixed go through these two. A stage is a function of the context: adding one
@@ -87,8 +87,8 @@ class BuildContext:
         passes: Model passes still to run (``edgecomp.passes.Pass``), run by the passes stage.
         records: Records of the passes applied to ``model`` (given, or from the passes stage).
         mixed: A mixed-precision plan (``edgecomp.mixed``) or None.
-        budget: The error budget (``edgecomp.budget.Budget``) the gate stage keeps on the test
-            split's observed values, walking ``edgecomp.ladder`` on a breach; None: unchecked.
+        budget: The error budget (``edgecomp.budget.Budget``) a gate stage keeps (the one
+            ``edgecomp.ladder`` inserts after verify); None: unchecked.
         log: One line per pass, or None.
         profile: The resolved profile, build overrides applied (resolve).
         target: The backend class (resolve).
@@ -139,9 +139,8 @@ def build(
     sign_key: Any = None,
     passes: list[dict[str, Any]] | None = None,
     mixed: dict[str, Any] | None = None,
-    budget: Any = None,
 ) -> BuildResult:
-    """Lower, quantize, verify, gate and package ``model`` for ``config.target``: every stage.
+    """Lower, quantize, verify and package ``model`` for ``config.target``: every stage.
 
     Args:
         model: The model to compile (from `edgecomp.frontend.load_model`).
@@ -157,16 +156,14 @@ def build(
             the layers it keeps in float must already be in ``config.options["keep_float"]``.
             The manifest's precision becomes "mixed", each layer's reason says why, and the plan
             is stored in ``recipe.mixed_precision``.
-        budget: The error budget (``edgecomp.budget.Budget``) to keep; None: unchecked.
 
     Raises:
         BuildError, TargetError: The target cannot produce the artifact; nothing is written.
-        edgecomp.budget.BudgetNotMet: Nothing met ``budget``; nothing is written.
     """
     ctx = BuildContext(
         model, dataset, config, out=Path(out), sign_key=sign_key, records=list(passes or [])
     )
-    ctx.mixed, ctx.budget = mixed, budget
+    ctx.mixed = mixed
     run_stages(ctx)
     assert ctx.path is not None
     return BuildResult(ctx.path, ctx.manifest)
@@ -290,14 +287,6 @@ def verify_stage(ctx: BuildContext) -> None:
     ctx.manifest["metrics"] = _metrics(ctx.dataset, split, ctx.forecasts[split])
 
 
-def gate(ctx: BuildContext) -> None:
-    """The error budget on the test split's observed values; the fallback ladder on a breach
-    (``edgecomp.ladder``). Without a budget it only records that none was checked."""
-    from edgecomp.ladder import gate_stage
-
-    gate_stage(ctx)
-
-
 def stream(ctx: BuildContext) -> None:
     """The step model and the manifest's ``stream`` section, when option ``stream`` is on."""
     assert ctx.options is not None
@@ -322,7 +311,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("passes", run_model_passes),
     Stage("lower", lower),
     Stage("verify", verify_stage),
-    Stage("gate", gate),
     Stage("stream", stream),
     Stage("package", package),
 )

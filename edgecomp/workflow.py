@@ -16,7 +16,7 @@ from edgecomp.data.summary import display_steps
 from edgecomp.dataflags import read_overrides
 from edgecomp.frontend import load_model, reference_predict, source_kind
 from edgecomp.metrics import horizon_metrics, observed_targets, scored_note
-from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics, build
+from edgecomp.pipeline import BuildConfig, BuildResult, baseline_metrics
 from edgecomp.spec import Model, ModelSpec
 
 __all__ = [
@@ -149,7 +149,9 @@ def build_artifact(
     model, dataset = ingest(
         source, data, weights=weights, spec_path=spec_path, input_len=input_len, horizon=horizon
     )
-    return build(model, dataset, config, out, sign_key=sign_key, budget=budget)
+    from edgecomp.ladder import build_within_budget  # the build's stages plus the gate
+
+    return build_within_budget(model, dataset, config, out, sign_key=sign_key, budget=budget)
 
 
 def ingest(
@@ -189,7 +191,10 @@ def build_recipe(
     is the error budget each lowering keeps (the gate stage; None: unchecked).
     """
     from edgecomp.checkpoint import save_checkpoint
-    from edgecomp.pipeline import BuildContext, run_stages
+    from edgecomp.ladder import gate_stage
+    from edgecomp.pipeline import STAGES, BuildContext, Stage, run_stages, with_stage
+
+    gate = Stage("gate", gate_stage)  # edgecomp.ladder keeps ``budget`` after verify
 
     configs = recipe.build_configs()  # fail on a bad lowering before any pass runs
     # the passes stage once (measured on the recipe's split and windows), then the rest per lowering
@@ -206,7 +211,7 @@ def build_recipe(
             ctx.model, dataset, config, out=path, sign_key=sign_key, records=ctx.records
         )
         built.budget, built.log = budget, log
-        run_stages(built, skip=("passes",))
+        run_stages(built, with_stage(STAGES, after="verify", stage=gate), skip=("passes",))
         results.append(BuildResult(built.path, built.manifest))
     return results
 
