@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from executorch_rows import add_variants, print_summary, summary  # noqa: E402
 from x86_compare import (  # noqa: E402
     _batched,
     _interleaved,
@@ -99,6 +100,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "int8_artifact": artifacts["int8"].path.stat().st_size,
     }
     pt2e_error = _add_pt2e(model, dataset, variants, sizes)
+    executorch = add_variants(model, dataset, "aarch64-executorch", work, variants, args)
     latency = _interleaved(variants, x, dataset.raw_inputs("test", imputed=True), args)
     outputs = {
         k: dataset.unscale_targets(_batched(variants[k], x))
@@ -107,12 +109,14 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     }
     outputs["edgecomp_int8_predict"] = int8.predict(raw_x)
     mae = {k: horizon_metrics(truth, v)["mae"] for k, v in outputs.items()}
+    executorch = summary(executorch, raw_x, truth, mae)
     return {
         "latency_ms": latency,
         "sizes": sizes,
         "mae": mae,
         "pt2e_error": pt2e_error,
         "ratios": _ratios(latency, sizes, mae),
+        "executorch": executorch,
     }
 
 
@@ -205,6 +209,7 @@ def _print(arch: str, res: dict) -> None:
             f"({r['pt2e_size_fraction_of_fp32']:.1%}); int8 engine vs PT2E engine: "
             f"{r['int8_engine_vs_pt2e_b1']:.2f}x (b1), {r['int8_engine_vs_pt2e_b64']:.2f}x (b64)"
         )
+    print_summary(res)
 
 
 if __name__ == "__main__":
