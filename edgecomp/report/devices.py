@@ -52,7 +52,7 @@ def device_plots(report: dict[str, Any]) -> dict[str, bytes]:
     devices = _devices(rows)
     if len(devices) < 2:
         return {}
-    from edgecomp.report.plots import _png  # one PNG writer for every report plot
+    from edgecomp.report.png import figure_png as _png  # one PNG writer for every report plot
 
     images = {}
     for name, title, unit, field in METRICS:

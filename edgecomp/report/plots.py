@@ -7,18 +7,17 @@ distributions per batch size; size: artifact and model file sizes, and peak memo
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from edgecomp.report.compare import artifact_key
 from edgecomp.report.devices import device_plots
 from edgecomp.report.mixed_precision import mixed_plots
+from edgecomp.report.png import figure_png as _png
 
 __all__ = ["render_plots"]
 
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "int4": "v"}
 _LINES = {"fp32": "-", "fp16": "-.", "int8": "--", "int4": ":"}
-_DPI = 110
 _SIZE_LEGEND = (".edgepkg file (zipped; colour = model)", "model file inside, unzipped")
 _BELOW = {"fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "frameon": False}
 _MEMORY_LEGEND = ("peak after load + predict", "after importing the runtime")
@@ -48,15 +47,6 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
         if fig is not None:
             images[name] = _png(fig)
     return images | device_plots(report) | mixed_plots(report)
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _family(row: dict[str, Any]) -> str:
