@@ -162,8 +162,15 @@ class Target(abc.ABC):
 
     @classmethod
     def parse_options(cls, profile: TargetProfile) -> TargetOptions:
-        """The profile's options, typed (see ``TargetOptions.parse``)."""
-        return cls.options_type.parse(profile.options, where=f"target '{profile.name}'")
+        """The profile's options, typed (see ``TargetOptions.parse``); ``keep_float`` only where
+        ``capabilities.keeps_layers`` (elsewhere it would be ignored)."""
+        options = cls.options_type.parse(profile.options, where=f"target '{profile.name}'")
+        if options.keep_float and not cls.capabilities.keeps_layers:
+            raise TargetError(
+                f"{cls.name}: option 'keep_float' is not supported by this backend (it keeps no "
+                f"single layer in float); got {list(options.keep_float)}"
+            )
+        return options
 
     @classmethod
     def toolchain(cls) -> dict[str, str]:

@@ -127,6 +127,14 @@ def test_memory_budget_is_enforced(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_keep_float_is_refused_where_the_backend_keeps_no_layer(tmp_path):
+    profile = dataclasses.replace(get_profile("jetson-orin-nano"), precisions=("fp32",))
+    kept = dataclasses.replace(profile, options={**profile.options, "keep_float": ["head"]})
+    with pytest.raises(TargetError, match=r"tensorrt: option 'keep_float' is not supported"):
+        get_target("tensorrt")().emit(tiny_model("tcn"), kept, tmp_path, precision="fp32")
+    assert not any(tmp_path.iterdir())
+
+
 def test_stream_is_refused_where_the_backend_cannot_stream(tmp_path):
     profile = get_profile("null-reference")
     streamed = dataclasses.replace(profile, options={"stream": True})
@@ -139,7 +147,8 @@ def _configs():
     yield "BuildConfig", BuildConfig(precision="fp32", options={"keep_float": ["output"]})
     for name in TARGETS:
         profile = next(p for p in list_profiles().values() if p.backend == name)
-        profile = dataclasses.replace(profile, options={**profile.options, "keep_float": ["in"]})
+        keep = ["in"] if get_target(name).capabilities.keeps_layers else []
+        profile = dataclasses.replace(profile, options={**profile.options, "keep_float": keep})
         yield f"options:{name}", get_target(name).parse_options(profile)
     for name in PASSES:
         config_type = get_pass(name).config_type
