@@ -359,9 +359,13 @@ class GraphTemporalLayer(nn.Module):
     def forward(self, h: torch.Tensor, supports: list[torch.Tensor]) -> torch.Tensor:
         t = torch.tanh(self.filter(h)) * torch.sigmoid(self.gate(h))
         if self.n_supports:
-            over_nodes = t.transpose(2, 3)  # [B, C, L', N] @ S^T: node mixing as one MatMul
-            spread = [torch.matmul(over_nodes, s.t()) for s in supports]
-            t = torch.cat([over_nodes, *spread], dim=1).transpose(2, 3)  # one transpose back
+            steps = t.shape[-1]
+            # [B, C * L', N] @ S^T: node mixing as a linear map over the node axis (ONNX MatMul
+            # with a constant, TFLite FULLY_CONNECTED: no broadcast of S over the batch)
+            over_nodes = t.transpose(2, 3).flatten(1, 2)
+            spread = [F.linear(over_nodes, s) for s in supports]
+            mixed = torch.cat([over_nodes, *spread], dim=1)  # blocks [t, t S_1^T, ...]
+            t = mixed.unflatten(1, (-1, steps)).transpose(2, 3)
         out = self.mix(t)
         return out + h[:, :, :, self.crop :]
 
@@ -470,6 +474,7 @@ class GraphForecaster(_Forecaster):
             "global_index", torch.tensor(layout["globals"], dtype=torch.long), persistent=False
         )
         self.n_globals = len(layout["globals"])
+        self.register_buffer("node_ones", torch.ones(1, 1, self.n_nodes, 1), persistent=False)
         self._select = select
         if select is not None:
             self.register_buffer("select", torch.tensor(select), persistent=False)
@@ -563,9 +568,9 @@ class GraphForecaster(_Forecaster):
         n, c = self.n_nodes, self.n_channels
         nodes = x[:, :, : n * c] if self._contiguous else x[:, :, self.node_index]
         h = nodes.reshape(-1, self.input_len, n, c)
-        if self.n_globals:
-            shared = x[:, :, self.global_index].unsqueeze(2)
-            h = torch.cat([h, shared.expand(-1, -1, n, -1)], dim=3)
+        if self.n_globals:  # to every node by a broadcast Mul (no BROADCAST_TO op for TFLite)
+            shared = x[:, :, self.global_index].unsqueeze(2) * self.node_ones
+            h = torch.cat([h, shared], dim=3)
         h = h.permute(0, 3, 2, 1)  # [B, C, N, L]
         if self.receptive_field > self.input_len:
             h = F.pad(h, (self.receptive_field - self.input_len, 0))

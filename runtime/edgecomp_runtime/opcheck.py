@@ -62,6 +62,7 @@ TFLITE_OPS: dict[str, int] = {
     "EXPAND_DIMS": 70, "SUM": 74, "SQRT": 75, "RSQRT": 76, "PACK": 83, "UNPACK": 88,
     "SQUARE": 92, "LEAKY_RELU": 98, "SQUARED_DIFFERENCE": 99, "SPLIT_V": 102, "ABS": 101,
     "QUANTIZE": 114, "HARD_SWISH": 117, "SELECT_V2": 123, "BATCH_MATMUL": 126, "GELU": 150,
+    "BROADCAST_TO": 130,  # the graph model (stgnn): global inputs and supports over the batch
 }  # fmt: skip
 _TFLITE_NAMES = {code: name for name, code in TFLITE_OPS.items()}
 _LAYOUT = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
