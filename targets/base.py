@@ -213,6 +213,7 @@ class Target(abc.ABC):
         check_io(self.name, lowered.io, model.spec)
         x, out, parity = self.parity(request, lowered)
         lowered.lowering["parity"] = parity
+        lowered.lowering.setdefault("threads", request.options.threads)  # for the device's load
         lowered.lowering.update(self.records(request, lowered, x, out))
         files = {self.model_file: lowered.model, **lowered.extra_files}
         _check_budget(self.name, profile.name, request.options, files)

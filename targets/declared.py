@@ -125,7 +125,7 @@ class TargetOptions:
 
     Attributes:
         keep_float: Layers left in float (names, patterns, op types, "input", "output").
-        threads: Intra-op threads the device runs the engine with.
+        threads: Intra-op threads the device runs the engine with (recorded in the lowering).
         memory_budget_mb: The device's memory for the model: the build refuses an artifact
             whose files exceed it (0: no limit).
         stream: Add the streaming step model (``edgecomp.streaming``); needs ``streaming``.
