@@ -529,6 +529,8 @@ class LoopbackSshServer:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         for key in ("host_key", "client_key"):
+            for old in (self.folder / key, self.folder / f"{key}.pub"):
+                old.unlink(missing_ok=True)  # the server's own folder: fresh keys each start
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.folder / key)],
                 check=True,
