@@ -65,7 +65,7 @@ def run(command: str, params: Mapping[str, Any], uri: str | None = None) -> Iter
         return
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
+    _experiment(mlflow, uri)
     with mlflow.start_run(run_name=command, tags=_tags(command)) as current:
         mlflow.log_params({k: _param(v) for k, v in params.items()})
         _RUN.append(current)
@@ -99,6 +99,18 @@ def log_artifact(path: str | Path, *, folder: str | None = None) -> None:
         _mlflow().log_artifacts(str(path), artifact_path=folder or path.name)
     elif path.is_file():
         _mlflow().log_artifact(str(path), artifact_path=folder)
+
+
+def _experiment(mlflow: Any, uri: str) -> None:
+    """Select the "edgecomp" experiment; a new one keeps its artifacts beside a SQLite store
+    (MLflow's default is ./mlruns in whatever folder the command ran from)."""
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        location = None
+        if uri.startswith("sqlite:///"):
+            store = Path(uri.removeprefix("sqlite:///")).resolve()
+            location = (store.parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
 
 
 def _mlflow() -> Any:

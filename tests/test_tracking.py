@@ -20,8 +20,13 @@ def _runs(uri: str):
     return client, client.search_runs([experiment.experiment_id])
 
 
-def test_train_is_logged_with_params_per_step_metrics_and_the_checkpoint(traffic_path, tmp_path):
-    # setup
+def test_train_is_logged_with_params_per_step_metrics_and_the_checkpoint(
+    traffic_path, tmp_path, monkeypatch
+):
+    # setup: run from another folder; nothing may land there
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = tmp_path / "ckpt"
     # execute
@@ -39,6 +44,7 @@ def test_train_is_logged_with_params_per_step_metrics_and_the_checkpoint(traffic
     assert [m.step for m in history] == [1, 2]  # one value per forecast step
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "ckpt")}
     assert "ckpt/model.safetensors" in artifacts and "ckpt/spec.json" in artifacts
+    assert (tmp_path / "mlartifacts").is_dir() and list(elsewhere.iterdir()) == []
 
 
 def test_nothing_is_tracked_without_a_uri(monkeypatch, tmp_path):
