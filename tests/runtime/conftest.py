@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -22,6 +24,41 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime", reason="the runtime's onnx engine needs onnxruntime")
+
+# make test also runs these tests in runtime-only environments (Python 3.10 and 3.13: the runtime,
+# its extras and pytest, no compiler). There a test that cross-checks with the compiler fails to
+# import one of its packages: it is skipped with that reason instead (never in the main venv).
+_RUNTIME_ONLY = importlib.util.find_spec("torch") is None
+_COMPILER_ONLY = frozenset({"torch", "pandas", "pyarrow", "onnx", "click", "rich", "safetensors"})
+
+
+_MISSING = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z_]\w*)")
+
+
+def _compiler_only(missing: str) -> str | None:
+    """The skip reason when a runtime-only run misses a compiler package, else None."""
+    if _RUNTIME_ONLY and missing.split(".")[0] in _COMPILER_ONLY:
+        return f"needs {missing.split('.')[0]}, a compiler package: runs in the main environment"
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    outcome = yield
+    error = outcome.excinfo[1] if outcome.excinfo else None
+    if isinstance(error, ModuleNotFoundError) and (reason := _compiler_only(error.name or "")):
+        outcome.force_exception(pytest.skip.Exception(reason, _use_item_location=True))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    found = _MISSING.search(str(report.longrepr)) if report.failed else None
+    if found and (reason := _compiler_only(found.group(1))):
+        report.outcome = "skipped"
+        report.longrepr = (str(collector.path), 0, f"Skipped: {reason}")
+
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DELETE = "<delete>"  # make_artifact(manifest={"spec.scaler": DELETE}) removes the key
