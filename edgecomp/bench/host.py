@@ -6,7 +6,6 @@ Nothing here imports torch or an engine: versions come from package metadata.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import sys
 from pathlib import Path
@@ -14,10 +13,12 @@ from typing import Any
 
 import psutil
 
-from edgecomp_runtime.device import ISA_FLAGS  # one list for the compiler's and the device's bench
+from edgecomp_runtime.device import (  # one list and one reader for both benches
+    ISA_FLAGS,
+    thread_settings,
+)
 
 PACKAGES = ("numpy", "edgecomp", "edgecomp-runtime", "torch")  # and each backend's toolchain
-_THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO_", "VECLIB_", "ORT_")
 
 
 def host_info(*, threads: int | None = None) -> dict[str, Any]:
@@ -74,18 +75,6 @@ def toolchain_packages() -> list[str]:
 
     names = (p for backend in TARGETS for p in get_target(backend).capabilities.packages)
     return list(dict.fromkeys(names))
-
-
-def thread_settings(threads: int | None) -> dict[str, Any]:
-    """Requested threads, CPUs this process may run on, and thread-related environment variables."""
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(_THREAD_ENV_PREFIXES)}
-    return {
-        "requested": threads,
-        "cpu_count": os.cpu_count(),
-        "affinity": len(affinity) if affinity is not None else None,
-        "env": env,
-    }
 
 
 def _proc_cpuinfo(path: Path) -> tuple[str, set[str]]:

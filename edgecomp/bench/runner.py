@@ -9,14 +9,12 @@ runtime, and that process checks it never imported torch.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 
 import edgecomp_runtime
 from edgecomp.bench.host import host_info
+from edgecomp_runtime.bench import artifact_info as runtime_artifact_info
 from edgecomp_runtime.bench import latency_stats, measure  # one timing loop, both benches
 
 __all__ = [
@@ -154,34 +153,9 @@ def bench_artifact(
 
 
 def artifact_info(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Name, target, precision, sizes on disk and sha256 of an artifact (file or folder).
-
-    For a folder, ``file_size`` sums its files and ``sha256`` is that of its manifest.json, which
-    lists the sha256 of every other file.
-    """
-    target = manifest.get("target", {})
-    if path.is_dir():
-        file_size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
-        model_file_size = (path / manifest["model_file"]).stat().st_size
-        digest = _sha256(path / "manifest.json")
-    else:
-        file_size = path.stat().st_size
-        with zipfile.ZipFile(path) as zf:
-            model_file_size = zf.getinfo(manifest["model_file"]).file_size
-        digest = _sha256(path)
-    return {
-        "name": path.name.removesuffix(".edgepkg"),
-        "path": str(path),
-        "target": target.get("name"),
-        "backend": target.get("backend"),
-        "cpu_arch": target.get("arch"),
-        "precision": manifest.get("precision"),
-        "arch": manifest["spec"].get("arch"),
-        "file_size": file_size,
-        "model_file_size": model_file_size,
-        "sha256": digest,
-        "recipe": recipe_summary(manifest),
-    }
+    """The runtime bench's artifact record (name, target, precision, sizes, sha256) plus what
+    was done to the model (``recipe``)."""
+    return {**runtime_artifact_info(path, manifest), "recipe": recipe_summary(manifest)}
 
 
 def recipe_summary(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -488,11 +462,6 @@ def _child_memory(path: Path, batch_sizes: Sequence[int], threads: int | None) -
     out["artifact_rss_mb"] = out["peak_rss_mb"] - out["rss_after_import_mb"]
     out["method"] = _MEMORY_METHOD
     return out
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -38,7 +38,15 @@ import numpy as np
 from edgecomp_runtime._atomic import atomic_write
 from edgecomp_runtime.errors import EdgecompRuntimeError, InputError
 
-__all__ = ["SCHEMA", "BenchConfig", "BenchError", "bench", "latency_stats", "measure"]
+__all__ = [
+    "SCHEMA",
+    "BenchConfig",
+    "BenchError",
+    "artifact_info",
+    "bench",
+    "latency_stats",
+    "measure",
+]
 
 SCHEMA = "edgecomp-bench"
 SCHEMA_VERSION = 1
@@ -283,7 +291,7 @@ def _child(args: dict[str, Any], import_ms: float, baseline_mb: float | None) ->
         "host": device,  # what readers of the compiler's bench JSON (report, markdown) read
         "runtime": model.info(),
         "engine": _engine_info(model),
-        "artifact": _artifact_info(path, model.manifest),
+        "artifact": artifact_info(path, model.manifest),
         **timing,
         "latency_inputs": "data" if accuracy and accuracy["n_windows"] else "random",
         "memory": {
@@ -491,7 +499,12 @@ def _engine_info(model: Any) -> dict[str, Any]:
     }
 
 
-def _artifact_info(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def artifact_info(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Name, target, precision, sizes on disk and sha256 of an artifact (file or folder).
+
+    For a folder, ``file_size`` sums its files and ``sha256`` is that of its manifest.json, which
+    lists the sha256 of every other file.
+    """
     target = manifest.get("target", {})
     if path.is_dir():
         file_size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())

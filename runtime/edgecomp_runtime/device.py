@@ -76,7 +76,7 @@ _DEVICE_TREE_MODEL = (
     Path("/sys/firmware/devicetree/base/model"),
 )
 _L4T_RELEASE = Path("/etc/nv_tegra_release")
-_THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "KMP_", "ORT_")
+_THREAD_ENV_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOTO_", "VECLIB_", "ORT_")
 
 
 def describe(*, name: str = "local", threads: int | None = None) -> dict[str, Any]:
