@@ -60,7 +60,8 @@ def test_a_missing_engine_names_the_exact_pip_line(backend, make_artifact, monke
     with pytest.raises(EngineUnavailableError) as info:
         load(make_artifact(), engine=backend)
     message = str(info.value)
-    assert message.endswith(f"pip install 'edgecomp-runtime[{engine.extra}]'"), message
+    package = f"'edgecomp-runtime[{engine.extra}]'" if engine.extra else "edgecomp-runtime"
+    assert message.endswith(f"pip install {package}"), message
     assert "\n" not in message
 
 

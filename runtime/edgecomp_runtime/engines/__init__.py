@@ -75,7 +75,8 @@ def get_engine(backend: str) -> type:
 
 def install_line(engine: type, *, upgrade: bool = False) -> str:
     """The pip command that installs ``engine``'s package through its edgecomp-runtime extra."""
-    return f"pip install {'-U ' if upgrade else ''}'edgecomp-runtime[{engine.extra}]'"
+    target = f"'edgecomp-runtime[{engine.extra}]'" if engine.extra else "edgecomp-runtime"
+    return f"pip install {'-U ' if upgrade else ''}{target}"
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
