@@ -101,12 +101,13 @@ def read_coordinates(path: str | Path, nodes: list[str]) -> Coordinates:
     path = Path(path)
     rows = _read_rows(path)
     found: dict[str, tuple[float, float]] = {}
-    known = set(nodes)
-    for node, lat_text, lon_text in rows:
-        if node not in known:
+    known = {n.strip(): n for n in nodes}  # ids compare without surrounding spaces
+    for text, lat_text, lon_text in rows:
+        if text not in known:
             raise GraphError(
-                f"{path}: node '{node}' is not a node of the data ({len(nodes)} nodes)"
+                f"{path}: node '{text}' is not a node of the data ({len(nodes)} nodes)"
             )
+        node = known[text]
         if node in found:
             raise GraphError(f"{path}: node '{node}' appears twice")
         found[node] = (
