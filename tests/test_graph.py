@@ -156,3 +156,9 @@ def test_graph_model_refuses_bad_coordinates_naming_file_and_node(tmp_path):
     spec = replace(spec, hparams={"coordinates": str(path)}, data={"layout": "wide"})
     with pytest.raises(GraphError, match=r"coords\.csv: no coordinates for node 'f3'"):
         complete_spec(spec)
+
+
+def test_node_ids_match_without_surrounding_spaces(tmp_path):
+    path = _coords(tmp_path, "node,lat,lon\nstation a,0,0\nb,0,1\n")
+    coords = read_coordinates(path, ["station a ", "b"])
+    assert coords.nodes == ["station a ", "b"] and coords.lon == [0.0, 1.0]
