@@ -25,23 +25,33 @@ class _Group(TrackedGroup):
     """Turn the library's ValueError-family errors into one red line and exit code 2."""
 
     def invoke(self, ctx: click.Context):
-        from edgecomp.budget import EXIT_BUDGET_NOT_MET, BudgetNotMet
-        from edgecomp_runtime import EdgecompRuntimeError
+        from edgecomp.budget import BudgetNotMet
 
         try:
             return super().invoke(ctx)
-        except (ValueError, EdgecompRuntimeError, FileNotFoundError, FileExistsError) as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(exits.USAGE)
         except BudgetNotMet as exc:  # nothing was written; its own exit code
             message = f"[red]budget not met:[/red] {escape(str(exc))}"
             console.print(message, highlight=False, soft_wrap=True)
-            sys.exit(EXIT_BUDGET_NOT_MET)
+            sys.exit(exits.BUDGET_NOT_MET)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # --help, --version, usage errors: click's own handling
+        except Exception as exc:
+            if not _input_error(exc):
+                raise
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            sys.exit(exits.USAGE)
 
 
-@click.group(
-    cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"}, epilog=exits.HELP
-)
+def _input_error(exc: Exception) -> bool:
+    """Bad input (one line, exit 2) rather than a bug; the runtime is imported only here, so
+    that `--help` stays fast."""
+    from edgecomp_runtime import EdgecompRuntimeError
+
+    input_errors = (ValueError, EdgecompRuntimeError, FileNotFoundError, FileExistsError)
+    return isinstance(exc, input_errors)
+
+
+@click.group(cls=_Group, context_settings={"auto_envvar_prefix": "EDGECOMP"}, epilog=exits.HELP)
 @click.version_option(package_name="edgecomp")
 @click.option(
     "--mlflow",
@@ -203,9 +213,9 @@ def data_cmd(path: str, input_len: int, horizon: int, as_json: bool, **kw) -> No
 
 def _archs() -> list[str]:
     """The registered architectures (``edgecomp.models.MODELS``), for ``--arch``."""
-    from edgecomp.models import MODELS
+    from edgecomp.archs import ARCHS
 
-    return sorted(MODELS)
+    return list(ARCHS)
 
 
 @main.command()

@@ -295,3 +295,10 @@ def test_residual_head_starts_from_the_last_observed_targets(arch):
     torch.testing.assert_close(y, expected)
     assert torch.count_nonzero(y_plain) == 0
     assert "target_index" not in module.state_dict()
+
+
+def test_the_clis_architecture_names_are_the_registry():
+    from edgecomp.archs import ARCHS
+    from edgecomp.models import MODELS
+
+    assert sorted(ARCHS) == sorted(MODELS)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from edgecomp.archs import ARCHS
 from edgecomp.dataflags import flag_options
 from edgecomp.tracking import TrackedGroup
 
@@ -36,7 +37,7 @@ def _run_options(fn):
         click.option("--time-col", help="Time column (default: detected)."),
         *flag_options(time_col=False),
         click.option("--split", default="0.7,0.15,0.15", show_default=True),
-        click.option("--arch", type=click.Choice(["lstm", "gru", "tcn"]), default="lstm"),
+        click.option("--arch", type=click.Choice(ARCHS), default="lstm"),
         click.option("--hparam", multiple=True, help="Architecture hyperparameter KEY=JSON."),
         click.option("--local-epochs", default=1, show_default=True),
         click.option("--batch-size", default=64, show_default=True),
