@@ -109,7 +109,8 @@ class Service:
     def __init__(self, artifact: Path) -> None:
         import paho.mqtt.client as mqtt
 
-        from edgecomp.broker import MosquittoBroker
+        sys.path.insert(0, str(ROOT / "tests"))  # the test suite's mosquitto launcher
+        from helpers.broker import MosquittoBroker
 
         self.broker = MosquittoBroker().start()
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []

@@ -303,9 +303,7 @@ def _verdict(model, dataset, split, streamed, windowed, budget) -> dict[str, Any
 
     truth, observed = dataset.raw_targets(split), dataset.split(split).y_observed
     stream_metrics = horizon_metrics(truth, dataset.unscale_targets(streamed), observed=observed)
-    windowed_metrics = horizon_metrics(
-        truth, dataset.unscale_targets(windowed), observed=observed
-    )
+    windowed_metrics = horizon_metrics(truth, dataset.unscale_targets(windowed), observed=observed)
     deviation = np.abs(dataset.unscale_targets(streamed) - dataset.unscale_targets(windowed))
     parity = float(np.abs(streamed - reference_predict(model, dataset.split(split).x)).max())
     exact = _structure(model.module)["exact"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edgecomp._net import free_port
 from edgecomp.bench.device import (
     Device,
     DeviceError,
@@ -19,7 +20,6 @@ from edgecomp.bench.device import (
     bench_on_device,
     parse_device,
 )
-from edgecomp.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "runtime" / "fixtures"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecomp.broker import find_mosquitto
+from helpers.broker import find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 

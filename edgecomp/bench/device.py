@@ -525,7 +525,7 @@ class LoopbackSshServer:
         return None
 
     def __enter__(self) -> LoopbackSshServer:
-        from edgecomp.broker import free_port
+        from edgecomp._net import free_port
 
         self.folder.mkdir(parents=True, exist_ok=True)
         for key in ("host_key", "client_key"):

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgecomp._net import free_port
 from edgecomp.fl.config import FLConfig, FLError
 from edgecomp.fl.security import Credentials, check_files, make_credentials
 
@@ -253,13 +254,6 @@ def submit(
     done = subprocess.run(command, env=env, check=False)
     if done.returncode != 0:
         raise FLError(f"flwr run against {superlink} failed with exit code {done.returncode}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalDeployment:

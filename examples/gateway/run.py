@@ -158,7 +158,8 @@ def compare(forecasts: list[dict], seconds, truth, targets: list[int]) -> dict:
 
 
 def main() -> None:
-    from edgecomp.broker import MosquittoBroker
+    sys.path.insert(0, str(ROOT / "tests"))  # the test suite's launcher of Debian's mosquitto
+    from helpers.broker import MosquittoBroker
 
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

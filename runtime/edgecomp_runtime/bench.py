@@ -412,7 +412,8 @@ def _read_parquet(path: Path, features: list[str]) -> tuple[np.ndarray, list[flo
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError(
-            f"{path}: reading Parquet needs pyarrow (pip install pyarrow), or give a CSV file"
+            f"{path}: reading Parquet needs pyarrow "
+            "(pip install 'edgecomp-runtime[parquet]'), or give a CSV file"
         ) from None
     try:
         table = pq.read_table(path)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 from test_serve import PERIOD, Server, mqtt  # noqa: E402, F401 (skips without paho / mosquitto)
 
 import edgecomp_runtime as ecr  # noqa: E402
-from edgecomp.broker import MosquittoBroker, find_mosquitto  # noqa: E402
+from helpers.broker import MosquittoBroker, find_mosquitto  # noqa: E402
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 BATCHES = 40

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecomp.broker import MosquittoBroker, find_mosquitto, free_port
+from helpers.broker import MosquittoBroker, find_mosquitto, free_port
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="serve needs paho-mqtt (runtime[serve])")
 pytestmark = pytest.mark.skipif(

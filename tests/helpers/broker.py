@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgecomp._net import free_port
+
 __all__ = ["BrokerError", "MosquittoBroker", "find_mosquitto", "free_port"]
 
 _SEARCH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
@@ -32,13 +34,6 @@ def find_mosquitto() -> str | None:
     if found:
         return found
     return next((path for path in _SEARCH if Path(path).is_file()), None)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class MosquittoBroker:
