@@ -24,7 +24,7 @@ from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.step import stream_section
 from edgecomp_runtime.stream import Stream, StreamError
 from edgecomp_runtime.tabular import as_numeric
-from edgecomp_runtime.transform import clamp_forecast
+from edgecomp_runtime.transform import apply_floor, forecast_floor
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 _CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this many values at once
@@ -150,6 +150,7 @@ class Model:
         }
         self._out_mean = _frozen(mean[index], np.float32)
         self._out_std = _frozen(std[index], np.float32)
+        self._floor = forecast_floor(spec)  # checked once here, not on every forecast
 
     @property
     def engine(self) -> Engine:
@@ -208,7 +209,7 @@ class Model:
         y = self._run(z)
         y *= self._out_std  # the engine's output array is ours: unscale in place
         y += self._out_mean
-        clamp_forecast(y, self.manifest["spec"])  # counts stay >= 0 (spec.output_floor)
+        apply_floor(y, self._floor)  # counts stay >= 0 (spec.output_floor)
         if not np.isfinite(y).all():
             raise ModelOutputError(
                 f"{self.manifest['model_file']}: the model's forecast is not finite for a finite "
@@ -304,7 +305,7 @@ class Model:
 
     def unscale_forecast(self, y: np.ndarray) -> np.ndarray:
         """Scaled forecasts [..., F_out] -> raw units (float32), as ``predict`` does."""
-        return clamp_forecast(y * self._out_std + self._out_mean, self.manifest["spec"])
+        return apply_floor(y * self._out_std + self._out_mean, self._floor)
 
     def info(self) -> dict[str, Any]:
         """A short JSON-ready summary: target, precision, shapes, features, files and sizes."""

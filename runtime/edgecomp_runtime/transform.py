@@ -22,11 +22,23 @@ def clamp_forecast(y: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     Raises:
         ArtifactError: ``output_floor`` is not a list of one number or null per target.
     """
+    return apply_floor(y, forecast_floor(spec))
+
+
+def forecast_floor(spec: dict[str, Any]) -> np.ndarray | None:
+    """The spec's ``output_floor`` as a read-only float64 array [F_out], checked; None: no floor.
+
+    Raises:
+        ArtifactError: ``output_floor`` is not a list of one number or null per target.
+    """
     floor = spec.get("output_floor")
-    if floor is None:
-        return y
-    bound = _bounds(_key(floor, len(spec["targets"])))
-    np.maximum(y, bound.astype(y.dtype, copy=False), out=y)
+    return None if floor is None else _bounds(_key(floor, len(spec["targets"])))
+
+
+def apply_floor(y: np.ndarray, bound: np.ndarray | None) -> np.ndarray:
+    """Clamp ``y`` [..., F_out] in place to ``bound`` (from ``forecast_floor``); returns ``y``."""
+    if bound is not None:
+        np.maximum(y, bound.astype(y.dtype, copy=False), out=y)
     return y
 
 
