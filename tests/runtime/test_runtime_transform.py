@@ -33,10 +33,10 @@ def test_predict_and_stream_clamp_forecasts_to_the_output_floor(make_artifact, t
 
 
 @pytest.mark.parametrize("floor", [[0.0], "0", [0.0, "x"], [0.0, float("inf")], [True, None]])
-def test_malformed_output_floor_is_refused_naming_the_field(make_artifact, toy, floor):
-    model = load(make_artifact(manifest={"spec.output_floor": floor}))
+def test_malformed_output_floor_is_refused_at_load_naming_the_field(make_artifact, floor):
+    artifact = make_artifact(manifest={"spec.output_floor": floor})
     with pytest.raises(ArtifactError, match="spec.output_floor must be a list of 2 numbers"):
-        model.predict(toy.window())
+        load(artifact)
 
 
 def test_clamp_forecast_without_a_floor_returns_the_array_unchanged():
