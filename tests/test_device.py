@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -267,3 +268,41 @@ def test_cli_bench_on_a_named_device(first_run, server, device, tmp_path):
     assert result.exit_code == 0, result.output
     (bench,) = json.loads((tmp_path / "out" / "report.json").read_text())
     assert bench["device"]["name"] == "lab"
+
+
+@needs_sshd
+def test_an_offline_device_installs_from_a_wheelhouse(server, tmp_path):
+    # setup: the dependency wheels for the device's Python, fetched here (as a user would on a
+    # machine with an index), then installed there with --no-index
+    python = str(PY310[-1]) if PY310 else sys.executable
+    wheelhouse = tmp_path / "wheelhouse"
+    fetched = subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "-d",
+            str(wheelhouse),
+            "numpy",
+            "onnxruntime>=1.19",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fetched.returncode != 0:
+        pytest.skip(f"no package index to fill the wheelhouse: {fetched.stderr.strip()[-200:]}")
+    device = server.device("offline", python=python, workdir=str(tmp_path / "device"))
+    # execute
+    (result,) = bench_on_device(device, [INT8], data=DATA, bench_args=QUICK, wheelhouse=wheelhouse)
+    # assert: it ran from wheels only, and the wheels stayed in the cached environment
+    assert result["engine"]["engine"].startswith("onnxruntime ")
+    assert result["device_env"]["reused"] is False and result["device_env"]["extras"] == ["onnx"]
+    env = tmp_path / "device" / result["device_env"]["name"]
+    assert (env / ".ready").is_file()
+    assert {p.name.split("-")[0] for p in (env / "wheels").glob("*.whl")} >= {
+        "numpy",
+        "onnxruntime",
+    }
