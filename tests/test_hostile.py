@@ -105,7 +105,7 @@ def test_pickle_smuggled_as_model_onnx_is_an_artifact_error(artifact, tmp_path, 
     path = _rewrite(artifact, tmp_path / "evil.edgepkg", files={"model.onnx": payload})
     assert ecr.read_artifact(path)[1]["model.onnx"] == payload
     # execute / assert
-    with pytest.raises(ecr.ArtifactError, match=r"model\.onnx: onnxruntime cannot load"):
+    with pytest.raises(ecr.ArtifactError, match=r"model\.onnx: not a readable ONNX model"):
         ecr.load(path)
     assert not marker.exists()
 
@@ -175,5 +175,5 @@ def test_huge_finite_raw_values_are_refused_not_turned_into_nan(artifact):
     # execute / assert
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(ecr.InputError, match="not finite"):
+        with pytest.raises(ecr.InputError, match="step 3, feature .* out of float32 range"):
             model.predict(window)
