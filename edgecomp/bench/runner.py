@@ -65,6 +65,8 @@ args = json.loads(sys.argv[1])
 out = {"baseline_rss_mb": peak_mb()}
 t0 = time.perf_counter_ns()
 import edgecomp_runtime
+for backend, engine in args["engines"].items():  # build-host engines (ExecuTorch needs torch)
+    edgecomp_runtime.engines.register_engine(backend, engine)
 out["import_ms"] = (time.perf_counter_ns() - t0) / 1e6
 out["rss_after_import_mb"] = peak_mb()
 t0 = time.perf_counter_ns()
@@ -84,7 +86,8 @@ for b in args["batch_sizes"]:
 out["peak_rss_mb"] = peak_mb()
 out["ru_maxrss_mb"] = ru_maxrss_mb()
 out["torch_imported"] = "torch" in sys.modules
-assert not out["torch_imported"], "edgecomp_runtime (or its engine) imported torch"
+host_engine = model.manifest["target"]["backend"] in args["engines"]  # a build-host engine
+assert host_engine or not out["torch_imported"], "edgecomp_runtime (or its engine) imported torch"
 print(json.dumps(out))
 """
 
@@ -447,6 +450,7 @@ def _child_memory(path: Path, batch_sizes: Sequence[int], threads: int | None) -
         "batch_sizes": list(batch_sizes),
         "threads": threads,
         "repeats": _CHILD_REPEATS,
+        "engines": _registered_engines(),
     }
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(args)],
@@ -462,6 +466,13 @@ def _child_memory(path: Path, batch_sizes: Sequence[int], threads: int | None) -
     out["artifact_rss_mb"] = out["peak_rss_mb"] - out["rss_after_import_mb"]
     out["method"] = _MEMORY_METHOD
     return out
+
+
+def _registered_engines() -> dict[str, str]:
+    """Engines this process registered with the runtime (edgecomp_runtime.engines.REGISTERED)."""
+    from edgecomp_runtime.engines import REGISTERED
+
+    return dict(REGISTERED)
 
 
 def _jsonable(value: Any) -> Any:

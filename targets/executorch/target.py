@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgecomp.targets import base
+from edgecomp.targets.executorch import engine as _engine  # noqa: F401 - registers it
 
 MODEL_FILE = "model.pte"
 GRANULARITIES = ("channelwise", "tensorwise")

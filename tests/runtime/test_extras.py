@@ -53,7 +53,8 @@ def test_each_engine_declares_its_extra_with_its_oldest_version(backend):
 
 @pytest.mark.parametrize("backend", sorted(ENGINES))
 def test_a_missing_engine_names_the_exact_pip_line(backend, make_artifact, monkeypatch):
-    # setup: the engine's package cannot be found
+    # setup: the engine's package cannot be found; the runtime's own engines only
+    monkeypatch.setattr(engines_module, "REGISTERED", {})
     engine = _engine(backend)
     monkeypatch.setattr(engine, "module", "edgecomp_absent_engine_pkg")
     # execute + assert
@@ -160,3 +161,10 @@ def test_importing_the_runtime_loads_no_engine():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_the_torch_free_runtime_refuses_executorch_programs_naming_their_runtime():
+    from edgecomp_runtime.engines.refuse import ExecuTorchRefused
+
+    with pytest.raises(EngineUnavailableError, match="model.pte: .*ExecuTorch's own runtime"):
+        ExecuTorchRefused(b"", {"model_file": "model.pte"}, threads=1)

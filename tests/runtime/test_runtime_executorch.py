@@ -34,9 +34,9 @@ from test_runtime_model import (  # noqa: E402 - the Model tests, run here on th
     test_wrong_shapes_are_refused_with_expected_and_got,
 )
 
+from edgecomp.targets.executorch import engine as engine_module  # noqa: E402 - registers it
+from edgecomp.targets.executorch.engine import ExecuTorchEngine  # noqa: E402
 from edgecomp_runtime import ArtifactError, EngineUnavailableError, get_engine, load  # noqa: E402
-from edgecomp_runtime.engines import executorch as engine_module  # noqa: E402
-from edgecomp_runtime.engines.executorch import ExecuTorchEngine  # noqa: E402
 
 __all__ = [  # re-exported so that pytest collects them in this module, with its fixtures
     "model",
@@ -155,4 +155,4 @@ def test_without_torch_the_engine_says_it_needs_torch(toy, pte, monkeypatch):
     with pytest.raises(EngineUnavailableError) as info:
         ExecuTorchEngine(pte, pte_manifest(toy, pte), threads=1)
     assert str(info.value) == engine_module.NEEDS_TORCH
-    assert str(info.value).endswith("pip install 'edgecomp-runtime[executorch]'")
+    assert str(info.value).endswith("pip install 'edgecomp[executorch]'")

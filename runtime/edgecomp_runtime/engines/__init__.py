@@ -16,9 +16,13 @@ ENGINES: dict[str, str] = {
     "onnx": "edgecomp_runtime.engines.onnxruntime:OnnxRuntimeEngine",
     "tflite": "edgecomp_runtime.engines.litert:LiteRtEngine",
     "tensorrt": "edgecomp_runtime.engines.tensorrt:TensorRtEngine",
-    "executorch": "edgecomp_runtime.engines.executorch:ExecuTorchEngine",
+    "executorch": "edgecomp_runtime.engines.refuse:ExecuTorchRefused",
     "null": "edgecomp_runtime.engines.null:NullEngine",
 }
+
+
+# backend -> "module:Class" registered at run time by register_engine (take precedence)
+REGISTERED: dict[str, str] = {}
 
 
 class Engine(Protocol):
@@ -42,6 +46,16 @@ class Engine(Protocol):
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
+def register_engine(backend: str, engine: str) -> None:
+    """Let ``backend``'s artifacts run on ``engine`` ("module:Class") in this process, in place of
+    ``ENGINES[backend]``.
+
+    For engines that cannot ship in the runtime, because they need torch (ExecuTorch's Python
+    bindings): the compiler registers its own on the build host. The runtime imports nothing here.
+    """
+    REGISTERED[backend] = engine
+
+
 def get_engine(backend: str) -> type:
     """Return the engine class for a backend.
 
@@ -57,7 +71,7 @@ def get_engine(backend: str) -> type:
             f"no engine for backend '{backend}' in this edgecomp-runtime; available: "
             f"{sorted(ENGINES)} (a newer release may add it: pip install -U edgecomp-runtime)"
         )
-    module_name, _, class_name = ENGINES[backend].partition(":")
+    module_name, _, class_name = REGISTERED.get(backend, ENGINES[backend]).partition(":")
     engine = getattr(importlib.import_module(module_name), class_name)
     if not _installed(engine.module):
         raise EngineUnavailableError(

@@ -1,9 +1,11 @@
-"""ExecuTorch programs (.pte, XNNPACK delegate) on ExecuTorch's Python runtime.
+"""ExecuTorch programs (.pte, XNNPACK delegate) on ExecuTorch's Python runtime: a build-host engine.
 
 ExecuTorch's Python runtime needs torch: ``executorch.extension.pybindings.portable_lib`` imports
 torch and its extension links libtorch (measured with executorch 1.5.1: see
-targets/executorch/README.md). This engine therefore runs only where torch is installed; it imports
-both inside ``__init__``, so importing edgecomp_runtime never loads them.
+targets/executorch/README.md). The on-device runtime never imports torch, so this engine lives with
+the compiler: importing it registers it with ``edgecomp_runtime.engines.register_engine`` for this
+process (the build's parity check, `edgecomp bench` and the tests on the build host). On a gateway
+the runtime refuses .pte artifacts and names ExecuTorch's own (C++) runtime instead.
 
 The program's batch is dynamic up to ``recipe.lowering.max_batch`` windows (its memory plan);
 ``run`` splits larger batches. Thread safety: one loaded method per calling thread
@@ -18,12 +20,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edgecomp_runtime.engines import register_engine
 from edgecomp_runtime.errors import ArtifactError, EdgecompRuntimeError, EngineUnavailableError
 
 _FLOAT = 6  # ExecuTorch ScalarType of float32
 NEEDS_TORCH = (
     "the executorch engine needs torch as well as executorch (ExecuTorch's Python runtime "
-    "imports torch and links libtorch): pip install 'edgecomp-runtime[executorch]'"
+    "imports torch and links libtorch): pip install 'edgecomp[executorch]'"
 )
 
 
@@ -38,7 +41,9 @@ class ExecuTorchEngine:
 
     module: ClassVar[str] = "executorch"
     package: ClassVar[str] = "executorch"
-    extra: ClassVar[str] = "executorch"
+    extra: ClassVar[str] = (
+        ""  # installed by the compiler's extra: pip install 'edgecomp[executorch]'
+    )
     min_version: ClassVar[str] = "1.5.1"  # the release the target lowers with (COMPATIBILITY)
 
     def __init__(
@@ -106,8 +111,7 @@ def _import_runtime() -> tuple[Any, Any]:
         from executorch.runtime import Runtime
     except ImportError as exc:
         raise EngineUnavailableError(
-            f"executorch's runtime cannot be imported ({exc}): "
-            "pip install 'edgecomp-runtime[executorch]'"
+            f"executorch's runtime cannot be imported ({exc}): pip install 'edgecomp[executorch]'"
         ) from None
     return torch, Runtime
 
@@ -155,3 +159,6 @@ def _max_batch(recorded: Any, planned: int, name: str) -> int:
 def _first_line(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+register_engine("executorch", f"{__name__}:ExecuTorchEngine")
