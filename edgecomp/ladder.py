@@ -35,31 +35,42 @@ from edgecomp.pipeline import BuildConfig, BuildResult, calibration_set, compile
 from edgecomp.spec import Model
 
 __all__ = [
-    "CALIBRATION_VARIANTS",
     "RUNGS",
     "Candidate",
     "Trial",
     "build_within_budget",
+    "calibration_variants",
     "keep_budget",
 ]
 
 Log = Callable[[str], None]
 
-# (backend, precision) -> lowering options to try on the calibration rung, best guess first.
-# NOTE: kept here until the backends declare them as capabilities (targets/base.py).
-CALIBRATION_VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("onnx", "int8"): [
-        {"calibration_method": "percentile"},
-        {"per_channel": True},
-        {"calibration_method": "percentile", "per_channel": True},
-        {"calibration_method": "entropy"},
-    ],
-    ("onnx", "int4"): [
-        {"int4_group_size": "16"},
-        {"int4_group_size": "16", "int4_block_size": 16},
-    ],
-    ("tflite", "int8"): [{"calibration": "moving-average"}],
-}
+
+def calibration_variants(capabilities: Any, precision: str) -> list[dict[str, Any]]:
+    """Lowering options the calibration rung tries, from what the target declares (best first).
+
+    int8 (a calibrated precision): each declared calibration method, per-channel weights where
+    the backend declares a per-channel kernel for int8, and the first method with per-channel.
+    int4: each declared finer weight group, and with it the same compute block size where the
+    backend's int4 kernel takes it. A backend that declares nothing gets nothing.
+    """
+
+    if precision == "int4":
+        groups = [{"int4_group_size": str(g)} for g in capabilities.int4_groups]
+        blocks = [
+            {"int4_group_size": str(g), "int4_block_size": g}
+            for g in capabilities.int4_groups
+            if g in capabilities.int4_blocks
+        ]
+        return groups + blocks
+    if precision not in {str(p) for p in capabilities.calibrated}:
+        return []
+    option = capabilities.calibration_option
+    methods = [{option: m} for m in capabilities.calibration_methods if option]
+    if precision not in {str(p) for p in capabilities.per_channel}:
+        return methods
+    channel = {"per_channel": True}
+    return [*methods[:1], channel, *({**m, **channel} for m in methods[:1]), *methods[1:]]
 
 
 @dataclass(frozen=True)
@@ -373,9 +384,11 @@ def _without_keep(candidate: Candidate) -> dict[str, Any]:
 
 
 def _calibration(ladder: _Ladder, base: Trial) -> list[Candidate]:
+    from edgecomp.targets import get_target
+
     config = base.candidate.config
-    backend = base.manifest["target"]["backend"]
-    variants = CALIBRATION_VARIANTS.get((backend, config.precision), [])
+    capabilities = get_target(base.manifest["target"]["backend"]).capabilities
+    variants = calibration_variants(capabilities, config.precision)
     return [
         replace(
             base.candidate,

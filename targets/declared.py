@@ -72,6 +72,14 @@ class Capabilities:
         requires: Modules the toolchain needs (found, not imported, by ``is_available``).
         install: The pip command that installs them.
         packages: Distributions whose versions the manifest records.
+        calibration_option: The option naming the int8 calibration method ("" when none).
+        calibration_methods: Methods besides the default that the quantizer has, best first
+            (what the fallback ladder tries on a budget breach).
+        per_channel: Precisions with per-output-channel weight kernels (option
+            ``per_channel``); the ladder never asks a backend for one it does not declare.
+        int4_groups: Finer int4 weight group sizes the backend stores (option
+            ``int4_group_size``), best first; ``int4_blocks`` those its int4 compute kernel
+            also takes as a block size (option ``int4_block_size``).
     """
 
     precisions: frozenset[Precision]
@@ -86,6 +94,11 @@ class Capabilities:
     requires: tuple[str, ...] = ()
     install: str = ""
     packages: tuple[str, ...] = ()
+    calibration_option: str = ""
+    calibration_methods: tuple[str, ...] = ()
+    per_channel: frozenset[Precision] = frozenset()
+    int4_groups: tuple[int, ...] = ()
+    int4_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if (Precision.INT4 in self.precisions) != (self.int4 is not None):
@@ -110,7 +123,7 @@ class Capabilities:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for reports and the conformance suite)."""
         data = asdict(self)
-        for key in ("precisions", "calibrated"):
+        for key in ("precisions", "calibrated", "per_channel"):
             data[key] = sorted(str(p) for p in data[key])
         return data
 

@@ -246,3 +246,46 @@ def test_cli_build_refuses_a_step_beyond_the_horizon(traffic_checkpoints, traffi
     args = ["build", str(traffic_checkpoints["tcn"]), "--data", str(traffic_path)]
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x"), "--at-horizon", "5"])
     assert result.exit_code == 2 and "--at-horizon 5 is beyond" in result.output
+
+
+def _capabilities(**declared):
+    from edgecomp.targets import Capabilities, Precision
+
+    int8 = frozenset({Precision.FP32, Precision.INT8})
+    return Capabilities(
+        precisions=int8, engine="onnx", calibrated=int8 - {Precision.FP32}, **declared
+    )
+
+
+def test_calibration_variants_come_from_declared_capabilities():
+    from edgecomp.ladder import calibration_variants
+    from edgecomp.targets import Precision
+
+    methods = {"calibration_option": "calibration_method", "calibration_methods": ("percentile",)}
+    # execute
+    without = calibration_variants(_capabilities(**methods), "int8")
+    with_kernel = calibration_variants(
+        _capabilities(**methods, per_channel=frozenset({Precision.INT8})), "int8"
+    )
+    # assert: a target declaring no per-channel kernel never gets per-channel; one that does does
+    assert without == [{"calibration_method": "percentile"}]
+    assert {"per_channel": True} in with_kernel
+    assert calibration_variants(_capabilities(), "int8") == []
+    assert calibration_variants(_capabilities(), "int4") == []
+
+
+def test_calibration_rung_asks_no_per_channel_of_a_target_without_the_kernel(monkeypatch):
+    from edgecomp import ladder
+    from edgecomp.targets import get_target
+
+    declared = _capabilities(calibration_option="calibration_method")
+    monkeypatch.setattr(get_target("onnx"), "capabilities", declared)
+    plain = ladder.Candidate("plain", "as asked", None, BuildConfig(precision="int8"))
+    base = ladder.Trial(plain, {"target": {"backend": "onnx"}}, {}, None, 0.0)
+    # execute
+    proposed = ladder._calibration(None, base)
+    monkeypatch.undo()
+    proposed_real = ladder._calibration(None, base)
+    # assert: nothing to try without declared methods or kernels; the real onnx target declares
+    assert proposed == []
+    assert any(c.config.options.get("per_channel") for c in proposed_real)

@@ -61,6 +61,8 @@ class TfliteTarget(base.Target):
         requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
         install="pip install 'edgecomp[tflite]'",
         packages=("litert-torch", "ai-edge-quantizer", "ai-edge-litert", "torch"),
+        calibration_option="calibration",
+        calibration_methods=("moving-average",),
     )
 
     def check(self, request: base.Request) -> None:
