@@ -10,7 +10,7 @@ import numpy as np
 
 from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.calendar import add_future, sensor_features
-from edgecomp_runtime.engines import Engine, get_engine
+from edgecomp_runtime.engines import Engine, choose_engine
 from edgecomp_runtime.errors import (
     ArtifactError,
     InputDtypeError,
@@ -29,7 +29,8 @@ from edgecomp_runtime.transform import apply_floor, forecast_floor
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 _CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this many values at once
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_ONNX_BACKENDS = ("onnx", "tensorrt")  # backends whose model file is ONNX, checked at load
+# backends whose model file is ONNX, checked at load
+_ONNX_BACKENDS = ("onnx", "tensorrt", "openvino")
 
 
 def load(
@@ -45,7 +46,8 @@ def load(
     Args:
         path: A ``.edgepkg`` file or an unpacked artifact folder.
         threads: Intra-op threads of the engine; None means 1.
-        engine: Backend key of ``ENGINES`` to use instead of the manifest's ``target.backend``.
+        engine: Key of ``ENGINES`` to use instead of the build's choice (see
+            ``engines.choose_engine``: ``recipe.lowering.engine``, else ``target.backend``).
         trusted_keys: None, or ed25519 public keys (paths, PEM or raw bytes, key objects): the
             artifact must then be signed by one of them (see read_artifact).
         range_factor: For a model whose input is quantized (int8), ``predict`` refuses scaled
@@ -71,8 +73,7 @@ def load(
     if range_factor is not None and not (_is_number(range_factor) and range_factor >= 1):
         raise ValueError(f"range_factor must be a number >= 1 or None, got {range_factor!r}")
     manifest, files = read_artifact(path, trusted_keys=trusted_keys)
-    backend = engine or manifest["target"]["backend"]
-    engine_type = get_engine(backend)
+    backend, engine_type = choose_engine(manifest, engine)
     input_range = _check_model_file(files[manifest["model_file"]], manifest, backend)
     runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
     section = stream_section(manifest, source=str(path))

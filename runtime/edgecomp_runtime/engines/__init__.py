@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import warnings
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -14,6 +15,7 @@ from edgecomp_runtime.errors import EngineUnavailableError
 # backend (manifest target.backend) -> "module:Class"
 ENGINES: dict[str, str] = {
     "onnx": "edgecomp_runtime.engines.onnxruntime:OnnxRuntimeEngine",
+    "openvino": "edgecomp_runtime.engines.openvino:OpenVinoEngine",
     "tflite": "edgecomp_runtime.engines.litert:LiteRtEngine",
     "tensorrt": "edgecomp_runtime.engines.tensorrt:TensorRtEngine",
     "executorch": "edgecomp_runtime.engines.refuse:ExecuTorchRefused",
@@ -85,6 +87,61 @@ def get_engine(backend: str) -> type:
             f"{install_line(engine, upgrade=True)}"
         )
     return engine
+
+
+def choose_engine(manifest: dict[str, Any], requested: str | None = None) -> tuple[str, type]:
+    """The engine an artifact runs on: ``requested``, else the one its build chose.
+
+    The build records its measured choice as ``recipe.lowering.engine`` (absent: the target's
+    backend) and, as ``recipe.lowering.equivalent_engines``, the engines it ran the same model
+    file on and found to pass the parity check. When the chosen engine is not installed, the
+    first installed equivalent runs the artifact, with one RuntimeWarning per process saying so.
+
+    Returns:
+        (engine key of ``ENGINES``, engine class).
+
+    Raises:
+        EngineUnavailableError: The chosen engine is not installed and no recorded equivalent
+            is; the message names the extra that installs the chosen one.
+    """
+    backend = manifest["target"]["backend"]
+    if requested:
+        return requested, get_engine(requested)
+    lowering = manifest.get("recipe", {}).get("lowering", {})
+    chosen = lowering.get("engine") or backend
+    equivalents = list(lowering.get("equivalent_engines", ()))
+    try:
+        return chosen, get_engine(chosen)
+    except EngineUnavailableError as exc:
+        if not equivalents:
+            raise
+        missing = str(exc)
+    for key in equivalents:
+        try:
+            engine = get_engine(key)
+        except EngineUnavailableError:
+            continue
+        _warn_once(chosen, key, missing)
+        return key, engine
+    raise EngineUnavailableError(
+        f"{missing} (none of the equivalent engines the build measured, {equivalents}, is "
+        "installed either)"
+    )
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(chosen: str, fallback: str, why: str) -> None:
+    if (chosen, fallback) in _WARNED:
+        return
+    _WARNED.add((chosen, fallback))
+    warnings.warn(
+        f"the artifact's engine '{chosen}' is unavailable ({why}); running it on '{fallback}', "
+        "which its build measured on the same model file and found equivalent",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def install_line(engine: type, *, upgrade: bool = False) -> str:
