@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +101,95 @@ def test_missing_known_future_values_are_refused_never_filled(artifact):
         model.predict(window, times=times, future={"holiday": [0.0, np.nan, 0.0, 1.0]})
 
 
-def test_stream_refuses_a_model_with_known_future_inputs(artifact):
-    from edgecomp_runtime.stream import StreamError
+def _stream_vs_predict(model, ds, future_cols: tuple[str, ...]):
+    """Push the test split's rows (ISO times, next-H values of the declared columns) one at a
+    time; return (stream forecasts, predict on the same windows) stacked."""
+    start, n = int(ds.test.starts[0]), 3 * L
+    index, values = ds.raw.index[start : start + n + H], ds.values[start : start + n + H]
+    sensors = values[:, : len(model.features) - len(model.spec["future"]["features"])]
+    cols = [ds.features.index(c) for c in future_cols]
+    stream = model.stream(max_ahead_s=math.inf)
+    got, want = [], []
+    for r in range(n):
+        ahead = {c: values[r + 1 : r + 1 + H, k] for c, k in zip(future_cols, cols, strict=True)}
+        out = stream.push(f"{index[r].isoformat()}Z", sensors[r], future=ahead or None)
+        if r < L - 1:
+            assert out is None
+            continue
+        rows = slice(r - L + 1, r + 1)
+        times = index[rows].to_numpy()
+        want.append(model.predict(sensors[rows], times=times, future=ahead or None))
+        got.append(out)
+    return np.stack(got), np.stack(want)
 
-    with pytest.raises(StreamError, match=r"known-future inputs: use predict\(times=, future=\)"):
-        load(artifact[0]).stream()
+
+def test_stream_equals_predict_for_a_calendar_and_future_cols_model(artifact):
+    # setup
+    path, ds = artifact
+    model = load(path)
+    # execute
+    got, want = _stream_vs_predict(model, ds, ("holiday",))
+    # assert: equal arrays, and the calendar channels matter (other times, other forecasts)
+    np.testing.assert_array_equal(got, want)
+    assert len(got) == 2 * L + 1
+    window = ds.values[ds.test.starts[0] : ds.test.starts[0] + L, :2]
+    times = ds.raw.index[ds.test.starts[0] : ds.test.starts[0] + L].to_numpy()
+    ahead = {"holiday": np.zeros(H)}
+    shifted = model.predict(window, times=times + np.timedelta64(6, "h"), future=ahead)
+    assert not np.array_equal(shifted, model.predict(window, times=times, future=ahead))
+
+
+@pytest.fixture(scope="module")
+def calendar_artifact(tmp_path_factory):
+    from edgecomp.pipeline import BuildConfig, build
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import train_checkpoint
+
+    tmp = tmp_path_factory.mktemp("calendar")
+    path = _demand(tmp / "d.csv")
+    config = DataConfig(input_len=L, horizon=H, targets=("demand",), calendar=("hour", "dow"))
+    train = TrainConfig(arch="tcn", hparams={"channels": 8}, epochs=1)
+    outcome = train_checkpoint(path, config, train, tmp / "ckpt")
+    dataset = prepare(path, config)
+    built = build(outcome.model, dataset, BuildConfig(precision="fp32"), tmp / "c.edgepkg")
+    return built.path, dataset
+
+
+def test_stream_equals_predict_for_a_calendar_model(calendar_artifact):
+    # setup
+    path, ds = calendar_artifact
+    model = load(path)
+    # execute
+    got, want = _stream_vs_predict(model, ds, ())
+    # assert
+    np.testing.assert_array_equal(got, want)
+    assert model.spec["future"]["columns"] == [] and len(got) == 2 * L + 1
+
+
+def test_service_refuses_a_due_forecast_without_its_future_column(artifact):
+    import json
+
+    from edgecomp_runtime.serve import Gateway
+
+    # setup
+    path, ds = artifact
+    model = load(path)
+    start = int(ds.test.starts[0])
+    index, values = ds.raw.index[start:], ds.values[start:]
+    readings = [
+        {"t": f"{index[r].isoformat()}Z", "values": values[r, :2].tolist()} for r in range(L + 1)
+    ]
+    readings[L]["future"] = {"holiday": values[L + 1 : L + 1 + H, 1].tolist()}
+    # execute: the first due forecast lacks its future values, the next one has them
+    gateway = Gateway(model.stream(max_ahead_s=math.inf))
+    forecasts, errors = gateway.handle(json.dumps(readings[:L]).encode())
+    again, _ = gateway.handle(json.dumps(readings[L:]).encode())
+    # assert
+    assert forecasts == [] and len(errors) == 1 and "['holiday']" in errors[0]
+    assert gateway.counters["rejected"]["missing_future"] == 1
+    times = index[1 : L + 1].to_numpy()
+    expected = model.predict(values[1 : L + 1, :2], times=times, future=readings[L]["future"])
+    np.testing.assert_allclose(again[0]["forecast"], expected, rtol=1e-6)
 
 
 def test_runtime_cli_reads_times_and_known_future_rows_from_a_csv(artifact, tmp_path, capsys):

@@ -25,6 +25,12 @@ import numpy as np
 from edgecomp_runtime.errors import ArtifactError, InputError, InputShapeError
 
 _DAY_S = 86_400.0
+
+
+class MissingFutureError(InputError):
+    """A declared known-future column was not given; its values are never filled in."""
+
+
 # name -> phase in [0, 1) from UTC seconds (int64 numpy datetime64[s])
 CALENDAR = ("hour", "dow", "doy")
 LEAD_MARK = "@+"  # lead channel names: "<source>@+<H>"
@@ -79,13 +85,15 @@ def add_future(window: np.ndarray, spec: dict[str, Any], times: Any, future: Any
     Args:
         window: Raw sensor values.
         spec: The artifact's spec (``future`` describes the lead channels).
-        times: Timestamps of the window's steps ([L] or [B, L]; numpy datetime64, ISO strings or
-            ``datetime`` values, UTC); needed when the spec has calendar features.
+        times: Timestamps of the window's steps ([L] or [B, L]; numpy datetime64, ISO strings,
+            ``datetime`` values or seconds since 1970, UTC); needed when the spec has calendar
+            features.
         future: ``{column: values}`` for each declared column: its next H values ([H] or
             [B, H]), the readings of the forecast steps.
 
     Raises:
-        InputError: ``times`` or a declared column is missing, or has the wrong shape.
+        InputError: ``times`` or a declared column is missing (``MissingFutureError``), or has
+            the wrong shape.
         ArtifactError: ``spec.future`` is malformed.
     """
     info = spec.get("future")
@@ -135,7 +143,12 @@ def _last_seconds(times: Any, batch: int, length: int) -> np.ndarray:
 
 
 def _utc_seconds(value: Any) -> int:
-    """Seconds since 1970 (UTC) of a datetime (naive: UTC), an ISO-8601 string or a datetime64."""
+    """Seconds since 1970 (UTC) of a datetime (naive: UTC), an ISO-8601 string, a datetime64 or
+    a number of seconds (floored)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InputError(f"window: times= holds {value!r}, not a timestamp")
+        return int(math.floor(value))
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -157,7 +170,7 @@ def _column_leads(x: np.ndarray, spec: dict[str, Any], info: dict[str, Any], fut
     given = future or {}
     absent = [c for c in columns if c not in given]
     if absent:
-        raise InputError(
+        raise MissingFutureError(
             f"window: future= lacks the known-future column(s) {absent} (their next {lead} "
             f"values); they are never filled in"
         )

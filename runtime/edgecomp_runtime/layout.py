@@ -3,7 +3,10 @@
 An artifact whose spec carries a ``layout`` (``nodes``, ``channels``, ``index``: the feature index
 of each (node, channel), ``globals``: features of no node) also takes windows shaped [L, N, C] or
 [batch, L, N, C]; ``flatten_nodes`` maps them onto the model's [L, F] / [batch, L, F] feature
-order. Flat windows pass through unchanged, so [L, F] keeps working. numpy only.
+order. Flat windows pass through unchanged, so [L, F] keeps working. Known-future lead channels
+(``spec.future``, the last K features) are globals of a graph artifact that the runtime builds
+itself: a node window maps onto the F - K sensor features and ``add_future`` appends them.
+numpy only.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 from edgecomp_runtime.errors import InputShapeError
 
-__all__ = ["flatten_nodes", "node_shape"]
+__all__ = ["flatten_nodes", "lead_count", "node_shape"]
 
 
 def node_shape(layout: dict | None) -> tuple | None:
@@ -24,11 +27,20 @@ def node_shape(layout: dict | None) -> tuple | None:
     return len(layout["nodes"]), len(layout["channels"])
 
 
-def flatten_nodes(array: np.ndarray, layout: dict | None, input_len: int) -> np.ndarray:
+def lead_count(spec: dict) -> int:
+    """K, the known-future lead channels at the end of ``spec.features`` (0 without)."""
+    future = spec.get("future")
+    return len(future["features"]) if future else 0
+
+
+def flatten_nodes(
+    array: np.ndarray, layout: dict | None, input_len: int, *, leads: int = 0
+) -> np.ndarray:
     """``array`` as [L, F] / [B, L, F] when it is a node window of ``layout``, else unchanged.
 
     A 3-D array whose first axis is L and last is C is read as [L, N', C], a 4-D array as
-    [B, L, N', C]; anything else is left for the caller's shape check.
+    [B, L, N', C]; anything else is left for the caller's shape check. With ``leads`` = K
+    known-future lead channels, a node window maps onto the first F - K features.
 
     Raises:
         InputShapeError: The window's node count differs from the artifact's (both named), or
@@ -39,8 +51,12 @@ def flatten_nodes(array: np.ndarray, layout: dict | None, input_len: int) -> np.
     n, c = node_shape(layout)
     n_features = n * c + len(layout["globals"])
     batched = array.ndim == 4
-    if not batched and array.shape[1:] == (input_len, n_features):
-        return array  # a flat batch [B, L, F]
+    if (
+        not batched
+        and array.shape[1] == input_len
+        and array.shape[2] in (n_features, n_features - leads)
+    ):
+        return array  # a flat batch [B, L, F] (or [B, L, F - K] before the lead channels)
     lead = array.shape[1:2] if batched else array.shape[:1]
     if lead != (input_len,) or array.shape[-1] != c:
         return array
@@ -49,12 +65,12 @@ def flatten_nodes(array: np.ndarray, layout: dict | None, input_len: int) -> np.
             f"window: {array.shape[-2]} nodes, the artifact has {n} nodes "
             f"(shape [L={input_len}, N={n}, C={c}]); got {list(array.shape)}"
         )
-    if layout["globals"]:
+    if len(layout["globals"]) > leads:
         raise InputShapeError(
-            f"window: this artifact also takes {len(layout['globals'])} global feature(s) "
-            f"beside its {n} x {c} node values; pass [L, {n_features}] windows"
+            f"window: this artifact also takes {len(layout['globals']) - leads} global "
+            f"feature(s) beside its {n} x {c} node values; pass [L, {n_features - leads}] windows"
         )
-    return _scatter(array, layout, n_features)
+    return _scatter(array, layout, n_features - leads)
 
 
 def _scatter(array: np.ndarray, layout: Any, n_features: int) -> np.ndarray:

@@ -18,11 +18,11 @@ from edgecomp_runtime.errors import (
     InputShapeError,
     ModelOutputError,
 )
-from edgecomp_runtime.layout import flatten_nodes
+from edgecomp_runtime.layout import flatten_nodes, lead_count
 from edgecomp_runtime.opcheck import check_onnx, check_tflite
 from edgecomp_runtime.preprocess import impute_window
-from edgecomp_runtime.step import stream_section
-from edgecomp_runtime.stream import Stream, StreamError
+from edgecomp_runtime.step import stream_files, stream_section
+from edgecomp_runtime.stream import Stream
 from edgecomp_runtime.tabular import as_numeric
 from edgecomp_runtime.transform import apply_floor, forecast_floor
 
@@ -77,7 +77,7 @@ def load(
     input_range = _check_model_file(files[manifest["model_file"]], manifest, backend)
     runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
     section = stream_section(manifest, source=str(path))
-    extra = {} if section is None else {section["step_file"]: files[section["step_file"]]}
+    extra = {name: files[name] for name in stream_files(section)}
     model = Model(manifest, runner, backend=backend, threads=threads, files=extra)
     model._input_range, model.range_factor = input_range, range_factor
     return model
@@ -185,7 +185,8 @@ class Model:
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
         array = _as_real_array(as_numeric(window, sensor_features(self.manifest["spec"])))
-        array = flatten_nodes(array, self.manifest["spec"].get("layout"), self.input_len)
+        spec = self.manifest["spec"]
+        array = flatten_nodes(array, spec.get("layout"), self.input_len, leads=lead_count(spec))
         array = add_future(array, self.manifest["spec"], times, future)  # known-future inputs
         batched = self._check_shape(array)
         x = array if batched else array[None]
@@ -267,6 +268,10 @@ class Model:
     ) -> Stream:
         """Start (or resume) a stream: push one reading at a time, get forecasts as they come.
 
+        A model with known-future inputs (``spec.future``) streams windowed: the stream builds
+        its calendar channels from the slot times, and its declared columns come with each
+        reading (``push(t, values, future={column: next H values})``).
+
         Args:
             every: Emit a forecast after every ``every``-th new sampling slot.
             mode: ``"auto"`` (the step model when the manifest allows it, else windowed),
@@ -281,13 +286,11 @@ class Model:
             The Stream (see ``edgecomp_runtime.stream``).
 
         Raises:
-            StreamError: Bad arguments, no step model for ``mode="incremental"``, no sampling
-                period, a state file saved for another artifact, or a model with known-future
-                inputs (``spec.future``: not streamed yet).
+            StreamError: Bad arguments, no step model for ``mode="incremental"`` (or a model
+                with known-future inputs), no sampling period, or a state file saved for
+                another artifact.
             StateFileError: ``resume`` is missing or not a readable state file.
         """
-        if self.manifest["spec"].get("future"):  # lead channels need times= / future=
-            raise StreamError("this model takes known-future inputs: use predict(times=, future=)")
         stream = Stream(self, every=every, mode=mode, period_s=period_s, max_ahead_s=max_ahead_s)
         if resume is not None:
             stream._restore(resume)

@@ -4,6 +4,9 @@ Topics (``PREFIX`` = ``--topic-prefix``, default ``edgecomp``; ``DEVICE`` = ``--
 
 * ``PREFIX/DEVICE/readings`` (subscribed, QoS 1): ``{"t": seconds or ISO 8601, "values":
   {name: value} or [values]}``, or a JSON list of such objects; null / NaN / absent = missing.
+  A graph artifact also takes ``"values"`` as [[C values] per node] or {node id: [C values]}.
+  A model with known-future columns takes ``"future": {column: [next H values]}`` with each
+  reading; a forecast due without them is rejected (reason ``missing_future``), never filled.
 * ``PREFIX/DEVICE/forecast`` (published, retained): see ``Gateway.forecast_payload``.
 * ``PREFIX/DEVICE/status`` (retained): ``{"state": "online" | "offline", ...}``; the broker
   publishes ``offline`` itself (last will) when the gateway vanishes.
@@ -41,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecomp_runtime.calendar import MissingFutureError
 from edgecomp_runtime.errors import (
     EdgecompRuntimeError,
     EngineUnavailableError,
@@ -56,7 +60,7 @@ _INSTALL = "pip install 'edgecomp-runtime[serve]'"
 _MAX_PAYLOAD = 1 << 20
 _SHOWN = 200  # characters of an offending payload published with its error
 _NUMBER = "%.9g".__mod__  # a float32 value as JSON text
-REASONS = ("malformed", "invalid", "future", "model_output", "internal")
+REASONS = ("malformed", "invalid", "future", "missing_future", "model_output", "internal")
 
 
 def _paho() -> Any:
@@ -182,7 +186,7 @@ class Gateway:
                 error = 'each reading must be an object {"t": ..., "values": ...}'
                 self._error(errors, error, "malformed", reading=reading)
                 continue
-            readings.append((reading["t"], reading["values"]))
+            readings.append((reading["t"], reading["values"], reading.get("future")))
             shown.append(reading)
 
     def _collect(self, results: list, shown: list, errors: list) -> list[dict[str, Any]]:
@@ -311,6 +315,7 @@ class Gateway:
         keys = ("kind", "exact", "allowed", "reason", "error_budget")
         verdict = {k: section[k] for k in keys if k in section}
         summary = {**model.info(), "period_s": self.stream.period_s}
+        summary["readings"] = _reading_form(model.spec, self.stream.features)
         return 200, {**summary, "stream": {"mode": self.stream.mode, **verdict}}
 
     def _forecast(self) -> tuple[int, Any]:
@@ -546,9 +551,21 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _reading_form(spec: dict[str, Any], features: list[str]) -> dict[str, Any]:
+    """What a reading carries: its features, the node layout and the known-future columns."""
+    future, layout = spec.get("future") or {}, spec.get("layout")
+    form: dict[str, Any] = {"features": features, "future_columns": future.get("columns", [])}
+    form["calendar"] = future.get("calendar", [])
+    if layout:
+        form["nodes"], form["channels"] = layout["nodes"], layout["channels"]
+    return form
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, TimestampError):
         return "future"
+    if isinstance(exc, MissingFutureError):
+        return "missing_future"
     if isinstance(exc, InputError):
         return "invalid"
     return "model_output" if isinstance(exc, ModelOutputError) else "internal"

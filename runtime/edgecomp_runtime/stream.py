@@ -17,6 +17,15 @@ Two ways to forecast (``mode``): ``"windowed"`` calls ``Model.predict`` on the w
 only when the manifest's ``stream.allowed`` is true. When an imputed value in the window changes
 after it was fed (a late reading, a gap filled by interpolation), the step model is replayed over
 the whole window from a zero state.
+
+Known-future inputs (``spec.future``): the stream computes the calendar lead channels itself from
+the slot times and the sampling period; declared known-future columns come with each reading as
+``future={column: next H values}`` (``push(t, values, future=...)``) and are used when that
+reading's forecast is due. A due forecast whose reading lacks one is refused
+(``MissingFutureError`` naming the column), never filled in. Such models stream windowed.
+
+Graph artifacts (``spec.layout``) also take a reading as an [N, C] array, or a dict node id -> its
+C values (see ``edgecomp_runtime.readings``).
 """
 
 from __future__ import annotations
@@ -31,17 +40,18 @@ from typing import Any
 
 import numpy as np
 
+from edgecomp_runtime.calendar import MissingFutureError
 from edgecomp_runtime.errors import (
     EdgecompRuntimeError,
     EngineUnavailableError,
     InputError,
-    InputShapeError,
     ModelOutputError,
     TimestampError,
 )
 from edgecomp_runtime.preprocess import impute_window
+from edgecomp_runtime.readings import Readings, short
 from edgecomp_runtime.state import load_state, save_state
-from edgecomp_runtime.step import StepRunner, stream_section
+from edgecomp_runtime.step import StepRunner, step_runner, stream_section
 
 # NOTE: ``model`` is a Model (edgecomp_runtime.model), typed Any here: model.py imports this
 # module, and the runtime keeps its import graph free of cycles.
@@ -59,7 +69,6 @@ COUNTERS = (
     "forecasts",
     "replays",
 )
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMBERS = (int, float, np.integer, np.floating)
 _UNITS = ((1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
 _YEAR_S = 365.25 * 86400
@@ -113,7 +122,8 @@ class Stream:
         self.stats = dict.fromkeys((*COUNTERS, "refused", "resets"), 0)
         self.last_refusal: str | None = None
         self._clock = clock
-        self._window = np.full((model.input_len, len(model.features)), np.nan)
+        self._readings = Readings(model.spec)
+        self._window = np.full((model.input_len, len(self._readings.features)), np.nan)
         self._start()
 
     def _start(self) -> None:
@@ -151,14 +161,19 @@ class Stream:
             raise StreamError("the stream has no reading yet")
         return self._t0 + (self._slot + steps_ahead) * self.period_s
 
-    def push(self, timestamp: Any, values: Any) -> np.ndarray | None:
+    def push(self, timestamp: Any, values: Any, future: Any = None) -> np.ndarray | None:
         """Add one reading; return a forecast [H, F_out] in raw units, or None.
 
         Args:
             timestamp: Seconds since the epoch (int or float), a ``datetime`` (naive = UTC) or an
                 ISO 8601 string.
             values: The F feature values in model order (a sequence; NaN or None = missing), or
-                a dict feature name -> value (absent features are missing).
+                a dict feature name -> value (absent features are missing); for a graph
+                artifact also [N, C] node values or a dict node id -> values (see
+                ``edgecomp_runtime.readings``).
+            future: For a model with known-future columns: ``{column: next H values}``, used
+                if this reading's forecast is due (a due forecast without it is refused with
+                ``MissingFutureError``, an InputError).
 
         Raises:
             InputError: A bad timestamp, an unknown feature, a value that is not a finite number
@@ -167,13 +182,14 @@ class Stream:
                 A refused reading leaves the stream as it was.
             ModelOutputError: The model gave a non-finite forecast for this window.
         """
-        (result,) = self.push_many([(timestamp, values)])
+        (result,) = self.push_many([(timestamp, values, future)])
         if isinstance(result, Exception):
             raise result
         return None if result is None else result.forecast
 
-    def push_many(self, readings: Sequence[tuple[Any, Any]]) -> list[Any]:
-        """Add readings (timestamp, values) in time order; forecasts due are run as one batch.
+    def push_many(self, readings: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Add readings (timestamp, values) or (timestamp, values, future) in time order;
+        forecasts due are run as one batch.
 
         Returns:
             One entry per reading, in the given order: an ``Emitted`` forecast, None, or the
@@ -182,14 +198,14 @@ class Stream:
         """
         results: list[Any] = [None] * len(readings)
         checked = []
-        for i, (timestamp, values) in enumerate(readings):
+        for i, (timestamp, values, *future) in enumerate(readings):
             try:
-                checked.append((*self._check(timestamp, values), i))
+                checked.append((*self._check(timestamp, values, *future[:1]), i))
             except InputError as exc:
                 results[i] = exc
         checked.sort(key=lambda item: item[0])  # time order; the sort is stable
-        due: list[tuple[int, float, np.ndarray]] = []
-        for seconds, row, i in checked:
+        due: list[tuple[int, float, np.ndarray, Any]] = []
+        for seconds, row, ahead, i in checked:
             if not self._accept(seconds, row):
                 continue
             if self._runner is not None:
@@ -197,18 +213,19 @@ class Stream:
                 continue
             window = self._due_window()
             if window is not None:
-                due.append((i, self.slot_time(), window))
+                due.append((i, self.slot_time(), window, ahead))
         if due:
             self._predict(due, results)
         return results
 
-    def _check(self, timestamp: Any, values: Any) -> tuple[float, np.ndarray]:
-        row = self._row(values)
+    def _check(self, timestamp: Any, values: Any, future: Any = None) -> tuple[Any, ...]:
+        row = self._readings.row(values)
+        ahead = self._readings.future(future)
         seconds = _seconds(timestamp)
         now = self._clock()
         if seconds > now + self.max_ahead_s:
             raise TimestampError(_ahead_message(timestamp, seconds, now, self.max_ahead_s))
-        return seconds, row
+        return seconds, row, ahead
 
     def _accept(self, seconds: float, row: np.ndarray) -> bool:
         """Place the reading; True when a forecast is due."""
@@ -219,36 +236,6 @@ class Stream:
             return False
         self._advance(slot, row)
         return self.stats["slots"] >= self.model.input_len and self._since >= self.every
-
-    def _row(self, values: Any) -> np.ndarray:
-        features = self.model.features
-        if isinstance(values, dict):
-            unknown = sorted(repr(k) for k in set(values) - set(features))
-            if unknown:
-                shown = ", ".join(unknown[:5])
-                raise InputError(f"reading: unknown feature(s) [{shown}]; expected {features}")
-            values = [values.get(name) for name in features]
-        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu" and values.ndim == 1:
-            return self._array_row(values)
-        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
-            raise InputError(
-                f"reading: values must be a list or a dict, not {type(values).__name__}"
-            )
-        if len(values) != len(features):
-            raise InputShapeError(f"reading: expected {len(features)} values, got {len(values)}")
-        return np.array([_value(v, name) for v, name in zip(values, features, strict=True)])
-
-    def _array_row(self, values: np.ndarray) -> np.ndarray:
-        if values.shape[0] != len(self.model.features):
-            raise InputShapeError(
-                f"reading: expected {len(self.model.features)} values, got {values.shape[0]}"
-            )
-        row = values.astype(np.float64)
-        bad = np.abs(np.nan_to_num(row, nan=0.0)) > _FLOAT32_MAX
-        if bad.any():
-            name = self.model.features[int(np.argmax(bad))]
-            raise InputError(f"reading: feature '{name}' is {_out_of_range(row[bad][0])}")
-        return row
 
     def _slot_of(self, seconds: float) -> int:
         if self._t0 is None:
@@ -295,16 +282,28 @@ class Stream:
 
     @property
     def features(self) -> list[str]:
-        """The model's F input columns, in order."""
-        return self.model.features
+        """The F sensor columns of a reading, in order (the model's inputs without the
+        known-future lead channels, which the stream builds)."""
+        return self._readings.features
 
-    def _predict(self, due: list[tuple[int, float, np.ndarray]], results: list[Any]) -> None:
+    def window_times(self, t: float) -> np.ndarray:
+        """Seconds of the L slots of the window whose newest slot is at ``t``."""
+        steps = np.arange(self.model.input_len) - (self.model.input_len - 1)
+        return t + steps * self.period_s
+
+    def _predict(self, due: list[tuple[int, float, np.ndarray, Any]], results: list[Any]) -> None:
         """One ``predict`` for every window due; per window again only when the batch fails."""
+        ready = [item for item in due if self._has_future(item, results)]
+        if not ready:
+            return
+        windows = np.stack([window for _, _, window, _ in ready])
+        times = np.stack([self.window_times(t) for _, t, _, _ in ready])
+        future = {c: np.stack([a[c] for *_, a in ready]) for c in self._readings.columns}
         try:
-            forecasts = list(self.model.predict(np.stack([window for _, _, window in due])))
+            forecasts = list(self.model.predict(windows, times=times, future=future or None))
         except (InputError, ModelOutputError):
-            forecasts = [self._predict_one(window) for _, _, window in due]
-        for (i, t, _), forecast in zip(due, forecasts, strict=True):
+            forecasts = [self._predict_one(*item[1:]) for item in ready]
+        for (i, t, _, _), forecast in zip(ready, forecasts, strict=True):
             if isinstance(forecast, Exception):
                 self._refuse(forecast)
                 results[i] = forecast
@@ -313,9 +312,21 @@ class Stream:
             self._last = (t, forecast)
             results[i] = Emitted(t, forecast)
 
-    def _predict_one(self, window: np.ndarray) -> Any:
+    def _has_future(self, item: tuple[int, float, np.ndarray, Any], results: list[Any]) -> bool:
+        """True when the reading brings every declared known-future column, else refused."""
+        absent = [c for c in self._readings.columns if c not in (item[3] or {})]
+        if absent:
+            exc = MissingFutureError(
+                f"reading: a forecast is due and future lacks the known-future column(s) "
+                f"{absent} (their next {self.model.horizon} values); they are never filled in"
+            )
+            self._refuse(exc)
+            results[item[0]] = exc
+        return not absent
+
+    def _predict_one(self, t: float, window: np.ndarray, ahead: Any) -> Any:
         try:
-            return self.model.predict(window)
+            return self.model.predict(window, times=self.window_times(t), future=ahead)
         except (InputError, ModelOutputError) as exc:
             return exc
 
@@ -429,13 +440,15 @@ def _choose_mode(model: Model, mode: str) -> tuple[str, str, StepRunner | None]:
     section = stream_section(model.manifest)
     if mode == "windowed":
         return "windowed", "asked for", None
-    if section is None:
+    if model.spec.get("future"):
+        reason = "the model takes known-future inputs, rebuilt for each forecast"
+    elif section is None:
         reason = "the artifact has no step model (built without the lowering option stream=true)"
     elif not section["allowed"]:
         reason = f"the manifest does not allow its step model: {section.get('reason', '')}"
     else:
         try:
-            runner = StepRunner(model.file(section["step_file"]), section, threads=model.threads)
+            runner = step_runner(model, section)
         except EngineUnavailableError as exc:  # step models run on onnxruntime
             reason = f"the step model needs onnxruntime: {exc}"
         else:
@@ -461,32 +474,6 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _value(value: Any, name: str) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
-        raise InputError(f"reading: feature '{name}' is {_short(value)}, not a number")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond float64
-        number = math.inf
-    if abs(number) > _FLOAT32_MAX:  # NaN compares False: a missing value
-        raise InputError(f"reading: feature '{name}' is {_out_of_range(value)}")
-    return number
-
-
-def _out_of_range(value: Any) -> str:
-    if isinstance(value, float | np.floating) and math.isinf(value):
-        return "infinite; use NaN or null for missing"
-    return f"{_short(value)}, beyond the float32 range (±{_FLOAT32_MAX:.3g})"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, int) and value.bit_length() > 128:
-        return f"an integer of {value.bit_length()} bits"
-    return f"{value!r:.40}"
-
-
 def _iso_z(text: str) -> str:
     # Python 3.10's fromisoformat refuses a trailing "Z" (3.11 reads it as UTC)
     return text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
@@ -504,12 +491,12 @@ def _seconds(timestamp: Any) -> float:
         return timestamp.timestamp()
     if isinstance(timestamp, bool) or not isinstance(timestamp, _NUMBERS):
         raise InputError(
-            f"reading: timestamp must be seconds, a datetime or ISO 8601, got {_short(timestamp)}"
+            f"reading: timestamp must be seconds, a datetime or ISO 8601, got {short(timestamp)}"
         )
     try:
         seconds = float(timestamp)
     except OverflowError:
-        raise InputError(f"reading: timestamp {_short(timestamp)} is out of range") from None
+        raise InputError(f"reading: timestamp {short(timestamp)} is out of range") from None
     if not math.isfinite(seconds):
         raise InputError(f"reading: timestamp {seconds} is not finite")
     return seconds
@@ -526,7 +513,7 @@ def _max_ahead(value: float | None, period_s: float) -> float:
 def _ahead_message(timestamp: Any, seconds: float, now: float, limit: float) -> str:
     clock = datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="seconds")
     text = (
-        f"reading: timestamp {_short(timestamp)} is {seconds - now:.3g} s ahead of the gateway's "
+        f"reading: timestamp {short(timestamp)} is {seconds - now:.3g} s ahead of the gateway's "
         f"clock ({clock}), more than max_ahead_s={limit:g}"
     )
     for factor, unit in _UNITS:
