@@ -11,7 +11,9 @@ what it measured into the manifest's ``stream`` section (runtime/FORMAT.md, "Str
   model zero-pads what the stream remembers, so the two differ and are measured like a recurrent
   model.
 * LSTM / GRU: the hidden (and cell) state is carried across readings instead of re-running the
-  window: a different computation, measured against the windowed artifact on the split.
+  window: a different computation, measured against the windowed artifact on the split. Their
+  cells also ship as a numpy kernel (``step_kernel.npz``, ``stream.kernel``) that the runtime runs
+  instead of an onnxruntime call per reading; the build checks it against the ONNX step model.
 
 The runtime uses the step model only when the section says ``allowed``: exact, or a per-horizon
 MAE (against the truth) within ``stream_error_budget`` (default 1 %) of the windowed artifact's.
@@ -35,9 +37,19 @@ from edgecomp.spec import Model
 from edgecomp_runtime.engines import get_engine
 from edgecomp_runtime.step import FORECAST, READING, STATE, STATE_NEXT, StepRunner
 
-__all__ = ["STEP_FILE", "StreamBuildError", "add_stream", "export_step", "step_module"]
+__all__ = [
+    "KERNEL_FILE",
+    "STEP_FILE",
+    "StreamBuildError",
+    "add_stream",
+    "export_step",
+    "step_kernel",
+    "step_module",
+]
 
 STEP_FILE = "step.onnx"
+KERNEL_FILE = "step_kernel.npz"
+KERNEL_TOLERANCE = 1e-4  # max |kernel - ONNX step model| over the split, scaled units
 DEFAULT_BUDGET = 0.01  # stateful MAE may exceed the windowed artifact's by at most 1 % per step
 EXACT_TOLERANCE = 1e-4  # max |step - windowed reference|, scaled units, for an exact step model
 
@@ -234,10 +246,72 @@ def add_stream(
     step_bytes = export_step(step, model.spec.n_features, state_size)
     section = {"step_file": STEP_FILE, "kind": kind, "state_size": state_size}
     section.update(_structure(model.module))
-    runner = StepRunner(step_bytes, {**section, "exact": False, "allowed": False}, threads=1)
+    kernel = step_kernel(model.module)
+    if kernel is not None:
+        section["kernel"] = {"file": KERNEL_FILE, "cell": kernel[0]}
+    runner = StepRunner(
+        step_bytes,
+        {**section, "exact": False, "allowed": False},
+        threads=1,
+        kernel=None if kernel is None else kernel[1],
+    )
     section.update(_measure(runner, model, dataset, manifest, files, split, budget))
     files[STEP_FILE] = step_bytes
+    if kernel is not None:
+        _check_kernel(step_bytes, section, runner, model, dataset, split)
+        files[KERNEL_FILE] = kernel[1]
     manifest["stream"] = section
+
+
+def step_kernel(module: nn.Module) -> tuple[str, bytes] | None:
+    """(cell, ``.npz`` bytes) of the runtime's numpy step kernel; None for a TCN.
+
+    Layout (runtime/edgecomp_runtime/step.py, ``_Kernel``): sigmoid gates halved so one tanh
+    serves them all; LSTM ``w{k}`` = [W_x; W_h] with gates [i, f, o, g]; GRU ``wx{k}``,
+    ``bx{k}``, ``wh{k}``, ``bh{k}`` with gates [r, z, n]; the head and its residual targets.
+    """
+    from edgecomp.targets.onnx.recurrent import cell_weights
+
+    if not isinstance(module, _RecurrentForecaster):
+        return None
+    lstm, layers = cell_weights(module.rnn)
+    hidden, arrays = module.rnn.hidden_size, {}
+    sigmoid = np.ones((4 if lstm else 3) * hidden, np.float32)
+    sigmoid[: (3 if lstm else 2) * hidden] = 0.5  # sigmoid(a) = 0.5 tanh(a / 2) + 0.5
+    for k, layer in enumerate(layers):
+        if lstm:
+            arrays[f"w{k}"] = np.concatenate([layer.w_x, layer.w_h]) * sigmoid
+            arrays[f"b{k}"] = layer.b_x * sigmoid
+        else:
+            arrays |= {f"wx{k}": layer.w_x * sigmoid, f"bx{k}": layer.b_x * sigmoid}
+            arrays |= {f"wh{k}": layer.w_h * sigmoid, f"bh{k}": layer.b_h * sigmoid}
+    with torch.no_grad():
+        arrays["head_w"] = module.head.weight.T.float().numpy().copy()
+        arrays["head_b"] = module.head.bias.float().numpy().copy()
+    arrays["shape"] = np.array([module.horizon, module.n_targets])
+    arrays["layers"] = np.array([len(layers)])
+    arrays["residual"] = np.array([int(module.residual)])
+    if not module._all_features:
+        arrays["targets"] = module.target_index.numpy().astype(np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return ("lstm" if lstm else "gru"), buffer.getvalue()
+
+
+def _check_kernel(step_bytes, section, runner, model, dataset, split) -> None:
+    """The kernel's forecasts over the split equal the ONNX step model's (or the build fails)."""
+    (start, end), spec = dataset.bounds[split], model.spec
+    mean, std = np.asarray(spec.scaler["mean"]), np.asarray(spec.scaler["std"])
+    readings = ((dataset.values[start:end] - mean) / std).astype(np.float32)
+    onnx_runner = StepRunner(step_bytes, section, threads=1)
+    runner.reset()
+    diff = float(np.abs(runner.run(readings) - onnx_runner.run(readings)).max())
+    if not diff <= KERNEL_TOLERANCE:
+        raise StreamBuildError(
+            f"the step kernel differs from the ONNX step model by {diff:.3g} (scaled units) on "
+            f"the {split} split, above {KERNEL_TOLERANCE}"
+        )
+    section["kernel"]["max_abs_diff"] = diff
 
 
 def _budget(value: Any) -> float:

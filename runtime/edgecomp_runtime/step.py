@@ -8,11 +8,19 @@ batch 1 and is run with onnxruntime whatever the artifact's backend:
         -> forecast [1, H, F_out] float32 (scaled)  +  state_next [1, S] float32
 
 The state is zeros at the start of a stream. For a TCN it packs each causal convolution's cache of
-past inputs; for an LSTM or GRU the hidden (and cell) state of every layer.
+past inputs; for an LSTM or GRU the hidden (and cell) state of every layer (every layer's h, then
+every layer's c).
+
+An LSTM or GRU step model may also come as a kernel file (``stream.kernel``: ``.npz``, no pickles):
+the same cell's weights, run here with a few in-place numpy ops per layer. One step is a handful of
+small GEMVs, so onnxruntime's per-call cost (feeds, output allocation, node dispatch) is most of
+it; the kernel skips that. The ONNX step model still loads (and is what a runtime without kernel
+support runs); the build checks that both give the same forecasts.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -24,6 +32,7 @@ STATE = "state"
 FORECAST = "forecast"
 STATE_NEXT = "state_next"
 KINDS = ("tcn-cache", "recurrent-state")
+CELLS = ("lstm", "gru")
 _MAX_STATE = 2**24
 
 
@@ -52,7 +61,30 @@ def stream_section(manifest: dict[str, Any], *, source: str = "manifest") -> dic
     need("state_size", _is_state_size, f"an integer in [1, {_MAX_STATE}]")
     for key in ("exact", "allowed"):
         need(key, lambda v: isinstance(v, bool), "true or false")
+    if "kernel" in section:
+        need("kernel", lambda v: isinstance(v, dict), "an object")
+        kernel = section["kernel"]
+        if kernel.get("file") not in files or kernel.get("cell") not in CELLS:
+            raise ArtifactError(
+                f"{where}.kernel' must name a file listed in 'files' and a cell in "
+                f"{list(CELLS)}, got {kernel!r:.80}"
+            )
     return section
+
+
+def stream_files(section: dict[str, Any] | None) -> list[str]:
+    """The artifact files a stream needs: the step model and its kernel (if any)."""
+    if section is None:
+        return []
+    kernel = section.get("kernel")
+    return [section["step_file"], *([kernel["file"]] if kernel else [])]
+
+
+def step_runner(model: Any, section: dict[str, Any]) -> StepRunner:
+    """The runner of a loaded artifact's step model (``model``: an ``edgecomp_runtime.Model``)."""
+    kernel = section.get("kernel")
+    data = model.file(kernel["file"]) if kernel else None
+    return StepRunner(model.file(section["step_file"]), section, threads=model.threads, kernel=data)
 
 
 def _is_state_size(value: Any) -> bool:
@@ -65,7 +97,14 @@ class StepRunner:
     Not thread-safe: one runner per stream.
     """
 
-    def __init__(self, model_bytes: bytes, section: dict[str, Any], *, threads: int | None) -> None:
+    def __init__(
+        self,
+        model_bytes: bytes,
+        section: dict[str, Any],
+        *,
+        threads: int | None,
+        kernel: bytes | None = None,
+    ) -> None:
         self.name = section["step_file"]
         self.state_size = int(section["state_size"])
         self._session = _session(model_bytes, self.name, threads)
@@ -75,14 +114,29 @@ class StepRunner:
                 f"{self.name}: step model inputs are {names}, expected {[READING, STATE]}"
             )
         self._outputs = [FORECAST, STATE_NEXT]
+        self.kernel = None if kernel is None else _Kernel(kernel, section)
         self.reset()
 
     def reset(self) -> None:
         """Zero the state, as at the start of a stream."""
         self.state = np.zeros((1, self.state_size), dtype=np.float32)
 
+    @property
+    def state(self) -> np.ndarray:
+        """The current state [1, S] float32 (a copy when the kernel holds it)."""
+        return self._state if self.kernel is None else self.kernel.current.copy()
+
+    @state.setter
+    def state(self, value: np.ndarray) -> None:
+        if self.kernel is None:
+            self._state = value
+        else:
+            np.copyto(self.kernel.current, value)
+
     def step(self, reading: np.ndarray) -> np.ndarray:
         """Feed one scaled reading [F]; returns the scaled forecast [H, F_out]."""
+        if self.kernel is not None:
+            return self.kernel.step(reading)
         feeds = {READING: reading.reshape(1, -1), STATE: self.state}
         try:
             forecast, state = self._session.run(self._outputs, feeds)
@@ -90,10 +144,10 @@ class StepRunner:
             raise EdgecompRuntimeError(
                 f"{self.name}: onnxruntime failed to run the step model ({_first_line(exc)})"
             ) from None
-        if state.shape != self.state.shape:
+        if state.shape != self._state.shape:
             raise ArtifactError(
                 f"{self.name}: the step model returned a state of shape {list(state.shape)}, "
-                f"the manifest promises {list(self.state.shape)}"
+                f"the manifest promises {list(self._state.shape)}"
             )
         self.state = state
         return forecast[0]
@@ -101,6 +155,140 @@ class StepRunner:
     def run(self, readings: np.ndarray) -> np.ndarray:
         """Feed scaled readings [T, F] in order from the current state; forecasts [T, H, F_out]."""
         return np.stack([self.step(row) for row in np.asarray(readings, dtype=np.float32)])
+
+
+class _Kernel:
+    """An LSTM or GRU step in numpy: in-place ops on preallocated buffers, float32.
+
+    Gates whose activation is a sigmoid have their weights and biases halved at build time, so
+    that one ``tanh`` serves every gate: ``sigmoid(a) = 0.5 * tanh(a / 2) + 0.5``. LSTM gate
+    blocks are ``[i, f, o, g]`` with the layer's input and hidden weights stacked (one GEMV);
+    GRU blocks are ``[r, z, n]`` with ``b_hn`` in the hidden bias (inside ``r * (...)``).
+    """
+
+    def __init__(self, data: bytes, section: dict[str, Any]) -> None:
+        self.name = section["kernel"]["file"]
+        self.lstm = section["kernel"]["cell"] == "lstm"
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                weights = {key: arrays[key] for key in arrays.files}
+        except Exception as exc:  # NOTE: zipfile / numpy format errors of a corrupt file
+            raise ArtifactError(f"{self.name}: not a readable .npz kernel ({exc})") from None
+        self._read(weights, int(section["state_size"]))
+
+    def _read(self, weights: dict[str, np.ndarray], state_size: int) -> None:
+        def get(key: str) -> np.ndarray:
+            if key not in weights:
+                raise ArtifactError(f"{self.name}: kernel array '{key}' is missing")
+            return np.ascontiguousarray(weights[key], dtype=np.float32)
+
+        self.layers = int(get("layers")[0])
+        keys = ("w", "b") if self.lstm else ("wx", "bx", "wh", "bh")
+        self.weights = [[get(f"{k}{i}") for k in keys] for i in range(self.layers)]
+        gates = 4 if self.lstm else 3
+        self.hidden = self.weights[0][1].shape[0] // gates
+        self._check(gates)
+        self.head_w, self.head_b = get("head_w"), get("head_b")
+        self.shape = tuple(int(v) for v in get("shape"))  # (H, F_out)
+        self.targets = get("targets").astype(np.intp) if "targets" in weights else None
+        self.residual = bool(get("residual")[0])
+        width = self.hidden * self.layers * (2 if self.lstm else 1)
+        if width != state_size or self.head_w.shape[1] != self.shape[0] * self.shape[1]:
+            raise ArtifactError(
+                f"{self.name}: kernel of state size {width} and head {list(self.head_w.shape)} "
+                f"does not match state_size {state_size} and forecast {list(self.shape)}"
+            )
+        self._gates = [np.empty(gates * self.hidden, np.float32) for _ in range(2)]
+        self._buffers = [np.empty(w[0].shape[0], np.float32) for w in self.weights]
+        # two packed states [1, S], stepped from one into the other; views of each layer's h, c
+        self._states = [np.zeros((1, state_size), np.float32) for _ in range(2)]
+        size, n = self.hidden, self.layers
+        self._views = [
+            [
+                (s[0, k * size : (k + 1) * size], s[0, (n + k) * size : (n + k + 1) * size])
+                for k in range(n)
+            ]
+            for s in self._states
+        ]
+        self._at = 0
+
+    @property
+    def current(self) -> np.ndarray:
+        """The current packed state [1, S] (updated in place by ``step``)."""
+        return self._states[self._at]
+
+    def _check(self, gates: int) -> None:
+        width = gates * self.hidden
+        for k, weights in enumerate(self.weights):
+            inputs = None if k == 0 else self.hidden
+            expected = (
+                [(None if k == 0 else 2 * self.hidden, width), (width,)]
+                if self.lstm
+                else [(inputs, width), (width,), (self.hidden, width), (width,)]
+            )
+            for array, shape in zip(weights, expected, strict=True):
+                if array.ndim != len(shape) or any(
+                    e is not None and e != d for e, d in zip(shape, array.shape, strict=True)
+                ):
+                    raise ArtifactError(
+                        f"{self.name}: layer {k} kernel array of shape {list(array.shape)}, "
+                        f"expected {[e if e is not None else 'F' for e in shape]}"
+                    )
+
+    def step(self, reading: np.ndarray) -> np.ndarray:
+        """One scaled reading [F] -> the scaled forecast [H, F_out]; the state advances."""
+        old, new = self._views[self._at], self._views[1 - self._at]
+        x = np.asarray(reading, dtype=np.float32).reshape(-1)
+        for k in range(self.layers):
+            if self.lstm:
+                self._lstm(x, *old[k], *new[k], k)
+            else:
+                self._gru(x, old[k][0], new[k][0], self.weights[k])
+            x = new[k][0]
+        self._at = 1 - self._at
+        y = np.dot(x, self.head_w)
+        y += self.head_b
+        y = y.reshape(self.shape)
+        if self.residual:
+            y += reading if self.targets is None else reading[self.targets]
+        return y
+
+    def _lstm(self, x, h_old, c_old, h_new, c_new, k: int) -> None:
+        w, b = self.weights[k]
+        buffer, g, size = self._buffers[k], self._gates[0], self.hidden
+        buffer[: x.shape[0]] = x
+        buffer[x.shape[0] :] = h_old
+        np.dot(buffer, w, out=g)
+        np.add(g, b, out=g)
+        np.tanh(g, out=g)
+        s = g[: 3 * size]
+        np.multiply(s, 0.5, out=s)
+        np.add(s, 0.5, out=s)
+        np.multiply(s[size : 2 * size], c_old, out=c_new)  # f * c
+        np.multiply(s[:size], g[3 * size :], out=h_new)  # i * g (h_new as scratch)
+        np.add(c_new, h_new, out=c_new)
+        np.tanh(c_new, out=h_new)
+        np.multiply(h_new, s[2 * size :], out=h_new)
+
+    def _gru(self, x, h_old, h_new, weights) -> None:
+        wx, bx, wh, bh = weights
+        p, q, size = self._gates[0], self._gates[1], self.hidden
+        np.dot(x, wx, out=p)
+        np.add(p, bx, out=p)
+        np.dot(h_old, wh, out=q)
+        np.add(q, bh, out=q)
+        rz = p[: 2 * size]
+        np.add(rz, q[: 2 * size], out=rz)
+        np.tanh(rz, out=rz)
+        np.multiply(rz, 0.5, out=rz)
+        np.add(rz, 0.5, out=rz)
+        n, q_n = p[2 * size :], q[2 * size :]
+        np.multiply(q_n, rz[:size], out=q_n)
+        np.add(n, q_n, out=n)
+        np.tanh(n, out=n)
+        np.subtract(h_old, n, out=h_new)  # h' = n + z * (h - n)
+        np.multiply(h_new, rz[size:], out=h_new)
+        np.add(h_new, n, out=h_new)
 
 
 def _session(model_bytes: bytes, name: str, threads: int | None) -> Any:

@@ -1,0 +1,375 @@
+"""Recurrent lowerings written as plain ONNX ops: a hoisted input projection, then the recurrence.
+
+ONNX Runtime's fused LSTM/GRU ops run a whole layer in one kernel, but the GRU op has no int8
+kernel and neither op can be fed by an int8 GEMM over all steps. ``hoisted_graph`` lowers an
+edgecomp LSTM or GRU forecaster (``edgecomp.models``) differently: per layer, one MatMul of
+``[L, B, F] x [F, 4H | 3H]`` projects every step's input at once (int8-quantizable by
+``quantize_dynamic``), then the recurrence is unrolled over the fixed window length L with only the
+hidden-state GEMM per step. ``cell_weights`` gives the same cells' weights in that layout (the
+streaming step kernel of ``edgecomp.streaming`` reuses it).
+
+Gate layouts (torch): LSTM rows ``[i, f, g, o]``, reordered here to ``[i, f, o, g]`` so that one
+Sigmoid covers three gates; GRU rows ``[r, z, n]``, with ``n = tanh(x W_n + b_in + r (h U_n +
+b_hn))``, so ``b_hn`` stays inside the recurrent GEMM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+__all__ = [
+    "LOWERINGS",
+    "RecurrentLoweringError",
+    "hoisted_graph",
+    "hoisted_lowering",
+    "lower_recurrent",
+    "quantize_hoisted",
+    "cell_weights",
+]
+
+LOWERINGS = ("fused", "hoisted")
+OPSET = 17
+INPUT, OUTPUT = "window", "forecast"
+
+
+class RecurrentLoweringError(ValueError):
+    """The module cannot be lowered this way; the message names the module and why."""
+
+
+@dataclass
+class _Graph:
+    """Nodes and initializers under construction, with unique names."""
+
+    nodes: list[Any] = field(default_factory=list)
+    inits: list[Any] = field(default_factory=list)
+    count: int = 0
+
+    def const(self, value: np.ndarray, name: str) -> str:
+        from onnx import numpy_helper
+
+        self.count += 1
+        name = f"{name}_{self.count}"
+        self.inits.append(numpy_helper.from_array(np.array(value, order="C"), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> Any:
+        from onnx import helper
+
+        self.count += 1
+        outs = [f"{op_type.lower()}_{self.count}_{i}" for i in range(n_out)]
+        self.nodes.append(
+            helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self.count}", **attrs)
+        )
+        return outs[0] if n_out == 1 else outs
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One recurrent layer's weights, laid out for the graph (float32, transposed)."""
+
+    w_x: np.ndarray  # [F_in, G]
+    w_h: np.ndarray  # [H, G]
+    b_x: np.ndarray  # [G]: every bias that can sit outside the recurrence
+    b_h: np.ndarray | None  # [G]: GRU only, b_hn in the n block, zeros elsewhere
+
+
+def cell_weights(rnn: nn.RNNBase) -> tuple[bool, list[_Layer]]:
+    """(is LSTM, per layer: transposed float32 weights, gates reordered, biases folded).
+
+    Raises:
+        RecurrentLoweringError: Not a one-direction, batch-first LSTM/GRU with biases.
+    """
+    import torch
+    from torch import nn
+
+    lstm = isinstance(rnn, nn.LSTM)
+    if not lstm and not isinstance(rnn, nn.GRU):
+        raise RecurrentLoweringError(f"{type(rnn).__name__}: only LSTM and GRU are lowered")
+    if rnn.bidirectional or getattr(rnn, "proj_size", 0) or not rnn.bias or not rnn.batch_first:
+        raise RecurrentLoweringError(
+            f"{type(rnn).__name__}: needs batch_first, biases, one direction, no projection"
+        )
+    hidden, layers = rnn.hidden_size, []
+    with torch.no_grad():
+        for k in range(rnn.num_layers):
+            w_ih, w_hh = (
+                getattr(rnn, f"{n}_l{k}").double().numpy() for n in ("weight_ih", "weight_hh")
+            )
+            b_ih, b_hh = (
+                getattr(rnn, f"{n}_l{k}").double().numpy() for n in ("bias_ih", "bias_hh")
+            )
+            if lstm:
+                order = np.r_[0 : 2 * hidden, 3 * hidden : 4 * hidden, 2 * hidden : 3 * hidden]
+                layers.append(_layer(w_ih[order], w_hh[order], (b_ih + b_hh)[order], None))
+            else:
+                b_x = b_ih.copy()
+                b_x[: 2 * hidden] += b_hh[: 2 * hidden]
+                b_h = np.zeros_like(b_hh)
+                b_h[2 * hidden :] = b_hh[2 * hidden :]
+                layers.append(_layer(w_ih, w_hh, b_x, b_h))
+    return lstm, layers
+
+
+def _layer(w_ih, w_hh, b_x, b_h) -> _Layer:
+    f32 = np.float32
+    return _Layer(
+        w_ih.T.astype(f32),
+        w_hh.T.astype(f32),
+        b_x.astype(f32),
+        None if b_h is None else b_h.astype(f32),
+    )
+
+
+def _lstm_cell(g: _Graph, gates: str, c: str | None, hidden: int) -> tuple[str, str]:
+    """gates [B, 4H] (i, f, o, g) -> (h', c'); ``c`` None is a zero cell state."""
+    sig, cand = g.op("Split", [gates, g.const(np.array([3 * hidden, hidden]), "split")], 2, axis=1)
+    i, f, o = g.op("Split", [g.op("Sigmoid", [sig])], 3, axis=1)
+    c_new = g.op("Mul", [i, g.op("Tanh", [cand])])
+    if c is not None:
+        c_new = g.op("Add", [g.op("Mul", [f, c]), c_new])
+    return g.op("Mul", [o, g.op("Tanh", [c_new])]), c_new
+
+
+def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer, quant: bool) -> str:
+    """p [B, 3H] (input projection with its biases) -> h'; ``h`` None is a zero state."""
+    hidden = layer.w_h.shape[0]
+    two = g.const(np.array([2 * hidden, hidden]), "split")
+    p_rz, p_n = g.op("Split", [p, two], 2, axis=1)
+    if h is None:
+        rz = g.op("Sigmoid", [p_rz])
+        r, z = g.op("Split", [rz], 2, axis=1)
+        q_n = g.const(layer.b_h[None, 2 * hidden :], "b_hn")
+    else:
+        q = _rec_gemm(g, h, layer.w_h, g.const(layer.b_h, "b_h"), quant)
+        q_rz, q_n = g.op("Split", [q, two], 2, axis=1)
+        r, z = g.op("Split", [g.op("Sigmoid", [g.op("Add", [p_rz, q_rz])])], 2, axis=1)
+    n = g.op("Tanh", [g.op("Add", [p_n, g.op("Mul", [r, q_n])])])
+    if h is None:  # h' = (1 - z) n
+        return g.op("Sub", [n, g.op("Mul", [z, n])])
+    return g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h, n])])])
+
+
+def _recur(g: _Graph, lstm: bool, layer: _Layer, p_t: str, state: tuple, quant: bool) -> tuple:
+    """One step of one layer: projected input p_t [B, G], state (h, c) -> new (h, c)."""
+    h, c = state
+    u, hidden = layer.w_h, layer.w_h.shape[0]
+    if lstm:
+        gates = p_t if h is None else _rec_gemm(g, h, u, p_t, quant)
+        return _lstm_cell(g, gates, c, hidden)
+    return _gru_cell(g, p_t, h, layer, quant), None
+
+
+def _rec_gemm(g: _Graph, h: str, u: np.ndarray, add: str, quant: bool) -> str:
+    if quant:  # MatMul + Add: quantize_dynamic makes the MatMul int8
+        return g.op("Add", [g.op("MatMul", [h, g.const(u, "w_h")]), add])
+    return g.op("Gemm", [h, g.const(u, "w_h"), add])
+
+
+def hoisted_graph(
+    module: nn.Module, input_len: int, n_features: int, *, int8_recurrent: bool = False
+) -> onnx.ModelProto:
+    """The forecaster as ONNX: per layer one input-projection MatMul, then an unrolled recurrence.
+
+    Args:
+        module: An edgecomp LSTM or GRU forecaster (``rnn`` and ``_project``'s head).
+        input_len: Window length L (the recurrence is unrolled over it).
+        n_features: Input features F.
+        int8_recurrent: LSTM: the per-step hidden GEMM as MatMul + Add, so that
+            ``quantize_dynamic`` quantizes it too (else one fp32 Gemm per step).
+
+    Returns:
+        A checked model: input "window" [batch, L, F], output "forecast" [batch, H, F_out].
+
+    Raises:
+        RecurrentLoweringError: The module is not an LSTM/GRU forecaster this lowering knows.
+    """
+    from onnx import TensorProto, helper
+
+    rnn = _rnn(module)
+    lstm, layers = cell_weights(rnn)
+    g = _Graph()
+    x = g.op("Transpose", [INPUT], perm=[1, 0, 2])  # [L, B, F]: one step is contiguous
+    for k, layer in enumerate(layers):
+        proj = g.op(
+            "Add", [g.op("MatMul", [x, g.const(layer.w_x, "w_x")]), g.const(layer.b_x, "b_x")]
+        )
+        state, outs = (None, None), []
+        for t in range(input_len):
+            p_t = g.op("Gather", [proj, g.const(np.array(t, dtype=np.int64), "t")], axis=0)
+            state = _recur(g, lstm, layer, p_t, state, int8_recurrent)
+            outs.append(state[0])
+        if k + 1 < len(layers):
+            shape = g.const(np.array([input_len, -1, rnn.hidden_size]), "shape")
+            x = g.op("Reshape", [g.op("Concat", outs, axis=0), shape])
+    _head(g, module, state[0], INPUT, axis_last=True)
+    graph = helper.make_graph(
+        g.nodes,
+        "hoisted_" + ("lstm" if lstm else "gru"),
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", input_len, n_features])],
+        [
+            helper.make_tensor_value_info(
+                OUTPUT, TensorProto.FLOAT, ["batch", module.horizon, module.n_targets]
+            )
+        ],
+        g.inits,
+    )
+    return _checked(graph)
+
+
+def _head(g: _Graph, module: nn.Module, h: str, x: str, *, axis_last: bool) -> None:
+    """forecast = head(h) reshaped [B, H, F_out] (+ the last reading's targets when residual)."""
+    import torch
+
+    with torch.no_grad():
+        weight = module.head.weight.double().numpy().T.astype(np.float32)
+        bias = module.head.bias.double().numpy().astype(np.float32)
+    shape = g.const(np.array([-1, module.horizon, module.n_targets]), "shape")
+    y = g.op(
+        "Reshape", [g.op("Gemm", [h, g.const(weight, "w_head"), g.const(bias, "b_head")]), shape]
+    )
+    if not module.residual:
+        g.nodes[-1].output[0] = OUTPUT
+        return
+    last = x
+    if axis_last:  # the window's last step [B, F]
+        last = g.op("Gather", [x, g.const(np.array(module.input_len - 1), "last")], axis=1)
+    if not module._all_features:
+        index = module.target_index.numpy().astype(np.int64)
+        last = g.op("Gather", [last, g.const(index, "targets")], axis=1)
+    last = g.op("Unsqueeze", [last, g.const(np.array([1]), "axis")])
+    g.nodes.append(_node("Add", [y, last], [OUTPUT]))
+
+
+def _node(op_type: str, inputs: list[str], outputs: list[str]) -> Any:
+    from onnx import helper
+
+    return helper.make_node(op_type, inputs, outputs, name=f"{op_type}_{outputs[0]}")
+
+
+def _rnn(module: nn.Module) -> nn.RNNBase:
+    from edgecomp.models import _RecurrentForecaster
+
+    if not isinstance(module, _RecurrentForecaster):
+        raise RecurrentLoweringError(
+            f"{type(module).__name__}: needs an edgecomp LSTM or GRU forecaster"
+        )
+    return module.rnn
+
+
+def _checked(graph: Any) -> onnx.ModelProto:
+    import onnx
+    from onnx import helper
+
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def quantize_hoisted(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """int8 weights for every MatMul (ORT ``quantize_dynamic``: activations quantized per call)."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="edgecomp-hoisted-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(proto.SerializeToString())
+        quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+        return onnx.load(str(dst))
+
+
+def lower_recurrent(
+    module: nn.Module, input_len: int, n_features: int, *, int8: bool
+) -> onnx.ModelProto:
+    """The hoisted lowering of ``module``: fp32, or with int8 MatMuls when ``int8``.
+
+    This is the function a candidate search calls; ``hoisted_graph`` and ``quantize_hoisted`` are
+    its two halves.
+    """
+    proto = hoisted_graph(module, input_len, n_features, int8_recurrent=int8)
+    return quantize_hoisted(proto) if int8 else proto
+
+
+def hoisted_lowering(request: Any, fp32: Any) -> Any:
+    """The hoisted lowering at the request's precision, for ``candidates.py``; None where it does
+    not apply (not an edgecomp LSTM/GRU forecaster, or int4).
+
+    Args:
+        request: The emit request (``targets.base.Request``): model, precision, options.
+        fp32: The default lowering at fp32 (``targets.base.Lowered``); its io and ir are kept.
+
+    Returns:
+        A ``targets.base.Lowered`` whose model is the hoisted graph (int8: every MatMul
+        dynamically quantized, the head in fp32), or None.
+    """
+    from edgecomp.models import _RecurrentForecaster
+    from edgecomp.targets import base
+
+    module, spec = request.model.module, request.model.spec
+    int8 = request.precision is base.Precision.INT8
+    if not isinstance(module, _RecurrentForecaster) or request.precision is base.Precision.INT4:
+        return None
+    proto = lower_recurrent(module, spec.input_len, spec.n_features, int8=int8)
+    quantization = None
+    if int8:
+        quantization = {
+            "method": "dynamic int8 (onnxruntime quantize_dynamic, MatMul only)",
+            "weights": "int8 per tensor",
+        }
+    lowering = {**fp32.lowering, "lowering": "hoisted", "quantization": quantization}
+    return base.Lowered(
+        model=proto.SerializeToString(),
+        io=fp32.io,
+        layers=_records(proto, module, int8),
+        lowering=lowering,
+        ir=fp32.ir,
+    )
+
+
+def _records(proto: onnx.ModelProto, module: nn.Module, int8: bool) -> list[dict[str, Any]]:
+    """One record per recurrent layer (its input-projection node) and the head."""
+    kernel = "MatMulInteger" if int8 else "MatMul"
+    from torch import nn
+
+    op_type = "LSTM" if isinstance(module.rnn, nn.LSTM) else "GRU"
+    projections = [  # the MatMuls of the input weights (w_x_*, w_x_*_quantized)
+        n.name for n in proto.graph.node if n.op_type == kernel and n.input[1].startswith("w_x")
+    ]
+    reason = (
+        f"hoisted {op_type}: input projection and recurrent GEMMs int8 (dynamic), gates in fp32"
+        if int8
+        else "fp32 build"
+    )
+    records = [
+        {
+            "name": f"rnn.l{k}" if module.rnn.num_layers > 1 else "rnn",
+            "op_type": op_type,
+            "precision": "int8" if int8 else "fp32",
+            "method": "dynamic" if int8 else None,
+            "reason": reason,
+            "node": node,
+        }
+        for k, node in enumerate(projections)
+    ]
+    head = next(n.name for n in reversed(proto.graph.node) if n.op_type == "Gemm")
+    records.append(
+        {
+            "name": "head",
+            "op_type": "Gemm",
+            "precision": "fp32",
+            "method": None,
+            "reason": "fp32 build" if not int8 else "the hoisted lowering keeps the head in fp32",
+            "node": head,
+        }
+    )
+    return records
