@@ -2,6 +2,8 @@
 
 Each example (traffic/, weather/, finance/) calls `run_example` with its data file and windowing.
 `--quick` shrinks everything (2 epochs, tiny models, short benches) for the smoke tests.
+`calendar="auto"` trains each model with calendar features only where they win on validation
+(`edgecomp.calendar_choice`); the summary says what was chosen and on which figures.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from edgecomp.bench import bench_artifact, print_summary, write_report
+from edgecomp.calendar_choice import CalendarChoice, train_with_calendar_choice
 from edgecomp.data import DataConfig
 from edgecomp.pipeline import BuildConfig
 from edgecomp.report import write_full_report
@@ -46,6 +49,7 @@ def run_example(
     args: argparse.Namespace,
     *,
     note: str = "",
+    calendar: str | None = None,
 ) -> dict:
     """Train each architecture, build fp32 and int8 x86 artifacts, bench them, write a summary."""
     console = Console(width=max(Console().width, 140))
@@ -56,7 +60,7 @@ def run_example(
     for arch in args.archs.split(","):
         config = _train_config(train, arch, args)
         console.rule(f"{name}: train {arch}")
-        outcome = train_checkpoint(data, data_config, config, out / "checkpoints" / arch)
+        outcome = _train(data, data_config, config, out / "checkpoints" / arch, calendar, console)
         console.print(outcome.table())
         results["models"][arch] = outcome.evaluation
         for precision in ("fp32", "int8"):
@@ -72,11 +76,24 @@ def run_example(
     results["bench"] = [_bench_row(r) for r in reports]
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     (out / "summary.md").write_text(render_summary(results))
+    for arch, ev in results["models"].items():
+        if ev.get("calendar"):
+            console.print(f"{arch}: {_choice(ev['calendar']).summary()}", highlight=False)
     console.print(
         f"wrote {out / 'summary.md'}, {out / 'bench' / 'report.md'} and "
         f"{out / 'report' / 'report.html'}"
     )
     return results
+
+
+def _train(data, data_config, config, out: Path, calendar: str | None, console: Console):
+    if calendar != "auto":
+        return train_checkpoint(data, data_config, config, out)
+    return train_with_calendar_choice(data, data_config, config, out, console=console)
+
+
+def _choice(record: dict) -> CalendarChoice:
+    return CalendarChoice(**{**record, "chosen": tuple(record["chosen"])})
 
 
 def _train_config(base: TrainConfig, arch: str, args: argparse.Namespace) -> TrainConfig:
@@ -113,6 +130,8 @@ def render_summary(results: dict) -> str:
             "| forecaster | " + " | ".join(f"h{h + 1}" for h in range(horizon)) + " | mean |",
             "|---" * (horizon + 2) + "|",
         ]
+        if ev.get("calendar"):
+            lines[-2:-2] = [_choice(ev["calendar"]).summary(), ""]
         for label, metrics in {arch: ev["model"], **ev["baselines"]}.items():
             mae = metrics["mae"]
             lines.append(

@@ -88,22 +88,65 @@ def test_calendar_flag_refuses_bad_values_naming_the_flag(tmp_path):
     assert good.exit_code == 0 and '"hour_sin@+5"' not in good.output  # summary counts only
 
 
-def test_train_calendar_auto_keeps_the_lower_validation_loss(tmp_path):
-    # setup
+def test_train_calendar_auto_is_the_default_and_keeps_the_lower_validation_mae(tmp_path):
+    # setup: no --calendar: auto
     out = tmp_path / "ckpt"
     args = ["train", str(_hourly(tmp_path)), "-L", "12", "-H", "5", "--arch", "gru", "--epochs"]
-    args += ["2", "--hparam", "hidden=8", "--hparam", "layers=1", "--calendar", "auto", "-o"]
+    args += ["2", "--hparam", "hidden=8", "--hparam", "layers=1", "--out-dir"]
     # execute
     result = CliRunner().invoke(main, [*args, str(out)])
-    # assert: one checkpoint left, with or without calendar inputs as the losses said
+    # assert: one checkpoint left, with or without calendar inputs as the MAEs said
     assert result.exit_code == 0, result.output
-    line = next(ln for ln in result.output.splitlines() if "calendar auto: validation loss" in ln)
-    kept_calendar = line.endswith("kept with")
+    line = next(ln for ln in result.output.splitlines() if "validation MAE" in ln)
+    choice = json.loads((out / "eval.json").read_text())["calendar"]
+    without, with_ = choice["val_mae"]["without"], choice["val_mae"]["with"]
+    assert f"{without:.4g} without, {with_:.4g} with" in line
+    assert choice["method"] == "full" and choice["tried"] == ["hour", "dow"]
+    assert bool(choice["chosen"]) == (with_ < without) == line.endswith("kept with hour, dow")
     spec = json.loads((out / "spec.json").read_text())
-    assert ("future" in spec) == kept_calendar
+    assert ("future" in spec) == bool(choice["chosen"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "h.csv"]
     bad = CliRunner().invoke(main, ["data", str(tmp_path / "h.csv"), "--calendar", "auto"])
     assert bad.exit_code == 2 and "'auto' applies to `edgecomp train` only" in bad.output
+    off = CliRunner().invoke(main, [*args, str(tmp_path / "off"), "--calendar", "off"])
+    assert off.exit_code == 0 and "validation MAE" not in off.output
+    assert "future" not in json.loads((tmp_path / "off" / "spec.json").read_text())
+
+
+def _hour_of_day(tmp_path: Path, n: int = 24 * 60) -> Path:
+    """A noisy series whose expected value is a pure function of the hour of day."""
+    t = pd.date_range("2024-01-01", periods=n, freq="h")
+    rng = np.random.default_rng(1)
+    y = 10 * np.sin(2 * np.pi * t.hour / 24) + rng.normal(0, 3, n)
+    pd.DataFrame({"time": t, "y": y}).to_csv(tmp_path / "hod.csv", index=False)
+    return tmp_path / "hod.csv"
+
+
+@pytest.mark.parametrize("probe", [None, 2])
+def test_calendar_auto_picks_calendar_on_a_pure_hour_of_day_series(tmp_path, probe):
+    from edgecomp.calendar_choice import train_with_calendar_choice
+    from edgecomp.train import TrainConfig
+
+    # setup: past readings are noisy, the hour of the forecast steps says all there is
+    config = DataConfig(input_len=6, horizon=4)
+    train = TrainConfig(arch="gru", hparams={"hidden": 8, "layers": 1}, epochs=6, lr=5e-3)
+    # execute
+    outcome = train_with_calendar_choice(
+        _hour_of_day(tmp_path), config, train, tmp_path / "ckpt", probe_epochs=probe
+    )
+    # assert
+    choice = outcome.evaluation["calendar"]
+    assert choice["method"] == ("full" if probe is None else "probe")
+    assert choice["val_mae"]["with"] < 0.95 * choice["val_mae"]["without"]
+    assert choice["chosen"] == ["hour", "dow"] and outcome.model.spec.future is not None
+    assert json.loads((tmp_path / "ckpt" / "eval.json").read_text())["calendar"] == choice
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "hod.csv"]
+
+
+def test_probe_length_is_used_only_where_it_saves_epochs():
+    from edgecomp.calendar_choice import probe_epochs_for
+
+    assert [probe_epochs_for(e) for e in (1, 2, 3, 5, 30)] == [None, None, 1, 1, 6]
 
 
 def test_times_may_be_iso_strings_aware_datetimes_or_datetime64(tmp_path):

@@ -1,6 +1,8 @@
 """Traffic: Oregon DOT detector counts (22 detectors, 15 min) -> LSTM/GRU/TCN -> x86 fp32 + int8.
 
-Forecasts the next 2 hours (8 steps) of every detector from the last 12 hours (48 steps).
+Forecasts the next 2 hours (8 steps) of every detector from the last 12 hours (48 steps). Calendar
+features (hour of day, day of week) are kept per model only where they win on validation
+(calendar="auto"); the summary says which.
 Run: python examples/traffic/run.py [--quick]
 """
 
@@ -20,4 +22,5 @@ if __name__ == "__main__":
         DataConfig(input_len=48, horizon=8, id_col="detector", value_cols=("total",)),
         TrainConfig(epochs=40, patience=6, lr=2e-3),
         parse_args("traffic"),
+        calendar="auto",
     )
