@@ -2,7 +2,7 @@
 
 On a 25 k-parameter int8 TCN the graph structure (Q/DQ nodes and their long generated names) is
 about a fifth of the file; this keeps compute-node names (they carry the torch module path) and
-weight initializer names, and shortens the rest.
+weight initializer names, and gives the rest short names derived from them (naming.py).
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+from .naming import name_graph
 
 
 def shrink(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Drop metadata, value_info, doc strings and unused opset imports, merge identical
-    initializers, name intermediate tensors ``t<i>`` and Q/DQ parameters ``q<i>`` (in place).
+    initializers, name tensors after the nodes making them and Q/DQ nodes after the tensor they
+    quantize (``naming.name_graph``; in place).
 
     Node names other than Q/DQ ones, graph inputs/outputs and weight initializers keep their names,
     so the result has the same structure and per-layer node names as ``proto``.
@@ -29,7 +30,7 @@ def shrink(proto: onnx.ModelProto) -> onnx.ModelProto:
     del proto.opset_import[:]
     proto.opset_import.extend(kept)
     _dedupe_initializers(graph)
-    _rename(graph, _short_names(graph))
+    name_graph(graph)
     return proto
 
 
@@ -47,30 +48,6 @@ def _dedupe_initializers(graph: onnx.GraphProto) -> None:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     _rename(graph, alias)
-
-
-def _short_names(graph: onnx.GraphProto) -> dict[str, str]:
-    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
-    taken = keep | {i.name for i in graph.initializer}
-    taken |= {t for node in graph.node for t in (*node.input, *node.output)}
-    names: dict[str, str] = {}
-    for node in graph.node:
-        wanted = list(node.output)
-        if node.op_type in _QDQ_OPS:
-            node.name = ""  # generated from the tensor name; ORT names nodes it needs to
-            wanted += node.input[1:]  # scale, zero point
-        for tensor in wanted:
-            if tensor and tensor not in keep and tensor not in names:
-                prefix = "t" if tensor in node.output else "q"
-                names[tensor] = _fresh(f"{prefix}{len(names)}", taken)
-    return names
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    while name in taken:
-        name = f"_{name}"
-    taken.add(name)
-    return name
 
 
 def _rename(graph: onnx.GraphProto, names: dict[str, str]) -> None:
