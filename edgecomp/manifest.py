@@ -57,6 +57,7 @@ class Manifest(TypedDict, total=False):
     layers: list[dict[str, Any]]
     metrics: dict[str, Any]
     stream: dict[str, Any]
+    build_id: str
     files: list[dict[str, Any]]
 
 
@@ -136,6 +137,9 @@ def format_manifest(manifest: dict[str, Any]) -> str:
     spec, target = manifest["spec"], manifest["target"]
     print(f"format      {manifest['format']} v{manifest['format_version']}", file=out)
     print(f"created     {manifest.get('created', '?')}", file=out)
+    if manifest.get("build_id"):
+        card = " (card: MODEL_CARD.md)" if _has_file(manifest, "MODEL_CARD.md") else ""
+        print(f"build id    {manifest['build_id']}{card}", file=out)
     print(
         f"target      {target.get('name')} (backend {target.get('backend')}, "
         f"{target.get('arch', '?')})  precision {manifest['precision']}",
@@ -163,6 +167,10 @@ def format_manifest(manifest: dict[str, Any]) -> str:
             file=out,
         )
     return out.getvalue()
+
+
+def _has_file(manifest: dict[str, Any], name: str) -> bool:
+    return any(entry.get("name") == name for entry in manifest.get("files", []))
 
 
 def _format_io(io_spec: dict[str, Any], out: io.StringIO) -> None:
