@@ -36,7 +36,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgecomp.targets.base import TargetError
 
-from .boundary import REASONS, boundary_layers, heavy_tailed_input
+from .boundary import REASONS, _input_layers, boundary_layers, heavy_tailed_input
 from .export import INPUT_NAME
 
 DYNAMIC_OPS = ("LSTM",)
@@ -46,6 +46,7 @@ RECURRENT_DYNAMIC_OPS = ("Gemm", "MatMul")  # dynamic, not static, in a recurren
 FOLDED_OPS = ("Relu",)  # after a quantized op: ORT drops it, the output's zero point clips at 0
 FLOAT_OPS = {"GRU": "ONNX Runtime has no GRU quantizer"}
 MAX_CALIBRATION_WINDOWS = 512
+INPUT_CLIP = 1e-4  # heavy-tailed inputs: the input layers' range leaves out this much at each end
 _CALIBRATION_BATCH = 32
 _QTYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 _METHODS = {
@@ -86,9 +87,10 @@ class Int8Settings:
         keep_float: Layers left in float: "input" (the layers reading the model input),
             "output" (the layer making the forecast), or layer names / patterns / op types
             (resolved by keep.py and passed to ``quantize_int8`` as ``keep``).
-        max_input_ratio: Statically quantized input layers stay float when the widest input
-            feature spans more than this many times the median feature's range (heavy-tailed
-            inputs such as rain); 0 turns the check off.
+        max_input_ratio: When the widest input feature spans more than this many times the
+            median feature's range (heavy-tailed inputs such as rain, or a sensor fault), the
+            statically quantized input layers get a clipped input range (``INPUT_CLIP``)
+            instead of the calibration min-max; 0 turns the check off.
     """
 
     activation_type: str = "uint8"
@@ -193,30 +195,47 @@ def quantize_int8(
             options = _dynamic_options(settings, dynamic, exclude=list(kept))
             path = _step(steps[-1], quantize_dynamic, path, **options)
         current = onnx.load(path)
-        edges, reasons = _static_edges(settings, windows, features)
-        kept |= boundary_layers(current, edges, static, reasons)
+        kept |= boundary_layers(current, settings.keep_float, static)
+        overrides, clipped = _input_overrides(current, settings, windows, features, static, kept)
+        if clipped:
+            steps.append(clipped)
         if any(n.op_type in static and n.name not in kept for n in current.graph.node):
             steps.append("quantize_static")
             options = _static_options(settings, windows, static, exclude=list(kept))
+            options["extra_options"] = {"TensorQuantOverrides": overrides}
             path = _step(steps[-1], quantize_static, path, **options)
         return Int8Graph(onnx.load(path), steps, kept)
 
 
-def _static_edges(
-    settings: Int8Settings, windows: np.ndarray, features: list[str] | None
-) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The profile's keep_float edges, plus "input" when the inputs are heavy-tailed."""
+def _input_overrides(
+    proto: onnx.ModelProto,
+    settings: Int8Settings,
+    windows: np.ndarray,
+    features: list[str] | None,
+    ops: list[str],
+    kept: dict[str, str],
+) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """A clipped quantization range for the inputs of the static input layers when the inputs
+    are heavy-tailed (``max_input_ratio``): the range of all but the ``INPUT_CLIP`` fraction of
+    calibration input values at each end, so that a few readings far out (a sensor fault, a
+    storm) do not take most of the 256 levels from every other feature; the layers stay int8.
+    Returns ORT's TensorQuantOverrides and the step to record ("" when none)."""
     if "input" in settings.keep_float or not settings.max_input_ratio:
-        return settings.keep_float, {}
+        return {}, ""
     why = heavy_tailed_input(windows, settings.max_input_ratio, features)
-    return (
-        (settings.keep_float, {})
-        if why is None
-        else (
-            (*settings.keep_float, "input"),
-            {"input": why},
-        )
+    if why is None:
+        return {}, ""
+    low = float(np.quantile(windows, INPUT_CLIP, method="higher"))  # the extremes are left out
+    high = float(np.quantile(windows, 1 - INPUT_CLIP, method="lower"))  # even of a few windows
+    nodes = {n.name: n for n in proto.graph.node}
+    layers = [nodes[n] for n in _input_layers(proto.graph, tuple(ops)) if n not in kept]
+    range_ = {"rmin": np.float32(min(low, 0.0)), "rmax": np.float32(max(high, 0.0))}
+    overrides = {node.input[0]: [dict(range_)] for node in layers}
+    step = (
+        f"input range clipped to [{low:.3g}, {high:.3g}] (all but {INPUT_CLIP:.2%} of calibration "
+        f"values at each end) for {sorted(n.name for n in layers)}: {why.split(': ', 1)[1]}"
     )
+    return overrides, step if overrides else ""
 
 
 def _dynamic_options(
