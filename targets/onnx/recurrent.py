@@ -137,7 +137,7 @@ def _lstm_cell(g: _Graph, gates: str, c: str | None, hidden: int) -> tuple[str, 
     return g.op("Mul", [o, g.op("Tanh", [c_new])]), c_new
 
 
-def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer, quant: bool) -> str:
+def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer) -> str:
     """p [B, 3H] (input projection with its biases) -> h'; ``h`` None is a zero state."""
     hidden = layer.w_h.shape[0]
     two = g.const(np.array([2 * hidden, hidden]), "split")
@@ -147,7 +147,7 @@ def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer, quant: bool) -> s
         r, z = g.op("Split", [rz], 2, axis=1)
         q_n = g.const(layer.b_h[None, 2 * hidden :], "b_hn")
     else:
-        q = _rec_gemm(g, h, layer.w_h, g.const(layer.b_h, "b_h"), quant)
+        q = g.op("Gemm", [h, g.const(layer.w_h, "w_h"), g.const(layer.b_h, "b_h")])
         q_rz, q_n = g.op("Split", [q, two], 2, axis=1)
         r, z = g.op("Split", [g.op("Sigmoid", [g.op("Add", [p_rz, q_rz])])], 2, axis=1)
     n = g.op("Tanh", [g.op("Add", [p_n, g.op("Mul", [r, q_n])])])
@@ -156,33 +156,23 @@ def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer, quant: bool) -> s
     return g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h, n])])])
 
 
-def _recur(g: _Graph, lstm: bool, layer: _Layer, p_t: str, state: tuple, quant: bool) -> tuple:
+def _recur(g: _Graph, lstm: bool, layer: _Layer, p_t: str, state: tuple) -> tuple:
     """One step of one layer: projected input p_t [B, G], state (h, c) -> new (h, c)."""
     h, c = state
     u, hidden = layer.w_h, layer.w_h.shape[0]
     if lstm:
-        gates = p_t if h is None else _rec_gemm(g, h, u, p_t, quant)
+        gates = p_t if h is None else g.op("Gemm", [h, g.const(u, "w_h"), p_t])
         return _lstm_cell(g, gates, c, hidden)
-    return _gru_cell(g, p_t, h, layer, quant), None
+    return _gru_cell(g, p_t, h, layer), None
 
 
-def _rec_gemm(g: _Graph, h: str, u: np.ndarray, add: str, quant: bool) -> str:
-    if quant:  # MatMul + Add: quantize_dynamic makes the MatMul int8
-        return g.op("Add", [g.op("MatMul", [h, g.const(u, "w_h")]), add])
-    return g.op("Gemm", [h, g.const(u, "w_h"), add])
-
-
-def hoisted_graph(
-    module: nn.Module, input_len: int, n_features: int, *, int8_recurrent: bool = False
-) -> onnx.ModelProto:
+def hoisted_graph(module: nn.Module, input_len: int, n_features: int) -> onnx.ModelProto:
     """The forecaster as ONNX: per layer one input-projection MatMul, then an unrolled recurrence.
 
     Args:
         module: An edgecomp LSTM or GRU forecaster (``rnn`` and ``_project``'s head).
         input_len: Window length L (the recurrence is unrolled over it).
         n_features: Input features F.
-        int8_recurrent: LSTM: the per-step hidden GEMM as MatMul + Add, so that
-            ``quantize_dynamic`` quantizes it too (else one fp32 Gemm per step).
 
     Returns:
         A checked model: input "window" [batch, L, F], output "forecast" [batch, H, F_out].
@@ -203,7 +193,7 @@ def hoisted_graph(
         state, outs = (None, None), []
         for t in range(input_len):
             p_t = g.op("Gather", [proj, g.const(np.array(t, dtype=np.int64), "t")], axis=0)
-            state = _recur(g, lstm, layer, p_t, state, int8_recurrent)
+            state = _recur(g, lstm, layer, p_t, state)
             outs.append(state[0])
         if k + 1 < len(layers):
             shape = g.const(np.array([input_len, -1, rnn.hidden_size]), "shape")
@@ -273,18 +263,28 @@ def _checked(graph: Any) -> onnx.ModelProto:
     return proto
 
 
-def quantize_hoisted(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """int8 weights for every MatMul (ORT ``quantize_dynamic``: activations quantized per call)."""
+def quantize_hoisted(proto: onnx.ModelProto, *, projections_only: bool = False) -> onnx.ModelProto:
+    """int8 weights (ORT ``quantize_dynamic``, activations quantized per call) for every MatMul
+    and Gemm, or only the input projections (``projections_only``)."""
     import tempfile
     from pathlib import Path
 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    nodes = None
+    if projections_only:
+        nodes = [n.name for n in proto.graph.node if n.op_type == "MatMul" and "w_x" in n.input[1]]
     with tempfile.TemporaryDirectory(prefix="edgecomp-hoisted-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
-        quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_quantize=nodes,
+            weight_type=QuantType.QInt8,
+        )
         return onnx.load(str(dst))
 
 
@@ -296,7 +296,7 @@ def lower_recurrent(
     This is the function a candidate search calls; ``hoisted_graph`` and ``quantize_hoisted`` are
     its two halves.
     """
-    proto = hoisted_graph(module, input_len, n_features, int8_recurrent=int8)
+    proto = hoisted_graph(module, input_len, n_features)
     return quantize_hoisted(proto) if int8 else proto
 
 
@@ -309,8 +309,8 @@ def hoisted_lowering(request: Any, fp32: Any) -> Any:
         fp32: The default lowering at fp32 (``targets.base.Lowered``); its io and ir are kept.
 
     Returns:
-        A ``targets.base.Lowered`` whose model is the hoisted graph (int8: every MatMul
-        dynamically quantized, the head in fp32), or None.
+        A ``targets.base.Lowered`` whose model is the hoisted graph (int8: every MatMul and the
+        head dynamically quantized), or None.
     """
     from edgecomp.models import _RecurrentForecaster
     from edgecomp.targets import base
@@ -326,7 +326,7 @@ def hoisted_lowering(request: Any, fp32: Any) -> Any:
             "method": "dynamic int8 (onnxruntime quantize_dynamic, MatMul only)",
             "weights": "int8 per tensor",
         }
-    lowering = {**fp32.lowering, "lowering": "hoisted", "quantization": quantization}
+    lowering = {**fp32.lowering, "quantization": quantization}
     return base.Lowered(
         model=proto.SerializeToString(),
         io=fp32.io,
@@ -361,14 +361,18 @@ def _records(proto: onnx.ModelProto, module: nn.Module, int8: bool) -> list[dict
         }
         for k, node in enumerate(projections)
     ]
-    head = next(n.name for n in reversed(proto.graph.node) if n.op_type == "Gemm")
+    head = next(
+        n.name for n in reversed(proto.graph.node) if n.op_type in ("Gemm", "MatMul", kernel)
+    )
     records.append(
         {
             "name": "head",
             "op_type": "Gemm",
-            "precision": "fp32",
-            "method": None,
-            "reason": "fp32 build" if not int8 else "the hoisted lowering keeps the head in fp32",
+            "precision": "int8" if int8 else "fp32",
+            "method": "dynamic" if int8 else None,
+            "reason": "dynamic int8: weights int8, activations quantized at run time"
+            if int8
+            else "fp32 build",
             "node": head,
         }
     )

@@ -1,0 +1,169 @@
+"""The hoisted recurrent lowering (targets/onnx/recurrent.py) and the numpy step kernel it shares
+its cell layout with (edgecomp.streaming, edgecomp_runtime.step)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import edgecomp_runtime as ecr
+from edgecomp.models import GRUForecaster, LSTMForecaster, TCNForecaster
+from edgecomp.pipeline import BuildConfig
+from edgecomp.streaming import step_kernel, step_module
+from edgecomp.targets.onnx.recurrent import (
+    RecurrentLoweringError,
+    hoisted_graph,
+    lower_recurrent,
+)
+from edgecomp.workflow import build_artifact
+from edgecomp_runtime.step import StepRunner
+
+ort = pytest.importorskip("onnxruntime", reason="the lowering is checked on onnxruntime")
+CASES = [  # (class, features, hidden, layers, target_index, residual)
+    (LSTMForecaster, 5, 8, 2, [4, 0], True),
+    (GRUForecaster, 5, 8, 2, [4, 0], True),
+    (LSTMForecaster, 3, 6, 1, None, False),
+    (GRUForecaster, 3, 6, 3, None, True),
+]
+
+
+def _module(cls, features, hidden, layers, targets, residual, *, length=10):
+    torch.manual_seed(0)
+    n_targets = len(targets) if targets else features
+    module = cls(
+        features,
+        n_targets,
+        length,
+        4,
+        hidden=hidden,
+        layers=layers,
+        residual=residual,
+        target_index=targets,
+    )
+    return module.eval()
+
+
+def _run(proto, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {"window": x})[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
+def test_hoisted_graph_equals_torch(case):
+    # setup
+    module = _module(*case)
+    x = torch.randn(7, 10, case[1])
+    # execute
+    proto = hoisted_graph(module, 10, case[1])
+    # assert
+    ops = {node.op_type for node in proto.graph.node}
+    assert not ops & {"LSTM", "GRU"} and "MatMul" in ops
+    with torch.no_grad():
+        expected = module(x).numpy()
+    np.testing.assert_allclose(_run(proto, x.numpy()), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [LSTMForecaster, GRUForecaster])
+def test_int8_hoisted_graph_is_quantized_and_close_to_torch(cls):
+    # setup: windows of scaled-like values
+    module = _module(cls, 5, 16, 2, [4, 0], True, length=12)
+    x = torch.randn(32, 12, 5)
+    logging.getLogger().setLevel(logging.ERROR)
+    # execute
+    proto = lower_recurrent(module, 12, 5, int8=True)
+    # assert: int8 GEMMs, within the int8 tolerance of edgecomp.testing in scaled units
+    ops = [node.op_type for node in proto.graph.node]
+    assert ops.count("MatMulInteger") >= 2 * 12 - 1 and "MatMul" not in ops
+    with torch.no_grad():
+        expected = module(x).numpy()
+    got = _run(proto, x.numpy())
+    assert np.abs(got - expected).max() < 0.1
+    assert np.abs(got - expected).max() > 0  # int8 really changes the numbers
+
+
+def test_hoisted_lowering_refuses_other_modules():
+    tcn = TCNForecaster(3, 1, 16, 2, channels=4, target_index=[0])
+    with pytest.raises(RecurrentLoweringError, match="TCNForecaster"):
+        hoisted_graph(tcn, 16, 3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
+def test_step_kernel_equals_the_onnx_step_model(case):
+    # setup
+    from edgecomp.streaming import export_step
+
+    module = _module(*case)
+    step, size, _ = step_module(module)
+    cell, data = step_kernel(module)
+    section = {"step_file": "step.onnx", "state_size": size, "kernel": {"file": "k", "cell": cell}}
+    onnx_runner = StepRunner(export_step(step, case[1], size), section, threads=1)
+    kernel_runner = StepRunner(export_step(step, case[1], size), section, threads=1, kernel=data)
+    readings = np.random.default_rng(0).normal(size=(30, case[1])).astype(np.float32)
+    # execute
+    expected, got = onnx_runner.run(readings), kernel_runner.run(readings)
+    # assert: same forecasts and the same state, packed the same way
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(kernel_runner.state, onnx_runner.state, atol=1e-5)
+    kernel_runner.state = onnx_runner.state * 0  # the state setter resets the kernel's state
+    kernel_runner.reset()
+    np.testing.assert_allclose(kernel_runner.run(readings[:3]), expected[:3], atol=1e-5)
+
+
+def test_a_kernel_of_the_wrong_shape_is_refused():
+    module = _module(LSTMForecaster, 3, 6, 1, None, False)
+    step, size, _ = step_module(module)
+    _, data = step_kernel(module)
+    with np.load(io.BytesIO(data)) as arrays:
+        bad = {k: arrays[k] for k in arrays.files} | {"w0": np.zeros((2, 2), np.float32)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **bad)
+    section = {"step_file": "s", "state_size": size, "kernel": {"file": "k.npz", "cell": "lstm"}}
+    with pytest.raises(ecr.ArtifactError, match=r"k.npz: layer 0 kernel array of shape \[2, 2\]"):
+        StepRunner(export_step_bytes(step, 3, size), section, threads=1, kernel=buffer.getvalue())
+
+
+def export_step_bytes(step, features, size):
+    from edgecomp.streaming import export_step
+
+    return export_step(step, features, size)
+
+
+@pytest.mark.parametrize("lowering", ["default", "hoisted"])
+def test_build_with_each_lowering_runs_through_the_runtime(
+    lowering, tmp_path, traffic_path, traffic_checkpoints
+):
+    # execute
+    config = BuildConfig(precision="int8", options={"lowering": lowering, "engine": "onnx"})
+    result = build_artifact(
+        str(traffic_checkpoints["gru"]), traffic_path, config, tmp_path / "a.edgepkg"
+    )
+    # assert: the option round-trips, the chosen lowering is recorded, and the artifact runs
+    model = ecr.load(result.path)
+    recorded = model.manifest["recipe"]["lowering"]
+    assert recorded["options"]["_data"]["lowering"] == lowering
+    assert recorded["candidate_lowering"] == lowering
+    ops = set(_ops(result.path))
+    if lowering == "hoisted":
+        assert "GRU" not in ops and "MatMulInteger" in ops  # the GRU is int8 now
+        assert [r["precision"] for r in model.manifest["layers"] if r["op_type"] == "GRU"] == [
+            "int8"
+        ]
+    else:
+        assert "GRU" in ops
+    window = np.full((model.input_len, len(model.features)), 100.0)
+    assert np.isfinite(model.predict(window)).all()
+
+
+def _ops(path) -> list[str]:
+    import onnx
+
+    data = ecr.read_artifact(path)[1]["model.onnx"]
+    return [n.op_type for n in onnx.load_from_string(data).graph.node]
