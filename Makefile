@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
-EXTRAS := onnx,tflite,tensorrt,executorch,passes,tune,fl,track,dev
+EXTRAS := onnx,tflite,tensorrt,executorch,passes,openvino,tune,fl,track,dev
 
 $(STAMP): pyproject.toml runtime/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

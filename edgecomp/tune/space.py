@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecomp.models import MODELS
-from edgecomp.targets import Target, TargetProfile, get_target
+from edgecomp.targets import TARGETS, Target, TargetProfile, get_target
 
 __all__ = ["SpaceError", "default_space", "load_space", "recipe_for", "recipe_key"]
 
@@ -59,7 +59,18 @@ def default_space(
         space[CALIBRATION_OPTION] = methods
     if keeps_layers:
         space["keep_float"] = tuple(_KEEP_FLOAT)
+    space.update(tuned_options(target_cls))
     return space
+
+
+def tuned_options(target_cls: type[Target]) -> dict[str, tuple]:
+    """Options the backend marks ``metadata={"tune": True}`` (e.g. onnx ``engine``), with their
+    choices: each becomes a dimension, and ``recipe_for`` passes it on as that option."""
+    return {
+        spec.name: tuple(spec.metadata["choices"])
+        for spec in dataclasses.fields(target_cls.options_type)
+        if spec.metadata.get("tune") and spec.metadata.get("choices")
+    }
 
 
 def option_choices(target_cls: type[Target], name: str) -> tuple:
@@ -125,9 +136,14 @@ def recipe_for(
         mixed = base != params["precision"]  # the mixed search picks the float layers itself
         if params.get("keep_float", "none") != "none" and not mixed:
             options["keep_float"] = _KEEP_FLOAT[params["keep_float"]]
+    options.update({k: params[k] for k in sorted(_TUNED & set(params)) if params[k] != "auto"})
     if options:
         lower["options"] = options
     return {"eval_split": "val", "passes": passes, "lower": [lower]}
+
+
+# every backend's tuned option names (recipe_for gets a profile name, not the backend)
+_TUNED = {name for key in TARGETS for name in tuned_options(get_target(key))}
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:

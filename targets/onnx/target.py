@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.onnx"
 QTYPES = ("uint8", "int8")  # the keys of quantize._QTYPES (that module imports onnxruntime)
 METHODS = ("minmax", "entropy", "percentile")  # the keys of quantize._METHODS
+ENGINES = ("auto", "onnx", "openvino")  # "auto" + candidates.ENGINE_KEYS
+LOWERINGS = ("auto", "default", "hoisted")  # "auto" + the keys of candidates.LOWERINGS
 
 
 def export_onnx(
@@ -79,6 +81,10 @@ class OnnxOptions(base.TargetOptions):
         int4_block_size: int4: the largest MatMulNBits block (a power of two >= 16).
         int4_group_size: int4 storage (Conv/LSTM/GRU): inputs per float16 scale, "auto" (chosen
             per layer), "channel" (one scale per output channel) or a size >= 2 ("16").
+        engine: The runtime engine: "auto" (the fastest installed one that passes parity,
+            measured at build; see candidates.py), "onnx" (onnxruntime) or "openvino".
+        lowering: "auto" (measured), "default", or "hoisted" (recurrent input projections as
+            one GEMM over all steps, where targets/onnx/recurrent.py provides it).
     """
 
     VERSION: ClassVar[int] = 1
@@ -92,6 +98,8 @@ class OnnxOptions(base.TargetOptions):
     max_input_ratio: float = 8.0
     int4_block_size: int = 64
     int4_group_size: str = "auto"
+    engine: str = field(default="auto", metadata={"choices": ENGINES, "tune": True})
+    lowering: str = field(default="auto", metadata={"choices": LOWERINGS, "tune": True})
 
 
 class OnnxTarget(base.Target):
@@ -131,7 +139,10 @@ class OnnxTarget(base.Target):
             "quantization": None,
             "n_calibration_windows": 0,
         }
-        return _finish(exported, io_spec(exported), layers, lowering, exported)
+        lowered = _finish(exported, io_spec(exported), layers, lowering, exported)
+        if request.precision is base.Precision.FP32:
+            return self._choose(request, lowered, lowered)
+        return lowered
 
     def quantize(self, request: base.Request, lowered: base.Lowered) -> base.Lowered:
         """int8 by a rule per op type (calibrated), or int4 weight-only."""
@@ -146,8 +157,30 @@ class OnnxTarget(base.Target):
         if request.precision is base.Precision.INT4:
             final, layers, quantization = lower_int4(exported, module, options, keep)
             lowering = {**lowered.lowering, "quantization": quantization}
-            return _finish(final, lowered.io, layers, lowering, exported)
-        return _int8(request, lowered, options, keep)
+            final_lowered = _finish(final, lowered.io, layers, lowering, exported)
+            return self._choose(request, lowered, final_lowered)
+        return self._choose(request, lowered, _int8(request, lowered, options, keep))
+
+    def _choose(
+        self, request: base.Request, fp32: base.Lowered, default: base.Lowered
+    ) -> base.Lowered:
+        """The (lowering, engine, threads) measured fastest among those passing parity."""
+        from .candidates import choose
+
+        return choose(request, fp32, default, self.fp32_tolerance, self.model_file)
+
+    def records(
+        self, request: base.Request, lowered: base.Lowered, x: Any, out: Any
+    ) -> dict[str, Any]:
+        """The parity check ran on the chosen engine (see ``runner``): the record says which."""
+        parity = lowered.lowering["parity"]
+        return {"parity": {**parity, "engine": lowered.lowering.get("engine", parity["engine"])}}
+
+    @classmethod
+    def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
+        """The runtime engine the build chose (``recipe.lowering.engine``) unless one is named."""
+        chosen = manifest.get("recipe", {}).get("lowering", {}).get("engine", "")
+        return super().runner(model_bytes, manifest, engine=engine or chosen)
 
 
 def _int8(

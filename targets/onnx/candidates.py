@@ -1,0 +1,345 @@
+"""Build-time choice of how the x86 artifact runs: (lowering, engine, threads), by measurement.
+
+Candidates are every combination of
+
+* a lowering from ``LOWERINGS``: ``default`` (the export and int8 rule of ``target.py``) and,
+  where ``targets/onnx/recurrent.py`` provides one, ``hoisted`` (each recurrent layer's input
+  projection taken out of the recurrence as one GEMM over all steps);
+* an engine of the runtime that is installed on the build host (``ENGINE_KEYS``: onnxruntime,
+  and OpenVINO where ``openvino`` is installed);
+* the threads 1 and the profile's ``threads``.
+
+Each candidate runs on the parity windows (the calibration windows spread over their range) and
+must pass the parity check: within the fp32 tolerance of the float reference for fp32, and within
+``PARITY_SLACK`` times the default candidate's error otherwise. The passing ones are timed
+interleaved (``ROUNDS`` rounds, each candidate in turn: ``B1_CALLS`` calls at batch 1 and
+``B64_CALLS`` at batch 64, the median per round and then over rounds), and the one with the lowest
+``score`` (the geometric mean of its batch-1 and batch-64 latencies) wins. The manifest records the
+choice and every measured alternative (``recipe.lowering.candidates``), the engine
+(``recipe.lowering.engine``) and the engines that ran the same file and passed
+(``recipe.lowering.equivalent_engines``: the runtime's fallbacks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecomp.targets import base
+
+if TYPE_CHECKING:
+    from edgecomp.targets.base import Lowered, Request
+
+PARITY_SLACK = 1.5  # a candidate may err up to this many times the default candidate's error
+ROUNDS, B1_CALLS, B64_CALLS = 5, 10, 2
+BATCH = 64
+AUTO = "auto"
+DEFAULT_LOWERING = "default"
+REFERENCE_ENGINE = "onnx"  # the default candidate's engine: the target's own
+# lowering name -> "module:function" producing the artifact at the request's precision, or "" for
+# the default lowering. The function takes (request, fp32 Lowered) and returns a Lowered, or None
+# when the lowering does not apply to the model (no recurrent layer).
+# NOTE: extension point: targets/onnx/recurrent.py (issue 21) provides ``hoisted``; until it exists
+# the candidate is simply not offered.
+LOWERINGS: dict[str, str] = {
+    DEFAULT_LOWERING: "",
+    "hoisted": "edgecomp.targets.onnx.recurrent:hoisted_lowering",
+}
+ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file on a CPU
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the artifact: a lowering, a runtime engine key, intra-op threads."""
+
+    lowering: str
+    engine: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the build measured for one candidate.
+
+    Attributes:
+        candidate: The candidate.
+        latency_ms: Median latency per batch size ("b1", "b64"), empty when it did not run.
+        max_abs_diff: Largest difference from the float reference on the parity windows.
+        parity_limit: The parity limit it was held to.
+        engine_version: The engine package's version.
+        error: Why it did not run (compile or run failure), else "".
+    """
+
+    candidate: Candidate
+    latency_ms: dict[str, float]
+    max_abs_diff: float
+    parity_limit: float
+    engine_version: str
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Ran, and within its parity limit."""
+        return not self.error and self.max_abs_diff <= self.parity_limit
+
+    @property
+    def score(self) -> float:
+        """Geometric mean of the batch-1 and batch-64 latencies (lower is better)."""
+        return math.sqrt(self.latency_ms["b1"] * self.latency_ms[f"b{BATCH}"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record for the manifest."""
+        return {
+            **dataclasses.asdict(self.candidate),
+            "engine_version": self.engine_version,
+            "latency_ms": self.latency_ms,
+            "max_abs_diff": self.max_abs_diff if math.isfinite(self.max_abs_diff) else None,
+            "parity_limit": self.parity_limit,
+            "passed": self.passed,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def select(measurements: Sequence[Measurement]) -> Measurement:
+    """The measured candidate with the lowest score among those that passed parity.
+
+    Raises:
+        TargetError: None passed (naming each candidate and why).
+    """
+    passed = [m for m in measurements if m.passed and m.latency_ms]
+    if not passed:
+        why = "; ".join(f"{_label(m.candidate)}: {m.error or 'parity'}" for m in measurements)
+        raise base.TargetError(f"onnx: no candidate passed the parity check ({why})")
+    return min(passed, key=lambda m: m.score)
+
+
+def available_engines() -> list[str]:
+    """The ``ENGINE_KEYS`` whose engine the runtime can load on this host."""
+    from edgecomp_runtime.engines import get_engine
+    from edgecomp_runtime.errors import EngineUnavailableError
+
+    found = []
+    for key in ENGINE_KEYS:
+        try:
+            get_engine(key)
+        except EngineUnavailableError:
+            continue
+        found.append(key)
+    return found
+
+
+def available_lowerings() -> dict[str, Callable[..., Any] | None]:
+    """Lowering name -> its function (None for the default) for the lowerings importable here."""
+    found: dict[str, Callable[..., Any] | None] = {}
+    for name, where in LOWERINGS.items():
+        if not where:
+            found[name] = None
+            continue
+        module, _, attr = where.partition(":")
+        try:
+            function = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            continue
+        if callable(function):
+            found[name] = function
+    return found
+
+
+def candidates(options: Any, engines: Sequence[str], lowerings: Sequence[str]) -> list[Candidate]:
+    """The candidates the options allow (``engine`` / ``lowering``: "auto" or one name).
+
+    Raises:
+        TargetError: The option names an engine or lowering this host lacks (with what it has).
+    """
+    engines = _narrow("engine", options.engine, engines, ENGINE_KEYS)
+    lowerings = _narrow("lowering", options.lowering, lowerings, tuple(LOWERINGS))
+    threads = sorted({1, options.threads})
+    return [Candidate(lo, en, t) for lo in lowerings for en in engines for t in threads]
+
+
+def choose(
+    request: Request, fp32: Lowered, default: Lowered, tolerance: float, model_file: str
+) -> Lowered:
+    """The fastest candidate that passes parity, with the choice and alternatives recorded.
+
+    Args:
+        request: The checked emit request.
+        fp32: The default lowering at fp32 (its ``ir`` is the exported graph).
+        default: The default lowering at the request's precision.
+        tolerance: The target's fp32 parity tolerance.
+        model_file: The artifact's model file name (engines name it in their errors).
+    """
+    from edgecomp.frontend import reference_predict
+
+    functions = available_lowerings()
+    wanted = candidates(request.options, available_engines(), list(functions))
+    files, failed = _lowerings(request, fp32, default, functions, {c.lowering for c in wanted})
+    x = base.parity_windows(request.windows, request.model.spec)
+    reference = reference_predict(request.model, x)
+    checks = (x, reference, model_file)
+    runners, measured = _prepare(wanted, files, checks, request, tolerance)
+    for c in wanted:
+        if c.lowering in failed:
+            measured[c] = dataclasses.replace(measured[c], error=failed[c.lowering])
+    _time(runners, measured, _batch(x))
+    results = [measured[c] for c in wanted]
+    best = select(results)
+    return _record(files[best.candidate.lowering], best, results)
+
+
+def _narrow(what: str, value: str, found: Sequence[str], known: Sequence[str]) -> list[str]:
+    if value == AUTO:
+        return list(found)
+    if value not in found:
+        hint = " (pip install 'edgecomp[openvino]')" if value == "openvino" else ""
+        raise base.TargetError(
+            f"onnx: option '{what}' is {value!r}, which is not available on this host{hint}; "
+            f"available: {[AUTO, *found]} (known: {list(known)})"
+        )
+    return [value]
+
+
+def _lowerings(
+    request: Request, fp32: Lowered, default: Lowered, functions: dict, names: set[str]
+) -> tuple[dict[str, Lowered], dict[str, str]]:
+    """The artifact of each lowering asked for; why each that raised failed."""
+    files = {DEFAULT_LOWERING: default} if DEFAULT_LOWERING in names else {}
+    failed = {}
+    for name in sorted(names - {DEFAULT_LOWERING}):
+        try:
+            lowered = functions[name](request, fp32)
+        except Exception as exc:  # a candidate's failure is recorded, not the build's end
+            failed[name] = f"lowering failed: {type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        if lowered is not None:
+            files[name] = lowered
+    if not files:  # the only lowering asked for does not apply: the default one stands in
+        files[DEFAULT_LOWERING] = default
+    return files, failed
+
+
+def _prepare(
+    wanted: list[Candidate],
+    files: dict[str, Lowered],
+    checks: tuple[np.ndarray, np.ndarray, str],
+    request: Request,
+    tolerance: float,
+) -> tuple[dict[Candidate, Any], dict[Candidate, Measurement]]:
+    """Load each candidate, run the parity windows; the runners of those that passed."""
+    runners, measured, diffs = {}, {}, {}
+    for cand in (c for c in wanted if c.lowering in files):
+        runner, diffs[cand], error = _parity_run(cand, files[cand.lowering], *checks)
+        if runner is not None:
+            runners[cand] = runner
+        measured[cand] = Measurement(cand, {}, diffs[cand], math.inf, _engine_version(cand), error)
+    limit = _limit(request, diffs, tolerance)
+    for cand, m in measured.items():
+        measured[cand] = dataclasses.replace(m, parity_limit=limit)
+        if not measured[cand].passed:
+            runners.pop(cand, None)
+    for cand in wanted:
+        version = _engine_version(cand)
+        measured.setdefault(cand, Measurement(cand, {}, math.inf, limit, version, "not applicable"))
+    return runners, measured
+
+
+def _parity_run(
+    cand: Candidate, lowered: Lowered, x: np.ndarray, reference: np.ndarray, model_file: str
+) -> tuple[Any, float, str]:
+    from edgecomp_runtime.engines import get_engine
+    from edgecomp_runtime.opcheck import check_onnx
+
+    recipe = {"lowering": lowered.lowering}
+    manifest = {"model_file": model_file, "io": lowered.io, "recipe": recipe}
+    try:
+        check_onnx(lowered.model, manifest, "onnx")  # what the runtime's load() checks first
+        runner = get_engine(cand.engine)(lowered.model, manifest, threads=cand.threads)
+        out = np.concatenate([runner.run(x[:1]), runner.run(x)[1:]])
+    except Exception as exc:  # engines raise their own types; recorded as the reason
+        return None, math.inf, str(exc).splitlines()[0][:300]
+    diff = float(np.abs(out - reference).max())
+    return runner, diff if math.isfinite(diff) else math.inf, ""
+
+
+def _limit(request: Request, diffs: dict[Candidate, float], tolerance: float) -> float:
+    if request.precision is base.Precision.FP32:
+        return tolerance
+    ref = [d for c, d in diffs.items() if c.lowering == DEFAULT_LOWERING and c.engine == "onnx"]
+    anchor = min(ref) if ref else min(diffs.values(), default=math.inf)
+    return max(tolerance, PARITY_SLACK * anchor) if math.isfinite(anchor) else tolerance
+
+
+def _batch(x: np.ndarray) -> dict[str, np.ndarray]:
+    reps = -(-BATCH // len(x))
+    return {"b1": x[:1], f"b{BATCH}": np.concatenate([x] * reps)[:BATCH]}
+
+
+def _time(runners: dict[Candidate, Any], measured: dict, batches: dict[str, np.ndarray]) -> None:
+    """Median latency per batch, interleaved: each round runs every candidate in turn."""
+    calls = {"b1": B1_CALLS, f"b{BATCH}": B64_CALLS}
+    rounds: dict[Candidate, dict[str, list[float]]] = {c: {k: [] for k in calls} for c in runners}
+    order = list(runners)
+    for r in range(ROUNDS if order else 0):
+        for cand in order[r % len(order) :] + order[: r % len(order)]:
+            for key, n in calls.items():
+                rounds[cand][key].append(_median_call(runners[cand].run, batches[key], n))
+    for cand, per in rounds.items():
+        latency = {k: round(float(np.median(v)), 4) for k, v in per.items()}
+        measured[cand] = dataclasses.replace(measured[cand], latency_ms=latency)
+
+
+def _median_call(run: Callable[[np.ndarray], Any], x: np.ndarray, n: int) -> float:
+    run(x)  # warm-up for this shape
+    times = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        run(x)
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return float(np.median(times))
+
+
+def _record(lowered: Lowered, best: Measurement, results: list[Measurement]) -> Lowered:
+    chosen = best.candidate
+    same_file = [
+        m.candidate.engine
+        for m in results
+        if m.passed and m.candidate.lowering == chosen.lowering and m.candidate != chosen
+    ]
+    record = {
+        "chosen": dataclasses.asdict(chosen),
+        "score": "geometric mean of the b1 and b64 median latencies (ms), lowest wins",
+        "rounds": ROUNDS,
+        "measured": [m.to_dict() for m in results],
+    }
+    lowering = {
+        **lowered.lowering,
+        "candidate_lowering": chosen.lowering,
+        "engine": chosen.engine,
+        "equivalent_engines": sorted(set(same_file) - {chosen.engine}),
+        "threads": chosen.threads,
+        "candidates": record,
+    }
+    return dataclasses.replace(lowered, lowering=lowering)
+
+
+def _engine_version(cand: Candidate) -> str:
+    from edgecomp_runtime.engines import ENGINES
+
+    module, _, name = ENGINES[cand.engine].partition(":")
+    package = getattr(importlib.import_module(module), name).package
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _label(cand: Candidate) -> str:
+    return f"{cand.lowering}/{cand.engine}/{cand.threads}t"
