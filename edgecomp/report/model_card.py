@@ -158,8 +158,8 @@ def _compression(manifest: dict[str, Any], facts: dict[str, Any], sizes: dict[st
     lines.append(f"- model passes: {_passes(passes) if passes else 'none'}")
     lines.append(f"- precision: {manifest['precision']}; layers: {_layers(manifest['layers'])}")
     quantization = (recipe.get("lowering") or {}).get("quantization")
-    if isinstance(quantization, dict) and quantization.get("method"):
-        lines.append(f"- quantization: {quantization['method']}")
+    if isinstance(quantization, dict):
+        lines.append(f"- quantization: {_quantization(quantization)}")
     lines.append(f"- accuracy ladder: {_ladder(manifest.get('budget'))}")
     model_size = sizes.get(manifest["model_file"], 0)
     total = sum(sizes.values())
@@ -207,13 +207,25 @@ def _passes(passes: Sequence[dict[str, Any]]) -> str:
     return "; ".join(out)
 
 
+def _quantization(record: dict[str, Any]) -> str:
+    parts = [str(record.get("tool") or record.get("method") or "as recorded in the manifest")]
+    if record.get("steps"):
+        parts.append("steps " + " -> ".join(map(str, record["steps"])))
+    if record.get("n_calibration_windows"):
+        parts.append(f"{record['n_calibration_windows']} calibration windows")
+    return ", ".join(parts)
+
+
 def _layers(layers: Sequence[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for layer in layers:
-        counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
+        method = f" {layer['method']}" if layer.get("method") else ""
+        key = f"{layer['precision']}{method}"
+        counts[key] = counts.get(key, 0) + 1
     kept = [layer["name"] for layer in layers if layer["precision"] == "fp32"]
     text = ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) or "none recorded"
-    return text + (f" (float: {', '.join(kept)})" if kept and len(counts) > 1 else "")
+    mixed = kept and len(kept) < len(layers)
+    return text + (f" (float: {', '.join(kept)})" if mixed else "")
 
 
 def _ladder(budget: dict[str, Any] | None) -> str:
