@@ -214,6 +214,7 @@ def _int4_storage(
             continue
         for i in weights:
             init, axis = inits[node.input[i]], STORAGE_OPS[node.op_type]
+            init.name = node.input[i] = _weight_name(node, i, inits)
             size, groups[init.name] = choose_group(numpy_helper.to_array(init), axis, group)
             dequant += _dequantize(graph, init, axis, size)
             node.input[i] = dequant[-1].output[0]
@@ -228,6 +229,18 @@ def _int4_storage(
     graph.node.extend(dequant + nodes)  # constants first: the graph stays topologically sorted
     _drop_unused(graph)
     return stored
+
+
+def _weight_name(node: onnx.NodeProto, index: int, inits: dict[str, Any]) -> str:
+    """A short name after the layer (``rnn/GRU.W``): an exporter's generated one
+    (``onnx::GRU_110``) grows with every Q/DQ suffix, and every byte shows at int4."""
+    from .naming import short_node_name
+
+    role = "R" if index == 2 else "W"
+    name = f"{short_node_name(node.name, node.op_type) or node.op_type}.{role}"
+    return (
+        name if name not in inits or inits[name] is inits[node.input[index]] else node.input[index]
+    )
 
 
 def _rows(weight: np.ndarray, axis: int) -> np.ndarray:

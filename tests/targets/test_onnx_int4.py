@@ -347,3 +347,18 @@ def test_group_size_through_the_profile_option(tmp_path):
     groups = result.lowering["quantization"]["int4_storage"]["groups"]
     assert 16 in {r["group_size"] for r in groups.values()}
     assert any(a.name == "block_size" and a.i == 16 for n in graph.graph.node for a in n.attribute)
+
+
+@pytest.mark.parametrize("arch", ["gru", "tcn"])
+def test_int4_storage_weights_are_named_after_their_layer(tmp_path, arch):
+    # setup
+    model = make_model(arch)
+    # execute
+    _, graph = emit(model, tmp_path)
+    # assert: short names after the layer, none of the exporter's generated ones (every byte
+    # of a name shows at int4)
+    packed = [i.name for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT4]
+    assert packed and not [name for name in packed if "::" in name]
+    assert all(name.endswith((".W", ".R")) for name in packed)
+    if arch == "gru":
+        assert {name.split("/")[0] for name in packed} == {"rnn"}
