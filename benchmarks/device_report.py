@@ -43,10 +43,11 @@ def main() -> None:
         for device, extra in (("local", []), ("loopback", []), ("qemu-aarch64", ["--any-arch"])):
             start = time.monotonic()
             _edgecomp("bench", *map(str, artifacts), "--device", device, "--devices-file",
-                      str(devices), *flags, *extra, "-o", str(OUT / device))  # fmt: skip
+                      str(devices), *flags, *extra, "--out-dir", str(OUT / device))  # fmt: skip
             timings[device] = time.monotonic() - start
     inputs = [str(OUT / d / "report.json") for d in timings]
-    _edgecomp("report", *inputs, "-o", str(OUT / "report"), "--title", "traffic int8 per device")
+    title = "traffic int8 per device"
+    _edgecomp("report", *inputs, "--out-dir", str(OUT / "report"), "--title", title)
     summary = _summary(json.loads((OUT / "report" / "report.json").read_text()), timings)
     (OUT.parent / "device_report.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {OUT / 'report'}/report.{{md,html}} and {OUT.parent / 'device_report.json'}")
@@ -75,7 +76,7 @@ def _build() -> list[Path]:
         ckpt = OUT / "checkpoints" / arch
         if not (ckpt / "spec.json").is_file():
             _edgecomp("train", str(DATA), *common[:4], "--arch", arch, *common[4:],
-                      "--epochs", "5", "-o", str(ckpt))  # fmt: skip
+                      "--epochs", "5", "--out-dir", str(ckpt))  # fmt: skip
         artifact = OUT / "artifacts" / f"traffic-{arch}-int8.edgepkg"
         if not artifact.is_file():
             _edgecomp("build", str(ckpt), "--data", str(DATA), "-t", "x86-64-avx2", "-p", "int8",

@@ -101,18 +101,18 @@ def _commands(name: str, tmp: Path, epochs: int) -> dict:
     runs = {
         "data": f"data {path} {flags} -L {length} -H {horizon}",
         "train": f"train {path} {flags} -L {length} -H {horizon} --arch tcn --epochs {epochs} "
-        f"-o {ckpt}",
+        f"--out-dir {ckpt}",
         "build": f"build {ckpt} --data {path} --precision int8 -o {art}",
         "bench": f"bench {art} --data {path} --min-iters 20 --min-seconds 0 --no-memory "
-        f"-o {tmp / 'bench'}",
+        f"--out-dir {tmp / 'bench'}",
         "analyze": f"analyze {ckpt} --data {path} -p int8 --calibration-windows 64 "
         f"--out-dir {tmp / 'analysis'}",
         "report": f"report {art} --data {path} --min-iters 20 --min-seconds 0 --no-memory "
-        f"-o {tmp / 'report'}",
+        f"--out-dir {tmp / 'report'}",
     }
     if name in TUNE_FILES:  # tune measures latency per trial: minutes on a loaded 2-core host
-        runs["tune"] = f"tune {ckpt} --data {path} --strategy random --trials 2 --no-build -o "
-        runs["tune"] += str(tmp / "tune")
+        runs["tune"] = f"tune {ckpt} --data {path} --sampler random --trials 2 --no-build "
+        runs["tune"] += f"--out-dir {tmp / 'tune'}"
     out = {}
     for command, argv in runs.items():
         out[command] = _run(argv)

@@ -148,7 +148,7 @@ def _tflite_artifact(tmp: Path) -> Path:
     common = ["--id-col", "detector", "--value-col", "total"]
     subprocess.run(
         [edgecomp, "train", str(data), *common, "--arch", "tcn", "-L", "16", "-H", "4",
-         "--hparam", "channels=8", "--epochs", "2", "-o", str(tmp / "tcn")],
+         "--hparam", "channels=8", "--epochs", "2", "--out-dir", str(tmp / "tcn")],
         check=True, capture_output=True,
     )  # fmt: skip
     out = tmp / "tcn-int8-arm.edgepkg"

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from edgecomp.budget import budget_options
+from edgecomp.cliopts import json_output, renamed
 from edgecomp.dataflags import read_flags
 from edgecomp.tracking import TrackedCommand
 
@@ -28,7 +29,13 @@ from edgecomp.tracking import TrackedCommand
 @click.option(
     "--precision", "-p", default="int4", show_default=True, help="Scheme each layer gets."
 )
-@click.option("--split", default="val", show_default=True, help="Windows the analysis uses.")
+@click.option(
+    "--on-split",
+    type=click.Choice(["train", "val", "test"]),
+    default="val",
+    show_default=True,
+    help="Which split's windows the analysis uses.",
+)
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False))
 @click.option("--option", "options", multiple=True, help="Profile lowering option KEY=VALUE.")
@@ -44,15 +51,18 @@ from edgecomp.tracking import TrackedCommand
 @click.option(
     "--out",
     "-o",
-    type=click.Path(dir_okay=False),
-    help="Build the mixed-precision artifact (budget: 1 % unless given), gated on the test split.",
+    type=click.Path(),
+    help="Artifact to write (.edgepkg): the mixed-precision build (budget: 1 % unless given), "
+    "gated on the test split.",
 )
+@renamed("--split", to="--on-split", type=click.Choice(["train", "val", "test"]))
+@json_output
 def analyze(
     source: str,
     data_path: str,
     target: str,
     precision: str,
-    split: str,
+    on_split: str,
     spec_path: str | None,
     weights: str | None,
     options: tuple[str, ...],
@@ -63,16 +73,17 @@ def analyze(
     at_horizon: str | None,
     no_error_limit: bool,
     out: str | None,
-) -> None:
+) -> dict:
     """Quantize each layer of SOURCE alone for a target; show the per-horizon cost.
 
     With a budget (--max-error-increase or --max-error, optionally --at-horizon) it also keeps the
-    most sensitive layers in float until the budget holds on --split, and with --out builds that
+    most sensitive layers in float until the budget holds on --on-split, and with --out builds that
     artifact: written only when it also holds on the test split's observed values and is smaller
     than the float artifact (else exit code 3, nothing written).
     """
     import torch
 
+    from edgecomp import progress
     from edgecomp.analyze import analyze as run_analysis
     from edgecomp.cli import _parse_pairs, console
 
@@ -83,19 +94,35 @@ def analyze(
     if budget is not None:
         budget.steps(model.spec.horizon)  # --at-horizon beyond the horizon: refused before work
     kw = {"options": _parse_pairs(options, "--option"), "calibration_windows": calibration_windows}
-    log = lambda line: console.print(line, highlight=False)  # noqa: E731
-    sens = run_analysis(
-        model, dataset, target=target, precision=precision, split=split, log=log, **kw
-    )
-    _write_analysis(sens, Path(out_dir), console)
-    if budget is None:
-        return
-    from edgecomp.mixed import plan_mixed
+    quiet = progress.log_line(console)
+    with progress.bar(f"analyzing {Path(source).name} per layer") as bar:
 
-    plan = plan_mixed(model, dataset, sens, budget, log=log, **kw)
-    _write_plan(plan, Path(out_dir), console)
-    if out is not None:
-        _build_mixed(model, dataset, plan, kw, out, console)
+        def log(line: str) -> None:
+            quiet(line)
+            bar(line.strip()[:60])
+
+        sens = run_analysis(
+            model, dataset, target=target, precision=precision, split=on_split, log=log, **kw
+        )
+        _write_analysis(sens, Path(out_dir), console)
+        document = {"sensitivity": str(Path(out_dir) / "sensitivity.json"), "plan": None}
+        document["layers"] = _read_json(Path(out_dir) / "sensitivity.json")
+        if budget is None:
+            return document
+        from edgecomp.mixed import plan_mixed
+
+        plan = plan_mixed(model, dataset, sens, budget, log=log, **kw)
+        _write_plan(plan, Path(out_dir), console)
+        document["plan"] = plan.record()
+        if out is not None:
+            document["artifact"] = _build_mixed(model, dataset, plan, kw, out, console)
+    return document
+
+
+def _read_json(path: Path):
+    import json
+
+    return json.loads(path.read_text())
 
 
 def _budget(increase, error, at_horizon, no_limit: bool, *, building: bool):
@@ -183,3 +210,4 @@ def _build_mixed(model, dataset, plan, kw: dict, out: str, console) -> None:
         f"{metrics['split']} MAE vs reference per step "
         f"{['n/a' if v is None else f'{v * 100:+.2f}%' for v in increase]}"
     )
+    return {"path": str(result.path), "mae_increase": increase, "split": metrics["split"]}

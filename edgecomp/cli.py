@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -12,13 +13,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgecomp import exits
+from edgecomp import exits, progress
 from edgecomp.budget import budget_options  # noqa: F401 - re-exported for building commands
+from edgecomp.cliopts import (
+    QUIET_HELP,
+    VERBOSE_HELP,
+    ExitWith,
+    RequiredOption,
+    json_output,
+    renamed,
+)
 from edgecomp.dataflags import flag_options, parse_names, read_flags
 from edgecomp.tracking import ENV as _MLFLOW_ENV
 from edgecomp.tracking import TrackedGroup
 
-console = Console(width=max(Console().width, 120))  # logs and pipes get 80 columns otherwise
+# a terminal gets its own width (wider lines would wrap mid-number); logs and pipes 120 columns
+_WIDTH = None if sys.stdout.isatty() else max(Console().width, 120)
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)  # errors: never on stdout
 
 
 class _Group(TrackedGroup):
@@ -31,14 +43,15 @@ class _Group(TrackedGroup):
             return super().invoke(ctx)
         except BudgetNotMet as exc:  # nothing was written; its own exit code
             message = f"[red]budget not met:[/red] {escape(str(exc))}"
-            console.print(message, highlight=False, soft_wrap=True)
+            err_console.print(message, highlight=False, soft_wrap=True)
             sys.exit(exits.BUDGET_NOT_MET)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # --help, --version, usage errors: click's own handling
         except Exception as exc:
             if not _input_error(exc):
                 raise
-            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            message = f"[red]error:[/red] {escape(str(exc))}"
+            err_console.print(message, highlight=False, soft_wrap=True)
             sys.exit(exits.USAGE)
 
 
@@ -60,10 +73,13 @@ def _input_error(exc: Exception) -> bool:
     metavar="URI",
     help=f"Track the command as an MLflow run (e.g. sqlite:///mlflow.db) [env: {_MLFLOW_ENV}].",
 )
+@click.option("--quiet", "-q", is_flag=True, help=QUIET_HELP)
+@click.option("--verbose", "-v", is_flag=True, help=VERBOSE_HELP)
 @click.pass_context
-def main(ctx: click.Context, mlflow_uri: str | None) -> None:
+def main(ctx: click.Context, mlflow_uri: str | None, quiet: bool, verbose: bool) -> None:
     """edgecomp: compile spatio-temporal forecasters for edge gateways."""
     ctx.obj = {"mlflow": mlflow_uri}
+    progress.configure(quiet=quiet, verbose=verbose)  # before any toolchain loads
 
 
 def _data_options(fn):
@@ -118,8 +134,10 @@ def _data_options(fn):
             "--calendar",
             callback=_calendar,
             help="Calendar features fed for the forecast steps: comma-separated among hour, "
-            "dow, doy (sine/cosine of hour of day, day of week, day of year, UTC); 'auto' (train): "
-            "train with and without, keep the lower validation loss [default: none].",
+            "dow, doy (sine/cosine of hour of day, day of week, day of year, UTC); 'off' (or "
+            "'none'); for train also 'on' (the ones suited to the sampling period) and 'auto': "
+            "compare with and without on validation MAE, keep the lower [default: auto for "
+            "train, off elsewhere].",
         ),
         click.option(
             "--future-cols",
@@ -151,19 +169,23 @@ def _calendar(ctx: click.Context, param: click.Parameter, value: str | None):
     from edgecomp_runtime.calendar import CALENDAR
 
     names = parse_names(value)
-    if value is not None and value.strip().lower() in ("none", "auto"):
-        return None if value.strip().lower() == "none" else "auto"
+    if value is not None and value.strip().lower() in ("none", "off", "auto", "on"):
+        return {"none": None, "off": None}.get(value.strip().lower(), value.strip().lower())
     unknown = [n for n in names or () if n not in CALENDAR]
     if value is not None and (not names or unknown):
-        raise click.BadParameter(f"'{value}' is not a list of {', '.join(CALENDAR)} or 'none'")
+        raise click.BadParameter(
+            f"'{value}' is not a list of {', '.join(CALENDAR)}, or auto, on, off"
+        )
     return names
 
 
 def _data_config(input_len: int, horizon: int, kw: dict):
     from edgecomp.data import DataConfig
 
-    if kw["calendar"] == "auto":
-        raise click.BadParameter("'auto' applies to `edgecomp train` only", param_hint="--calendar")
+    if kw["calendar"] in ("auto", "on"):
+        raise click.BadParameter(
+            f"'{kw['calendar']}' applies to `edgecomp train` only", param_hint="--calendar"
+        )
 
     def names(value):
         return tuple(v.strip() for v in value.split(",")) if value else None
@@ -194,9 +216,9 @@ def _data_config(input_len: int, horizon: int, kw: dict):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--input-len", "-L", default=48, show_default=True)
 @click.option("--horizon", "-H", default=8, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_data_options
-def data_cmd(path: str, input_len: int, horizon: int, as_json: bool, **kw) -> None:
+@json_output
+def data_cmd(path: str, input_len: int, horizon: int, **kw) -> dict:
     """Inspect a CSV/Parquet file: period, gaps, missing values, windows per split, and an
     input length and horizon suggested for its sampling period."""
     from edgecomp.data import prepare
@@ -205,10 +227,9 @@ def data_cmd(path: str, input_len: int, horizon: int, as_json: bool, **kw) -> No
     dataset = prepare(path, _data_config(input_len, horizon, kw))
     summary = dataset.summary()
     summary["suggested"] = suggest_windows(summary["period_s"], summary["rows"])
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-    else:
+    if not progress.STATE["json"]:
         click.echo(format_summary(summary), nl=False)
+    return summary
 
 
 def _archs() -> list[str]:
@@ -231,16 +252,17 @@ def _archs() -> list[str]:
 @click.option("--patience", default=5, show_default=True, help="Early-stopping patience (epochs).")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
-    "--out",
-    "-o",
+    "--out-dir",
     type=click.Path(file_okay=False),
-    required=True,
+    cls=RequiredOption,
     help="Checkpoint folder to write.",
 )
 @_data_options
+@renamed("-o", "--out", to="--out-dir", required=True, type=click.Path(file_okay=False))
+@json_output
 def train(
-    data: str, arch: str, input_len: int, horizon: int, hparam: tuple[str, ...], out: str, **kw
-) -> None:
+    data: str, arch: str, input_len: int, horizon: int, hparam: tuple[str, ...], out_dir: str, **kw
+) -> dict:
     """Train a forecaster on DATA and write a checkpoint (safetensors + spec.json + TensorBoard)."""
     from edgecomp.train import TrainConfig
     from edgecomp.workflow import train_checkpoint
@@ -249,12 +271,14 @@ def train(
     config = TrainConfig(
         arch=arch, hparams=_parse_pairs(hparam, "--hparam"), **{k: kw.pop(k) for k in train_keys}
     )
-    if kw["calendar"] == "auto":
-        kw["calendar"] = None
-        result = _train_auto_calendar(data, _data_config(input_len, horizon, kw), config, Path(out))
+    source = click.get_current_context().get_parameter_source("calendar")
+    if kw["calendar"] in ("auto", "on") or source == click.core.ParameterSource.DEFAULT:
+        mode, kw["calendar"] = kw["calendar"] or "auto", None
+        data_config = _data_config(input_len, horizon, kw)
+        result = _train_auto_calendar(data, data_config, config, Path(out_dir), mode)
     else:
         result = train_checkpoint(
-            data, _data_config(input_len, horizon, kw), config, Path(out), console=console
+            data, _data_config(input_len, horizon, kw), config, Path(out_dir), console=console
         )
     ev = result.evaluation
     console.print(f"{ev['train']['stop_reason']}; kept epoch {ev['train']['best_epoch']}")
@@ -263,47 +287,14 @@ def train(
         console.print(f"{ev['left_out']} test windows left out: the runtime would refuse them")
     for warning in ev["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    return {"checkpoint": str(result.path), "arch": result.model.spec.arch, "evaluation": ev}
 
 
-def _train_auto_calendar(data: str, data_config, config, out: Path):
-    """Train without and with calendar features; keep the lower validation loss at ``out``."""
-    import dataclasses
-    import shutil
+def _train_auto_calendar(data: str, data_config, config, out: Path, mode: str = "auto"):
+    """``--calendar auto|on``: see ``edgecomp.calendar_choice``."""
+    from edgecomp.calendar_choice import train_with_calendar_choice
 
-    from edgecomp.data import DataError
-    from edgecomp.data.summary import default_calendar
-    from edgecomp.workflow import train_checkpoint
-
-    plain_dir, cal_dir = out.with_name(out.name + ".plain"), out.with_name(out.name + ".calendar")
-    console.print("calendar auto: training without calendar features")
-    plain = train_checkpoint(data, data_config, config, plain_dir, console=console)
-    names = default_calendar(plain.model.spec.period_s or 0.0)
-    console.print(f"calendar auto: training with {', '.join(names) or 'none'}")
-    try:
-        with_cal = dataclasses.replace(data_config, calendar=names or None)
-        calendar = train_checkpoint(data, with_cal, config, cal_dir, console=console)
-    except DataError as exc:  # e.g. a business-day grid: no calendar inputs
-        console.print(f"calendar auto: {escape(str(exc))}; kept without", highlight=False)
-        return _move(plain, out)
-    losses = [r.evaluation["train"]["best_val_loss"] for r in (plain, calendar)]
-    keep, drop = (calendar, plain) if losses[1] < losses[0] else (plain, calendar)
-    console.print(
-        f"calendar auto: validation loss {losses[0]:.4f} without, {losses[1]:.4f} with "
-        f"({losses[1] / losses[0] - 1:+.1%}); kept {'with' if keep is calendar else 'without'}"
-    )
-    shutil.rmtree(drop.path)
-    return _move(keep, out)
-
-
-def _move(outcome, out: Path):
-    """Put a trained checkpoint folder at ``out`` (replacing what is there)."""
-    import shutil
-
-    if out.exists():
-        shutil.rmtree(out)
-    outcome.path.rename(out)
-    outcome.path = out
-    return outcome
+    return train_with_calendar_choice(data, data_config, config, out, console=console, mode=mode)
 
 
 def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
@@ -335,7 +326,7 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
     "-o",
     type=click.Path(),
     required=True,
-    help="Artifact path (a folder for a recipe with several lowerings).",
+    help="Artifact to write (.edgepkg; for a recipe with several lowerings, a folder of them).",
 )
 @click.option(
     "--weights",
@@ -376,6 +367,7 @@ def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:
 )
 @budget_options
 @read_flags
+@json_output
 def build(
     source: str,
     data_path: str,
@@ -390,7 +382,7 @@ def build(
     sets: tuple[str, ...],
     save_model: str | None,
     **lowering,
-) -> None:
+) -> dict:
     """Compile SOURCE (checkpoint folder, module.py:factory, TorchScript or ONNX) for a target.
 
     The artifact keeps an error budget on the test split's observed values (default: MAE +1 %
@@ -418,25 +410,76 @@ def build(
     )
     if budget is not None:
         budget.steps(model.spec.horizon)  # --at-horizon beyond the horizon: refused before work
-    results = build_recipe(
-        model,
-        dataset,
-        recipe,
-        out,
-        sign_key=sign_key,
-        save_model=save_model,
-        log=lambda line: console.print(line, highlight=False),
-        budget=budget,
-    )
+    with _build_progress(source) as log:
+        results = build_recipe(
+            model,
+            dataset,
+            recipe,
+            out,
+            sign_key=sign_key,
+            save_model=save_model,
+            log=log,
+            budget=budget,
+        )
     for result in results:
         _print_built(result)
+    signer = None
     if sign_key is not None:
         from edgecomp_runtime.signing import key_id
 
-        console.print(f"signed with ed25519 key {key_id(sign_key.public_key())}")
+        signer = key_id(sign_key.public_key())
+        console.print(f"signed with ed25519 key {signer}")
+    return {"artifacts": [_built_record(r) for r in results], "signed_by": signer}
 
 
-def _print_built(result) -> None:
+@contextlib.contextmanager
+def _build_progress(source: str):
+    """A spinner on stderr naming the build stage (calibration, verification) and each ladder
+    rung as it runs; yields the build's ``log`` (silent with --quiet)."""
+    from edgecomp.pipeline import STAGE_HOOKS
+
+    names = {"resolve": "resolving the target and calibration", "passes": "model passes",
+             "lower": "lowering and calibrating", "verify": "verifying on held-out data",
+             "gate": "checking the error budget", "package": "packaging"}  # fmt: skip
+    log = progress.log_line(console)
+    with progress.bar(f"building {Path(source).name}") as bar:
+
+        def on_stage(name: str, ctx) -> None:
+            bar(f"{ctx.config.target} {ctx.config.precision}: {names.get(name, name)}")
+
+        def on_line(line: str) -> None:
+            log(line)
+            if line.lstrip().split(":")[0] in _RUNGS:
+                bar(f"ladder: {line.strip()[:60]}")
+
+        STAGE_HOOKS.append(on_stage)
+        try:
+            yield on_line
+        finally:
+            STAGE_HOOKS.remove(on_stage)
+
+
+_RUNGS = ("plain", "calibration", "bias-correction", "qat", "mixed")  # edgecomp.ladder.RUNGS
+
+
+def _built_record(result) -> dict:
+    """One artifact of a build, for --json."""
+    manifest = result.manifest
+    metrics = manifest["metrics"]
+    return {
+        "path": str(result.path),
+        "size_bytes": result.path.stat().st_size if result.path.is_file() else None,
+        "target": manifest["target"]["name"],
+        "precision": manifest["precision"],
+        "mae": {"artifact": metrics["artifact"]["mae"], "reference": metrics["reference"]["mae"]},
+        "n_scored": metrics["artifact"].get("n_scored"),
+        "n_imputed": metrics["artifact"].get("n_imputed"),
+        "budget": manifest.get("budget"),
+    }
+
+
+def _print_built(result, out: Console | None = None) -> None:
+    """Two short lines per artifact, wrapped (if at all) between words, never inside a number."""
     metrics = result.manifest["metrics"]
     pairs = [
         (a, r)
@@ -448,18 +491,22 @@ def _print_built(result) -> None:
     target, precision = result.manifest["target"]["name"], result.manifest["precision"]
     budget = result.manifest.get("budget") or {}
     met = f"; budget met by: {budget['met_by']}" if budget.get("checked") else ""
-    console.print(
-        f"wrote {result.path} ({result.path.stat().st_size:,} B): {target} {precision}, "
-        f"MAE {sum(art) / len(art):.4g} vs reference {sum(ref) / len(ref):.4g} "
-        f"(worst horizon {worst:+.2f} %, {metrics['artifact'].get('n_scored', 0):,} observed "
-        f"values scored, {metrics['artifact'].get('n_imputed', 0):,} imputed left out{met})"
+    out = out or console
+    size = result.path.stat().st_size if result.path.is_file() else 0
+    out.print(f"wrote {result.path} ({size:,} B): {target} {precision}", highlight=False)
+    out.print(
+        f"  MAE {sum(art) / len(art):.4g} vs reference {sum(ref) / len(ref):.4g}, worst step "
+        f"{worst:+.2f} %; {metrics['artifact'].get('n_scored', 0):,} observed values scored, "
+        f"{metrics['artifact'].get('n_imputed', 0):,} imputed left out{met}",
+        highlight=False,
     )
 
 
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace existing key files.")
-def keygen(out: str, force: bool) -> None:
+@json_output
+def keygen(out: str, force: bool) -> dict:
     """Write a new ed25519 key pair: OUT (private, PEM, mode 0600) and OUT.pub (public, PEM)."""
     from edgecomp_runtime.signing import key_id, load_private_key, new_key_pair
 
@@ -470,10 +517,11 @@ def keygen(out: str, force: bool) -> None:
     private_pem, public_pem = new_key_pair()
     _write_private(private_path, private_pem)
     public_path.write_bytes(public_pem)
+    kid = key_id(load_private_key(private_pem).public_key())
     console.print(
-        f"wrote {private_path} (private, keep it secret) and {public_path} (public, "
-        f"key id {key_id(load_private_key(private_pem).public_key())})"
+        f"wrote {private_path} (private, keep it secret) and {public_path} (public, key id {kid})"
     )
+    return {"private_key": str(private_path), "public_key": str(public_path), "key_id": kid}
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -515,7 +563,11 @@ def _bench_options(fn):
 @read_flags
 @_bench_options
 @click.option(
-    "--out", "-o", type=click.Path(file_okay=False), default="bench-out", show_default=True
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default="bench-out",
+    show_default=True,
+    help="Folder for report.json and report.md.",
 )
 @click.option(
     "--device",
@@ -529,6 +581,8 @@ def _bench_options(fn):
     help="Dependency wheels to copy to a --device without a package index.",
 )
 @click.option("--any-arch", is_flag=True, help="Measure artifacts built for another CPU arch.")
+@renamed("-o", "--out", to="--out-dir", type=click.Path(file_okay=False))
+@json_output
 def bench(
     artifacts: tuple[str, ...],
     data_path: str | None,
@@ -537,13 +591,13 @@ def bench(
     min_iters: int,
     min_seconds: float,
     no_memory: bool,
-    out: str,
+    out_dir: str,
     device: str | None,
     devices_file: str | None,
     wheelhouse: str | None,
     any_arch: bool,
-) -> None:
-    """Measure ARTIFACTS through the runtime; write report.json and report.md to --out."""
+) -> list:
+    """Measure ARTIFACTS through the runtime; write report.json and report.md to --out-dir."""
     from edgecomp.bench import bench_artifact, print_summary, write_report
 
     if device:
@@ -555,21 +609,27 @@ def bench(
             wheelhouse=wheelhouse, any_arch=any_arch,
         )  # fmt: skip
     else:
-        reports = [
-            bench_artifact(
-                a,
-                data=data_path,
-                batch_sizes=batch_sizes,
-                threads=threads,
-                min_iters=min_iters,
-                min_seconds=min_seconds,
-                memory=not no_memory,
-            )
-            for a in artifacts
-        ]
-    paths = write_report(reports, Path(out))
-    print_summary(reports, console=console)
-    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+        reports = []
+        with progress.bar("benchmarking", total=len(artifacts)) as bar:
+            for artifact in artifacts:
+                bar.describe(f"benchmarking {Path(artifact).name}")
+                reports.append(
+                    bench_artifact(
+                        artifact,
+                        data=data_path,
+                        batch_sizes=batch_sizes,
+                        threads=threads,
+                        min_iters=min_iters,
+                        min_seconds=min_seconds,
+                        memory=not no_memory,
+                    )
+                )
+                bar()
+    paths = write_report(reports, Path(out_dir))
+    if not progress.STATE["json"]:
+        print_summary(reports, console=console)
+    progress.log_line(console)("wrote " + ", ".join(str(p) for p in paths.values()))
+    return reports
 
 
 @main.command("report")
@@ -602,8 +662,14 @@ def bench(
 )
 @click.option("--title", default="edgecomp report", show_default=True)
 @click.option(
-    "--out", "-o", type=click.Path(file_okay=False), default="report-out", show_default=True
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default="report-out",
+    show_default=True,
+    help="Folder for report.html, report.md, report.json and the plots.",
 )
+@renamed("-o", "--out", to="--out-dir", type=click.Path(file_okay=False))
+@json_output
 def report_cmd(
     inputs: tuple[str, ...],
     data_path: str | None,
@@ -616,8 +682,8 @@ def report_cmd(
     fail_on_regression: bool,
     confirm: int,
     title: str,
-    out: str,
-) -> None:
+    out_dir: str,
+) -> dict:
     """Compare INPUTS (artifacts, folders of them, or bench JSONs): tables, plots, JSON/MD/HTML."""
     from edgecomp.bench import print_summary
     from edgecomp.report import (
@@ -642,17 +708,20 @@ def report_cmd(
     if baseline is not None and confirm > 0:
         benches = remeasure_flagged(benches, load_bench_json(baseline), retries=confirm, **bench_kw)
     report = build_report(benches, title=title, baseline=baseline)
-    paths = write_report_files(report, Path(out))
-    print_summary(benches, console=console)
-    console.print(format_summary(report), highlight=False)
-    console.print(f"wrote {paths['html']}, {paths['md']}, {paths['json']} and the plots")
+    paths = write_report_files(report, Path(out_dir))
+    if not progress.STATE["json"]:
+        print_summary(benches, console=console)
+        console.print(format_summary(report), highlight=False)
+    wrote = f"wrote {paths['html']}, {paths['md']}, {paths['json']} and the plots"
+    progress.log_line(console)(wrote)
+    report = json.loads(Path(paths["json"]).read_text())  # as written: with its plots
     if fail_on_regression and not report["regression"]["passed"]:
-        sys.exit(exits.REGRESSION)
+        raise ExitWith(report, exits.REGRESSION)  # the report is still printed with --json
+    return report
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest JSON.")
 @click.option(
     "--trusted-key",
     "trusted_keys",
@@ -660,49 +729,54 @@ def report_cmd(
     type=click.Path(exists=True, dir_okay=False),
     help="Public key (PEM or raw 32 bytes) the artifact must be signed by; repeatable.",
 )
-def inspect(artifact: str, as_json: bool, trusted_keys: tuple[str, ...]) -> None:
+@json_output
+def inspect(artifact: str, trusted_keys: tuple[str, ...]) -> dict:
     """Verify ARTIFACT (format, checksums, signature with --trusted-key), print its manifest."""
     from edgecomp.manifest import format_manifest, read_manifest
     from edgecomp_runtime import SignatureError
     from edgecomp_runtime.signing import signer_key_id
 
     manifest = read_manifest(artifact, trusted_keys=list(trusted_keys) or None)
-    if as_json:
-        click.echo(json.dumps(manifest, indent=2))
-        return
+    if progress.STATE["json"]:
+        return manifest  # the raw manifest
     click.echo(format_manifest(manifest), nl=False)
     try:
         signer = signer_key_id(artifact)
     except SignatureError as exc:  # without --trusted-key a bad manifest.sig is only reported
         click.echo(f"signature   unreadable: {exc}")
-        return
+        return manifest
     if signer is None:
         click.echo("signature   none")
     else:
         checked = "verified" if trusted_keys else "not verified: pass --trusted-key"
         click.echo(f"signature   ed25519 key {signer} ({checked})")
+    return manifest
 
 
 @main.command()
-def targets() -> None:
+@json_output
+def targets() -> list:
     """List target profiles, their backends, precisions, capabilities and availability."""
     from edgecomp.targets import get_target, list_profiles
 
     columns = ("target", "backend", "arch", "precisions", "capabilities", "available")
     table = Table(*columns, "description")
+    rows = []
     for profile in list_profiles().values():
         cls = get_target(profile.backend)
-        ok = "yes" if cls.is_available() else f"no: {cls.missing_reason()}"
-        table.add_row(
-            profile.name,
-            profile.backend,
-            profile.arch,
-            ", ".join(profile.precisions),
-            cls.capabilities.describe(),
-            ok,
-            profile.description,
-        )
-    console.print(table)
+        available = cls.is_available()
+        ok = "yes" if available else f"no: {cls.missing_reason()}"
+        row = (profile.name, profile.backend, profile.arch, ", ".join(profile.precisions))
+        table.add_row(*row, cls.capabilities.describe(), ok, profile.description)
+        rows.append({
+            "name": profile.name, "backend": profile.backend, "arch": profile.arch,
+            "precisions": list(profile.precisions), "capabilities": cls.capabilities.describe(),
+            "available": available, "missing": None if available else cls.missing_reason(),
+            "description": profile.description,
+        })  # fmt: skip
+    if not progress.STATE["json"]:
+        console.print(table)
+    return rows
 
 
 # Commands that live beside their subsystem, as "module:attribute" of a click command or group.

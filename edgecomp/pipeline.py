@@ -184,6 +184,10 @@ def compile_artifact(
     return ctx.manifest, ctx.files
 
 
+#: Callables ``hook(stage_name, ctx)`` called before each stage runs (the CLI's progress bar).
+STAGE_HOOKS: list[Callable[[str, BuildContext], None]] = []
+
+
 def run_stages(
     ctx: BuildContext,
     stages: Sequence[Stage] | None = None,
@@ -203,6 +207,8 @@ def run_stages(
             raise BuildError(f"unknown build stage '{name}'. Stages: {names}")
     for stage in stages:
         if stage.name not in skip:
+            for hook in STAGE_HOOKS:
+                hook(stage.name, ctx)
             stage.run(ctx)
             ctx.done.append(stage.name)
         if stage.name == until:

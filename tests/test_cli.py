@@ -69,7 +69,7 @@ def test_build_inspect_bench(runner, traffic_checkpoints, traffic_path, tmp_path
             "--min-seconds",
             "0",
             "--no-memory",
-            "-o",
+            "--out-dir",
             str(tmp_path / "bench"),
         ],
     )
@@ -133,7 +133,7 @@ def test_train_writes_a_checkpoint(runner, traffic_path, tmp_path):
             "layers=1",
             "--epochs",
             "1",
-            "-o",
+            "--out-dir",
             str(out),
         ],
     )

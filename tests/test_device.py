@@ -262,7 +262,8 @@ def test_cli_bench_on_a_named_device(first_run, server, device, tmp_path):
     result = CliRunner().invoke(
         main,
         ["bench", str(INT8), "--device", "lab", "--devices-file", str(tmp_path / "devices.toml"),
-         "--batch", "1", "--min-iters", "10", "--min-seconds", "0", "-o", str(tmp_path / "out")],
+         "--batch", "1", "--min-iters", "10", "--min-seconds", "0",
+         "--out-dir", str(tmp_path / "out")],
     )  # fmt: skip
     # assert
     assert result.exit_code == 0, result.output

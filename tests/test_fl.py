@@ -188,7 +188,8 @@ def test_cli_refuses_fedprox_without_mu(sites, tmp_path):
 
     # execute
     result = CliRunner().invoke(
-        main, ["fl", "simulate", str(sites["EWR"]), "--strategy", "fedprox", "-o", str(tmp_path)]
+        main,
+        ["fl", "simulate", str(sites["EWR"]), "--strategy", "fedprox", "--out-dir", str(tmp_path)],
     )
     # assert: one line, exit code 2, nothing written
     assert result.exit_code == 2

@@ -99,7 +99,9 @@ def test_cli_refuses_a_superlink_without_tls_or_insecure(tmp_path):
 
     # execute
     refused = CliRunner().invoke(main, ["fl", "superlink", "--port", "9100"])
-    made = CliRunner().invoke(main, ["fl", "credentials", "-o", str(tmp_path), "--nodes", "1"])
+    made = CliRunner().invoke(
+        main, ["fl", "credentials", "--out-dir", str(tmp_path), "--nodes", "1"]
+    )
     # assert
     assert refused.exit_code == 2
     assert "--insecure explicitly" in refused.output

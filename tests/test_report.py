@@ -349,8 +349,12 @@ def test_cli_fails_on_regression_only_when_asked(run, tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(old))
     args = ["report", str(tmp_path / "new.json"), "--baseline", str(tmp_path / "old.json")]
     # execute
-    failing = CliRunner().invoke(main, [*args, "--fail-on-regression", "-o", str(tmp_path / "a")])
-    passing = CliRunner().invoke(main, ["report", str(tmp_path / "new.json"), "-o", str(tmp_path)])
+    failing = CliRunner().invoke(
+        main, [*args, "--fail-on-regression", "--out-dir", str(tmp_path / "a")]
+    )
+    passing = CliRunner().invoke(
+        main, ["report", str(tmp_path / "new.json"), "--out-dir", str(tmp_path)]
+    )
     # assert
     assert failing.exit_code == exits.REGRESSION == 4, failing.output
     assert "REGRESSED" in failing.output and "gru-fp32: regressed" in failing.output
@@ -421,7 +425,7 @@ def test_report_benches_a_real_artifact(tmp_path):
     artifact = _write_artifact(tmp_path / "tiny.edgepkg")
     args = ["report", str(artifact), "--min-iters", "5", "--min-seconds", "0", "--no-memory"]
     # execute
-    result = CliRunner().invoke(main, [*args, "--batch", "1", "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(main, [*args, "--batch", "1", "--out-dir", str(tmp_path / "out")])
     # assert
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -31,7 +31,7 @@ def test_train_is_logged_with_params_per_step_metrics_and_the_checkpoint(
     out = tmp_path / "ckpt"
     # execute
     result = CliRunner().invoke(
-        main, ["--mlflow", uri, "train", str(traffic_path), *TRAIN, *TINY, "-o", str(out)]
+        main, ["--mlflow", uri, "train", str(traffic_path), *TRAIN, *TINY, "--out-dir", str(out)]
     )
     # assert
     assert result.exit_code == 0, result.output

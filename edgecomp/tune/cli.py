@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from edgecomp.budget import budget_options
+from edgecomp.cliopts import RequiredOption, json_output, renamed
 from edgecomp.dataflags import read_flags
 from edgecomp.tracking import TrackedCommand
+
+_SAMPLERS = ["grid", "random", "tpe", "gp", "nsga2", "motpe"]
 
 
 @click.command(cls=TrackedCommand)
@@ -15,11 +18,11 @@ from edgecomp.tracking import TrackedCommand
 @read_flags
 @click.option("--target", "-t", default="x86-64-avx2", show_default=True, help="Target profile.")
 @click.option(
-    "--strategy",
-    type=click.Choice(["grid", "random", "tpe", "gp", "nsga2", "motpe"]),
+    "--sampler",
+    type=click.Choice(_SAMPLERS),
     default="tpe",
     show_default=True,
-    help="nsga2 and motpe search error, latency and size at once.",
+    help="Optuna sampler; nsga2 and motpe search error, latency and size at once.",
 )
 @click.option("--trials", default=30, show_default=True, help="Trials of the whole study.")
 @click.option("--timeout", type=float, help="Stop this process after this many seconds.")
@@ -54,24 +57,32 @@ from edgecomp.tracking import TrackedCommand
     help="Seconds between worker heartbeats; a dead worker's trial is failed after twice this.",
 )
 @click.option("--build/--no-build", "build_chosen", default=True, help="Build the chosen recipe.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), required=True)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    cls=RequiredOption,
+    help="Folder for results.json, pareto.md, pareto.png, recipe.toml, the study and artifact.",
+)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False))
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--input-len", "-L", type=int)
 @click.option("--horizon", "-H", type=int)
-def tune(source: str, data_path: str, out: str, **kw) -> None:
+@renamed("-o", "--out", to="--out-dir", required=True, type=click.Path(file_okay=False))
+@renamed("--strategy", to="--sampler", type=click.Choice(_SAMPLERS))
+@json_output
+def tune(source: str, data_path: str, out_dir: str, **kw) -> dict:
     """Search compression recipes for SOURCE under error, latency, size and memory limits.
 
     Every trial's recipe is measured on validation windows and through the runtime on this
     host; the study is kept in --storage (resumable; share it to search from several machines).
-    Writes OUT/results.json, pareto.md, pareto.png, recipe.toml and the chosen artifact.
+    Writes OUT_DIR/results.json, pareto.md, pareto.png, recipe.toml and the chosen artifact.
     """
     from pathlib import Path
 
     from edgecomp.tune import Constraints, TuneConfig
     from edgecomp.workflow import ingest
 
-    out_dir = Path(out)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from edgecomp.budget import budget_from_flags
 
@@ -97,8 +108,8 @@ def tune(source: str, data_path: str, out: str, **kw) -> None:
         kw.pop("students"),
         kw.pop("build_chosen"),
     )
-    config = TuneConfig(storage=storage, **kw)
-    _run(model, dataset, config, constraints, out_dir, space_file, students, build_chosen)
+    config = TuneConfig(storage=storage, strategy=kw.pop("sampler"), **kw)
+    return _run(model, dataset, config, constraints, out_dir, space_file, students, build_chosen)
 
 
 def _check_horizon(constraints, horizon: int) -> None:
@@ -108,7 +119,7 @@ def _check_horizon(constraints, horizon: int) -> None:
         )
 
 
-def _run(model, dataset, config, constraints, out_dir, space_file, students, build_chosen) -> None:
+def _run(model, dataset, config, constraints, out_dir, space_file, students, build_chosen) -> dict:
     from edgecomp.cli import console
     from edgecomp.tune import TuneError, tune
 
@@ -142,15 +153,27 @@ def _run(model, dataset, config, constraints, out_dir, space_file, students, bui
     )
     if result.artifact is not None:
         console.print(f"built {result.artifact} (verified on the test split)")
+    import json
+
+    return {
+        "out_dir": str(out_dir),
+        "interrupted": result.interrupted,
+        "chosen": result.chosen,
+        "artifact": None if result.artifact is None else str(result.artifact),
+        "results": json.loads((out_dir / "results.json").read_text())
+        if (out_dir / "results.json").is_file()
+        else None,
+    }
 
 
 class _Progress:
     """A rich progress bar: finished trials, best feasible value so far, time left."""
 
     def __init__(self, config, constraints) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from edgecomp.cli import console
+        from edgecomp import progress
         from edgecomp.tune.study import OBJECTIVES
 
         self._key = OBJECTIVES[config.objective]
@@ -161,8 +184,9 @@ class _Progress:
             BarColumn(),
             TextColumn("best {task.fields[best]}"),
             TimeRemainingColumn(),
-            console=console,
+            console=Console(stderr=True),  # stdout holds results (and --json) only
             transient=False,
+            disable=not progress.enabled(),
         )
         self._task = self._bar.add_task("tune", total=config.trials, best="-")
 
