@@ -266,25 +266,16 @@ def add_stream(
 def step_kernel(module: nn.Module) -> tuple[str, bytes] | None:
     """(cell, ``.npz`` bytes) of the runtime's numpy step kernel; None for a TCN.
 
-    Layout (runtime/edgecomp_runtime/step.py, ``_Kernel``): sigmoid gates halved so one tanh
-    serves them all; LSTM ``w{k}`` = [W_x; W_h] with gates [i, f, o, g]; GRU ``wx{k}``,
-    ``bx{k}``, ``wh{k}``, ``bh{k}`` with gates [r, z, n]; the head and its residual targets.
+    Layout (runtime/edgecomp_runtime/step.py, ``_Kernel``): per layer ``w{k}`` [F_k + H + 1, 4H]
+    multiplying ``[x, h, 1]``; column blocks LSTM ``[i, f, o, g]``, GRU ``[r, z, n_x, n_h]``;
+    sigmoid columns halved so one tanh serves every gate; then the head and its residual targets.
     """
     from edgecomp.targets.onnx.recurrent import cell_weights
 
     if not isinstance(module, _RecurrentForecaster):
         return None
     lstm, layers = cell_weights(module.rnn)
-    hidden, arrays = module.rnn.hidden_size, {}
-    sigmoid = np.ones((4 if lstm else 3) * hidden, np.float32)
-    sigmoid[: (3 if lstm else 2) * hidden] = 0.5  # sigmoid(a) = 0.5 tanh(a / 2) + 0.5
-    for k, layer in enumerate(layers):
-        if lstm:
-            arrays[f"w{k}"] = np.concatenate([layer.w_x, layer.w_h]) * sigmoid
-            arrays[f"b{k}"] = layer.b_x * sigmoid
-        else:
-            arrays |= {f"wx{k}": layer.w_x * sigmoid, f"bx{k}": layer.b_x * sigmoid}
-            arrays |= {f"wh{k}": layer.w_h * sigmoid, f"bh{k}": layer.b_h * sigmoid}
+    arrays = {f"w{k}": _kernel_matrix(layer, lstm) for k, layer in enumerate(layers)}
     with torch.no_grad():
         arrays["head_w"] = module.head.weight.T.float().numpy().copy()
         arrays["head_b"] = module.head.bias.float().numpy().copy()
@@ -296,6 +287,24 @@ def step_kernel(module: nn.Module) -> tuple[str, bytes] | None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return ("lstm" if lstm else "gru"), buffer.getvalue()
+
+
+def _kernel_matrix(layer: Any, lstm: bool) -> np.ndarray:
+    """[W_x; W_h; b] with gate columns as the kernel reads them, sigmoid columns halved."""
+    hidden = layer.w_h.shape[0]
+    if lstm:  # cell_weights: [i, f, o, g], every bias in b_x
+        matrix = np.concatenate([layer.w_x, layer.w_h, layer.b_x[None]])
+    else:  # cell_weights: [r, z, n]; b_x holds b_r, b_z (both), b_in; b_h holds b_hn
+        n_in, two = layer.w_x.shape[0], 2 * hidden
+        matrix = np.zeros((n_in + hidden + 1, 4 * hidden), np.float32)
+        matrix[:n_in, : 3 * hidden] = layer.w_x
+        matrix[n_in:-1, :two] = layer.w_h[:, :two]
+        matrix[n_in:-1, 3 * hidden :] = layer.w_h[:, two:]
+        matrix[-1, : 3 * hidden] = layer.b_x
+        matrix[-1, 3 * hidden :] = layer.b_h[two:]
+    sigmoid = np.ones(4 * hidden, np.float32)
+    sigmoid[: (3 if lstm else 2) * hidden] = 0.5  # sigmoid(a) = 0.5 tanh(a / 2) + 0.5
+    return (matrix * sigmoid).astype(np.float32)
 
 
 def _check_kernel(step_bytes, section, runner, model, dataset, split) -> None:

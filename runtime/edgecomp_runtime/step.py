@@ -158,12 +158,13 @@ class StepRunner:
 
 
 class _Kernel:
-    """An LSTM or GRU step in numpy: in-place ops on preallocated buffers, float32.
+    """An LSTM or GRU step in numpy: a dozen in-place ops per layer on preallocated buffers.
 
-    Gates whose activation is a sigmoid have their weights and biases halved at build time, so
-    that one ``tanh`` serves every gate: ``sigmoid(a) = 0.5 * tanh(a / 2) + 0.5``. LSTM gate
-    blocks are ``[i, f, o, g]`` with the layer's input and hidden weights stacked (one GEMV);
-    GRU blocks are ``[r, z, n]`` with ``b_hn`` in the hidden bias (inside ``r * (...)``).
+    Per layer, one GEMV of ``[x, h, 1]`` (input, previous hidden state, 1 for the bias row) by
+    ``w{k}`` [F_k + H + 1, 4H] gives every gate. Gates whose activation is a sigmoid have their
+    columns halved at build time, so one ``tanh`` serves them: ``sigmoid(a) = 0.5 tanh(a / 2) +
+    0.5``. LSTM column blocks are ``[i, f, o, g]``; GRU blocks are ``[r, z, n_x, n_h]``, the input
+    and the hidden parts of the candidate kept apart because ``n = tanh(n_x + r * n_h)``.
     """
 
     def __init__(self, data: bytes, section: dict[str, Any]) -> None:
@@ -176,30 +177,30 @@ class _Kernel:
             raise ArtifactError(f"{self.name}: not a readable .npz kernel ({exc})") from None
         self._read(weights, int(section["state_size"]))
 
-    def _read(self, weights: dict[str, np.ndarray], state_size: int) -> None:
-        def get(key: str) -> np.ndarray:
-            if key not in weights:
-                raise ArtifactError(f"{self.name}: kernel array '{key}' is missing")
-            return np.ascontiguousarray(weights[key], dtype=np.float32)
+    def _get(self, weights: dict[str, np.ndarray], key: str) -> np.ndarray:
+        if key not in weights:
+            raise ArtifactError(f"{self.name}: kernel array '{key}' is missing")
+        return np.ascontiguousarray(weights[key], dtype=np.float32)
 
-        self.layers = int(get("layers")[0])
-        keys = ("w", "b") if self.lstm else ("wx", "bx", "wh", "bh")
-        self.weights = [[get(f"{k}{i}") for k in keys] for i in range(self.layers)]
-        gates = 4 if self.lstm else 3
-        self.hidden = self.weights[0][1].shape[0] // gates
-        self._check(gates)
-        self.head_w, self.head_b = get("head_w"), get("head_b")
-        self.shape = tuple(int(v) for v in get("shape"))  # (H, F_out)
-        self.targets = get("targets").astype(np.intp) if "targets" in weights else None
-        self.residual = bool(get("residual")[0])
+    def _read(self, weights: dict[str, np.ndarray], state_size: int) -> None:
+        self.layers = int(self._get(weights, "layers")[0])
+        self.weights = [self._get(weights, f"w{k}") for k in range(self.layers)]
+        self.hidden = self.weights[0].shape[-1] // 4
+        self._check()
+        self.head_w, self.head_b = self._get(weights, "head_w"), self._get(weights, "head_b")
+        self.shape = tuple(int(v) for v in self._get(weights, "shape"))  # (H, F_out)
+        self.targets = None
+        if "targets" in weights:
+            self.targets = self._get(weights, "targets").astype(np.intp)
+        self.residual = bool(self._get(weights, "residual")[0])
         width = self.hidden * self.layers * (2 if self.lstm else 1)
-        if width != state_size or self.head_w.shape[1] != self.shape[0] * self.shape[1]:
+        if width != state_size or self.head_w.shape != (self.hidden, np.prod(self.shape)):
             raise ArtifactError(
                 f"{self.name}: kernel of state size {width} and head {list(self.head_w.shape)} "
                 f"does not match state_size {state_size} and forecast {list(self.shape)}"
             )
-        self._gates = [np.empty(gates * self.hidden, np.float32) for _ in range(2)]
-        self._buffers = [np.empty(w[0].shape[0], np.float32) for w in self.weights]
+        self._gates = np.empty(4 * self.hidden, np.float32)
+        self._inputs = [np.ones(w.shape[0], np.float32) for w in self.weights]  # last slot: 1
         # two packed states [1, S], stepped from one into the other; views of each layer's h, c
         self._states = [np.zeros((1, state_size), np.float32) for _ in range(2)]
         size, n = self.hidden, self.layers
@@ -212,39 +213,34 @@ class _Kernel:
         ]
         self._at = 0
 
+    def _check(self) -> None:
+        for k, w in enumerate(self.weights):
+            rows = None if k == 0 else 2 * self.hidden + 1
+            if w.ndim != 2 or w.shape[1] != 4 * self.hidden or rows not in (None, w.shape[0]):
+                raise ArtifactError(
+                    f"{self.name}: layer {k} kernel array of shape {list(w.shape)}, expected "
+                    f"[{'F + H + 1' if k == 0 else rows}, {4 * self.hidden}]"
+                )
+
     @property
     def current(self) -> np.ndarray:
         """The current packed state [1, S] (updated in place by ``step``)."""
         return self._states[self._at]
 
-    def _check(self, gates: int) -> None:
-        width = gates * self.hidden
-        for k, weights in enumerate(self.weights):
-            inputs = None if k == 0 else self.hidden
-            expected = (
-                [(None if k == 0 else 2 * self.hidden, width), (width,)]
-                if self.lstm
-                else [(inputs, width), (width,), (self.hidden, width), (width,)]
-            )
-            for array, shape in zip(weights, expected, strict=True):
-                if array.ndim != len(shape) or any(
-                    e is not None and e != d for e, d in zip(shape, array.shape, strict=True)
-                ):
-                    raise ArtifactError(
-                        f"{self.name}: layer {k} kernel array of shape {list(array.shape)}, "
-                        f"expected {[e if e is not None else 'F' for e in shape]}"
-                    )
-
     def step(self, reading: np.ndarray) -> np.ndarray:
         """One scaled reading [F] -> the scaled forecast [H, F_out]; the state advances."""
         old, new = self._views[self._at], self._views[1 - self._at]
-        x = np.asarray(reading, dtype=np.float32).reshape(-1)
-        for k in range(self.layers):
+        x = reading
+        for k, (w, inputs) in enumerate(zip(self.weights, self._inputs, strict=True)):
+            h_old, h_new = old[k][0], new[k][0]
+            inputs[: -1 - self.hidden] = x
+            inputs[-1 - self.hidden : -1] = h_old
+            np.dot(inputs, w, out=self._gates)
             if self.lstm:
-                self._lstm(x, *old[k], *new[k], k)
+                self._lstm(old[k][1], h_new, new[k][1])
             else:
-                self._gru(x, old[k][0], new[k][0], self.weights[k])
-            x = new[k][0]
+                self._gru(h_old, h_new)
+            x = h_new
         self._at = 1 - self._at
         y = np.dot(x, self.head_w)
         y += self.head_b
@@ -253,13 +249,8 @@ class _Kernel:
             y += reading if self.targets is None else reading[self.targets]
         return y
 
-    def _lstm(self, x, h_old, c_old, h_new, c_new, k: int) -> None:
-        w, b = self.weights[k]
-        buffer, g, size = self._buffers[k], self._gates[0], self.hidden
-        buffer[: x.shape[0]] = x
-        buffer[x.shape[0] :] = h_old
-        np.dot(buffer, w, out=g)
-        np.add(g, b, out=g)
+    def _lstm(self, c_old: np.ndarray, h_new: np.ndarray, c_new: np.ndarray) -> None:
+        g, size = self._gates, self.hidden
         np.tanh(g, out=g)
         s = g[: 3 * size]
         np.multiply(s, 0.5, out=s)
@@ -270,21 +261,14 @@ class _Kernel:
         np.tanh(c_new, out=h_new)
         np.multiply(h_new, s[2 * size :], out=h_new)
 
-    def _gru(self, x, h_old, h_new, weights) -> None:
-        wx, bx, wh, bh = weights
-        p, q, size = self._gates[0], self._gates[1], self.hidden
-        np.dot(x, wx, out=p)
-        np.add(p, bx, out=p)
-        np.dot(h_old, wh, out=q)
-        np.add(q, bh, out=q)
-        rz = p[: 2 * size]
-        np.add(rz, q[: 2 * size], out=rz)
+    def _gru(self, h_old: np.ndarray, h_new: np.ndarray) -> None:
+        g, size = self._gates, self.hidden
+        rz, n, n_h = g[: 2 * size], g[2 * size : 3 * size], g[3 * size :]
         np.tanh(rz, out=rz)
         np.multiply(rz, 0.5, out=rz)
         np.add(rz, 0.5, out=rz)
-        n, q_n = p[2 * size :], q[2 * size :]
-        np.multiply(q_n, rz[:size], out=q_n)
-        np.add(n, q_n, out=n)
+        np.multiply(n_h, rz[:size], out=n_h)
+        np.add(n, n_h, out=n)
         np.tanh(n, out=n)
         np.subtract(h_old, n, out=h_new)  # h' = n + z * (h - n)
         np.multiply(h_new, rz[size:], out=h_new)
