@@ -105,12 +105,16 @@ def test_train_calendar_auto_is_the_default_and_keeps_the_lower_validation_mae(t
     assert bool(choice["chosen"]) == (with_ < without) == line.endswith("kept with hour, dow")
     spec = json.loads((out / "spec.json").read_text())
     assert ("future" in spec) == bool(choice["chosen"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "h.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "h.csv"]  # no leftovers
     bad = CliRunner().invoke(main, ["data", str(tmp_path / "h.csv"), "--calendar", "auto"])
     assert bad.exit_code == 2 and "'auto' applies to `edgecomp train` only" in bad.output
     off = CliRunner().invoke(main, [*args, str(tmp_path / "off"), "--calendar", "off"])
     assert off.exit_code == 0 and "validation MAE" not in off.output
     assert "future" not in json.loads((tmp_path / "off" / "spec.json").read_text())
+    on = CliRunner().invoke(main, [*args, str(tmp_path / "on"), "--calendar", "on"])
+    assert on.exit_code == 0 and "calendar: trained with hour, dow (asked for" in on.output
+    spec = json.loads((tmp_path / "on" / "spec.json").read_text())
+    assert spec["future"]["calendar"] == ["hour", "dow"]
 
 
 def _hour_of_day(tmp_path: Path, n: int = 24 * 60) -> Path:
