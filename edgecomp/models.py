@@ -387,7 +387,11 @@ class GraphForecaster(_Forecaster):
     adjacency), residual (True: forecast the change from the last value), seasonal_residual
     (None, or a period P in steps, H <= P <= L: the change from the value P steps earlier, the
     seasonal naive forecast), zero_head (False; True: the head starts at zero, so training starts
-    from the residual forecast); graph construction (read by ``edgecomp.graph.attach_layout``):
+    from the residual forecast), highway (False; True: the residual base becomes a learned linear
+    map from each target's L input values to its H forecasts, shared by the nodes and started at
+    the residual forecast, e.g. a blend of the last weeks), node_bias (False; True: a learned
+    per-node offset of the hidden channels), dropout (0.0: on the hidden channels while training);
+    graph construction (read by ``edgecomp.graph.attach_layout``):
     adjacency ("auto", "distance", "adaptive", "both"), coordinates (CSV path), sigma_km,
     threshold (0.1), globals (feature names broadcast to all nodes).
     """
@@ -404,6 +408,9 @@ class GraphForecaster(_Forecaster):
         "residual": True,
         "seasonal_residual": None,
         "zero_head": False,
+        "highway": False,
+        "node_bias": False,
+        "dropout": 0.0,
         "adjacency": "auto",
         "coordinates": None,
         "sigma_km": None,
@@ -429,6 +436,9 @@ class GraphForecaster(_Forecaster):
         residual: bool = True,
         seasonal_residual: int | None = None,
         zero_head: bool = False,
+        highway: bool = False,
+        node_bias: bool = False,
+        dropout: float = 0.0,
         target_index: list[int] | None = None,
         **graph_hparams: Any,
     ) -> None:
@@ -457,6 +467,25 @@ class GraphForecaster(_Forecaster):
             nn.init.zeros_(self.head.proj.bias)
         elif zero_head is not False:
             raise ModelError(f"hyperparameter 'zero_head' must be true or false, got {zero_head!r}")
+        self.drop = nn.Dropout(_fraction("dropout", dropout))
+        self._build_base(_flag("highway", highway), _flag("node_bias", node_bias))
+
+    def _build_base(self, highway: bool, node_bias: bool) -> None:
+        """The learned residual base (highway) and the per-node offset, when asked for."""
+        self.highway = None
+        if highway:  # [.., L] -> [.., H]: one Linear over time, started at the residual forecast
+            self.highway = nn.Linear(self.input_len, self.horizon)
+            weight = torch.zeros(self.horizon, self.input_len)
+            if self.residual:
+                start = self.input_len - (self.seasonal or 1)
+                for h in range(self.horizon):
+                    weight[h, start + (h if self.seasonal else 0)] = 1.0
+            with torch.no_grad():
+                self.highway.weight.copy_(weight)
+                self.highway.bias.zero_()
+        self.node_bias = None
+        if node_bias:
+            self.node_bias = nn.Parameter(torch.zeros(1, self.channels, self.n_nodes, 1))
 
     def _read_layout(self, layout: dict[str, Any], n_features: int) -> None:
         from edgecomp.graph import check_layout, target_channels
@@ -577,16 +606,21 @@ class GraphForecaster(_Forecaster):
         elif self.receptive_field < self.input_len:
             h = h[:, :, :, -self.receptive_field :]
         h = self.inp(h)
+        if self.node_bias is not None:
+            h = h + self.node_bias
         supports = self.supports()
         for layer in self.layers:
-            h = layer(h, supports)
-        y = self.head(h[:, :, :, -1])
+            h = layer(self.drop(h), supports)
+        y = self.head(self.drop(h[:, :, :, -1]))
         if self._select is not None:
             y = y.reshape(-1, self.horizon, n * len(self.out_channels))[:, :, self.select]
         return self._project_flat(y, x)
 
     def _project_flat(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         y = y.reshape(-1, self.horizon, self.n_targets)
+        if self.highway is not None:  # [B, L, T] -> [B, T, L] -> [B, T, H] -> [B, H, T]
+            inputs = x if self._all_features else x[:, :, self.target_index]
+            return y + self.highway(inputs.transpose(1, 2)).transpose(1, 2)
         if not self.residual:
             return y
         steps = slice(-1, None)
@@ -595,6 +629,12 @@ class GraphForecaster(_Forecaster):
             steps = slice(start, start + self.horizon)
         previous = x[:, steps, :] if self._all_features else x[:, steps, self.target_index]
         return y + previous
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ModelError(f"hyperparameter '{name}' must be true or false, got {value!r}")
+    return value
 
 
 def _season(period: Any, input_len: int, horizon: int) -> int | None:

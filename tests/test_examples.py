@@ -42,3 +42,21 @@ def test_example_runs_end_to_end(name, arch, tmp_path):
     assert len(list((tmp_path / "artifacts").glob("*.edgepkg"))) == 2
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "http" not in html
+
+
+def test_bikeshare_example_runs_end_to_end(tmp_path):
+    # execute: 8 stations, the graph model only, tiny and 2 epochs
+    command = [sys.executable, str(ROOT / "examples" / "bikeshare" / "run.py"), "--quick"]
+    command += ["--stations", "8", "--archs", "stgnn", "--out", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    # assert: per-horizon table against the baselines, both artifacts, the adjacency drawn
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stations"] == 8 and summary["graph"]["adjacency"] == "both"
+    assert {"last_value", "seasonal_naive_1w"} <= set(summary["models"]["stgnn"]["baselines"])
+    assert [Path(row["artifact"]).name for row in summary["bench"]] == [
+        "bikeshare-stgnn-fp32.edgepkg",
+        "bikeshare-stgnn-int8.edgepkg",
+    ]
+    assert "| stgnn |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "adjacency.png").read_bytes()[:4] == b"\x89PNG"

@@ -52,6 +52,10 @@ class DataConfig:
             "hour", "dow", "doy", each a sine/cosine pair); None: none.
         future_cols: Features whose values are known in advance (a holiday flag, a published
             schedule), fed for the forecast steps too; None: none.
+        sparse_columns: A window column missing more than ``max_missing_fraction``: "refuse" (the
+            window is refused, and left out here) or "fill" (the column becomes its training mean
+            in that window, here and in the runtime, and the window is kept: graph models, where
+            one station that is down must not silence the others; its targets stay unobserved).
     """
 
     input_len: int
@@ -75,6 +79,7 @@ class DataConfig:
     target_transform: str = "auto"
     calendar: tuple[str, ...] | None = None
     future_cols: tuple[str, ...] | None = None
+    sparse_columns: str = "refuse"
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -95,6 +100,7 @@ class DataConfig:
         )
         frac = self.max_missing_fraction
         _check(_is_num(frac) and 0 < frac <= 1, "max_missing_fraction", "a number in (0, 1]")
+        _check(self.sparse_columns in ("refuse", "fill"), "sparse_columns", "'refuse' or 'fill'")
         for name in ("time_col", "id_col"):
             value = getattr(self, name)
             _check(value is None or (isinstance(value, str) and value), name, "a name or None")
@@ -181,6 +187,7 @@ def config_from_spec(spec: Any) -> DataConfig:
         "future_cols": tuple(future.get("columns", ())) or None,
         "interpolate_limit": imp.get("interpolate_limit", defaults.interpolate_limit),
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
+        "sparse_columns": imp.get("sparse_columns", defaults.sparse_columns),
     }
     keys = ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize")
     more = ("spike_threshold", "exclude", "drop_sparse", "on_duplicate", "seasons")

@@ -291,7 +291,9 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
     raw_np = raw.to_numpy(dtype="float64")
     cleaned, spikes, spike_notes = _spikes(raw_np, bounds["train"], raw, config.spike_threshold)
     notes += spike_notes
-    values, imputed = _impute(cleaned, bounds, features, config.interpolate_limit, path)
+    values, imputed = _impute(
+        cleaned, bounds, features, config.interpolate_limit, path, config.sparse_columns == "fill"
+    )
     notes += _missing_notes(raw_np, features, config.max_missing_fraction)
     notes += _gap_notes(raw_np, features, config)
     sensors = features
@@ -318,7 +320,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         std=std,
         bounds=bounds,
         imputed=imputed,
-        imputation=_policy(config),
+        imputation=_policy(config, mean),
         notes=notes,
         spikes=spikes,
         observed=observed,
@@ -455,16 +457,24 @@ def _impute(
     features: list[str],
     limit: int,
     path: Path,
+    fill_empty: bool = False,
 ) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     values = raw.copy()
     counts, empty = {}, {}
+    train = raw[slice(*bounds["train"])]
     for name, (a, b) in bounds.items():
         block = raw[a:b]
         holes = np.isnan(block).sum(axis=0)
+        fills = []
         for i in np.flatnonzero(holes == b - a) if b > a else []:
+            if fill_empty and name != "train" and not np.isnan(train[:, i]).all():
+                fills.append(i)  # every window of the split fills it (sparse_columns)
+                continue
             empty.setdefault(features[i], []).append(name)
         if holes.any() and not empty:
             values[a:b] = fill_missing(block, limit)
+            for i in fills:
+                values[a:b, i] = np.nanmean(train[:, i])
         counts[name] = {f: int(n) for f, n in zip(features, holes, strict=True)}
     if empty:
         listed = ", ".join(f"'{c}' ({' and '.join(s)} split)" for c, s in empty.items())
@@ -575,20 +585,24 @@ def _windows(
     L, H = config.input_len, config.horizon  # noqa: N806
     starts = np.arange(a, max(a, b - L - H + 1), config.stride, dtype=np.int64)
     refused = refused_windows(raw, starts, L, config.max_missing_fraction)  # [N, F]
-    keep = starts[~refused.any(axis=1)]
+    fill = config.sparse_columns == "fill"
+    keep = starts if fill else starts[~refused.any(axis=1)]
+    x = _gather(scaled, keep, 0, L)
+    if fill:  # as the runtime does: the column becomes its training mean (0 once scaled)
+        rows, cols = np.nonzero(refused)  # sensor columns come first in the features
+        x[rows, :, cols] = 0.0
     windows = Windows(
-        _gather(scaled, keep, 0, L),
-        _gather(scaled, keep, L, H, tidx),
-        keep,
-        _gather(observed, keep, L, H, tidx, dtype=bool),
+        x, _gather(scaled, keep, L, H, tidx), keep, _gather(observed, keep, L, H, tidx, dtype=bool)
     )
     columns = refused.sum(axis=0)
     left_out = {
         "windows": len(starts) - len(keep),
         "of": len(starts),
         "why": "the runtime refuses them: a column misses more than max_missing_fraction",
-        "columns": {int(i): int(columns[i]) for i in np.flatnonzero(columns)},
+        "columns": {int(i): int(columns[i]) for i in np.flatnonzero(columns)} if not fill else {},
     }
+    if fill:
+        left_out["filled"] = int(refused.sum())  # (window, column) pairs set to the mean
     return windows, left_out
 
 
@@ -641,12 +655,15 @@ def _gather(
     return np.ascontiguousarray(out, dtype=dtype)
 
 
-def _policy(config: DataConfig) -> dict[str, Any]:
-    return {
+def _policy(config: DataConfig, mean: np.ndarray) -> dict[str, Any]:
+    policy = {
         "interpolate_limit": config.interpolate_limit,
         "then": "ffill",
         "max_missing_fraction": config.max_missing_fraction,
     }
+    if config.sparse_columns == "fill":  # a too-sparse column becomes its training mean
+        policy |= {"sparse_columns": "fill", "fill": [float(m) for m in mean]}
+    return policy
 
 
 def _sha256(path: Path) -> str:

@@ -139,16 +139,20 @@ def attach_layout(spec: Any) -> Any:
     """``spec`` with a node layout (and, with coordinates, the distance graph) of its features.
 
     Reads the graph hyperparameters of ``spec.hparams``: ``globals`` (feature names broadcast to
-    all nodes), ``coordinates`` (CSV path: node id, lat, lon), ``adjacency``, ``sigma_km`` and
-    ``threshold``. Every note (isolated nodes) is also returned in ``layout.graph.notes``.
+    all nodes; the known-future lead channels of ``spec.future`` join them), ``coordinates``
+    (CSV path: node id, lat, lon), ``adjacency``, ``sigma_km`` and ``threshold``. Every note
+    (isolated nodes) is also returned in ``layout.graph.notes``.
     """
     hp = spec.hparams
     data = spec.data or {}
+    globals_ = list(hp.get("globals") or [])
+    leads = (getattr(spec, "future", None) or {}).get("features", [])
+    globals_ += [f for f in leads if f not in globals_]  # known-future channels: every node's
     layout = node_layout(
         list(spec.features),
         value_cols=data.get("value_cols"),
         id_col=data.get("id_col") if data.get("layout") == "long" else None,
-        globals_=list(hp.get("globals") or []),
+        globals_=globals_,
     )
     layout["graph"] = graph_record(layout["nodes"], hp)
     return replace(spec, layout=layout)

@@ -57,6 +57,8 @@ def prune_graph_state(
 def _residual_parts(module: nn.Module) -> list[tuple[str, int, int]]:
     """(parameter, axis, blocks) of every weight producing or reading the residual stream."""
     parts = [("inp.weight", 0, 1), ("inp.bias", 0, 1), ("head.proj.weight", 1, 1)]
+    if getattr(module, "node_bias", None) is not None:
+        parts.append(("node_bias", 1, 1))
     for i in range(len(module.layers)):
         p = f"layers.{i}"
         parts += [(f"{p}.mix.weight", 0, 1), (f"{p}.mix.bias", 0, 1)]

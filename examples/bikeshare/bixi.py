@@ -22,17 +22,20 @@ WEATHER_COLUMNS = ["humidity", "max_temp_f", "mean_temp_c", "total_precip_mm", "
 
 
 def stations(
-    max_missing: float, limit: int | None = None, split: tuple[float, ...] = (0.6, 0.2, 0.2)
+    max_missing: float,
+    limit: int | None = None,
+    split: tuple[float, ...] | None = (0.6, 0.2, 0.2),
 ) -> list[str]:
     """Stations missing at most ``max_missing`` of their days and with a value in every part of
-    ``split`` (else nothing can impute them there), busiest first, at most ``limit``."""
+    ``split`` (else nothing can impute them there; None: no such condition, for data prepared
+    with ``sparse_columns="fill"``), busiest first, at most ``limit``."""
     departures = pd.read_csv(DEPARTURES, index_col=0)
-    edges = (len(departures.columns) * pd.Series(split).cumsum()).round().astype(int).tolist()
-    parts = zip([0, *edges[:-1]], edges, strict=True)
-    seen = [departures.iloc[:, a:b].notna().any(axis=1) for a, b in parts]
-    kept = departures[
-        (departures.isna().mean(axis=1) <= max_missing) & pd.concat(seen, axis=1).all(axis=1)
-    ]
+    kept = departures[departures.isna().mean(axis=1) <= max_missing]
+    if split is not None:
+        edges = (len(departures.columns) * pd.Series(split).cumsum()).round().astype(int).tolist()
+        parts = zip([0, *edges[:-1]], edges, strict=True)
+        seen = pd.concat([kept.iloc[:, a:b].notna().any(axis=1) for a, b in parts], axis=1)
+        kept = kept[seen.all(axis=1)]
     order = kept.sum(axis=1).sort_values(ascending=False, kind="stable").index
     return list(order[:limit] if limit else order)
 

@@ -367,6 +367,10 @@ def _check_imputation(check: _Checker, spec: dict) -> None:
     check.need(policy, "interpolate_limit", path, _is_count, "an integer >= 0")
     check.need(policy, "then", path, lambda v: v == "ffill", "'ffill'")
     check.need(policy, "max_missing_fraction", path, _is_fraction, "a number in [0, 1]")
+    if "sparse_columns" in policy:  # optional: fill a too-sparse column instead of refusing
+        check.need(policy, "sparse_columns", path, lambda v: v == "fill", "'fill'")
+        n = len(spec["features"])
+        check.need(policy, "fill", path, lambda v: _is_numbers(v, n), f"{n} numbers")
 
 
 def _check_io(check: _Checker, manifest: dict, spec: dict) -> None:

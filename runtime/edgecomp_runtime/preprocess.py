@@ -18,10 +18,14 @@ def impute_window(
     NaN (or all are); else fill NaN by linear interpolation along time, at most
     ``interpolate_limit`` steps per gap counted from the gap's start, then carry the last value
     (original or interpolated) forward, and fill a leading gap backward from the first value.
+    With ``"sparse_columns": "fill"`` (graph artifacts: a sensor that is down must not silence
+    the others) such a column is not refused: its L values become ``fill[column]`` (the training
+    mean) and the rest of the window is forecast as usual.
 
     Args:
         x: Raw windows [B, L, F]; not modified.
-        policy: ``{"interpolate_limit": int, "then": "ffill", "max_missing_fraction": float}``.
+        policy: ``{"interpolate_limit": int, "then": "ffill", "max_missing_fraction": float}``,
+            optionally ``"sparse_columns": "fill"`` with ``"fill": [F numbers]``.
         features: The F feature names, for error messages.
         first_row: Batch row of ``x[0]`` in the caller's batch, for error messages.
 
@@ -42,18 +46,36 @@ def impute_window(
         return out
     counts = missing.sum(axis=1)  # [B, F]
     max_fraction = float(policy["max_missing_fraction"])
+    if policy.get("sparse_columns") == "fill":
+        counts = _fill_sparse(out, counts, max_fraction, policy["fill"])
     _refuse_beyond_policy(counts, out.shape[1], max_fraction, features, first_row)
     limit = int(policy["interpolate_limit"])
-    for row, col in np.argwhere(counts > 0):
-        out[row, :, col] = _fill_column(out[row, :, col], limit)
+    for row in np.flatnonzero(counts.any(axis=1)):  # every gappy column of a row at once
+        cols = np.flatnonzero(counts[row])
+        out[row][:, cols] = _fill_columns(out[row][:, cols], limit)
     return out
+
+
+def sparse_columns(counts: np.ndarray, length: int, max_fraction: float) -> np.ndarray:
+    """bool [B, F]: the columns the policy refuses (more than ``max_fraction`` missing, or all)."""
+    return (counts / length > max_fraction) | (counts == length)
+
+
+def _fill_sparse(
+    out: np.ndarray, counts: np.ndarray, max_fraction: float, fill: list[float]
+) -> np.ndarray:
+    """Set every column beyond the policy to its fill value in place; its counts become 0."""
+    sparse = sparse_columns(counts, out.shape[1], max_fraction)
+    rows, cols = np.nonzero(sparse)
+    out[rows, :, cols] = np.asarray(fill, dtype=np.float64)[cols][:, None]
+    return np.where(sparse, 0, counts)
 
 
 def _refuse_beyond_policy(
     counts: np.ndarray, length: int, max_fraction: float, features: list[str], first_row: int
 ) -> None:
     fraction = counts / length
-    refused = (fraction > max_fraction) | (counts == length)
+    refused = sparse_columns(counts, length, max_fraction)
     if not refused.any():
         return
     row, col = (int(i) for i in np.argwhere(refused)[0])
@@ -64,20 +86,24 @@ def _refuse_beyond_policy(
     )
 
 
-def _fill_column(column: np.ndarray, limit: int) -> np.ndarray:
-    """Interpolate the first ``limit`` steps of each gap, then forward fill, then back fill."""
-    steps = np.arange(column.size)
-    valid = ~np.isnan(column)
-    known = steps[valid]
-    last_valid = np.maximum.accumulate(np.where(valid, steps, -1))
-    out = column.copy()
-    interpolate = ~valid & (last_valid >= 0) & (steps - last_valid <= limit)
-    out[interpolate] = np.interp(steps[interpolate], known, column[known])
-    source = np.maximum.accumulate(np.where(np.isnan(out), -1, steps))
-    carried = source >= 0
-    out[carried] = out[source[carried]]
-    out[~carried] = column[known[0]]
-    return out
+def _fill_columns(block: np.ndarray, limit: int) -> np.ndarray:
+    """Per column of [L, k] (each with a value): interpolate the first ``limit`` steps of each
+    gap between two values, then forward fill (a trailing gap too), then back fill a leading gap."""
+    steps = np.arange(block.shape[0])[:, None]
+    valid = ~np.isnan(block)
+    last = np.maximum.accumulate(np.where(valid, steps, -1), axis=0)  # previous value's step
+    ahead = np.minimum.accumulate(np.where(valid, steps, block.shape[0])[::-1], axis=0)[::-1]
+    cols = np.arange(block.shape[1])
+    before = block[np.maximum(last, 0), cols]
+    after = block[np.minimum(ahead, block.shape[0] - 1), cols]
+    inside = ~valid & (last >= 0) & (ahead < block.shape[0]) & (steps - last <= limit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (after - before) / (ahead - last)
+    out = np.where(inside, before + slope * (steps - last), block)
+    source = np.maximum.accumulate(np.where(np.isnan(out), -1, steps), axis=0)
+    carried = out[np.maximum(source, 0), cols]  # forward fill of values and interpolations
+    first = block[np.argmax(valid, axis=0), cols]  # each column's first value
+    return np.where(source >= 0, carried, first)
 
 
 def scale(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
