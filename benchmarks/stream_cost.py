@@ -33,9 +33,11 @@ CHECKPOINTS = ROOT / "examples/traffic/out/checkpoints"
 OUT = ROOT / "benchmarks/out"
 
 
-def checkpoints(tmp: Path, epochs: int, input_len: int) -> dict[str, Path]:
-    """name -> checkpoint: an exact TCN trained here; the others from the traffic example when
-    L = 48 and it has been run, else trained here."""
+def checkpoints(
+    tmp: Path, epochs: int, input_len: int, names: list[str], given: Path | None
+) -> dict[str, Path]:
+    """name -> checkpoint for ``names``: an exact TCN trained here; the others from ``given`` (or
+    the traffic example when L = 48 and it has been run), else trained here."""
     from edgecomp.data import DataConfig
     from edgecomp.models import receptive_field
     from edgecomp.train import TrainConfig
@@ -46,10 +48,12 @@ def checkpoints(tmp: Path, epochs: int, input_len: int) -> dict[str, Path]:
     while receptive_field(4, [*dilations, dilations[-1] * 2]) <= input_len:
         dilations.append(dilations[-1] * 2)
     wanted = {"tcn-exact": ("tcn", {"channels": 32, "kernel": 4, "dilations": dilations})}
+    wanted = {k: v for k, v in wanted.items() if k in names}
     found = {}
-    for arch in ("tcn", "lstm", "gru"):
-        if input_len == 48 and (CHECKPOINTS / arch / "spec.json").is_file():
-            found[arch] = CHECKPOINTS / arch
+    for arch in [n for n in ("tcn", "lstm", "gru") if n in names]:
+        folder = given or (CHECKPOINTS if input_len == 48 else None)
+        if folder and (folder / arch / "spec.json").is_file():
+            found[arch] = folder / arch
         else:
             wanted[arch] = (arch, {})
     for name, (arch, hparams) in wanted.items():
@@ -119,16 +123,19 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
         "windowed fp32": Feed(fp32, "windowed", rows, period),
         "windowed int8": Feed(int8, "windowed", rows, period),
     }
-    from edgecomp_runtime.step import StepRunner, stream_section
+    from edgecomp_runtime.step import StepRunner, step_runner, stream_section
 
     section = stream_section(fp32.manifest)
-    runner = StepRunner(fp32.file(section["step_file"]), section, threads=1)  # its own state
+    runner = step_runner(fp32, section)  # its own state; the numpy kernel where there is one
+    onnx_runner = StepRunner(fp32.file(section["step_file"]), section, threads=1)
     reading = fp32.scale_window(np.nan_to_num(rows[:1]))[0]
     window = fp32.scale_window(np.nan_to_num(rows[None, : fp32.input_len]))
     calls = {name: feed.push for name, feed in feeds.items()}
     calls |= {
         "engine step": lambda: runner.step(reading),
+        "engine step onnxruntime": lambda: onnx_runner.step(reading),
         "engine window": lambda: fp32.run_scaled(window),
+        "engine window int8": lambda: int8.run_scaled(window),
     }
     times = {name: [] for name in calls}
     order = random.Random(seed)
@@ -141,7 +148,13 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
     replays = feeds["incremental"].stream.stats["replays"]
     return {
         "us_per_reading": {name: us[name] for name in feeds},
-        "engine_us": {"step": us["engine step"], "window": us["engine window"]},
+        "engine_us": {
+            "step": us["engine step"],
+            "step_kernel": section.get("kernel", {}).get("cell"),
+            "step_onnxruntime": us["engine step onnxruntime"],
+            "window": us["engine window"],
+            "window_int8": us["engine window int8"],
+        },
         "speedup_vs_windowed_fp32": us["windowed fp32"] / us["incremental"],
         "speedup_vs_windowed_int8": us["windowed int8"] / us["incremental"],
         "replays": replays,
@@ -156,6 +169,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="for the models trained here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--input-len", type=int, default=48, help="window length L")
+    parser.add_argument("--archs", default="lstm,gru,tcn,tcn-exact", help="comma-separated")
+    parser.add_argument(
+        "--checkpoints", type=Path, help="folder with lstm/, gru/, tcn/ checkpoints (L = 48)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -170,7 +187,9 @@ def main() -> None:
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="stream-cost-") as tmp:
-        for name, checkpoint in checkpoints(Path(tmp), args.epochs, args.input_len).items():
+        names = args.archs.split(",")
+        found = checkpoints(Path(tmp), args.epochs, args.input_len, names, args.checkpoints)
+        for name, checkpoint in found.items():
             artifacts = build(name, checkpoint, Path(tmp))
             row = measure(artifacts, args.rounds, args.per_round, args.seed)
             section = artifacts["stream"]
@@ -195,6 +214,9 @@ def print_row(name: str, row: dict) -> None:
         f"{us['windowed int8']:6.1f} us ({row['speedup_vs_windowed_int8']:.2f}x); engine only: "
         f"step {engine['step']:6.1f} us, window {engine['window']:6.1f} us "
         f"({engine['window'] / engine['step']:.2f}x)\n"
+        f"{'':<10} step engine: {engine['step']:6.1f} us ({engine['step_kernel'] or 'onnx'}), "
+        f"onnxruntime {engine['step_onnxruntime']:6.1f} us; window int8 "
+        f"{engine['window_int8']:6.1f} us\n"
         f"{'':<10} exact {step['exact']}, allowed {step['allowed']}, stream MAE vs windowed "
         f"worst step {worst:+.2%}, |stream - windowed| <= {max(metrics['deviation_mae']):.3f} "
         f"(mean per step), replays {row['replays']} in {row['readings']} readings",
