@@ -101,14 +101,14 @@ def test_missing_known_future_values_are_refused_never_filled(artifact):
         model.predict(window, times=times, future={"holiday": [0.0, np.nan, 0.0, 1.0]})
 
 
-def _stream_vs_predict(model, ds, future_cols: tuple[str, ...]):
+def _stream_vs_predict(model, ds, future_cols: tuple[str, ...], mode: str = "auto"):
     """Push the test split's rows (ISO times, next-H values of the declared columns) one at a
     time; return (stream forecasts, predict on the same windows) stacked."""
     start, n = int(ds.test.starts[0]), 3 * L
     index, values = ds.raw.index[start : start + n + H], ds.values[start : start + n + H]
     sensors = values[:, : len(model.features) - len(model.spec["future"]["features"])]
     cols = [ds.features.index(c) for c in future_cols]
-    stream = model.stream(max_ahead_s=math.inf)
+    stream = model.stream(max_ahead_s=math.inf, mode=mode)
     got, want = [], []
     for r in range(n):
         ahead = {c: values[r + 1 : r + 1 + H, k] for c, k in zip(future_cols, cols, strict=True)}
@@ -148,10 +148,12 @@ def calendar_artifact(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("calendar")
     path = _demand(tmp / "d.csv")
     config = DataConfig(input_len=L, horizon=H, targets=("demand",), calendar=("hour", "dow"))
-    train = TrainConfig(arch="tcn", hparams={"channels": 8}, epochs=1)
+    hparams = {"channels": 8, "kernel": 2, "dilations": [1, 2]}  # receptive field 7 <= L
+    train = TrainConfig(arch="tcn", hparams=hparams, epochs=1)
     outcome = train_checkpoint(path, config, train, tmp / "ckpt")
     dataset = prepare(path, config)
-    built = build(outcome.model, dataset, BuildConfig(precision="fp32"), tmp / "c.edgepkg")
+    stream = BuildConfig(precision="fp32", options={"stream": True})  # with a step model
+    built = build(outcome.model, dataset, stream, tmp / "c.edgepkg")
     return built.path, dataset
 
 
@@ -160,10 +162,22 @@ def test_stream_equals_predict_for_a_calendar_model(calendar_artifact):
     path, ds = calendar_artifact
     model = load(path)
     # execute
-    got, want = _stream_vs_predict(model, ds, ())
+    got, want = _stream_vs_predict(model, ds, (), mode="windowed")
     # assert
     np.testing.assert_array_equal(got, want)
     assert model.spec["future"]["columns"] == [] and len(got) == 2 * L + 1
+
+
+def test_a_calendar_model_streams_incrementally_through_its_step_model(calendar_artifact):
+    # setup: the TCN's step model is exact; each slot's calendar channels never change
+    path, ds = calendar_artifact
+    model = load(path)
+    # execute
+    got, want = _stream_vs_predict(model, ds, ())
+    # assert
+    stream = model.stream()
+    assert stream.mode == "incremental" and stream.mode_reason.endswith("exact")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_service_refuses_a_due_forecast_without_its_future_column(artifact):

@@ -268,9 +268,9 @@ class Model:
     ) -> Stream:
         """Start (or resume) a stream: push one reading at a time, get forecasts as they come.
 
-        A model with known-future inputs (``spec.future``) streams windowed: the stream builds
-        its calendar channels from the slot times, and its declared columns come with each
-        reading (``push(t, values, future={column: next H values})``).
+        A model with known-future inputs (``spec.future``) streams too: the stream builds its
+        calendar channels from the slot times, and declared columns come with each reading
+        (``push(t, values, future={column: next H values})``; such a model streams windowed).
 
         Args:
             every: Emit a forecast after every ``every``-th new sampling slot.
@@ -287,8 +287,8 @@ class Model:
 
         Raises:
             StreamError: Bad arguments, no step model for ``mode="incremental"`` (or a model
-                with known-future inputs), no sampling period, or a state file saved for
-                another artifact.
+                with declared known-future columns), no sampling period, or a state file saved
+                for another artifact.
             StateFileError: ``resume`` is missing or not a readable state file.
         """
         stream = Stream(self, every=every, mode=mode, period_s=period_s, max_ahead_s=max_ahead_s)

@@ -22,7 +22,8 @@ Known-future inputs (``spec.future``): the stream computes the calendar lead cha
 the slot times and the sampling period; declared known-future columns come with each reading as
 ``future={column: next H values}`` (``push(t, values, future=...)``) and are used when that
 reading's forecast is due. A due forecast whose reading lacks one is refused
-(``MissingFutureError`` naming the column), never filled in. Such models stream windowed.
+(``MissingFutureError`` naming the column), never filled in. Models with declared columns stream
+windowed; a calendar-only model may use its step model (each slot's calendar never changes).
 
 Graph artifacts (``spec.layout``) also take a reading as an [N, C] array, or a dict node id -> its
 C values (see ``edgecomp_runtime.readings``).
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecomp_runtime.calendar import MissingFutureError
+from edgecomp_runtime.calendar import MissingFutureError, add_future
 from edgecomp_runtime.errors import (
     EdgecompRuntimeError,
     EngineUnavailableError,
@@ -358,6 +359,8 @@ class Stream:
             self.stats["replays"] += 1
         self._synced, self._pending = True, 0
         self._fed = window.copy() if missing else None
+        if self.model.spec.get("future"):  # calendar leads of the slots (no declared columns)
+            window = add_future(window, self.model.spec, self.window_times(self.slot_time()), None)
         for row in self.model.scale_window(window[-steps:]):
             y = self._runner.step(row)
         forecast = self.model.unscale_forecast(y)
@@ -440,8 +443,8 @@ def _choose_mode(model: Model, mode: str) -> tuple[str, str, StepRunner | None]:
     section = stream_section(model.manifest)
     if mode == "windowed":
         return "windowed", "asked for", None
-    if model.spec.get("future"):
-        reason = "the model takes known-future inputs, rebuilt for each forecast"
+    if (model.spec.get("future") or {}).get("columns"):
+        reason = "the model takes known-future columns, given anew with each forecast"
     elif section is None:
         reason = "the artifact has no step model (built without the lowering option stream=true)"
     elif not section["allowed"]:

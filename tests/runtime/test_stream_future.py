@@ -126,7 +126,7 @@ def test_bad_future_values_refuse_the_reading(future_model, future, error):
 
 
 def test_a_future_model_cannot_stream_incrementally(future_model):
-    with pytest.raises(StreamError, match="known-future inputs"):
+    with pytest.raises(StreamError, match="known-future columns, given anew"):
         future_model.stream(mode="incremental")
 
 
