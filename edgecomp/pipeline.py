@@ -306,9 +306,13 @@ def stream(ctx: BuildContext) -> None:
 
 
 def package(ctx: BuildContext) -> None:
-    """Checksums, the runtime's validation, signature, atomic .edgepkg."""
+    """Build id, ONNX metadata and MODEL_CARD.md (``edgecomp.provenance``), then checksums,
+    the runtime's validation, signature, atomic .edgepkg."""
     if ctx.out is None:
         raise BuildError("the package stage needs an output path (BuildContext.out)")
+    from edgecomp.provenance import explain
+
+    explain(ctx)
     ctx.path = write_artifact(ctx.out, ctx.manifest, ctx.files, sign_key=ctx.sign_key)
 
 

@@ -61,9 +61,13 @@ def test_int8_layers_follow_the_per_op_rule(built):
 
 def test_int8_is_smaller_than_fp32(built):
     for arch in ("lstm", "tcn"):
-        fp32 = built[arch, "fp32"].manifest["files"][0]["size"]
-        int8 = built[arch, "int8"].manifest["files"][0]["size"]
-        assert int8 < 0.5 * fp32, (arch, fp32, int8)
+        fp32, int8 = (
+            next(f["size"] for f in built[arch, p].manifest["files"] if f["name"] == "model.onnx")
+            for p in ("fp32", "int8")
+        )
+        # NOTE: 0.6, not 0.5: readable tensor and Q/DQ names (targets/onnx/naming.py) add about
+        # 5 KB to the 16-channel TCN's 59-node int8 graph (0.43 -> 0.57 of fp32); weights shrink 4x
+        assert int8 < 0.6 * fp32, (arch, fp32, int8)
 
 
 def test_missing_values_in_a_window_are_imputed_by_the_runtime(

@@ -208,7 +208,7 @@ def test_build_without_the_option_adds_no_step_model(tmp_path, traffic_path, tra
     )
     # assert
     assert "stream" not in result.manifest
-    assert [f["name"] for f in result.manifest["files"]] == ["model.onnx"]
+    assert [f["name"] for f in result.manifest["files"]] == ["MODEL_CARD.md", "model.onnx"]
     assert ecr.load(result.path).stream().mode_reason.startswith("the artifact has no step model")
 
 

@@ -1,0 +1,164 @@
+"""An ONNX file taken out of an artifact explains itself: metadata, readable names, named Q/DQ."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections import Counter
+from importlib.metadata import version
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="onnx missing (pip install 'edgecomp[onnx]')")
+
+from edgecomp.targets.onnx.metadata import read_metadata  # noqa: E402
+from edgecomp.targets.onnx.naming import QDQ_OPS, short_node_name  # noqa: E402
+
+GENERATED = re.compile(r"^(t\d+|q\d+|onnx::.*|_v_\d+|/.*)$")
+
+
+@pytest.fixture(scope="module")
+def tcn(traffic_checkpoints, traffic_path):
+    from edgecomp.checkpoint import load_checkpoint
+    from edgecomp.workflow import dataset_for
+
+    model = load_checkpoint(traffic_checkpoints["tcn"])
+    return model, dataset_for(model.spec, traffic_path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tcn):
+    """fp32 and int8 x86 artifacts of a tiny TCN (int8: static Q/DQ on every Conv/Gemm)."""
+    from edgecomp.config import BuildConfig
+    from edgecomp.pipeline import build
+    from edgecomp.targets import get_target
+
+    if not get_target("onnx").is_available():
+        pytest.skip(get_target("onnx").missing_reason())
+    root = tmp_path_factory.mktemp("meta")
+    out = {}
+    for precision in ("fp32", "int8"):
+        config = BuildConfig(target="x86-64-avx2", precision=precision)
+        out[precision] = build(*tcn, config, root / f"{precision}.edgepkg")
+    return out
+
+
+def _graph(result):
+    with zipfile.ZipFile(result.path) as zf:
+        return onnx.load_from_string(zf.read(result.manifest["model_file"]))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_metadata_carries_version_build_id_spec_precision_and_producer(built, precision):
+    # setup
+    result = built[precision]
+    manifest, proto = result.manifest, _graph(result)
+    meta = read_metadata(proto)
+    # assert
+    assert proto.producer_name == "edgecomp"
+    assert proto.producer_version == meta["version"] == version("edgecomp")
+    assert re.fullmatch(r"[0-9a-f]{32}", meta["build_id"])
+    assert meta["build_id"] == manifest["build_id"]
+    spec = json.loads(meta["spec"])
+    for key in ("arch", "input_len", "horizon", "features", "targets", "period_s"):
+        assert spec[key] == manifest["spec"][key], key
+    assert meta["precision"] == precision == manifest["precision"]
+    assert meta["target"] == "x86-64-avx2" and meta["backend"] == "onnx"
+    producer = json.loads(meta["producer"])
+    for package in ("edgecomp", "torch", "onnx", "onnxruntime"):
+        assert producer[package] == version(package), package
+    assert meta["file"] == "model"
+
+
+def test_each_build_gets_its_own_id(built):
+    ids = {read_metadata(_graph(r))["build_id"] for r in built.values()}
+    assert len(ids) == 2
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_no_generated_tensor_names(built, precision):
+    # setup
+    graph = _graph(built[precision]).graph
+    tensors = {t for node in graph.node for t in (*node.input, *node.output) if t}
+    tensors |= {init.name for init in graph.initializer}
+    # assert
+    assert not [t for t in tensors if GENERATED.match(t)]
+    assert len({init.name for init in graph.initializer}) == len(graph.initializer)
+    outputs = [t for node in graph.node for t in node.output if t]
+    assert len(outputs) == len(set(outputs))  # SSA: every tensor made once
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_compute_outputs_are_named_after_the_torch_module(built, precision):
+    # setup: the layer records name the compute nodes; their outputs carry the module path
+    result = built[precision]
+    graph = _graph(result).graph
+    nodes = {node.name: node for node in graph.node}
+    graph_outputs = {v.name for v in graph.output}
+    # assert
+    for layer in result.manifest["layers"]:
+        node = nodes[layer["node"]]
+        produced = node.output[0]
+        assert produced in graph_outputs or produced == short_node_name(node.name, node.op_type)
+        assert produced in graph_outputs or produced.startswith(layer["name"].split("[")[0])
+
+
+def test_qdq_nodes_are_named_after_the_tensor_they_quantize(built):
+    # setup
+    graph = _graph(built["int8"]).graph
+    qdq = [node for node in graph.node if node.op_type in QDQ_OPS]
+    producers = {t: node for node in graph.node for t in node.output}
+    initializers = {init.name for init in graph.initializer}
+    # assert
+    assert Counter(node.op_type for node in qdq)["QuantizeLinear"] >= 4
+    names = [node.name for node in graph.node if node.name]
+    assert all(node.name for node in qdq) and len(names) == len(set(names))
+    for node in qdq:
+        source = node.input[0]
+        if node.op_type == "QuantizeLinear":
+            assert node.name == f"{source}_QuantizeLinear"
+            assert node.output[0] == f"{source}_q"
+        elif source in producers:  # activation: DQ of the Q above, same tensor
+            base = producers[source].input[0]
+            assert producers[source].op_type == "QuantizeLinear"
+            assert node.name == f"{base}_DequantizeLinear"
+        else:  # weight or bias: DQ of an int initializer
+            assert source in initializers
+            assert node.name == f"{source.removesuffix('_quantized')}_DequantizeLinear"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_runtime_still_verifies_and_runs_the_annotated_artifact(built, tcn, precision):
+    from edgecomp_runtime import load
+
+    # setup
+    _, dataset = tcn
+    x = dataset.raw_inputs("test", imputed=True)[:4]
+    # execute
+    model = load(built[precision].path)
+    out = model.predict(x)
+    # assert
+    assert out.shape == (4, dataset.config.horizon, len(dataset.targets))
+    assert np.isfinite(out).all()
+
+
+def test_tensorrt_onnx_carries_the_same_metadata(tmp_path, tcn):
+    from edgecomp.config import BuildConfig
+    from edgecomp.pipeline import build
+    from edgecomp.targets import get_target
+
+    target = get_target("tensorrt")
+    if not target.is_available():
+        pytest.skip(target.missing_reason())
+    # execute
+    result = build(*tcn, BuildConfig(target="jetson-orin-nano", precision="int8"), tmp_path / "j")
+    proto = _graph(result)
+    meta = read_metadata(proto)
+    # assert
+    assert meta["build_id"] == result.manifest["build_id"]
+    assert meta["target"] == "jetson-orin-nano" and meta["precision"] == "int8"
+    qdq = [node for node in proto.graph.node if node.op_type in QDQ_OPS]
+    assert qdq and all(node.name.endswith(f"_{node.op_type}") for node in qdq)
+    assert len({node.name for node in qdq}) == len(qdq)
