@@ -162,3 +162,53 @@ def test_tensorrt_onnx_carries_the_same_metadata(tmp_path, tcn):
     qdq = [node for node in proto.graph.node if node.op_type in QDQ_OPS]
     assert qdq and all(node.name.endswith(f"_{node.op_type}") for node in qdq)
     assert len({node.name for node in qdq}) == len(qdq)
+
+
+def test_naming_rules_on_a_small_graph():
+    from onnx import TensorProto, helper
+
+    from edgecomp.targets.onnx.naming import name_graph
+
+    # setup: two unnamed Relus (same op), a scale merged across two Q/DQ pairs, a generated constant
+    nodes = [
+        helper.make_node("Relu", ["x"], ["/enc/Relu_output_0"], name="/enc/Relu"),
+        helper.make_node("Relu", ["x"], ["r2"]),
+        helper.make_node("Relu", ["x"], ["r3"]),
+        helper.make_node("QuantizeLinear", ["r2", "s", "z"], ["qa"], name="junk"),
+        helper.make_node("DequantizeLinear", ["qa", "s", "z"], ["da"]),
+        helper.make_node("QuantizeLinear", ["r3", "s", "z2"], ["qb"]),
+        helper.make_node("DequantizeLinear", ["qb", "s", "z2"], ["db"]),
+        helper.make_node("Add", ["da", "db"], ["sum"], name="/enc/Add"),
+        helper.make_node("Reshape", ["sum", "_v_7"], ["y"], name="/Reshape"),
+    ]
+    inits = [
+        helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+        helper.make_tensor("z", TensorProto.UINT8, [], [3]),
+        helper.make_tensor("z2", TensorProto.UINT8, [], [4]),
+        helper.make_tensor("_v_7", TensorProto.INT64, [1], [-1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        inits,
+    )
+    # execute
+    name_graph(graph)
+    # assert
+    out = {node.name or node.op_type: (list(node.input), list(node.output)) for node in graph.node}
+    assert graph.node[0].output[0] == "enc/Relu"
+    assert graph.node[1].output[0] == "Relu" and graph.node[2].output[0] == "Relu_2"
+    assert out["Relu_QuantizeLinear"] == (["Relu", "scale.shared0", "Relu_zp"], ["Relu_q"])
+    assert out["Relu_DequantizeLinear"] == (["Relu_q", "scale.shared0", "Relu_zp"], ["Relu_dq"])
+    assert out["Relu_2_QuantizeLinear"][0] == ["Relu_2", "scale.shared0", "Relu_2_zp"]
+    assert out["/enc/Add"] == (["Relu_dq", "Relu_2_dq"], ["enc/Add"])
+    assert out["/Reshape"] == (["enc/Add", "Reshape.shape"], ["y"])
+    assert sorted(i.name for i in graph.initializer) == [
+        "Relu_2_zp",
+        "Relu_zp",
+        "Reshape.shape",
+        "scale.shared0",
+    ]
+    onnx.checker.check_graph(graph)
