@@ -106,7 +106,7 @@ class Readings:
     def _ahead(self, name: str, values: Any) -> np.ndarray:
         try:
             ahead = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             ahead = np.zeros(0)
         if ahead.shape != (self.horizon,) or not np.isfinite(ahead).all():
             raise InputError(
@@ -152,20 +152,16 @@ class Readings:
 
     def _grid(self, values: Any) -> np.ndarray:
         n, c = self._shape
-        try:
-            grid = np.array(
-                [[np.nan if v is None else v for v in node] for node in values], dtype=np.float64
-            )
-        except (TypeError, ValueError):
-            raise InputError("reading: node values must be numbers (or null)") from None
-        if grid.ndim != 2 or grid.shape[0] != n:
+        counts = [len(node) for node in values]
+        if len(counts) != n:
             raise InputShapeError(
-                f"reading: {len(values)} nodes, the artifact has {n} nodes "
+                f"reading: {len(counts)} nodes, the artifact has {n} nodes "
                 f"(a reading is [N={n}, C={c}])"
             )
-        if grid.shape[1] != c:
+        if any(count != c for count in counts):
+            bad = next(count for count in counts if count != c)
             raise InputShapeError(
-                f"reading: {grid.shape[1]} channels per node, the artifact has {c} "
+                f"reading: {bad} channels per node, the artifact has {c} "
                 f"(a reading is [N={n}, C={c}])"
             )
         if self._globals:
@@ -173,10 +169,26 @@ class Readings:
                 f"reading: this artifact also takes {self._globals} global feature(s) beside its "
                 f"{n} x {c} node values; pass a dict or the {len(self.features)} values flat"
             )
-        _check_range(grid.reshape(-1), lambda k: f"node {k // c}, channel {k % c}")
+        grid = self._grid_values(values)
         row = np.empty(len(self.features))
         row[self._index.reshape(-1)] = grid.reshape(-1)
         return row
+
+    def _grid_values(self, values: Any) -> np.ndarray:
+        """float64 [N * C]: a real array checked at once, other values one by one."""
+        c = self._shape[1]
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+            grid = values.astype(np.float64).reshape(-1)
+            _check_range(grid, lambda k: f"node '{self._layout['nodes'][k // c]}', channel {k % c}")
+            return grid
+        nodes, channels = self._layout["nodes"], self._layout["channels"]
+        return np.array(
+            [
+                value(v, f"{nodes[i]}/{channels[j]}")
+                for i, node in enumerate(values)
+                for j, v in enumerate(node)
+            ]
+        )
 
     def _array(self, values: np.ndarray) -> np.ndarray:
         if values.shape[0] != len(self.features):
@@ -209,8 +221,14 @@ def _is_grid(values: Any) -> bool:
         isinstance(values, Sequence)
         and not isinstance(values, (str, bytes))
         and len(values) > 0
-        and all(_is_node_value(v) for v in values)
+        and all(_is_node_row(v) for v in values)
     )
+
+
+def _is_node_row(item: Any) -> bool:
+    if isinstance(item, np.ndarray):
+        return item.ndim == 1
+    return isinstance(item, Sequence) and not isinstance(item, (str, bytes))
 
 
 def _is_node_value(item: Any) -> bool:

@@ -116,6 +116,7 @@ def test_a_due_forecast_without_its_future_values_is_refused_and_the_stream_goes
         ({"c": [1.0]}, r"future\['c'\] must be 2 finite numbers"),
         ({"c": [1.0, None]}, r"future\['c'\] must be 2 finite numbers"),
         ([1.0, 2.0], "future must be a dict column -> next 2 values"),
+        ({"c": [1.0, 10**400]}, r"future\['c'\] must be 2 finite numbers"),
     ],
 )
 def test_bad_future_values_refuse_the_reading(future_model, future, error):
@@ -220,6 +221,14 @@ def test_graph_stream_refuses_a_reading_of_another_node_count(graph_model):
         stream.push(T0, {"n9": [1.0]})
     with pytest.raises(InputShapeError, match="node 'n1' has 2 values, the artifact has 1"):
         stream.push(T0, {"n1": [1.0, 2.0]})
+    with pytest.raises(InputShapeError, match="2 channels per node, the artifact has 1"):
+        stream.push(T0, [[1.0], [1.0, 2.0], [3.0]])
+    with pytest.raises(InputError, match="feature 'n2/v' is True, not a number"):
+        stream.push(T0, [[1.0], [True], [3.0]])
+    with pytest.raises(InputError, match="feature 'n3/v' is an integer of 1329 bits, beyond the float32"):
+        stream.push(T0, [[1.0], [2.0], [10**400]])
+    with pytest.raises(InputError, match="node 'n2', channel 0 is infinite"):
+        stream.push(T0, np.array([[1.0], [np.inf], [3.0]]))
     assert stream.stats["readings"] == 0
 
 
