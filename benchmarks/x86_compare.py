@@ -1,5 +1,7 @@
 """x86 side by side: PyTorch eager fp32, ONNX Runtime fp32, the edgecomp int8 artifact (through the
-runtime) and ONNX Runtime's default `quantize_dynamic`, on the traffic LSTM, GRU and TCN.
+runtime) and its peers, ONNX Runtime's default `quantize_dynamic` and `quantize_static`, OpenVINO
+fp32 and OpenVINO + NNCF int8 (see x86_peers.py), on the traffic LSTM, GRU and TCN; and the floor:
+each model's multiply-accumulates over the host's measured single-thread GEMV/GEMM throughput.
 
 All variants run in one process, interleaved round by round, one thread each, on the same real test
 windows, so the ratios are fair on a noisy shared machine. Prints a table and writes JSON.
@@ -20,13 +22,14 @@ import onnxruntime as ort
 import torch
 from executorch_rows import add_variants, print_summary, summary
 from onnxruntime.quantization import quantize_dynamic
+from x86_peers import add_peers, count_macs, floor_multiples, host_throughput, versions
 
 import edgecomp_runtime
 from edgecomp.bench.host import host_info
 from edgecomp.checkpoint import load_checkpoint
 from edgecomp.data import DataConfig
 from edgecomp.metrics import horizon_metrics
-from edgecomp.pipeline import BuildConfig, build
+from edgecomp.pipeline import BuildConfig, build, calibration_windows
 from edgecomp.targets.onnx.target import export_onnx
 from edgecomp.train import TrainConfig
 from edgecomp.workflow import dataset_for, train_checkpoint
@@ -40,7 +43,17 @@ TRAIN = TrainConfig(epochs=40, patience=6, lr=2e-3)
 def main() -> None:
     args = model_parser(__doc__, rounds=15, iters=40, out="x86_compare.json").parse_args()
     torch.set_num_threads(1)
-    results = {"host": host_info(), "data": DATA.name, "rounds": args.rounds, "models": {}}
+    args.throughput = host_throughput()
+    results = {
+        "host": host_info(),
+        "data": DATA.name,
+        "rounds": args.rounds,
+        "iters": args.iters,
+        "peers": versions(),
+        "throughput": args.throughput,
+        "models": {},
+    }
+    print("host single-thread GMAC/s:", _gmacs(args.throughput["best"]))
     run_models(args, compare, _print, results)
 
 
@@ -110,8 +123,11 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         # the same job as predict(): raw in, raw out, with the user's own numpy scaling
         "ort_quantize_dynamic_raw": lambda s, r: _raw_call(dyn, r, dataset),
     }
+    calibration = calibration_windows(dataset, BuildConfig().calibration_windows)
+    peers = add_peers(fp32_path, calibration, work, variants)
     executorch = add_variants(model, dataset, "x86-64-executorch", work, variants, args)
     latency = _interleaved(variants, x, dataset.raw_inputs("test", imputed=True), args)
+    macs = count_macs(fp32_path)
     sizes = {
         "fp32_onnx": fp32_path.stat().st_size,
         "ort_dynamic_onnx": dyn_path.stat().st_size,
@@ -121,19 +137,64 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     }
     scaled_out = {
         k: _batched(variants[k], x)
-        for k in ("torch_eager_fp32", "ort_fp32", "ort_quantize_dynamic")
+        for k in ("torch_eager_fp32", "ort_fp32", "ort_quantize_dynamic", *PEERS[2:])
+        if k in variants
     }
     outputs = {k: dataset.unscale_targets(v) for k, v in scaled_out.items()}
     outputs["edgecomp_int8_predict"] = runtime_model.predict(raw_x)
     mae = {k: horizon_metrics(truth, v)["mae"] for k, v in outputs.items()}
     executorch = summary(executorch, raw_x, truth, mae)
+    lowering = runtime_model.manifest["recipe"]["lowering"]
     return {
         "latency_ms": latency,
         "sizes": sizes,
         "mae": mae,
-        "ratios": _ratios(latency, sizes, mae),
+        "ratios": {**_ratios(latency, sizes, mae), **_peer_ratios(latency, mae)},
+        "peers": peers,
+        "edgecomp_engine": {
+            "engine": runtime_model.backend,
+            "chosen": lowering.get("candidates", {}).get("chosen"),
+            "measured_at_build": lowering.get("candidates", {}).get("measured"),
+        },
+        "macs": {"by_op": macs, "total_b1": sum(macs.values())},
+        "floor": floor_multiples(latency, sum(macs.values()), args.throughput),
         "executorch": executorch,
     }
+
+
+# the peers of issue 21 item 1 (plus ORT fp32 and quantize_dynamic): engines, scaled windows in
+PEERS = (
+    "ort_fp32",
+    "ort_quantize_dynamic",
+    "ort_quantize_static",
+    "openvino_fp32",
+    "openvino_nncf_int8",
+)
+
+
+def _peer_ratios(latency: dict, mae: dict) -> dict:
+    """The fastest peer per batch, and how much faster edgecomp's predict (raw in/out) is."""
+    ref = np.asarray(mae["torch_eager_fp32"])
+    out: dict = {}
+    for b in ("b1", "b64"):
+        lat = latency[b]
+        fastest = min((p for p in PEERS if p in lat), key=lambda p: lat[p]["p50"])
+        out[f"fastest_peer_{b}"] = fastest
+        out[f"vs_fastest_peer_{b}"] = lat[fastest]["p50"] / lat["edgecomp_int8_predict"]["p50"]
+        out[f"engine_vs_fastest_peer_{b}"] = (
+            lat[fastest]["p50"] / lat["edgecomp_int8_engine"]["p50"]
+        )
+    for name in PEERS[2:]:
+        if name in mae:
+            out[f"{name}_mae_change_pct"] = ((np.asarray(mae[name]) / ref - 1) * 100).tolist()
+    out["edgecomp_int8_worst_step_change_pct"] = max(
+        ((np.asarray(mae["edgecomp_int8_predict"]) / ref - 1) * 100).tolist()
+    )
+    return out
+
+
+def _gmacs(best: dict) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in best.items())
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -215,13 +276,26 @@ def _ratios(latency: dict, sizes: dict, mae: dict) -> dict:
 
 
 def _print(arch: str, res: dict) -> None:
-    print(f"\n== {arch} ==  p50 latency (ms), b1 / b64")
+    floor = res["floor"]
+    print(
+        f"\n== {arch} ==  {res['macs']['total_b1'] / 1e6:.2f} M MAC/window; edgecomp engine "
+        f"{res['edgecomp_engine']['engine']}; p50 latency (ms) b1 / b64, x floor b1 / b64"
+    )
     for name in res["latency_ms"]["b1"]:
         print(
-            f"  {name:<24} {res['latency_ms']['b1'][name]['p50']:8.3f} "
-            f"{res['latency_ms']['b64'][name]['p50']:9.3f}"
+            f"  {name:<26} {res['latency_ms']['b1'][name]['p50']:8.3f} "
+            f"{res['latency_ms']['b64'][name]['p50']:9.3f}   "
+            f"{floor['multiple']['b1'][name]:6.2f}x {floor['multiple']['b64'][name]:6.2f}x"
         )
     r = res["ratios"]
+    ms = floor["floor_ms"]
+    print(
+        f"  floor ms fp32 {ms['b1']['fp32']:.4f} / {ms['b64']['fp32']:.3f}, "
+        f"int8 {ms['b1']['int8']:.4f} / {ms['b64']['int8']:.3f}; "
+        f"predict vs fastest peer: {r['vs_fastest_peer_b1']:.2f}x ({r['fastest_peer_b1']}, b1), "
+        f"{r['vs_fastest_peer_b64']:.2f}x ({r['fastest_peer_b64']}, b64); worst-step MAE "
+        f"{r['edgecomp_int8_worst_step_change_pct']:+.2f} %"
+    )
     print(
         f"  int8 predict() vs torch eager: {r['speedup_vs_torch_b1']:.2f}x (b1), "
         f"{r['speedup_vs_torch_b64']:.2f}x (b64)\n"
