@@ -5,8 +5,9 @@
 For the traffic LSTM and GRU (checkpoints from DIR/<arch>, else trained here as
 benchmarks/x86_compare.py trains them), five ONNX models run in one process, interleaved round by
 round, one thread each, on the real test windows at batch 1 and 64: the fused export in fp32 and
-after ORT's default ``quantize_dynamic``, and the hoisted lowering (targets/onnx/recurrent.py) in
-fp32, with int8 input projections only, and with every GEMM int8 (recurrent and head too). Each
+after ORT's default ``quantize_dynamic``, and the hoisted lowering (targets/onnx/recurrent.py),
+unrolled over L in fp32, with int8 input projections only, and with every GEMM int8 (recurrent and
+head too), and as one ONNX Scan per layer in fp32 and with every GEMM int8. Each
 is scored on the test split (observed values only): worst-step MAE change against the fused fp32
 model, and max |difference| from torch. Prints a table; writes
 benchmarks/out/recurrent_lowering.json.
@@ -49,6 +50,7 @@ def variants(model, work: Path) -> dict[str, bytes]:
     fused = export_onnx(module, spec.input_len, spec.n_features, work / "fused.onnx")
     quantize_dynamic(str(fused), str(work / "fused_qd.onnx"))
     hoisted = hoisted_graph(module, spec.input_len, spec.n_features)
+    scan = hoisted_graph(module, spec.input_len, spec.n_features, scan=True)
     return {
         "fused fp32": fused.read_bytes(),
         "fused quantize_dynamic": (work / "fused_qd.onnx").read_bytes(),
@@ -57,6 +59,8 @@ def variants(model, work: Path) -> dict[str, bytes]:
             hoisted, projections_only=True
         ).SerializeToString(),
         "hoisted int8 all GEMMs": quantize_hoisted(hoisted).SerializeToString(),
+        "hoisted Scan fp32": scan.SerializeToString(),
+        "hoisted Scan int8 all GEMMs": quantize_hoisted(scan).SerializeToString(),
     }
 
 

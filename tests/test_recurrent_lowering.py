@@ -56,16 +56,18 @@ def _run(proto, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"window": x})[0]
 
 
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
-def test_hoisted_graph_equals_torch(case):
+def test_hoisted_graph_equals_torch(case, scan):
     # setup
     module = _module(*case)
     x = torch.randn(7, 10, case[1])
     # execute
-    proto = hoisted_graph(module, 10, case[1])
+    proto = hoisted_graph(module, 10, case[1], scan=scan)
     # assert
-    ops = {node.op_type for node in proto.graph.node}
-    assert not ops & {"LSTM", "GRU"} and "MatMul" in ops
+    ops = [node.op_type for node in proto.graph.node]
+    assert not set(ops) & {"LSTM", "GRU"} and ops.count("MatMul") == case[3]
+    assert ops.count("Scan") == (case[3] if scan else 0)
     with torch.no_grad():
         expected = module(x).numpy()
     np.testing.assert_allclose(_run(proto, x.numpy()), expected, atol=1e-5, rtol=1e-5)

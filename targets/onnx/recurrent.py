@@ -50,12 +50,13 @@ class _Graph:
     nodes: list[Any] = field(default_factory=list)
     inits: list[Any] = field(default_factory=list)
     count: int = 0
+    prefix: str = ""  # a Scan body's names must differ from its outer graph's
 
     def const(self, value: np.ndarray, name: str) -> str:
         from onnx import numpy_helper
 
         self.count += 1
-        name = f"{name}_{self.count}"
+        name = f"{self.prefix}{name}_{self.count}"
         self.inits.append(numpy_helper.from_array(np.array(value, order="C"), name))
         return name
 
@@ -63,9 +64,11 @@ class _Graph:
         from onnx import helper
 
         self.count += 1
-        outs = [f"{op_type.lower()}_{self.count}_{i}" for i in range(n_out)]
+        outs = [f"{self.prefix}{op_type.lower()}_{self.count}_{i}" for i in range(n_out)]
         self.nodes.append(
-            helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self.count}", **attrs)
+            helper.make_node(
+                op_type, inputs, outs, name=f"{self.prefix}{op_type}_{self.count}", **attrs
+            )
         )
         return outs[0] if n_out == 1 else outs
 
@@ -166,13 +169,16 @@ def _recur(g: _Graph, lstm: bool, layer: _Layer, p_t: str, state: tuple) -> tupl
     return _gru_cell(g, p_t, h, layer), None
 
 
-def hoisted_graph(module: nn.Module, input_len: int, n_features: int) -> onnx.ModelProto:
-    """The forecaster as ONNX: per layer one input-projection MatMul, then an unrolled recurrence.
+def hoisted_graph(
+    module: nn.Module, input_len: int, n_features: int, *, scan: bool = False
+) -> onnx.ModelProto:
+    """The forecaster as ONNX: per layer one input-projection MatMul, then the recurrence.
 
     Args:
         module: An edgecomp LSTM or GRU forecaster (``rnn`` and ``_project``'s head).
         input_len: Window length L (the recurrence is unrolled over it).
         n_features: Input features F.
+        scan: The recurrence as one ONNX Scan per layer instead of unrolled over L.
 
     Returns:
         A checked model: input "window" [batch, L, F], output "forecast" [batch, H, F_out].
@@ -190,6 +196,9 @@ def hoisted_graph(module: nn.Module, input_len: int, n_features: int) -> onnx.Mo
         proj = g.op(
             "Add", [g.op("MatMul", [x, g.const(layer.w_x, "w_x")]), g.const(layer.b_x, "b_x")]
         )
+        if scan:
+            x, state = _scan(g, lstm, layer, proj, k + 1 == len(layers))
+            continue
         state, outs = (None, None), []
         for t in range(input_len):
             p_t = g.op("Gather", [proj, g.const(np.array(t, dtype=np.int64), "t")], axis=0)
@@ -211,6 +220,50 @@ def hoisted_graph(module: nn.Module, input_len: int, n_features: int) -> onnx.Mo
         g.inits,
     )
     return _checked(graph)
+
+
+def _scan(g: _Graph, lstm: bool, layer: _Layer, proj: str, last: bool) -> tuple[str, tuple]:
+    """One layer's recurrence as a Scan over proj [L, B, G]: (h of every step [L, B, H], (h,))."""
+    from onnx import TensorProto, helper
+
+    hidden = layer.w_h.shape[0]
+    batch = g.op("Shape", [INPUT], start=0, end=1)
+    shape = g.op("Concat", [batch, g.const(np.array([hidden]), "hidden")], axis=0)
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    zeros = g.op("ConstantOfShape", [shape], value=zero)
+    body = _Graph(count=g.count, prefix=f"scan{g.count}_")
+    names = (
+        [f"{body.prefix}{n}" for n in ("h", "c", "p")]
+        if lstm
+        else [f"{body.prefix}h", f"{body.prefix}p"]
+    )
+    h, c = names[0], names[1] if lstm else None
+    h_new, c_new = _recur(body, lstm, layer, names[-1], (h, c))
+    outs = [h_new, *([c_new] if lstm else [])]
+    if not last:
+        outs.append(body.op("Identity", [h_new]))
+    width = layer.w_h.shape[1]
+
+    def info(name: str, size: int) -> Any:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", size])
+
+    graph = helper.make_graph(
+        body.nodes,
+        body.prefix + "body",
+        [info(n, width if n == names[-1] else hidden) for n in names],
+        [info(n, hidden) for n in outs],
+        body.inits,
+    )
+    g.count = body.count + 1
+    results = g.op(
+        "Scan",
+        [zeros, *([zeros] if lstm else []), proj],
+        len(outs),
+        body=graph,
+        num_scan_inputs=1,
+    )
+    results = [results] if isinstance(results, str) else results
+    return results[-1], (results[0],)
 
 
 def _head(g: _Graph, module: nn.Module, h: str, x: str, *, axis_last: bool) -> None:
