@@ -192,6 +192,85 @@ def scaling_part(work: Path, quick: bool) -> dict:
     return {"rows": rows}
 
 
+def compress_part(work: Path, quick: bool) -> dict:
+    """Compression of the bike-share graph model (the accuracy part's checkpoint, or trained
+    here): int4 x86 under a 1 % error budget, 50 % channel pruning + fine-tuning + int8,
+    distillation into an 8-channel graph student, and ``edgecomp tune`` (a few trials)."""
+    from edgecomp.budget import Budget, BudgetNotMet
+    from edgecomp.checkpoint import load_checkpoint
+    from edgecomp.passes import PassContext, make_pass, run_passes
+    from edgecomp.pipeline import build
+    from edgecomp.workflow import dataset_for
+
+    setup = bike_setup(work, 100)
+    ckpt = work / "bikeshare" / "stgnn"
+    if not (ckpt / "spec.json").exists():
+        train(setup, "stgnn", work / "bikeshare", quick)
+    model = load_checkpoint(ckpt)
+    dataset = dataset_for(model.spec, setup["data"])
+    out: dict = {"checkpoint": str(ckpt), "params": count_params(model.module)}
+    fp32 = build(model, dataset, BuildConfig(precision="fp32"), work / "c-fp32.edgepkg")
+    out["fp32"] = _artifact_row(fp32, fp32)
+    try:
+        path = work / "c-int4.edgepkg"
+        build_artifact(
+            str(ckpt),
+            setup["data"],
+            BuildConfig(precision="int4"),
+            path,
+            budget=Budget(max_increase=0.01),
+        )
+        out["int4_budget_1pct"] = measure(path, setup["data"], quick)
+    except BudgetNotMet as exc:
+        out["int4_budget_1pct"] = {"refused": str(exc)[:400]}
+    epochs = {"epochs": 2} if quick else {"epochs": 20}
+    passes = [make_pass("prune", {"ratio": 0.5}), make_pass("finetune", epochs)]
+    pruned, records = run_passes(model, passes, PassContext(dataset))
+    result = build(
+        pruned,
+        dataset,
+        BuildConfig(precision="int8"),
+        work / "c-pruned-int8.edgepkg",
+        passes=records,
+    )
+    out["pruned50_int8"] = {"params": count_params(pruned.module), **_artifact_row(result, fp32)}
+    student = {"student": "stgnn", "hparams": {"channels": 8}, **epochs}
+    _, [record] = run_passes(model, [make_pass("distill", student)], PassContext(dataset))
+    out["distill_c8"] = record["measured"]["stats"]
+    out["tune"] = _tune(ckpt, setup["data"], work / "tune", quick)
+    return out
+
+
+def _artifact_row(result, reference) -> dict:
+    mae = result.manifest["metrics"]["artifact"]["mae"]
+    base = reference.manifest["metrics"]["artifact"]["mae"]
+    return {
+        "size_bytes": result.path.stat().st_size,
+        "mae": mae,
+        "vs_fp32_pct": [(m / b - 1) * 100 for m, b in zip(mae, base, strict=True)],
+    }
+
+
+def _tune(ckpt: Path, data: Path, out: Path, quick: bool) -> dict:
+    """``edgecomp tune`` over the graph model: a few TPE trials, 2 % budget, students too."""
+    import subprocess
+
+    trials = "3" if quick else "8"
+    command = [
+        str(Path(sys.executable).parent / "edgecomp"),
+        "tune",
+        str(ckpt),
+        "--data",
+        str(data),
+    ]
+    command += ["--trials", trials, "--finetune-epochs", "2" if quick else "5"]
+    command += ["--max-error-increase", "2%", "--out-dir", str(out), "--json", "-q"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=3000)
+    if proc.returncode != 0:
+        return {"exit": proc.returncode, "error": (proc.stderr or proc.stdout)[-400:]}
+    return json.loads(proc.stdout)
+
+
 def print_accuracy(name: str, part: dict) -> None:
     print(f"\n## {name}: test MAE per step")
     for arch, row in part["models"].items():
@@ -215,7 +294,7 @@ def print_accuracy(name: str, part: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("accuracy", "scaling"), required=True)
+    parser.add_argument("--part", choices=("accuracy", "scaling", "compress"), required=True)
     parser.add_argument("--datasets", default="bikeshare,traffic")
     parser.add_argument("--quick", action="store_true", help="1 epoch, short benches")
     parser.add_argument("--work", type=Path, default=OUT / "graph_compare")
@@ -231,6 +310,9 @@ def main() -> None:
                 setup = bike_setup(args.work, 100, weather_ahead=False)
             results[name] = accuracy_part(name, setup, args.work, args.quick)
             print_accuracy(name, results[name])
+    elif args.part == "compress":
+        results["compress"] = compress_part(args.work, args.quick)
+        print(json.dumps(results["compress"], indent=1, default=str)[:6000])
     else:
         results["scaling"] = scaling_part(args.work, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)

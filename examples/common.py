@@ -21,6 +21,7 @@ from edgecomp.calendar_choice import CalendarChoice, train_with_calendar_choice
 from edgecomp.data import DataConfig
 from edgecomp.pipeline import BuildConfig
 from edgecomp.report import write_full_report
+from edgecomp.report.graph_plot import adjacency_plot
 from edgecomp.train import TrainConfig
 from edgecomp.workflow import build_artifact, train_checkpoint
 
@@ -29,14 +30,15 @@ QUICK_HPARAMS = {
     "lstm": {"hidden": 8, "layers": 1},
     "gru": {"hidden": 8, "layers": 1},
     "tcn": {"channels": 8},
+    "stgnn": {"channels": 4},
 }
 
 
-def parse_args(name: str) -> argparse.Namespace:
+def parse_args(name: str, archs: str = "lstm,gru,tcn") -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=f"edgecomp {name} example, end to end")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / name / "out")
     parser.add_argument("--quick", action="store_true", help="tiny models, 2 epochs (smoke test)")
-    parser.add_argument("--archs", default="lstm,gru,tcn")
+    parser.add_argument("--archs", default=archs)
     parser.add_argument("--epochs", type=int, default=None)
     return parser.parse_args()
 
@@ -50,19 +52,28 @@ def run_example(
     *,
     note: str = "",
     calendar: str | None = None,
+    graph: TrainConfig | None = None,
 ) -> dict:
-    """Train each architecture, build fp32 and int8 x86 artifacts, bench them, write a summary."""
+    """Train each architecture, build fp32 and int8 x86 artifacts, bench them, write a summary.
+
+    ``graph`` holds the graph model's (``stgnn``) training settings and hyperparameters (by
+    default ``train``'s); its adjacency is drawn to ``out/adjacency.png``.
+    """
     console = Console(width=max(Console().width, 140))
     out: Path = args.out
     data = DATA / data_file
     results = {"example": name, "data": data_file, "note": note, "models": {}}
     artifacts = []
     for arch in args.archs.split(","):
-        config = _train_config(train, arch, args)
+        config = _train_config(graph if arch == "stgnn" and graph else train, arch, args)
         console.rule(f"{name}: train {arch}")
         outcome = _train(data, data_config, config, out / "checkpoints" / arch, calendar, console)
         console.print(outcome.table())
         results["models"][arch] = outcome.evaluation
+        if arch == "stgnn":  # the adjacency it uses, drawn (learned: nodes on a circle)
+            out.mkdir(parents=True, exist_ok=True)
+            layout, module = outcome.model.spec.layout, outcome.model.module
+            (out / "adjacency.png").write_bytes(adjacency_plot(layout, module.adjacency().numpy()))
         for precision in ("fp32", "int8"):
             path = out / "artifacts" / f"{name}-{arch}-{precision}.edgepkg"
             build_artifact(str(outcome.path), data, BuildConfig(precision=precision), path)

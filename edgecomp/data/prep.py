@@ -294,7 +294,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
     values, imputed = _impute(
         cleaned, bounds, features, config.interpolate_limit, path, config.sparse_columns == "fill"
     )
-    notes += _missing_notes(raw_np, features, config.max_missing_fraction)
+    notes += _missing_notes(raw_np, features, config.max_missing_fraction, config.sparse_columns)
     notes += _gap_notes(raw_np, features, config)
     sensors = features
     values, raw, features, future = _with_leads(values, raw, report, config, path)
@@ -508,11 +508,14 @@ def _fit_scaler(train: np.ndarray, features: list[str]) -> tuple[np.ndarray, np.
     return mean, np.maximum(std, floor), notes
 
 
-def _missing_notes(raw: np.ndarray, features: list[str], max_fraction: float) -> list[str]:
+def _missing_notes(
+    raw: np.ndarray, features: list[str], max_fraction: float, sparse: str = "refuse"
+) -> list[str]:
     frac = np.isnan(raw).mean(axis=0)
+    then = "refuse windows" if sparse == "refuse" else "fill it with its training mean in windows"
     return [
         f"column '{features[i]}' is {frac[i]:.0%} missing, more than max_missing_fraction "
-        f"{max_fraction:g}: the runtime will refuse windows where it is that sparse"
+        f"{max_fraction:g}: the runtime will {then} where it is that sparse"
         for i in np.flatnonzero(frac > max_fraction)
     ]
 
