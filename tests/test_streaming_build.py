@@ -165,6 +165,28 @@ def test_stateful_first_forecast_equals_the_windowed_one(built, traffic_path):
     np.testing.assert_allclose(forecasts[-1], model.predict(rows[: model.input_len]), atol=2e-3)
 
 
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_recurrent_streams_run_the_numpy_kernel_and_match_the_onnx_step_model(
+    built, traffic_path, arch
+):
+    # setup: the stream (kernel) and the ONNX step model fed the same scaled readings
+    path, manifest = built[arch]
+    model = ecr.load(path)
+    kernel = manifest["stream"]["kernel"]
+    rows, period = _test_readings(model, traffic_path)
+    stream = model.stream()
+    onnx_step = StepRunner(model.file("step.onnx"), manifest["stream"], threads=1)
+    # execute
+    got = [stream.push(i * period, row) for i, row in enumerate(rows[:60])]
+    want = onnx_step.run(model.scale_window(rows[:60]))
+    # assert
+    assert kernel["file"] in [f["name"] for f in manifest["files"]] and kernel["cell"] == arch
+    assert 0 <= kernel["max_abs_diff"] <= 1e-4 and stream._runner.kernel is not None
+    assert not np.isnan(rows[:60]).any()  # no imputation: the stream fed the rows as they are
+    got = np.stack(got[model.input_len - 1 :])
+    np.testing.assert_allclose(got, model.unscale_forecast(want[model.input_len - 1 :]), atol=1e-3)
+
+
 def test_stream_uses_the_step_model_only_when_allowed(built, tmp_path):
     # setup: the same artifact, unpacked, its manifest saying the step model is not allowed
     path, _ = built["lstm"]
