@@ -8,10 +8,12 @@ comparison), then pushes the real traffic test-split readings (raw, NaN where mi
 sees them) through ``Model.stream()`` one at a time, forecasting after every reading, in three
 modes: incremental (the step model), windowed fp32 and windowed int8 (``predict`` on the window).
 Rounds interleave the variants in random order; the figure is the median over rounds of the mean
-time per ``push``; "engine only" times the bare step and the bare windowed model. Forecasters: an
+time per ``push``; "engine only" times the bare step (for LSTM/GRU the numpy kernel the stream runs,
+and the ONNX step model on onnxruntime beside it) and the bare windowed models. Forecasters: an
 exact TCN (kernel 4, dilations 1, 2, 4, ... while the receptive field fits L: 43 for L = 48;
 trained here) and, for L = 48, the traffic example's TCN (receptive field 61), LSTM and GRU when
-`make demo` has trained them (else, and for other L, trained here for ``--epochs``). Writes
+`make demo` has trained them (or ``--checkpoints DIR`` holds them; else, and for other L, trained
+here for ``--epochs``); ``--archs lstm,gru`` limits the run. Writes
 benchmarks/out/stream_cost.json (stream_cost_L<L>.json for another ``--input-len``).
 """
 
