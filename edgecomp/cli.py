@@ -278,7 +278,11 @@ def train(
         result = _train_auto_calendar(data, data_config, config, Path(out_dir), mode)
     else:
         result = train_checkpoint(
-            data, _data_config(input_len, horizon, kw), config, Path(out_dir), console=console
+            data,
+            _data_config(input_len, horizon, kw),
+            config,
+            Path(out_dir),
+            console=_log_console(),
         )
     ev = result.evaluation
     console.print(f"{ev['train']['stop_reason']}; kept epoch {ev['train']['best_epoch']}")
@@ -294,7 +298,14 @@ def _train_auto_calendar(data: str, data_config, config, out: Path, mode: str = 
     """``--calendar auto|on``: see ``edgecomp.calendar_choice``."""
     from edgecomp.calendar_choice import train_with_calendar_choice
 
-    return train_with_calendar_choice(data, data_config, config, out, console=console, mode=mode)
+    return train_with_calendar_choice(
+        data, data_config, config, out, console=_log_console(), mode=mode
+    )
+
+
+def _log_console() -> Console | None:
+    """Where log lines (epochs, choices) go: the console, or nowhere with --quiet."""
+    return None if progress.STATE["quiet"] else console
 
 
 def _parse_pairs(items: tuple[str, ...], flag: str) -> dict:

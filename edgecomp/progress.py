@@ -48,6 +48,7 @@ NOISY_LOGGERS = (
     "tensorrt",
     "polygraphy",
     "modelopt",
+    "flwr",
 )
 #: Modules whose DeprecationWarning/FutureWarning/UserWarning are hidden.
 NOISY_MODULES = (

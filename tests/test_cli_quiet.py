@@ -133,3 +133,21 @@ def test_the_build_reports_each_stage_to_its_progress_hook(
     assert result.exit_code == 0, result.output
     assert {"resolve", "lower", "verify", "gate", "package"} <= set(seen), seen
     assert STAGE_HOOKS == []  # the CLI removed its own hook
+
+
+@pytest.mark.parametrize("where", ["group", "command"])
+def test_quiet_drops_log_lines_but_keeps_the_results(traffic_path, tmp_path, where):
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+
+    args = ["train", str(traffic_path), "--id-col", "detector", "--value-col", "total"]
+    args += ["-L", "8", "-H", "2", "--arch", "tcn", "--hparam", "channels=4", "--epochs", "1"]
+    args += ["--calendar", "off", "--out-dir", str(tmp_path)]
+    # execute
+    quiet = CliRunner().invoke(main, ["-q", *args] if where == "group" else [*args, "--quiet"])
+    loud = CliRunner().invoke(main, args)
+    # assert
+    assert quiet.exit_code == 0 and loud.exit_code == 0, quiet.output + loud.output
+    assert "epoch 1/1" in loud.output and "epoch 1/1" not in quiet.output
+    assert "tcn on test split (MAE)" in quiet.output

@@ -139,6 +139,24 @@ def test_fl_split_json(tmp_path):
     assert set(document) == {"EWR", "JFK", "LGA"}
 
 
+def test_fl_simulate_json(tmp_path):
+    # setup: two airports' first five days, as two gateways
+    source = ROOT / "examples" / "data" / "nyc_airports_weather_2013_hourly.csv.gz"
+    sites, _ = run_json(
+        "fl", "split", str(source), "--site-col", "origin", "--site", "EWR", "--site", "JFK",
+        "--max-rows", "120", "--out-dir", str(tmp_path / "sites"),
+    )  # fmt: skip
+    # execute
+    document, _ = run_json(
+        "fl", "simulate", *sites.values(), "-L", "6", "-H", "2", "--features", "temp,dewp",
+        "--targets", "temp", "--rounds", "1", "--hparam", "hidden=4", "--hparam", "layers=1",
+        "--num-cpus", "1", "--out-dir", str(tmp_path / "global"),
+    )  # fmt: skip
+    # assert
+    assert document["checkpoint"] == str(tmp_path / "global")
+    assert [r["clients"] for r in document["rounds"]] == [2]
+
+
 def test_errors_go_to_stderr_with_nothing_on_stdout(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "none.edgepkg"), "--json"])
     assert result.exit_code == 2

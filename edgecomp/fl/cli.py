@@ -7,6 +7,7 @@ the commands.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,9 +165,12 @@ def split_cmd(data: str, site_col: str, sites: tuple[str, ...], max_rows, out_di
 @click.option("--num-cpus", default=2, show_default=True, help="CPUs Ray may use.")
 def simulate_cmd(sites: tuple[str, ...], num_cpus: int, **kw) -> dict:
     """Train across SITES (one data file per client) on Flower's simulation engine."""
+    from edgecomp import progress
     from edgecomp.fl.simulation import simulate
 
     config = _config(kw, sites=sites, min_nodes=len(sites))
+    if not progress.STATE["verbose"]:  # Flower's per-round log, in this process and Ray's actors
+        os.environ.setdefault("FLWR_LOG_LEVEL", "ERROR")
     with _training(config):
         summary = simulate(config, num_cpus=num_cpus)
     return _print_rounds(summary, config.out)
