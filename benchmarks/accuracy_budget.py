@@ -378,16 +378,46 @@ def main() -> None:
     parser.add_argument(
         "--render", action="store_true", help="Re-summarize and re-render --out's JSON only."
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="With --render: also take the cells of these JSON files (a later file's cell "
+        "replaces an earlier one of the same data set, model, variant and target).",
+    )
     args = parser.parse_args()
     if args.render:
-        result = json.loads(args.out.read_text())
-        result["summary"] = summarize(result["cells"])
-        _write(args.out, result)
+        _write(args.out, merged([args.out, *args.merge] if args.out.exists() else args.merge))
         return
     for key in ("datasets", "archs", "variants", "targets"):
         setattr(args, key, [v for v in getattr(args, key).split(",") if v])
     WORK.mkdir(parents=True, exist_ok=True)
     _write(args.out, run(args))
+
+
+def merged(paths: list[Path]) -> dict[str, Any]:
+    """One result from runs of separate targets or cells (``--targets arm`` after x86)."""
+    result: dict[str, Any] = {"cells": [], "not_run": [], "runs": []}
+    cells: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            run_ = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"--merge {path}: not a readable result ({exc})") from None
+        for c in run_["cells"]:
+            cells[(c["dataset"], c["arch"], c["variant"], c["target"])] = c
+        result["runs"].append({"file": str(path), "epochs": run_.get("epochs")})
+        result.update({k: run_[k] for k in ("budget", "epochs") if k in run_})
+    done = set(cells)
+    result["cells"] = list(cells.values())
+    for path in paths:
+        for skip in json.loads(path.read_text()).get("not_run", []):
+            key = tuple(skip.get(k) for k in ("dataset", "arch", "variant", "target"))
+            if key not in done and skip not in result["not_run"]:
+                result["not_run"].append(skip)
+    result["summary"] = summarize(result["cells"])
+    return result
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
