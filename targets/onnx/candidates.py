@@ -54,6 +54,10 @@ LOWERINGS: dict[str, str] = {
     "hoisted": "edgecomp.targets.onnx.recurrent:hoisted_lowering",
 }
 ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file on a CPU
+# engines "auto" measures a lowering on (default: every installed one). The hoisted lowering is
+# written for onnxruntime's MatMulInteger path; on OpenVINO 2026.4 its unrolled recurrence ran 20x
+# slower (traffic LSTM: 32 ms at batch 1, benchmarks/x86_compare.py) after seconds of compiling.
+LOWERING_ENGINES: dict[str, tuple[str, ...]] = {"hoisted": ("onnx",)}
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,13 @@ def candidates(options: Any, engines: Sequence[str], lowerings: Sequence[str]) -
     engines = _narrow("engine", options.engine, engines, ENGINE_KEYS)
     lowerings = _narrow("lowering", options.lowering, lowerings, tuple(LOWERINGS))
     threads = sorted({1, options.threads})
-    return [Candidate(lo, en, t) for lo in lowerings for en in engines for t in threads]
+    pairs = [
+        (lo, en)
+        for lo in lowerings
+        for en in engines
+        if options.engine != AUTO or en in LOWERING_ENGINES.get(lo, ENGINE_KEYS)
+    ]
+    return [Candidate(lo, en, t) for lo, en in pairs for t in threads]
 
 
 def choose(
@@ -272,7 +282,8 @@ def _parity_run(
 def _limit(request: Request, diffs: dict[Candidate, float], tolerance: float) -> float:
     if request.precision is base.Precision.FP32:
         return tolerance
-    ref = [d for c, d in diffs.items() if c.lowering == DEFAULT_LOWERING and c.engine == "onnx"]
+    key = (DEFAULT_LOWERING, REFERENCE_ENGINE)
+    ref = [d for c, d in diffs.items() if (c.lowering, c.engine) == key]
     anchor = min(ref) if ref else min(diffs.values(), default=math.inf)
     return max(tolerance, PARITY_SLACK * anchor) if math.isfinite(anchor) else tolerance
 
