@@ -486,7 +486,8 @@ def _engine_info(model: Any) -> dict[str, Any]:
     running = model.engine
     fallback = getattr(running, "fallback_reason", None)
     notes = [f"fallback: {running.ran_on}, not {running.native} ({fallback})"] if fallback else []
-    if model.backend != target.get("backend"):
+    chosen = model.manifest.get("recipe", {}).get("lowering", {}).get("engine")
+    if model.backend != (chosen or target.get("backend")):  # the build's measured choice
         notes.append(f"a {target.get('backend')} artifact run on {engine.module}")
     here = normalize_arch(platform.machine())
     if normalize_arch(target.get("arch") or here) != here:

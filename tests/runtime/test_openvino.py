@@ -94,3 +94,16 @@ def test_an_equivalent_that_is_missing_too_is_no_fallback(make_artifact, no_open
     message = str(info.value)
     assert "pip install 'edgecomp-runtime[openvino]'" in message
     assert "equivalent engines the build measured, ['onnx']" in message
+
+
+@needs_openvino
+def test_bench_calls_the_builds_chosen_engine_native(make_artifact):
+    from edgecomp_runtime.bench import _engine_info
+
+    # setup
+    chosen, forced = load(make_artifact(manifest=CHOSEN)), load(make_artifact(), engine="openvino")
+    # execute
+    info, other = _engine_info(chosen), _engine_info(forced)
+    # assert: the build's choice is the artifact's own engine; a forced engine is not
+    assert info["native"] and info["engine"].startswith("openvino ")
+    assert not other["native"] and "a onnx artifact run on openvino" in other["note"]
