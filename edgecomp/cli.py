@@ -447,30 +447,31 @@ def build(
 def _build_progress(source: str):
     """A spinner on stderr naming the build stage (calibration, verification) and each ladder
     rung as it runs; yields the build's ``log`` (silent with --quiet)."""
+    from edgecomp.ladder import RUNG_HOOKS
     from edgecomp.pipeline import STAGE_HOOKS
 
     names = {"resolve": "resolving the target and calibration", "passes": "model passes",
              "lower": "lowering and calibrating", "verify": "verifying on held-out data",
              "gate": "checking the error budget", "package": "packaging"}  # fmt: skip
     log = progress.log_line(console)
+    rung = [""]
     with progress.bar(f"building {Path(source).name}") as bar:
 
         def on_stage(name: str, ctx) -> None:
-            bar(f"{ctx.config.target} {ctx.config.precision}: {names.get(name, name)}")
+            where = f"{ctx.config.target} {ctx.config.precision}{rung[0]}"
+            bar(f"{where}: {names.get(name, name)}")
 
-        def on_line(line: str) -> None:
-            log(line)
-            if line.lstrip().split(":")[0] in _RUNGS:
-                bar(f"ladder: {line.strip()[:60]}")
+        def on_rung(name: str) -> None:
+            rung[0] = f" (budget missed; ladder rung {name})"
+            bar.describe(f"error budget missed: ladder rung '{name}'")
 
         STAGE_HOOKS.append(on_stage)
+        RUNG_HOOKS.append(on_rung)
         try:
-            yield on_line
+            yield log
         finally:
             STAGE_HOOKS.remove(on_stage)
-
-
-_RUNGS = ("plain", "calibration", "bias-correction", "qat", "mixed")  # edgecomp.ladder.RUNGS
+            RUNG_HOOKS.remove(on_rung)
 
 
 def _built_record(result) -> dict:

@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 Log = Callable[[str], None]
+#: Callables ``hook(rung_name)`` called as each ladder rung starts (the CLI's progress bar).
+RUNG_HOOKS: list[Callable[[str], None]] = []
 
 
 def calibration_variants(capabilities: Any, precision: str) -> list[dict[str, Any]]:
@@ -257,6 +259,8 @@ def keep_budget(
     for name, propose in RUNGS:
         if rungs is not None and name not in rungs:
             continue
+        for hook in RUNG_HOOKS:
+            hook(name)
         winner, base = _climb(ladder, name, propose, base)
         if winner is not None:
             return _chosen(ladder, winner, name), winner.files, winner.candidate.model

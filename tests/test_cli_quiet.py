@@ -151,3 +151,28 @@ def test_quiet_drops_log_lines_but_keeps_the_results(traffic_path, tmp_path, whe
     assert quiet.exit_code == 0 and loud.exit_code == 0, quiet.output + loud.output
     assert "epoch 1/1" in loud.output and "epoch 1/1" not in quiet.output
     assert "tcn on test split (MAE)" in quiet.output
+
+
+def test_each_ladder_rung_reaches_its_progress_hook(traffic_checkpoints, traffic_path, tmp_path):
+    # setup: a budget int8 cannot meet (no increase at all), so the ladder climbs
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+    from edgecomp.ladder import RUNG_HOOKS, RUNGS
+
+    seen = []
+    RUNG_HOOKS.append(seen.append)
+    # execute
+    try:
+        result = CliRunner().invoke(
+            main,
+            ["build", str(traffic_checkpoints["tcn"]), "--data", str(traffic_path), "-p", "int8",
+             "--max-error-increase", "0", "-o", str(tmp_path / "a.edgepkg")],
+        )  # fmt: skip
+    finally:
+        RUNG_HOOKS.pop()
+    # assert: the rungs tried, in the ladder's order (a met budget stops the climb early)
+    assert result.exit_code in (0, 3), result.output
+    order = [name for name, _ in RUNGS]
+    assert seen and seen == order[: len(seen)], seen
+    assert RUNG_HOOKS == []
