@@ -4,7 +4,8 @@ The exporter names nodes after the torch module path (``/blocks/blocks.0/conv1/C
 tensors and the quantizer's Q/DQ parameters get long generated names. ``name_graph`` renames:
 
 * a computed tensor after the node that makes it: ``blocks.0.conv1/Conv``, ``head/Gemm``
-  (output k > 0 of a node: ``rnn/LSTM_out1``);
+  (output k > 0 of a node: ``rnn/LSTM_out1``; an unnamed node takes the scope of its first
+  input: ``rnn/Squeeze`` after ``rnn/LSTM``);
 * a generated constant (``onnx::LSTM_124``, ``_v_37``) after its first consumer and input slot:
   ``rnn/LSTM.W``, ``rnn/Squeeze.axes``;
 * a Q/DQ pair after the tensor it quantizes: nodes ``<tensor>_QuantizeLinear`` and
@@ -53,7 +54,7 @@ def name_graph(graph: onnx.GraphProto) -> dict[str, str]:
         {t for node in graph.node for t in (*node.input, *node.output)} | initializers,
         renamed,
     )
-    _name_outputs(graph, namer)
+    _name_outputs(graph, namer, initializers)
     _name_qdq(qdq, namer)
     _name_constants(graph, namer, initializers)
     _apply(graph, namer.names)
@@ -84,13 +85,40 @@ class _Namer:
         return self.names.get(tensor, tensor)
 
 
-def _name_outputs(graph: onnx.GraphProto, namer: _Namer) -> None:
+def _name_outputs(graph: onnx.GraphProto, namer: _Namer, initializers: set[str]) -> None:
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            users.setdefault(tensor, []).append(node)
     for node in graph.node:
         if node.op_type in QDQ_OPS:
             continue
         base = short_node_name(node.name, node.op_type)
+        if not node.name.strip("/"):
+            scope = _scope(node, namer, initializers, users)
+            base = f"{scope}/{node.op_type}" if scope else node.op_type
         for k, tensor in enumerate(node.output):
             namer.assign(tensor, base if k == 0 else f"{base}_out{k}")
+
+
+def _scope(
+    node: onnx.NodeProto,
+    namer: _Namer,
+    initializers: set[str],
+    users: dict[str, list[onnx.NodeProto]],
+) -> str:
+    """An unnamed node's scope: its first input's, a weight's module ("head.bias" -> "head"),
+    else that of the first named node reading its output."""
+    first = next((t for t in node.input if t), "")
+    scope = namer.current(first).rpartition("/")[0]
+    if not scope and first in initializers and not _GENERATED.search(first):
+        scope = first.rpartition(".")[0]
+    if not scope and node.output:
+        named = (n for n in users.get(node.output[0], []) if n.name.strip("/"))
+        reader = next(named, None)
+        if reader is not None and reader.op_type not in QDQ_OPS:
+            scope = short_node_name(reader.name, reader.op_type).rpartition("/")[0]
+    return scope
 
 
 def _name_qdq(nodes: list[onnx.NodeProto], namer: _Namer) -> None:
@@ -131,6 +159,8 @@ def _name_constants(graph: onnx.GraphProto, namer: _Namer, initializers: set[str
     """Generated initializers after their first consumer: ``<node>.<input name in the schema>``."""
     for node in graph.node:
         base = node.name if node.op_type in QDQ_OPS else short_node_name(node.name, node.op_type)
+        if not node.name.strip("/") and node.output:  # unnamed: after its output
+            base = namer.current(node.output[0])
         for k, tensor in enumerate(node.input):
             if tensor in initializers:
                 namer.assign(tensor, f"{base}.{_input_role(node, k)}")
