@@ -237,7 +237,7 @@ def test_cli_reports_the_closest_recipes_when_none_fits(
             str(traffic_checkpoints["lstm"]),
             "--data",
             str(traffic_path),
-            "--strategy",
+            "--sampler",
             "grid",
             "--trials",
             "2",
@@ -246,7 +246,7 @@ def test_cli_reports_the_closest_recipes_when_none_fits(
             str(_space_file(tmp_path)),
             "--max-size-kb",
             "0.5",
-            "-o",
+            "--out-dir",
             str(tmp_path),
         ],
     )
@@ -266,7 +266,7 @@ def test_cli_refuses_a_bad_percentage(traffic_checkpoints, traffic_path, tmp_pat
             str(traffic_path),
             "--max-error-increase",
             "one%",
-            "-o",
+            "--out-dir",
             str(tmp_path),
         ],
     )
@@ -283,7 +283,7 @@ def test_two_worker_processes_share_one_sqlite_study(traffic_checkpoints, traffi
         str(traffic_checkpoints["lstm"]),
         "--data",
         str(traffic_path),
-        "--strategy",
+        "--sampler",
         "random",
         "--trials",
         "4",
@@ -298,7 +298,7 @@ def test_two_worker_processes_share_one_sqlite_study(traffic_checkpoints, traffi
     # execute
     procs = [
         subprocess.Popen(
-            [*cmd, "-o", str(tmp_path / f"w{i}")],
+            [*cmd, "--out-dir", str(tmp_path / f"w{i}")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
