@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.target, pytest.mark.slow]
 
 
 @pytest.mark.parametrize(
-    ("name", "arch"), [("traffic", "tcn"), ("weather", "gru"), ("finance", "lstm")]
+    ("name", "arch"),
+    [("traffic", "tcn"), ("traffic", "stgnn"), ("weather", "gru"), ("finance", "lstm")],
 )
 def test_example_runs_end_to_end(name, arch, tmp_path):
     # execute
@@ -42,6 +43,7 @@ def test_example_runs_end_to_end(name, arch, tmp_path):
     assert len(list((tmp_path / "artifacts").glob("*.edgepkg"))) == 2
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "http" not in html
+    assert (tmp_path / "adjacency.png").exists() == (arch == "stgnn")
 
 
 def test_bikeshare_example_runs_end_to_end(tmp_path):
