@@ -179,6 +179,23 @@ def _format_io(io_spec: dict[str, Any], out: io.StringIO) -> None:
             print(f"{kind[:-1]:<11} {t['name']} {t['shape']} {t['dtype']}", file=out)
 
 
+def _format_engine(lowering: dict[str, Any], out: io.StringIO) -> None:
+    """The engine the build measured fastest (onnx targets), and each alternative's latency."""
+    measured = lowering.get("candidates", {}).get("measured", [])
+    for m in measured:
+        lat = m.get("latency_ms") or {}
+        cells = f"{lat['b1']:.3f} / {lat['b64']:.3f} ms" if lat else m.get("error")
+        cells = cells or f"failed parity ({m.get('max_abs_diff')} > {m['parity_limit']:.3g})"
+        chosen = (m["lowering"], m["engine"], m["threads"]) == (
+            lowering.get("candidate_lowering"),
+            lowering.get("engine"),
+            lowering.get("threads"),
+        )
+        mark = "chosen" if chosen else "measured"
+        name = f"{m['lowering']}/{m['engine']}/{m['threads']}t"
+        print(f"engine      {mark} {name} b1/b64 {cells}", file=out)
+
+
 def _format_recipe(recipe: dict[str, Any], out: io.StringIO) -> None:
     for record in recipe.get("passes", []):
         m = record.get("measured", {})
@@ -195,6 +212,7 @@ def _format_recipe(recipe: dict[str, Any], out: io.StringIO) -> None:
             f"sha256 {calibration['sha256'][:16]}…",
             file=out,
         )
+    _format_engine(recipe.get("lowering", {}), out)
     mixed = recipe.get("mixed_precision")
     if mixed:
         print(

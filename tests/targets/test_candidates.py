@@ -146,6 +146,7 @@ def test_a_real_pipeline_build_runs_on_the_recorded_engine(
     import edgecomp_runtime
     from edgecomp.checkpoint import load_checkpoint
     from edgecomp.config import BuildConfig
+    from edgecomp.manifest import format_manifest, read_manifest
     from edgecomp.pipeline import build
     from edgecomp.workflow import dataset_for
 
@@ -163,3 +164,7 @@ def test_a_real_pipeline_build_runs_on_the_recorded_engine(
     )
     assert len(measured) == len(expected) >= len(cand.available_engines())
     assert edgecomp_runtime.load(path).backend == lowering["engine"]
+    shown = format_manifest(read_manifest(path))  # what `edgecomp inspect` prints
+    chosen = f"{lowering['candidate_lowering']}/{lowering['engine']}/{lowering['threads']}t"
+    assert f"engine      chosen {chosen} b1/b64" in shown
+    assert shown.count("engine      ") == len(measured)
