@@ -63,6 +63,7 @@ class Graph:
         ]
         self.names = [t.name.decode() for t in subgraph.tensors]
         self.dtypes = [type_names.get(t.type, str(t.type)) for t in subgraph.tensors]
+        self.shapes = [[] if t.shape is None else list(t.shape) for t in subgraph.tensors]
         self.inputs = tuple(subgraph.inputs)
         self.outputs = tuple(subgraph.outputs)
         self.ops = [

@@ -34,6 +34,7 @@ def layer_records(
     kept: dict[str, str],
     n_windows: int = 0,
     granularity: str = "channelwise",
+    groups: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per compute layer of the fp32 graph, as found in ``final``.
 
@@ -44,6 +45,7 @@ def layer_records(
         kept: Layer name -> why it was kept in float on purpose.
         n_windows: Number of calibration windows (for the static reason).
         granularity: Weight granularity (for the reasons).
+        groups: Layer name -> int4 group size (inputs per scale) where weights are group-wise.
 
     Returns:
         Records ``{"name", "op_type", "precision", "method", "reason", "ops"}``: consecutive
@@ -68,7 +70,8 @@ def layer_records(
         got = _classify(final, op)
         record = {"name": layer.name, "op_type": op.op_type, "precision": got[0]}
         reason = _reason(precision, got, layer.name, kept)
-        reason = reason.format(n=n_windows, bits=got[0], per=per)
+        group = (groups or {}).get(layer.name)
+        reason = reason.format(n=n_windows, bits=got[0], per=f"groups of {group}" if group else per)
         records.append(record | {"method": got[1], "reason": reason})
     return _merge(records)
 

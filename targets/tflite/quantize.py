@@ -3,7 +3,11 @@
 - ``int8``: full integer, int8 weights (per channel) and int8 activations, graph input and output
   included; activation ranges are the min and max over every calibration window.
 - ``int8-dynamic``: int8 weights per channel, activations quantized at run time by the kernel.
-- ``int4``: int4 weights per channel, activations quantized at run time by the kernel.
+- ``int4``: int4 weights, activations quantized at run time by the kernel. A FULLY_CONNECTED
+  layer's weights get one scale per group of inputs (option ``int4_group_size``: "auto" picks
+  per layer the largest of 128, 64, 32 that splits its inputs into at least two groups); other
+  layers, and layers whose inputs no group size divides, keep one scale per output channel
+  (ai-edge-quantizer's blockwise int4 is for FULLY_CONNECTED only, in blocks of 32 to 256).
 
 ai-edge-quantizer's calibrator keeps a moving average (0.95) of per-window minima and maxima by
 default, which clips the tails (about +-1.9 std on the traffic data): we pass its min_max_update.
@@ -26,6 +30,8 @@ from .convert import SIGNATURE, first_line, quiet
 from .graph import EDGES, Graph, Layer
 
 CALIBRATIONS = ("minmax", "moving-average")
+GROUP_SIZES = (256, 128, 64, 32)  # ai-edge-quantizer's BLOCKWISE_<n>
+AUTO_GROUPS = (128, 64, 32)
 GRANULARITIES = ("channelwise", "tensorwise")
 RECIPES = {
     "int8": {"mode": "static", "weight_bits": 8, "activation_bits": 8},
@@ -54,11 +60,15 @@ class QuantSettings:
             per output channel) or "tensorwise" (one per weight tensor: smaller file, coarser
             weights). Dynamic int8 and int4 weights are always channelwise (XNNPACK's qc8w /
             qc4w kernels).
+        int4_group_size: int4 FULLY_CONNECTED weights: "auto" (per layer, see the module
+            docstring), "channel" (one scale per output channel) or one of 32, 64, 128, 256
+            (used where it divides the layer's inputs into at least two groups).
     """
 
     keep_float: tuple[str, ...] = ()
     calibration: str = "minmax"
     weight_granularity: str = "channelwise"
+    int4_group_size: str = "auto"
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> QuantSettings:
@@ -81,7 +91,28 @@ class QuantSettings:
                 f"tflite: option 'weight_granularity' must be one of {list(GRANULARITIES)}; "
                 f"got {granularity!r}"
             )
-        return cls(tuple(keep), calibration, granularity)
+        group = str(options.get("int4_group_size", "auto"))
+        if group not in ("auto", "channel", *map(str, GROUP_SIZES)):
+            raise TargetError(
+                f"tflite: option 'int4_group_size' must be 'auto', 'channel' or one of "
+                f"{list(GROUP_SIZES)}; got {options.get('int4_group_size')!r}"
+            )
+        return cls(tuple(keep), calibration, granularity, group)
+
+    def groups(self, graph: Graph, layers: list[Layer], kept: dict[str, str]) -> dict[str, int]:
+        """Layer name -> int4 group size, for the FULLY_CONNECTED layers that get groups."""
+        if self.int4_group_size == "channel":
+            return {}
+        sizes = AUTO_GROUPS if self.int4_group_size == "auto" else (int(self.int4_group_size),)
+        chosen = {}
+        for layer in layers:
+            shape = graph.shapes[layer.op.inputs[1]]
+            if layer.op.op_type != "FULLY_CONNECTED" or layer.name in kept or len(shape) != 2:
+                continue
+            size = next((n for n in sizes if shape[1] % n == 0 and shape[1] >= 2 * n), 0)
+            if size:
+                chosen[layer.name] = size
+        return chosen
 
     def kept(self, graph: Graph, layers: list[Layer]) -> dict[str, str]:
         """Layer name -> why it stays float, for every entry of ``keep_float``."""
@@ -115,6 +146,14 @@ class QuantSettings:
             "n_calibration_windows": n_windows,
         }
 
+    def lowering_int4(self, groups: dict[str, int], n_layers: int) -> dict[str, Any]:
+        """The int4 group record: the option and how many layers got each group size."""
+        counts = {str(n): sum(1 for g in groups.values() if g == n) for n in set(groups.values())}
+        return {
+            "int4_group_size": self.int4_group_size,
+            "int4_groups": counts | {"channel": n_layers - len(groups)},
+        }
+
 
 def _matches(pattern: str, layer: Layer) -> bool:
     """Exact name, a record's range ``rnn[1..7]``, or fnmatch over the name, its module
@@ -135,16 +174,18 @@ def quantize(
     windows: np.ndarray | None,
     settings: QuantSettings,
     kept_scopes: list[str],
+    grouped: dict[str, int] | None = None,
 ) -> bytes:
     """Quantize fp32 .tflite bytes to ``precision``; ops whose scope is in ``kept_scopes`` stay
-    float. ``windows`` (scaled [N, L, F]) calibrate the static recipe.
+    float. ``windows`` (scaled [N, L, F]) calibrate the static recipe. int4: ops whose scope is
+    in ``grouped`` get group-wise weights of that many inputs per scale.
 
     Raises:
         TargetError: ai-edge-quantizer failed (its first line is in the message).
     """
     from ai_edge_quantizer import quantizer
 
-    manager = _recipe(precision, kept_scopes, settings.granularity(precision))
+    manager = _recipe(precision, kept_scopes, settings.granularity(precision), grouped or {})
     try:
         with quiet():
             engine = quantizer.Quantizer(model, manager.get_quantization_recipe())
@@ -160,7 +201,9 @@ def quantize(
         ) from exc
 
 
-def _recipe(precision: str, kept_scopes: list[str], granularity: str) -> Any:
+def _recipe(
+    precision: str, kept_scopes: list[str], granularity: str, grouped: dict[str, int]
+) -> Any:
     from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
 
     every = qtyping.TFLOperationName.ALL_SUPPORTED
@@ -172,6 +215,9 @@ def _recipe(precision: str, kept_scopes: list[str], granularity: str) -> Any:
         manager.add_static_config(".*", every, *bits, per)
     else:
         manager.add_dynamic_config(".*", every, recipe["weight_bits"], per)
+        for scope, size in grouped.items():
+            block = qtyping.QuantGranularity[f"BLOCKWISE_{size}"]
+            manager.add_dynamic_config(f"^{re.escape(scope)}$", every, recipe["weight_bits"], block)
     for scope in kept_scopes:  # later entries win: these ops stay float
         manager.add_quantization_config(
             f"^{re.escape(scope)}$",

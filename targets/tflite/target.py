@@ -26,6 +26,8 @@ class TfliteOptions(base.TargetOptions):
         xnnpack: Run with the XNNPACK delegate on the device (recorded for the runtime).
         calibration: int8: "minmax" or "moving-average" (see quantize.py).
         weight_granularity: int8 weights: "channelwise" or "tensorwise".
+        int4_group_size: int4 FULLY_CONNECTED weights: "auto" (per layer), "channel", or
+            "32" / "64" / "128" / "256" inputs per scale (see quantize.py).
     """
 
     VERSION: ClassVar[int] = 1
@@ -33,6 +35,7 @@ class TfliteOptions(base.TargetOptions):
     xnnpack: bool = True
     calibration: str = "minmax"
     weight_granularity: str = "channelwise"
+    int4_group_size: str = "auto"
 
 
 class TfliteTarget(base.Target):
@@ -56,7 +59,7 @@ class TfliteTarget(base.Target):
         calibrated=frozenset({base.Precision.INT8}),
         int4=base.Int4Kind.COMPUTE,  # XNNPACK qc4w kernels
         engine="tflite",
-        dynamic_batch=False,  # the graph's batch is 1: one invoke per window
+        dynamic_batch=True,  # batch 1 graph; the engine pins a batch-64 copy (batch.py)
         keeps_layers=True,
         requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
         install="pip install 'edgecomp[tflite]'",
@@ -73,9 +76,11 @@ class TfliteTarget(base.Target):
         """Convert with litert-torch; fp32 layer records."""
         from .convert import convert_module
         from .graph import Graph
+        from .lowering import rewrite
 
         spec = request.model.spec
-        source = convert_module(request.model.module, spec.input_len, spec.n_features)
+        module = rewrite(request.model.module) or request.model.module
+        source = convert_module(module, spec.input_len, spec.n_features)
         graph = Graph(source)
         layers = graph.layers(request.model.module)
         lowered = base.Lowered(model=source, io={}, layers=[], ir=(source, graph, layers))
@@ -89,8 +94,11 @@ class TfliteTarget(base.Target):
         settings = _settings(request)
         kept = settings.kept(graph, layers)
         scopes = [layer.op.scope for layer in layers if layer.name in kept]
-        final = quantize(source, str(request.precision), request.windows, settings, scopes)
-        return _finish(request, lowered, final, kept, request.precision)
+        int4 = request.precision is base.Precision.INT4
+        groups = settings.groups(graph, layers, kept) if int4 else {}
+        grouped = {la.op.scope: groups[la.name] for la in layers if la.name in groups}
+        final = quantize(source, str(request.precision), request.windows, settings, scopes, grouped)
+        return _finish(request, lowered, final, kept, request.precision, groups)
 
     @classmethod
     def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
@@ -126,6 +134,7 @@ def _finish(
     final: bytes,
     kept: dict[str, str],
     precision: base.Precision,
+    groups: dict[str, int] | None = None,
 ) -> base.Lowered:
     """Layer records of ``final`` at ``precision``, compacted bytes, io and the lowering record."""
     from .convert import compact
@@ -142,20 +151,46 @@ def _finish(
         kept=kept,
         n_windows=n_windows,
         granularity=settings.granularity(str(precision)),
+        groups=groups,
     )
-    final = compact(final)
+    final, batching = _batch(compact(final), request)
     quantized = precision is not base.Precision.FP32
     lowering = {
         "converter": "litert-torch",
-        "model_batch": 1,
-        "batching": "one invoke per window (the graph's batch is fixed at 1)",
+        "recurrent_lowering": _recurrent_lowering(request.model.module),
+        **batching,
         "xnnpack": request.options.xnnpack,
         "threads": request.options.threads,
-        "quantization": settings.lowering(str(precision), n_windows) if quantized else None,
+        "quantization": _quantization(settings, str(precision), n_windows, groups, layers)
+        if quantized
+        else None,
         "n_calibration_windows": n_windows,
     }
     io = io_spec(final, request.model.spec)
     return base.Lowered(model=final, io=io, layers=records, lowering=lowering, ir=lowered.ir)
+
+
+def _quantization(
+    settings: Any, precision: str, n_windows: int, groups: dict[str, int] | None, layers: list
+) -> dict[str, Any]:
+    record = settings.lowering(precision, n_windows)
+    if precision == "int4":
+        record |= settings.lowering_int4(groups or {}, len(layers))
+    return record
+
+
+def _batch(model: bytes, request: base.Request) -> tuple[bytes, dict[str, Any]]:
+    """How the runtime batches ``model``'s windows (the model itself is unchanged)."""
+    from .batch import batching
+
+    spec = request.model.spec
+    return model, batching(model, spec.input_len, spec.n_features)
+
+
+def _recurrent_lowering(module: Any) -> str | None:
+    from .lowering import DESCRIPTION, rewrites
+
+    return DESCRIPTION if rewrites(module) else None
 
 
 def io_spec(model: bytes, spec: ModelSpec) -> dict[str, Any]:

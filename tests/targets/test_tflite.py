@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgecomp.models import build_model
 from edgecomp.spec import Model
 from edgecomp.targets import TargetError, get_profile, get_target, list_profiles
 from edgecomp.targets.tflite import TfliteTarget
@@ -123,10 +124,80 @@ def test_full_int8_has_int8_io_with_recorded_scale_and_zero_point(arch, tmp_path
 
 def test_recurrent_steps_share_one_record_per_module(tmp_path_factory):
     _, result, _ = emit("lstm", "int8", tmp_path_factory.mktemp("rec"))
-    rnn = next(la for la in result.layers if la["name"] == "rnn")
-    # one input projection for all steps, then one per step but the first (its state is zero)
-    assert rnn["op_type"] == "FULLY_CONNECTED" and rnn["ops"] == 1 + (8 - 1)
-    assert "min-max ranges over 64 calibration windows" in rnn["reason"]
+    by_name = {la["name"]: la for la in result.layers}
+    # one input projection for all steps (a 1x1 convolution), then one hidden matmul per step
+    # but the first (its state is zero)
+    assert by_name["rnn[0]"]["op_type"] == "CONV_2D" and by_name["rnn[0]"]["ops"] == 1
+    steps = by_name["rnn[1..7]"]
+    assert steps["op_type"] == "FULLY_CONNECTED" and steps["ops"] == 8 - 1
+    assert "min-max ranges over 64 calibration windows" in steps["reason"]
+    assert "unrolled by edgecomp" in result.lowering["recurrent_lowering"]
+
+
+def test_recurrent_weights_are_stored_once_and_steps_carry_no_bias(tmp_path_factory):
+    # setup / execute
+    _, result, data = emit("lstm", "int8", tmp_path_factory.mktemp("once"))
+    from edgecomp.targets.tflite.graph import Graph
+
+    graph = Graph(data)
+    steps = [op for op in graph.ops if op.op_type == "FULLY_CONNECTED"][:-1]  # the head is last
+    # assert: every step's hidden matmul reads the same int8 weight tensor and has no bias (an
+    # int8 bias per step would be an int32 vector with its own per-channel scales)
+    assert len(steps) == 8 - 1
+    assert len({op.inputs[1] for op in steps}) == 1
+    assert graph.dtypes[steps[0].inputs[1]] == "INT8"
+    assert all(len(op.inputs) < 3 or op.inputs[2] < 0 for op in steps)
+
+
+def test_a_batch_runs_64_windows_per_invoke_and_equals_one_by_one(tmp_path_factory):
+    # setup
+    _, result, data = emit("lstm", "int8", tmp_path_factory.mktemp("batch"))
+    assert result.lowering["batch_rows"] == 64
+    manifest = {"model_file": result.model_file, "io": result.io}
+    batched = LiteRtEngine(data, manifest | {"recipe": {"lowering": result.lowering}}, threads=1)
+    single = LiteRtEngine(data, manifest | {"recipe": {"lowering": {}}}, threads=1)
+    x = windows(64 + 6, seed=3)
+    # execute
+    out = batched.run(x)
+    # assert: 64 windows went through the pinned batch-64 copy, row by row equal to one invoke
+    # per window (int8 outputs: the same integers)
+    assert batched.batch_rows == 64 and single.batch_rows == 1
+    assert batched._local.pinned.get_input_details()[0]["shape"][0] == 64
+    np.testing.assert_array_equal(out, single.run(x))
+
+
+def test_int4_group_size_is_chosen_per_layer_and_divides_its_inputs(tmp_path_factory):
+    # setup: a 64-unit LSTM: its per-step and head matmuls read 64 inputs, its input 4
+    spec = dataclasses.replace(tiny_spec("lstm"), hparams={"hidden": 64, "layers": 1})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Model(module=build_model(spec).eval(), spec=spec, source="test")
+    # execute
+    _, result, data = emit("lstm64", "int4", tmp_path_factory.mktemp("g"), model=model)
+    # assert: groups of 32 (two per 64 inputs) on every matmul; the 4-input projection stays
+    # channel-wise; the records say which
+    quant = result.lowering["quantization"]
+    assert quant["int4_group_size"] == "auto"
+    assert quant["int4_groups"] == {"32": 8, "channel": 1}
+    reasons = {la["name"]: la["reason"] for la in result.layers}
+    assert "groups of 32" in reasons["head"] and "per channel" in reasons["rnn[0]"]
+    x = windows(8, seed=4)
+    assert_close(torch_forward(model, x), engine(result, data).run(x), dtype="int4")
+
+
+def test_int4_groups_divide_the_input_dimension():
+    from edgecomp.targets.tflite.graph import Layer, Op
+    from edgecomp.targets.tflite.quantize import QuantSettings
+
+    class _Graph:
+        shapes = [[], [8, 96], [8, 48], [8, 16], [8, 64]]
+
+    layers = [Layer(f"l{i}", Op(i, "FULLY_CONNECTED", "", (0, i), (9,))) for i in range(1, 5)]
+    auto = QuantSettings().groups(_Graph(), layers, kept={})
+    fixed = QuantSettings(int4_group_size="64").groups(_Graph(), layers, kept={"l4": "kept"})
+    assert auto == {"l1": 32, "l4": 32}  # 96 = 3 x 32; 48 and 16 have no two groups of 32
+    assert fixed == {}
+    assert all(_Graph.shapes[int(n[1])][1] % g == 0 for n, g in auto.items())
 
 
 # --- keep_float --------------------------------------------------------------------------------
@@ -230,6 +301,7 @@ def test_precision_a_layer_cannot_take_names_the_layer(tmp_path):
         ("fp32", None, {"threads": 0}, "'threads' must be a positive integer"),
         ("fp32", None, {"xnnpack": "yes"}, "'xnnpack' must be true or false"),
         ("int4", None, {"weight_granularity": "block"}, "'weight_granularity' must be one of"),
+        ("int4", None, {"int4_group_size": "48"}, "'int4_group_size' must be 'auto', 'channel'"),
     ],
 )
 def test_bad_requests_are_refused_before_anything_is_written(

@@ -1,8 +1,11 @@
 """TFLite models on LiteRT (ai-edge-litert) with XNNPACK; tflite-runtime only as a checked fallback.
 
-The model has a fixed batch of one window ([1, L, F], see targets/tflite): ``run`` invokes it once
-per window, after resetting the interpreter's variables, so a stateful op (a fused LSTM keeps its
-state across invokes) never carries one window into the next.
+The model has a fixed batch of one window ([1, L, F], see targets/tflite). When the manifest's
+``recipe.lowering.batch_rows`` is N (the build checked it), a batch runs N windows per invoke on a
+copy of the model pinned to batch N (litert_batch.py, made once per engine) and the rest one
+window per invoke; otherwise every window is one invoke. Variables are reset before each invoke,
+so a stateful op (a fused LSTM keeps its state across invokes) never carries one call into the
+next.
 
 Thread safety: one interpreter per calling thread (``threading.local``), each built from the same
 model bytes on the thread's first call, so ``run`` may be called from several threads at once;
@@ -69,6 +72,10 @@ class LiteRtEngine:
         self._module = module or self.module
         self._interpreter_type = _import_interpreter(self._module)
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pinned: bytes | None = None
+        rows = lowering.get("batch_rows", 1)
+        self._rows = rows if isinstance(rows, int) and rows > 1 and self._module == PREFERRED else 1
         interpreter = self._interpreter()
         self._input = _tensor(interpreter.get_input_details(), self._name, "input")
         self._output = _tensor(interpreter.get_output_details(), self._name, "output")
@@ -86,32 +93,63 @@ class LiteRtEngine:
                 f"got {list(x.shape)}"
             )
         out = np.empty((len(x), *self._output["shape"][1:]), dtype=np.float32)
+        full = len(x) - len(x) % self._rows if self._rows > 1 else 0
         try:
-            for i in range(len(x)):
-                interpreter.reset_all_variables()
-                interpreter.set_tensor(self._input["index"], _quantize(x[i : i + 1], self._input))
-                interpreter.invoke()
-                out[i] = _dequantize(interpreter.get_tensor(self._output["index"]), self._output)[0]
+            if full:
+                pinned = self._interpreter(pinned=True)
+                for start in range(0, full, self._rows):
+                    out[start : start + self._rows] = self._invoke(
+                        pinned, x[start : start + self._rows]
+                    )
+            for i in range(full, len(x)):
+                out[i] = self._invoke(interpreter, x[i : i + 1])[0]
         except (RuntimeError, ValueError) as exc:
             raise EdgecompRuntimeError(
                 f"{self._name}: {self._module} failed to run the model ({_first_line(exc)})"
             ) from None
         return out
 
-    def _interpreter(self) -> Any:
-        interpreter = getattr(self._local, "interpreter", None)
+    @property
+    def batch_rows(self) -> int:
+        """Windows per invoke for a batch (1: one invoke per window)."""
+        return self._rows
+
+    def _invoke(self, interpreter: Any, x: np.ndarray) -> np.ndarray:
+        interpreter.reset_all_variables()
+        interpreter.set_tensor(self._input["index"], _quantize(x, self._input))
+        interpreter.invoke()
+        return _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+
+    def _interpreter(self, *, pinned: bool = False) -> Any:
+        key = "pinned" if pinned else "interpreter"
+        interpreter = getattr(self._local, key, None)
         if interpreter is None:
-            interpreter = self._open()
-            self._local.interpreter = interpreter
+            interpreter = self._open(self._pinned_bytes() if pinned else self._bytes)
+            setattr(self._local, key, interpreter)
         return interpreter
 
-    def _open(self) -> Any:
+    def _pinned_bytes(self) -> bytes:
+        """The model pinned to ``batch_rows`` windows (made once, shared by the threads)."""
+        with self._lock:
+            if self._pinned is None:
+                from edgecomp_runtime.engines.litert_batch import pin_batch
+
+                pinned = pin_batch(self._bytes, self._rows)
+                if pinned is None:
+                    raise ArtifactError(
+                        f"{self._name}: recipe.lowering.batch_rows is {self._rows} but the model "
+                        "cannot be pinned to a batch"
+                    )
+                self._pinned = pinned
+            return self._pinned
+
+    def _open(self, model: bytes) -> Any:
         resolver = self._interpreter_type.__module__
         kinds = importlib.import_module(resolver).OpResolverType
         kind = kinds.AUTO if self._xnnpack else kinds.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             interpreter = self._interpreter_type(
-                model_content=self._bytes,
+                model_content=model,
                 num_threads=self._threads,
                 experimental_op_resolver_type=kind,
             )
