@@ -250,3 +250,43 @@ def test_litert_artifact_loads_neither_torch_nor_edgecomp_nor_onnxruntime(make_a
     # assert
     assert modules["predict"] == {"onnxruntime": False, "torch": False, "edgecomp": False}
     assert modules["shape"] == [2, 2]
+
+
+# --- batches: a pinned batch-N copy, one invoke per N windows ---------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_batch_rows_run_in_one_invoke_and_equal_one_by_one(
+    toy, tflite_fp32, tflite_int8, precision
+):
+    from edgecomp_runtime.engines.litert_batch import pin_batch
+
+    # setup
+    data = {"fp32": tflite_fp32, "int8": tflite_int8}[precision]
+    manifest = tflite_manifest(toy, data)
+    single = LiteRtEngine(data, manifest, threads=1)
+    manifest["recipe"] = {"lowering": {"batch_rows": 4}}
+    batched = LiteRtEngine(data, manifest, threads=1)
+    x = np.random.default_rng(5).standard_normal((10, toy.input_len, len(toy.features)))
+    x = x.astype(np.float32)
+    # execute
+    out = batched.run(x)
+    # assert: 8 windows in two invokes of the batch-4 copy, 2 one by one; the same results
+    assert batched.batch_rows == 4
+    assert batched._local.pinned.get_input_details()[0]["shape"][0] == 4
+    np.testing.assert_allclose(out, single.run(x), rtol=0, atol=1e-6)
+    assert pin_batch(data, 4) is not None
+
+
+def test_a_graph_that_moves_the_batch_axis_is_not_pinned():
+    import torch
+
+    from edgecomp.targets.tflite.convert import convert_module
+    from edgecomp_runtime.engines.litert_batch import pin_batch
+
+    class Swap(torch.nn.Module):  # [B, L, F] -> [L, B, F]: the batch is no longer axis 0
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.permute(1, 0, 2) * 2.0
+
+    data = convert_module(Swap().eval(), 3, 2)
+    assert pin_batch(data, 4) is None
