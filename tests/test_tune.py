@@ -28,6 +28,8 @@ prune_ratio = [0.0]
 calibration_windows = [64]
 calibration_method = ["minmax"]
 keep_float = ["none"]
+engine = ["auto"]
+lowering = ["auto"]
 """
 
 
