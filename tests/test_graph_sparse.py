@@ -76,6 +76,24 @@ def test_runtime_forecasts_windows_with_a_station_down_as_trained(tmp_path):
     # assert: the runtime's forecast equals torch's on the prepared (filled) windows
     ref = dataset.unscale_targets(reference_predict(model, dataset.train.x[:5]))
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-3)
+    _assert_short_fill_refused(path, tmp_path / "bad.edgepkg")
+
+
+def _assert_short_fill_refused(path: Path, bad: Path) -> None:
+    """An artifact whose fill values do not cover its features is refused at load, named."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "manifest.json":
+                manifest = json.loads(data)
+                manifest["spec"]["imputation"]["fill"].pop()
+                data = json.dumps(manifest).encode()
+            dst.writestr(item, data)
+    with pytest.raises(Exception, match=r"spec\.imputation\.fill"):
+        edgecomp_runtime.load(bad)
 
 
 def test_highway_starts_at_the_seasonal_forecast():
