@@ -46,7 +46,8 @@ RECURRENT_DYNAMIC_OPS = ("Gemm", "MatMul")  # dynamic, not static, in a recurren
 FOLDED_OPS = ("Relu",)  # after a quantized op: ORT drops it, the output's zero point clips at 0
 FLOAT_OPS = {"GRU": "ONNX Runtime has no GRU quantizer"}
 MAX_CALIBRATION_WINDOWS = 512
-INPUT_CLIP = 1e-4  # heavy-tailed inputs: the input layers' range leaves out this much at each end
+INPUT_CLIP = 1e-3  # heavy-tailed inputs: the input layers' range leaves out this much at each end
+# (chosen on validation: weather TCN int8 +0.61 % at 1e-3, +0.80 % at 1e-4, +1.06 % at 1e-5)
 _CALIBRATION_BATCH = 32
 _QTYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 _METHODS = {
