@@ -59,6 +59,7 @@ class TfliteTarget(base.Target):
         calibrated=frozenset({base.Precision.INT8}),
         int4=base.Int4Kind.COMPUTE,  # XNNPACK qc4w kernels
         engine="tflite",
+        int4_groups=(32,),  # the ladder's calibration rung: the finest group on every layer
         dynamic_batch=True,  # batch 1 graph; the engine pins a batch-64 copy (batch.py)
         keeps_layers=True,
         requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),

@@ -200,6 +200,15 @@ def test_int4_groups_divide_the_input_dimension():
     assert all(_Graph.shapes[int(n[1])][1] % g == 0 for n, g in auto.items())
 
 
+def test_the_ladders_int4_rung_asks_for_a_group_size_the_target_takes():
+    from edgecomp.ladder import calibration_variants
+    from edgecomp.targets.tflite.quantize import QuantSettings
+
+    variants = calibration_variants(TfliteTarget.capabilities, "int4")
+    assert variants == [{"int4_group_size": "32"}]
+    assert QuantSettings.from_options(variants[0]).int4_group_size == "32"
+
+
 # --- keep_float --------------------------------------------------------------------------------
 
 
