@@ -21,10 +21,11 @@ from edgecomp_runtime.errors import (
 from edgecomp_runtime.layout import flatten_nodes, lead_count
 from edgecomp_runtime.opcheck import check_onnx, check_tflite
 from edgecomp_runtime.preprocess import impute_window
+from edgecomp_runtime.readings import finite
 from edgecomp_runtime.step import stream_files, stream_section
 from edgecomp_runtime.stream import Stream
 from edgecomp_runtime.tabular import as_numeric
-from edgecomp_runtime.transform import apply_floor, forecast_floor
+from edgecomp_runtime.transform import forecast_floor
 
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 _CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this many values at once
@@ -152,6 +153,15 @@ class Model:
         self._out_mean = _frozen(mean[index], np.float32)
         self._out_std = _frozen(std[index], np.float32)
         self._floor = forecast_floor(spec)  # checked once here, not on every forecast
+        self._sensor = sensor_features(spec)
+        self._out_shape = (self.horizon, len(self.targets))
+        self._floor32 = None if self._floor is None else _frozen(self._floor, np.float32)
+        # unscaling of a whole forecast [H * F_out] at once: no broadcasting over H
+        floor = None if self._floor is None else np.tile(self._floor, self.horizon)
+        self._flat = tuple(
+            None if v is None else _frozen(v, np.float32)
+            for v in (np.tile(std[index], self.horizon), np.tile(mean[index], self.horizon), floor)
+        )
 
     @property
     def engine(self) -> Engine:
@@ -184,14 +194,19 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
-        array = _as_real_array(as_numeric(window, sensor_features(self.manifest["spec"])))
-        spec = self.manifest["spec"]
-        array = flatten_nodes(array, spec.get("layout"), self.input_len, leads=lead_count(spec))
-        array = add_future(array, self.manifest["spec"], times, future)  # known-future inputs
+        array = _as_real_array(as_numeric(window, self._sensor))
+        spec = self.spec
+        if spec.get("layout"):
+            array = flatten_nodes(array, spec["layout"], self.input_len, leads=lead_count(spec))
+        if spec.get("future"):
+            array = add_future(array, spec, times, future)  # known-future inputs
         batched = self._check_shape(array)
         x = array if batched else array[None]
-        out = np.empty((len(x), self.horizon, len(self.targets)), dtype=np.float32)
         step = max(1, _CHUNK_ELEMENTS // (self.input_len * len(self.features)))
+        if len(x) <= step:  # one chunk: the engine's output array is returned as it is
+            y = self._predict_chunk(x, 0)
+            return y if batched else y[0]
+        out = np.empty((len(x), self.horizon, len(self.targets)), dtype=np.float32)
         for start in range(0, len(x), step):  # bounded memory for any batch size
             out[start : start + step] = self._predict_chunk(x[start : start + step], start)
         return out if batched else out[0]
@@ -201,18 +216,16 @@ class Model:
         if np.ma.isMaskedArray(raw):  # a masked value is a missing reading
             raw = np.ma.filled(raw.astype(dtype), np.nan)
         x = np.asarray(raw, dtype=dtype)
-        if not np.isfinite(x).all():  # the rare path: NaN to impute, or infinities to refuse
-            self._refuse_infinities(x, first)
-            x = impute_window(x, self._policy, features=self.features, first_row=first)
-            x = x.astype(dtype, copy=False)
-        mean, inv_std = self._scalers[dtype]
-        z = ((x - mean) * inv_std).astype(np.float32, copy=False)
-        self._check_range(z, first)
+        z = self.scale_window(x)
+        if not self._inside(z):  # NaN and infinities fail it too
+            if not np.isfinite(x).all():  # the rare path: NaN to impute, or infinities to refuse
+                self._refuse_infinities(x, first)
+                x = impute_window(x, self._policy, features=self.features, first_row=first)
+                z = self.scale_window(x.astype(dtype, copy=False))
+            self._check_range(z, first)
         y = self._run(z)
-        y *= self._out_std  # the engine's output array is ours: unscale in place
-        y += self._out_mean
-        apply_floor(y, self._floor)  # counts stay >= 0 (spec.output_floor)
-        if not np.isfinite(y).all():
+        self.unscale_forecast(y, copy=False)  # the engine's output array is ours
+        if not finite(y):
             raise ModelOutputError(
                 f"{self.manifest['model_file']}: the model's forecast is not finite for a finite "
                 f"window within float32 range (largest |scaled input| {np.abs(z).max():.3g}); "
@@ -220,13 +233,24 @@ class Model:
             )
         return y
 
+    def _inside(self, z: np.ndarray) -> bool:
+        """Fast check that ``_check_range`` and a NaN check would pass (False: look closer)."""
+        low, high = self._bounds()
+        if high == _FLOAT32_MAX:  # finite float32 is in range: a finite sum says all are
+            return math.isfinite(np.add.reduce(z, axis=None))  # (an overflow: look closer)
+        return bool(z.min() >= low and z.max() <= high)  # min / max propagate NaN
+
+    def _bounds(self) -> tuple[float, float]:
+        """The accepted scaled range: float32's, or the int8 input's widened by range_factor."""
+        if self._input_range is None or self.range_factor is None:
+            return -_FLOAT32_MAX, _FLOAT32_MAX
+        center = (self._input_range[0] + self._input_range[1]) / 2
+        half = (self._input_range[1] - self._input_range[0]) / 2 * self.range_factor
+        return center - half, center + half
+
     def _check_range(self, z: np.ndarray, first: int) -> None:
         """Refuse scaled inputs beyond float32, or far outside the input quantizer's range."""
-        low, high = -_FLOAT32_MAX, _FLOAT32_MAX
-        if self._input_range is not None and self.range_factor is not None:
-            center = (self._input_range[0] + self._input_range[1]) / 2
-            half = (self._input_range[1] - self._input_range[0]) / 2 * self.range_factor
-            low, high = center - half, center + half
+        low, high = self._bounds()
         outside = ~((z >= low) & (z <= high))  # also catches inf after scaling
         if not outside.any():
             return
@@ -302,14 +326,40 @@ class Model:
             raise ArtifactError(f"file '{name}' was not kept from the artifact")
         return self._files[name]
 
-    def scale_window(self, window: np.ndarray) -> np.ndarray:
-        """Scale a NaN-free raw float64 window [..., F] as ``predict`` does; float32."""
-        mean, inv_std = self._scalers[np.float64]
-        return ((window - mean) * inv_std).astype(np.float32)
+    def scale_window(self, window: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Scale raw values [..., F] as ``predict`` does: ``(x - mean) / std`` in float32 for a
+        float32 window, else in float64, rounded to float32.
 
-    def unscale_forecast(self, y: np.ndarray) -> np.ndarray:
-        """Scaled forecasts [..., F_out] -> raw units (float32), as ``predict`` does."""
-        return apply_floor(y * self._out_std + self._out_mean, self._floor)
+        Args:
+            window: Raw values (float32 or float64).
+            out: A float32 array of the window's shape to write into (else a new one).
+
+        Returns:
+            The scaled float32 values (``out`` when given).
+        """
+        mean, inv_std = self._scalers[np.float32 if window.dtype == np.float32 else np.float64]
+        scaled = window - mean
+        scaled *= inv_std
+        if out is None:
+            return scaled.astype(np.float32, copy=False)
+        out[...] = scaled
+        return out
+
+    def unscale_forecast(self, y: np.ndarray, *, copy: bool = True) -> np.ndarray:
+        """Scaled float32 forecasts [..., F_out] -> raw units, as ``predict`` does (in place
+        when ``copy`` is False)."""
+        if copy:
+            y = y.astype(np.float32)
+        std, mean, floor = self._flat
+        if y.shape[-2:] == self._out_shape and y.flags.c_contiguous:
+            flat = y.reshape(-1, std.size)  # a view
+        else:
+            flat, std, mean, floor = y, self._out_std, self._out_mean, self._floor32
+        flat *= std
+        flat += mean
+        if floor is not None:  # counts stay >= 0 (spec.output_floor)
+            np.maximum(flat, floor, out=flat)
+        return y
 
     def info(self) -> dict[str, Any]:
         """A short JSON-ready summary: target, precision, shapes, features, files and sizes."""

@@ -64,6 +64,23 @@ class Readings:
                 float32 range (NaN and None excepted); ``InputShapeError`` for the wrong number
                 of values, nodes or channels.
         """
+        return self.counted(values)[0]
+
+    def counted(self, values: Any) -> tuple[np.ndarray, int]:
+        """``row(values)`` and its number of missing values.
+
+        Raises:
+            InputError: As ``row``.
+        """
+        if type(values) is np.ndarray and values.ndim == 1 and values.dtype.kind in "fiu":
+            row = self._array(values)  # the common case first: a flat array
+        else:
+            row = self._row(values)
+        # NOTE: every value is within float32 range, so the sum is finite unless one is NaN
+        missing = math.isnan(np.add.reduce(row))
+        return row, int(np.count_nonzero(np.isnan(row))) if missing else 0
+
+    def _row(self, values: Any) -> np.ndarray:
         if isinstance(values, Mapping):
             return self._mapping(values)
         if self._layout and _is_grid(values):
@@ -238,10 +255,18 @@ def _is_node_value(item: Any) -> bool:
 
 
 def _check_range(row: np.ndarray, where: Any) -> None:
+    if np.minimum.reduce(row) >= -_FLOAT32_MAX and np.maximum.reduce(row) <= _FLOAT32_MAX:
+        return  # no temporaries; NaN fails the test (then looked at closely)
     bad = np.abs(row) > _FLOAT32_MAX  # NaN compares False: a missing value
     if bad.any():
         k = int(np.argmax(bad))
         raise InputError(f"reading: {where(k)} is {out_of_range(row[k])}")
+
+
+def finite(y: np.ndarray) -> bool:
+    """True when every value of ``y`` is finite: a finite sum says so in one pass (NaN and
+    infinity carry through); only a sum that overflows needs the full check."""
+    return math.isfinite(np.add.reduce(y, axis=None)) or bool(np.isfinite(y).all())
 
 
 def value(item: Any, name: str) -> float:

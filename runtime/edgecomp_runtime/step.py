@@ -212,6 +212,25 @@ class _Kernel:
             for s in self._states
         ]
         self._at = 0
+        self._plans = [self._plan(at) for at in (0, 1)]
+        self._residual = self._residual_index()  # the reading's target columns
+        g = self._gates  # its blocks, as views made once
+        self._blocks = [g[k * size : (k + 1) * size] for k in range(4)]
+        self._blocks += [g[: 3 * size], g[: 2 * size]]  # LSTM's sigmoid gates, GRU's
+
+    def _plan(self, at: int) -> list[tuple[np.ndarray, ...]]:
+        """Per layer, the views one step from state ``at`` uses (made once: no slicing per step)."""
+        old, new = self._views[at], self._views[1 - at]
+        return [
+            (w, inputs, inputs[: -1 - self.hidden], inputs[-1 - self.hidden : -1], *old[k], *new[k])
+            for k, (w, inputs) in enumerate(zip(self.weights, self._inputs, strict=True))
+        ]
+
+    def _residual_index(self) -> Any:
+        if self.targets is None:
+            return slice(None)
+        count = len(self.targets)
+        return slice(0, count) if np.array_equal(self.targets, np.arange(count)) else self.targets
 
     def _check(self) -> None:
         for k, w in enumerate(self.weights):
@@ -228,50 +247,49 @@ class _Kernel:
         return self._states[self._at]
 
     def step(self, reading: np.ndarray) -> np.ndarray:
-        """One scaled reading [F] -> the scaled forecast [H, F_out]; the state advances."""
-        old, new = self._views[self._at], self._views[1 - self._at]
+        """One scaled reading [F] -> the scaled forecast [H, F_out] (a new array); the state
+        advances."""
         x = reading
-        for k, (w, inputs) in enumerate(zip(self.weights, self._inputs, strict=True)):
-            h_old, h_new = old[k][0], new[k][0]
-            inputs[: -1 - self.hidden] = x
-            inputs[-1 - self.hidden : -1] = h_old
+        cell = self._lstm if self.lstm else self._gru
+        for w, inputs, x_slot, h_slot, h_old, c_old, h_new, c_new in self._plans[self._at]:
+            x_slot[...] = x
+            h_slot[...] = h_old
             np.dot(inputs, w, out=self._gates)
-            if self.lstm:
-                self._lstm(old[k][1], h_new, new[k][1])
-            else:
-                self._gru(h_old, h_new)
+            cell(h_old, c_old, h_new, c_new)
             x = h_new
         self._at = 1 - self._at
         y = np.dot(x, self.head_w)
         y += self.head_b
         y = y.reshape(self.shape)
         if self.residual:
-            y += reading if self.targets is None else reading[self.targets]
+            y += reading[self._residual]
         return y
 
-    def _lstm(self, c_old: np.ndarray, h_new: np.ndarray, c_new: np.ndarray) -> None:
-        g, size = self._gates, self.hidden
-        np.tanh(g, out=g)
-        s = g[: 3 * size]
-        np.multiply(s, 0.5, out=s)
+    def _lstm(
+        self, h_old: np.ndarray, c_old: np.ndarray, h_new: np.ndarray, c_new: np.ndarray
+    ) -> None:
+        i, f, o, g, s, _ = self._blocks
+        np.tanh(self._gates, out=self._gates)
+        np.multiply(s, 0.5, out=s)  # i, f, o: sigmoid = 0.5 tanh(a / 2) + 0.5
         np.add(s, 0.5, out=s)
-        np.multiply(s[size : 2 * size], c_old, out=c_new)  # f * c
-        np.multiply(s[:size], g[3 * size :], out=h_new)  # i * g (h_new as scratch)
+        np.multiply(f, c_old, out=c_new)  # f * c
+        np.multiply(i, g, out=h_new)  # i * g (h_new as scratch)
         np.add(c_new, h_new, out=c_new)
         np.tanh(c_new, out=h_new)
-        np.multiply(h_new, s[2 * size :], out=h_new)
+        np.multiply(h_new, o, out=h_new)
 
-    def _gru(self, h_old: np.ndarray, h_new: np.ndarray) -> None:
-        g, size = self._gates, self.hidden
-        rz, n, n_h = g[: 2 * size], g[2 * size : 3 * size], g[3 * size :]
+    def _gru(
+        self, h_old: np.ndarray, c_old: np.ndarray, h_new: np.ndarray, c_new: np.ndarray
+    ) -> None:
+        r, z, n, n_h, _, rz = self._blocks  # NOTE: c_old, c_new are empty (a GRU has no cell)
         np.tanh(rz, out=rz)
         np.multiply(rz, 0.5, out=rz)
         np.add(rz, 0.5, out=rz)
-        np.multiply(n_h, rz[:size], out=n_h)
+        np.multiply(n_h, r, out=n_h)
         np.add(n, n_h, out=n)
         np.tanh(n, out=n)
         np.subtract(h_old, n, out=h_new)  # h' = n + z * (h - n)
-        np.multiply(h_new, rz[size:], out=h_new)
+        np.multiply(h_new, z, out=h_new)
         np.add(h_new, n, out=h_new)
 
 

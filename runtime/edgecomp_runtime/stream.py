@@ -50,7 +50,7 @@ from edgecomp_runtime.errors import (
     TimestampError,
 )
 from edgecomp_runtime.preprocess import impute_window
-from edgecomp_runtime.readings import Readings, short
+from edgecomp_runtime.readings import Readings, finite, short
 from edgecomp_runtime.state import load_state, save_state
 from edgecomp_runtime.step import StepRunner, step_runner, stream_section
 
@@ -124,11 +124,17 @@ class Stream:
         self.last_refusal: str | None = None
         self._clock = clock
         self._readings = Readings(model.spec)
-        self._window = np.full((model.input_len, len(self._readings.features)), np.nan)
+        width = len(self._readings.features)
+        # the window is a ring of L rows: row ``_head`` is the oldest, ``_head - 1`` the newest
+        self._ring = np.full((model.input_len, width), np.nan)
+        self._scaled = np.empty(width, dtype=np.float32)  # one scaled reading for the step model
         self._start()
 
     def _start(self) -> None:
-        self._window[:] = np.nan
+        self._ring[:] = np.nan
+        self._head = 0
+        self._row_nans = [self._ring.shape[1]] * self._ring.shape[0]  # NaN count per ring row
+        self._nans = self._ring.size  # their sum: the window's missing values
         self._synced = False  # the step model's state holds the window as last fed
         self._fed: np.ndarray | None = None  # that window, when imputed values were fed
         self._t0: float | None = None
@@ -148,8 +154,9 @@ class Stream:
 
     @property
     def window(self) -> np.ndarray:
-        """A copy of the raw window [L, F]: NaN where a value is missing."""
-        return self._window.copy()
+        """A copy of the raw window [L, F], oldest slot first: NaN where a value is missing."""
+        ring, head = self._ring, self._head
+        return np.concatenate((ring[head:], ring[:head])) if head else ring.copy()
 
     @property
     def latest(self) -> tuple[float, np.ndarray] | None:
@@ -183,7 +190,11 @@ class Stream:
                 A refused reading leaves the stream as it was.
             ModelOutputError: The model gave a non-finite forecast for this window.
         """
-        (result,) = self.push_many([(timestamp, values, future)])
+        if self._runner is None:
+            (result,) = self.push_many([(timestamp, values, future)])
+        else:  # incremental: push_many's bookkeeping for one reading, without its lists
+            seconds, row, _, nans = self._check(timestamp, values, future)
+            result = self._emit() if self._accept(seconds, row, nans) else None
         if isinstance(result, Exception):
             raise result
         return None if result is None else result.forecast
@@ -206,8 +217,8 @@ class Stream:
                 results[i] = exc
         checked.sort(key=lambda item: item[0])  # time order; the sort is stable
         due: list[tuple[int, float, np.ndarray, Any]] = []
-        for seconds, row, ahead, i in checked:
-            if not self._accept(seconds, row):
+        for seconds, row, ahead, nans, i in checked:
+            if not self._accept(seconds, row, nans):
                 continue
             if self._runner is not None:
                 results[i] = self._emit()
@@ -220,22 +231,22 @@ class Stream:
         return results
 
     def _check(self, timestamp: Any, values: Any, future: Any = None) -> tuple[Any, ...]:
-        row = self._readings.row(values)
-        ahead = self._readings.future(future)
+        row, nans = self._readings.counted(values)
+        ahead = None if future is None else self._readings.future(future)
         seconds = _seconds(timestamp)
         now = self._clock()
         if seconds > now + self.max_ahead_s:
             raise TimestampError(_ahead_message(timestamp, seconds, now, self.max_ahead_s))
-        return seconds, row, ahead
+        return seconds, row, ahead, nans
 
-    def _accept(self, seconds: float, row: np.ndarray) -> bool:
+    def _accept(self, seconds: float, row: np.ndarray, nans: int) -> bool:
         """Place the reading; True when a forecast is due."""
         slot = self._slot_of(seconds)
         self.stats["readings"] += 1
         if slot <= self._slot:
             self._merge(slot, row)
             return False
-        self._advance(slot, row)
+        self._advance(slot, row, nans)
         return self.stats["slots"] >= self.model.input_len and self._since >= self.every
 
     def _slot_of(self, seconds: float) -> int:
@@ -247,20 +258,31 @@ class Stream:
         age = self._slot - slot
         kind = "duplicates" if age == 0 else "late" if age < self.model.input_len else "too_late"
         self.stats[kind] += 1
-        if kind != "too_late":
-            target = self._window[-1 - age]
+        at = (self._head - 1 - age) % len(self._ring)
+        if kind != "too_late" and self._row_nans[at]:  # a row without gaps keeps its values
+            target = self._ring[at]
             missing = np.isnan(target)
             target[missing] = row[missing]
+            self._count(at, int(np.count_nonzero(np.isnan(target))))
 
-    def _advance(self, slot: int, row: np.ndarray) -> None:
+    def _count(self, at: int, nans: int) -> None:
+        """Ring row ``at`` now misses ``nans`` values: update the window's count."""
+        self._nans += nans - self._row_nans[at]
+        self._row_nans[at] = nans
+
+    def _advance(self, slot: int, row: np.ndarray, nans: int) -> None:
         steps = slot - self._slot
-        length = self.model.input_len
+        length, width = self._ring.shape
         if steps >= length:
-            self._window[:] = np.nan
-        else:
-            self._window[:-steps] = self._window[steps:]
-            self._window[-steps:] = np.nan
-        self._window[-1] = row
+            self._ring[:] = np.nan
+            self._head, self._row_nans, self._nans = 0, [width] * length, self._ring.size
+        for at in range(self._head, self._head + min(steps, length) - 1):  # skipped slots
+            self._ring[at % length] = np.nan
+            self._count(at % length, width)
+        at = (self._head + min(steps, length) - 1) % length
+        self._ring[at] = row
+        self._count(at, nans)
+        self._head = (at + 1) % length
         self.stats["slots"] += steps
         self.stats["missing_slots"] += steps - 1
         self._slot, self._pending, self._since = slot, self._pending + steps, self._since + steps
@@ -271,15 +293,15 @@ class Stream:
 
     def _due_window(self) -> np.ndarray | None:
         """Windowed mode: the imputed window to forecast, or None when the policy refuses it."""
-        window = self._window
-        if np.isnan(window).any():
+        window = self.window
+        if self._nans:
             try:
                 window = impute_window(window[None], self.model._policy, features=self.features)[0]
             except InputError as exc:
                 self._refuse(exc)
                 return None
         self._since = 0
-        return window.copy()
+        return window
 
     @property
     def features(self) -> list[str]:
@@ -347,8 +369,11 @@ class Stream:
         return Emitted(*self._last)
 
     def _forecast(self) -> np.ndarray:
-        window, steps = self._window, self._pending
-        missing = np.isnan(window).any()
+        steps = self._pending
+        fresh = self._synced and self._fed is None and 0 < steps < len(self._ring)
+        if fresh and not self._nans and not self.model.spec.get("future"):
+            return self._unscaled(self._feed_new(steps))  # the common case: new rows as read
+        window, missing = self.window, self._nans > 0
         if missing:
             window = impute_window(window[None], self.model._policy, features=self.features)
             window = window[0]
@@ -358,13 +383,25 @@ class Stream:
             steps = len(window)
             self.stats["replays"] += 1
         self._synced, self._pending = True, 0
-        self._fed = window.copy() if missing else None
+        self._fed = window if missing else None  # ``window`` is a copy: ours to keep
         if self.model.spec.get("future"):  # calendar leads of the slots (no declared columns)
             window = add_future(window, self.model.spec, self.window_times(self.slot_time()), None)
         for row in self.model.scale_window(window[-steps:]):
             y = self._runner.step(row)
-        forecast = self.model.unscale_forecast(y)
-        if not np.isfinite(forecast).all():
+        return self._unscaled(y)
+
+    def _feed_new(self, steps: int) -> np.ndarray:
+        """Feed the ``steps`` newest ring rows (NaN-free) to the step model; its last output."""
+        self._pending = 0
+        for at in range(self._head - steps, self._head):
+            self.model.scale_window(self._ring[at % len(self._ring)], out=self._scaled)
+            y = self._runner.step(self._scaled)
+        return y
+
+    def _unscaled(self, y: np.ndarray) -> np.ndarray:
+        """The step model's scaled forecast (a new array, ours) in raw units, in place."""
+        forecast = self.model.unscale_forecast(y, copy=False)
+        if not finite(forecast):
             raise ModelOutputError(
                 f"{self._runner.name}: the step model's forecast is not finite for a finite "
                 "window within float32 range"
@@ -382,7 +419,7 @@ class Stream:
         """
         meta = {key: getattr(self, key) for key in _SAVED}
         meta.update(artifact=_identity(self.model), mode=self.mode, period_s=self.period_s)
-        arrays = {"window": self._window, "fed": _or_empty(self._fed)}
+        arrays = {"window": self.window, "fed": _or_empty(self._fed)}
         arrays["state"] = _or_empty(None if self._runner is None else self._runner.state)
         arrays["forecast"] = _or_empty(None if self._last is None else self._last[1])
         meta["last_time"] = None if self._last is None else self._last[0]
@@ -395,13 +432,16 @@ class Stream:
             raise StreamError(f"{where} was saved for another artifact")
         if meta.get("period_s") != self.period_s:
             raise StreamError(f"{where} has period {meta.get('period_s')} s, not {self.period_s}")
-        if arrays["window"].shape != self._window.shape:
+        if arrays["window"].shape != self._ring.shape:
             raise StreamError(f"{where} holds a window of shape {list(arrays['window'].shape)}")
         _check_meta(meta, where)
         for key in _SAVED:
             setattr(self, key, meta[key])
         self.stats = {**dict.fromkeys((*COUNTERS, "refused", "resets"), 0), **meta["stats"]}
-        self._window = arrays["window"].astype(np.float64)
+        self._ring = arrays["window"].astype(np.float64)
+        self._head = 0
+        self._row_nans = [int(n) for n in np.isnan(self._ring).sum(axis=1)]
+        self._nans = sum(self._row_nans)
         self._synced = self._synced and self._runner is not None and meta["mode"] == self.mode
         if self._synced:
             self._fed = arrays["fed"] if arrays["fed"].size else None
