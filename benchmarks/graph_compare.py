@@ -1,20 +1,24 @@
 """Graph forecaster (stgnn) vs the best of LSTM/GRU/TCN, and the cost of the graph against N.
 
 ``--part accuracy``: on bike-share (BIXI, the busiest 100 stations missing <= 5 % of days, daily,
-14 days -> 7) and traffic (Oregon DOT, 22 detectors, 15 min, 48 -> 8; no detector coordinates,
-so the adjacency is learned), trains every model, reports test MAE per step, parameters, and
-per target (x86 fp32/int8, ARM int8, Jetson int8) the artifact size, the int8 MAE change and
-b1/b64 p50 latency through the runtime on this host (one thread). ARM artifacts run on LiteRT's
-x86 build here and Jetson artifacts on ONNX Runtime (no TensorRT on this host): those latencies
-describe this host, not the devices. ``--part scaling``: the graph model at N = 22, 100, 300, 339
-(the stations missing <= 5 % of their days) and 585 bike-share stations (587 minus the 2 with no
-departure in the validation period; every window of those is refused: recorded), trained
-for one epoch (size and latency do not depend on the weights): parameters, x86 int8 artifact
-size, b1/b64 latency, with a graph convolution after every temporal layer and after the last
-only (``graph_layers=1``). Prints tables; writes benchmarks/out/graph_compare.json.
+14 days -> 7; the forecast days' day of week, holiday and weather as known-future inputs, or
+without the weather: ``bikeshare-calendar``) and traffic (Oregon DOT, 22 detectors, 15 min,
+48 -> 8; no detector coordinates, so the adjacency is learned), trains every model, reports test
+MAE per step, parameters, and per target (x86 fp32/int8, ARM int8, Jetson int8) the artifact
+size, the int8 MAE change and b1/b64 p50 latency through the runtime on this host (one thread).
+ARM artifacts run on LiteRT's x86 build here and Jetson artifacts on ONNX Runtime (no TensorRT on
+this host): those latencies describe this host, not the devices. ``--part scaling``: the graph
+model at N = 22, 100, 300 and all 587 bike-share stations (a station missing too much of a window
+is filled with its training mean: ``sparse_columns="fill"``), trained for one epoch (size and
+latency do not depend on the weights): parameters, x86 int8 artifact size, b1/b64 latency, with
+a graph convolution after every temporal layer and after the last only (``graph_layers=1``).
+``--part compress``: the bike-share graph model through int8 with its input convolution in float
+(x86, ARM), int4 under a 1 % budget, pruning + fine-tuning, distillation and ``edgecomp tune``.
+Prints tables; writes benchmarks/out/graph_compare.json (or ``--out``).
 
     python benchmarks/graph_compare.py --part accuracy [--datasets bikeshare,traffic] [--quick]
     python benchmarks/graph_compare.py --part scaling [--quick]
+    python benchmarks/graph_compare.py --part compress [--quick]
 """
 
 from __future__ import annotations
