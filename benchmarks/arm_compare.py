@@ -1,6 +1,11 @@
 """ARM-side comparison, measured on the x86 host: PyTorch eager fp32, LiteRT fp32, the edgecomp
-full-int8 .tflite artifact (through the runtime) and litert-torch's default PT2E int8, on the
-traffic LSTM, GRU and TCN.
+full-int8 and int4 .tflite artifacts (through the runtime), and the peers a user of LiteRT would
+reach for: litert-torch's default PT2E int8, and ai-edge-quantizer's own default recipes
+(``dynamic_wi8_afp32``: dynamic-range int8; ``static_wi8_ai8``: full integer, its default
+moving-average calibration) applied to litert-torch's plain conversion; plus ExecuTorch (XNNPACK)
+for --executorch-archs. ONNX Runtime on aarch64 is not measured here (it needs an ARM host; the
+x86 numbers are in x86_compare.py). Batch 1 and 64, sizes, per-step error, on the traffic LSTM,
+GRU and TCN.
 
 The latencies are LiteRT's x86 kernels on this machine, not an ARM board's (and emulated aarch64
 timings would mean nothing): read them as ratios between variants in one run. Sizes and
@@ -43,6 +48,10 @@ DATA = ROOT / "examples" / "data" / "odot_detector_counts_15min.parquet"
 TARGET = "rpi5-cortex-a76"
 MODEL_FILE = "model.tflite"
 PT2E = ("litert_torch_pt2e_int8",)
+AEQ = {  # peer name -> ai-edge-quantizer's default recipe (on litert-torch's plain conversion)
+    "aeq_default_dynamic_int8": "dynamic_wi8_afp32",
+    "aeq_default_static_int8": "static_wi8_ai8",
+}
 
 
 def main() -> None:
@@ -83,30 +92,36 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
             BuildConfig(target=TARGET, precision=p, options=options),
             work / f"{p}.edgepkg",
         )
-        for p in ("fp32", "int8")
+        for p in ("fp32", "int8", "int4")
     }
-    fp32, int8 = (edgecomp_runtime.load(artifacts[p].path, threads=1) for p in ("fp32", "int8"))
+    fp32, int8, int4 = (
+        edgecomp_runtime.load(artifacts[p].path, threads=1) for p in ("fp32", "int8", "int4")
+    )
     module = model.module.eval()
     variants = {  # each takes (scaled, raw) windows; only predict() uses the raw ones
         "torch_eager_fp32": lambda s, r: _torch_call(module, s),
         "litert_fp32": lambda s, r: fp32.run_scaled(s),
         "edgecomp_int8_predict": lambda s, r: int8.predict(r),
         "edgecomp_int8_engine": lambda s, r: int8.run_scaled(s),
+        "edgecomp_int4_engine": lambda s, r: int4.run_scaled(s),
     }
     sizes = {
         "fp32_tflite": _model_size(artifacts["fp32"].path),
         "edgecomp_int8_tflite": _model_size(artifacts["int8"].path),
+        "edgecomp_int4_tflite": _model_size(artifacts["int4"].path),
         "fp32_artifact": artifacts["fp32"].path.stat().st_size,
         "int8_artifact": artifacts["int8"].path.stat().st_size,
     }
+    lowering = {p: artifacts[p].manifest["recipe"]["lowering"] for p in artifacts}
     pt2e_error = _add_pt2e(model, dataset, variants, sizes)
+    aeq_errors = _add_aeq_defaults(model, dataset, variants, sizes)
     executorch = add_variants(model, dataset, "aarch64-executorch", work, variants, args)
     latency = _interleaved(variants, x, dataset.raw_inputs("test", imputed=True), args)
     outputs = {
         k: dataset.unscale_targets(_batched(variants[k], x))
         for k in variants
         if k not in ("edgecomp_int8_predict", "edgecomp_int8_engine")
-    }
+    }  # the int4 engine's outputs are scaled: unscaled above like the others
     outputs["edgecomp_int8_predict"] = int8.predict(raw_x)
     mae = {k: horizon_metrics(truth, v)["mae"] for k, v in outputs.items()}
     executorch = summary(executorch, raw_x, truth, mae)
@@ -114,7 +129,10 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "latency_ms": latency,
         "sizes": sizes,
         "mae": mae,
+        "batch_rows": {p: low.get("batch_rows", 1) for p, low in lowering.items()},
+        "int4_groups": lowering["int4"]["quantization"].get("int4_groups"),
         "pt2e_error": pt2e_error,
+        "aeq_errors": aeq_errors,
         "ratios": _ratios(latency, sizes, mae),
         "executorch": executorch,
     }
@@ -130,6 +148,36 @@ def _add_pt2e(model, dataset, variants: dict, sizes: dict) -> str | None:
     variants[PT2E[0]] = lambda s, r: engine.run(s)
     sizes[f"{PT2E[0]}_tflite"] = len(data)
     return None
+
+
+def _add_aeq_defaults(model, dataset, variants: dict, sizes: dict) -> dict:
+    """Add ai-edge-quantizer's default recipes on litert-torch's plain conversion (batch 1, one
+    invoke per window, as a user of the two tools gets); returns failures by peer name."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    from edgecomp.targets.tflite.convert import SIGNATURE, convert_module, signature_names
+
+    spec = model.spec
+    source = convert_module(model.module.eval(), spec.input_len, spec.n_features)
+    windows = calibration_windows(dataset, 256)
+    errors = {}
+    for name, recipe_name in AEQ.items():
+        try:
+            with quiet():
+                engine = quantizer.Quantizer(source, getattr(recipe, recipe_name)())
+                ranges = None
+                if engine.need_calibration:
+                    key = signature_names(source)[0]
+                    data = {SIGNATURE: [{key: w[None]} for w in windows]}
+                    ranges = engine.calibrate(data, num_threads=1)
+                data = compact(bytes(engine.quantize(ranges).quantized_model))
+        except Exception as exc:  # a toolchain failure is a result: report it, keep the rest
+            errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            continue
+        runner = LiteRtEngine(data, _manifest(data, spec), threads=1)
+        variants[name] = lambda s, r, runner=runner: runner.run(s)
+        sizes[f"{name}_tflite"] = len(data)
+    return errors
 
 
 def pt2e_int8(model, windows: np.ndarray) -> bytes:
@@ -167,17 +215,26 @@ def _ratios(latency: dict, sizes: dict, mae: dict) -> dict:
     ref = np.asarray(mae["torch_eager_fp32"])
     litert = np.asarray(mae["litert_fp32"])
     pt2e = PT2E if PT2E[0] in mae else ()
+    peers = (*pt2e, *(name for name in AEQ if name in mae))
     out = {}
+    for name in ("litert_fp32", "edgecomp_int8_engine", "edgecomp_int4_engine"):
+        # the batch figure: b64 <= 64 x b1 / 4, i.e. this ratio <= 1
+        out[f"{name}_b64_over_16x_b1"] = latency["b64"][name]["p50"] / (
+            16 * latency["b1"][name]["p50"]
+        )
     for b in ("b1", "b64"):
         lat = latency[b]
-        for name in ("litert_fp32", "edgecomp_int8_engine", *pt2e):
+        for name in ("litert_fp32", "edgecomp_int8_engine", *peers):
             out[f"{name}_speedup_vs_torch_{b}"] = lat["torch_eager_fp32"]["p50"] / lat[name]["p50"]
         for name in pt2e:
             out[f"int8_engine_vs_pt2e_{b}"] = lat[name]["p50"] / lat["edgecomp_int8_engine"]["p50"]
     out["int8_size_fraction_of_fp32"] = sizes["edgecomp_int8_tflite"] / sizes["fp32_tflite"]
+    out["int4_size_fraction_of_fp32"] = sizes["edgecomp_int4_tflite"] / sizes["fp32_tflite"]
     for name in pt2e:
         out["pt2e_size_fraction_of_fp32"] = sizes[f"{name}_tflite"] / sizes["fp32_tflite"]
-    for name in ("litert_fp32", "edgecomp_int8_predict", *pt2e):
+    for name in peers:
+        out[f"{name}_size_fraction_of_fp32"] = sizes[f"{name}_tflite"] / sizes["fp32_tflite"]
+    for name in ("litert_fp32", "edgecomp_int8_predict", "edgecomp_int4_engine", *peers):
         out[f"{name}_mae_change_pct"] = ((np.asarray(mae[name]) / ref - 1) * 100).tolist()
     out["int8_mae_change_vs_litert_fp32_pct"] = (
         (np.asarray(mae["edgecomp_int8_predict"]) / litert - 1) * 100
@@ -195,9 +252,19 @@ def _print(arch: str, res: dict) -> None:
     r, s = res["ratios"], res["sizes"]
     print(
         f"  .tflite size: fp32 {s['fp32_tflite']:,} B, edgecomp int8 {s['edgecomp_int8_tflite']:,}"
-        f" B ({r['int8_size_fraction_of_fp32']:.1%})"
+        f" B ({r['int8_size_fraction_of_fp32']:.1%}), int4 {s['edgecomp_int4_tflite']:,} B "
+        f"({r['int4_size_fraction_of_fp32']:.1%}; groups {res['int4_groups']})"
     )
-    for name in ("litert_fp32", "edgecomp_int8_predict", *PT2E):
+    for name in AEQ:
+        if f"{name}_tflite" in s:
+            frac = r[f"{name}_size_fraction_of_fp32"]
+            print(f"  {name} .tflite {s[f'{name}_tflite']:,} B ({frac:.1%})")
+        else:
+            print(f"  {name} failed: {res['aeq_errors'].get(name)}")
+    print(f"  windows per invoke: {res['batch_rows']}")
+    for name in ("litert_fp32", "edgecomp_int8_engine", "edgecomp_int4_engine"):
+        print(f"  {name}: b64 / (16 x b1) = {r[f'{name}_b64_over_16x_b1']:.2f} (aim <= 1)")
+    for name in ("litert_fp32", "edgecomp_int8_predict", "edgecomp_int4_engine", *PT2E, *AEQ):
         if f"{name}_mae_change_pct" in r:
             change = " ".join(f"{v:+.2f}" for v in r[f"{name}_mae_change_pct"])
             print(f"  MAE change vs torch per horizon, % {name:<24} {change}")
