@@ -73,7 +73,12 @@ class Readings:
             InputError: As ``row``.
         """
         if type(values) is np.ndarray and values.ndim == 1 and values.dtype.kind in "fiu":
-            row = self._array(values)  # the common case first: a flat array
+            if len(values) == len(self.features):  # the common case first: a flat array
+                row = values.astype(np.float64)
+                # NOTE: NaN carries through maximum: one test for range and missing values
+                if np.maximum.reduce(np.abs(row)) <= _FLOAT32_MAX:
+                    return row, 0
+            row = self._array(values)
         else:
             row = self._row(values)
         # NOTE: every value is within float32 range, so the sum is finite unless one is NaN
@@ -255,8 +260,6 @@ def _is_node_value(item: Any) -> bool:
 
 
 def _check_range(row: np.ndarray, where: Any) -> None:
-    if np.minimum.reduce(row) >= -_FLOAT32_MAX and np.maximum.reduce(row) <= _FLOAT32_MAX:
-        return  # no temporaries; NaN fails the test (then looked at closely)
     bad = np.abs(row) > _FLOAT32_MAX  # NaN compares False: a missing value
     if bad.any():
         k = int(np.argmax(bad))

@@ -124,14 +124,14 @@ class StepRunner:
     @property
     def state(self) -> np.ndarray:
         """The current state [1, S] float32 (a copy when the kernel holds it)."""
-        return self._state if self.kernel is None else self.kernel.current.copy()
+        return self._state if self.kernel is None else self.kernel.packed()
 
     @state.setter
     def state(self, value: np.ndarray) -> None:
         if self.kernel is None:
             self._state = value
         else:
-            np.copyto(self.kernel.current, value)
+            self.kernel.unpack(value)
 
     def step(self, reading: np.ndarray) -> np.ndarray:
         """Feed one scaled reading [F]; returns the scaled forecast [H, F_out]."""
@@ -199,32 +199,24 @@ class _Kernel:
                 f"{self.name}: kernel of state size {width} and head {list(self.head_w.shape)} "
                 f"does not match state_size {state_size} and forecast {list(self.shape)}"
             )
-        self._gates = np.empty(4 * self.hidden, np.float32)
-        self._inputs = [np.ones(w.shape[0], np.float32) for w in self.weights]  # last slot: 1
-        # two packed states [1, S], stepped from one into the other; views of each layer's h, c
-        self._states = [np.zeros((1, state_size), np.float32) for _ in range(2)]
-        size, n = self.hidden, self.layers
-        self._views = [
-            [
-                (s[0, k * size : (k + 1) * size], s[0, (n + k) * size : (n + k + 1) * size])
-                for k in range(n)
-            ]
-            for s in self._states
+        size = self.hidden
+        self._gates = np.empty(4 * size, np.float32)
+        # per layer [x, h, 1]: h lives here (updated in place after the GEMV), as does the next
+        # layer's copy of it in its x slot; the head runs on the last layer's [h, 1]
+        self._inputs = [np.ones(w.shape[0], np.float32) for w in self.weights]
+        self._hs = [inputs[-1 - size : -1] for inputs in self._inputs]
+        self._cs = [np.zeros(size if self.lstm else 0, np.float32) for _ in self.weights]
+        self._layers = [
+            (w, inputs, inputs[: -1 - size], h, c)
+            for w, inputs, h, c in zip(self.weights, self._inputs, self._hs, self._cs, strict=True)
         ]
-        self._at = 0
-        self._plans = [self._plan(at) for at in (0, 1)]
+        self._head_in = self._inputs[-1][-1 - size :]
+        self._head_w = np.ascontiguousarray(np.vstack([self.head_w, self.head_b[None]]))
+        self._scratch = np.empty(size, np.float32)
         self._residual = self._residual_index()  # the reading's target columns
         g = self._gates  # its blocks, as views made once
         self._blocks = [g[k * size : (k + 1) * size] for k in range(4)]
         self._blocks += [g[: 3 * size], g[: 2 * size]]  # LSTM's sigmoid gates, GRU's
-
-    def _plan(self, at: int) -> list[tuple[np.ndarray, ...]]:
-        """Per layer, the views one step from state ``at`` uses (made once: no slicing per step)."""
-        old, new = self._views[at], self._views[1 - at]
-        return [
-            (w, inputs, inputs[: -1 - self.hidden], inputs[-1 - self.hidden : -1], *old[k], *new[k])
-            for k, (w, inputs) in enumerate(zip(self.weights, self._inputs, strict=True))
-        ]
 
     def _residual_index(self) -> Any:
         if self.targets is None:
@@ -241,56 +233,53 @@ class _Kernel:
                     f"[{'F + H + 1' if k == 0 else rows}, {4 * self.hidden}]"
                 )
 
-    @property
-    def current(self) -> np.ndarray:
-        """The current packed state [1, S] (updated in place by ``step``)."""
-        return self._states[self._at]
+    def packed(self) -> np.ndarray:
+        """A copy of the state as [1, S]: every layer's h, then (LSTM) every layer's c."""
+        return np.concatenate([*self._hs, *self._cs])[None]
+
+    def unpack(self, state: np.ndarray) -> None:
+        """Set the state from [1, S] (as ``packed`` gives it)."""
+        flat = np.asarray(state, dtype=np.float32).reshape(-1)
+        for k, part in enumerate([*self._hs, *self._cs]):
+            part[...] = flat[k * self.hidden : k * self.hidden + part.size]
 
     def step(self, reading: np.ndarray) -> np.ndarray:
         """One scaled reading [F] -> the scaled forecast [H, F_out] (a new array); the state
         advances."""
         x = reading
         cell = self._lstm if self.lstm else self._gru
-        for w, inputs, x_slot, h_slot, h_old, c_old, h_new, c_new in self._plans[self._at]:
+        for w, inputs, x_slot, h, c in self._layers:
             x_slot[...] = x
-            h_slot[...] = h_old
             np.dot(inputs, w, out=self._gates)
-            cell(h_old, c_old, h_new, c_new)
-            x = h_new
-        self._at = 1 - self._at
-        y = np.dot(x, self.head_w)
-        y += self.head_b
-        y = y.reshape(self.shape)
+            cell(h, c)  # h, c in place: the GEMV has read h
+            x = h
+        y = np.dot(self._head_in, self._head_w).reshape(self.shape)  # [h, 1]: bias included
         if self.residual:
             y += reading[self._residual]
         return y
 
-    def _lstm(
-        self, h_old: np.ndarray, c_old: np.ndarray, h_new: np.ndarray, c_new: np.ndarray
-    ) -> None:
+    def _lstm(self, h: np.ndarray, c: np.ndarray) -> None:
         i, f, o, g, s, _ = self._blocks
         np.tanh(self._gates, out=self._gates)
         np.multiply(s, 0.5, out=s)  # i, f, o: sigmoid = 0.5 tanh(a / 2) + 0.5
         np.add(s, 0.5, out=s)
-        np.multiply(f, c_old, out=c_new)  # f * c
-        np.multiply(i, g, out=h_new)  # i * g (h_new as scratch)
-        np.add(c_new, h_new, out=c_new)
-        np.tanh(c_new, out=h_new)
-        np.multiply(h_new, o, out=h_new)
+        np.multiply(f, c, out=c)  # c' = f * c + i * g
+        np.multiply(i, g, out=self._scratch)
+        np.add(c, self._scratch, out=c)
+        np.tanh(c, out=h)  # h' = o * tanh(c')
+        np.multiply(h, o, out=h)
 
-    def _gru(
-        self, h_old: np.ndarray, c_old: np.ndarray, h_new: np.ndarray, c_new: np.ndarray
-    ) -> None:
-        r, z, n, n_h, _, rz = self._blocks  # NOTE: c_old, c_new are empty (a GRU has no cell)
+    def _gru(self, h: np.ndarray, c: np.ndarray) -> None:
+        r, z, n, n_h, _, rz = self._blocks  # NOTE: c is empty (a GRU has no cell)
         np.tanh(rz, out=rz)
         np.multiply(rz, 0.5, out=rz)
         np.add(rz, 0.5, out=rz)
         np.multiply(n_h, r, out=n_h)
         np.add(n, n_h, out=n)
         np.tanh(n, out=n)
-        np.subtract(h_old, n, out=h_new)  # h' = n + z * (h - n)
-        np.multiply(h_new, z, out=h_new)
-        np.add(h_new, n, out=h_new)
+        np.subtract(h, n, out=h)  # h' = n + z * (h - n)
+        np.multiply(h, z, out=h)
+        np.add(h, n, out=h)
 
 
 def _session(model_bytes: bytes, name: str, threads: int | None) -> Any:

@@ -128,6 +128,7 @@ class Stream:
         # the window is a ring of L rows: row ``_head`` is the oldest, ``_head - 1`` the newest
         self._ring = np.full((model.input_len, width), np.nan)
         self._scaled = np.empty(width, dtype=np.float32)  # one scaled reading for the step model
+        self._centered = np.empty(width)  # its float64 scratch
         self._start()
 
     def _start(self) -> None:
@@ -273,6 +274,15 @@ class Stream:
     def _advance(self, slot: int, row: np.ndarray, nans: int) -> None:
         steps = slot - self._slot
         length, width = self._ring.shape
+        if steps == 1:  # the common case: the next slot overwrites the oldest row
+            at = self._head
+            self._ring[at] = row
+            self._nans += nans - self._row_nans[at]
+            self._row_nans[at] = nans
+            self._head = at + 1 if at + 1 < length else 0
+            self.stats["slots"] += 1
+            self._slot, self._pending, self._since = slot, self._pending + 1, self._since + 1
+            return
         if steps >= length:
             self._ring[:] = np.nan
             self._head, self._row_nans, self._nans = 0, [width] * length, self._ring.size
@@ -393,9 +403,13 @@ class Stream:
     def _feed_new(self, steps: int) -> np.ndarray:
         """Feed the ``steps`` newest ring rows (NaN-free) to the step model; its last output."""
         self._pending = 0
+        mean, inv_std = self.model._scalers[np.float64]  # as predict scales a float64 window
+        centered, scaled = self._centered, self._scaled
         for at in range(self._head - steps, self._head):
-            self.model.scale_window(self._ring[at % len(self._ring)], out=self._scaled)
-            y = self._runner.step(self._scaled)
+            np.subtract(self._ring[at], mean, out=centered)  # NOTE: at < 0 wraps around
+            np.multiply(centered, inv_std, out=centered)
+            scaled[...] = centered
+            y = self._runner.step(scaled)
         return y
 
     def _unscaled(self, y: np.ndarray) -> np.ndarray:
