@@ -9,7 +9,9 @@ sees them) through ``Model.stream()`` one at a time, forecasting after every rea
 modes: incremental (the step model), windowed fp32 and windowed int8 (``predict`` on the window).
 Rounds interleave the variants in random order; the figure is the median over rounds of the mean
 time per ``push``; "engine only" times the bare step (for LSTM/GRU the numpy kernel the stream runs,
-and the ONNX step model on onnxruntime beside it) and the bare windowed models. Forecasters: an
+and the ONNX step model on onnxruntime beside it) and the bare windowed models; "predict's own
+cost" times ``predict`` on one raw window with the engine call replaced by a copy of its recorded
+output (checks, imputation test, scaling, unscaling: all but the engine). Forecasters: an
 exact TCN (kernel 4, dilations 1, 2, 4, ... while the receptive field fits L: 43 for L = 48;
 trained here) and, for L = 48, the traffic example's TCN (receptive field 61), LSTM and GRU when
 `make demo` has trained them (or ``--checkpoints DIR`` holds them; else, and for other L, trained
@@ -115,6 +117,28 @@ def timed(call, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+class _Recorded:
+    """An engine stand-in that returns a copy of one real output: what is left of a ``predict``
+    call is its own work (checks, scaling, unscaling), measured apart from the engine's noise."""
+
+    def __init__(self, output: np.ndarray) -> None:
+        self.output = output
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.output.copy()
+
+
+def _own_cost(path: Path, raw: np.ndarray):
+    """``predict(raw)`` on a model whose engine is ``_Recorded`` (its copy of a [1, H, F_out]
+    array included: well under a microsecond)."""
+    import edgecomp_runtime as ecr
+
+    model = ecr.load(path, threads=1)
+    output = model._engine.run(model.scale_window(raw[None]))
+    model._engine = _Recorded(output)  # NOTE: a benchmark-only swap of the private engine
+    return lambda: model.predict(raw)
+
+
 def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
     import edgecomp_runtime as ecr
 
@@ -131,13 +155,16 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
     runner = step_runner(fp32, section)  # its own state; the numpy kernel where there is one
     onnx_runner = StepRunner(fp32.file(section["step_file"]), section, threads=1)
     reading = fp32.scale_window(np.nan_to_num(rows[:1]))[0]
-    window = fp32.scale_window(np.nan_to_num(rows[None, : fp32.input_len]))
+    raw = np.nan_to_num(rows[: fp32.input_len])
+    window = fp32.scale_window(raw[None])
     calls = {name: feed.push for name, feed in feeds.items()}
     calls |= {
         "engine step": lambda: runner.step(reading),
         "engine step onnxruntime": lambda: onnx_runner.step(reading),
         "engine window": lambda: fp32.run_scaled(window),
         "engine window int8": lambda: int8.run_scaled(window),
+        "predict window": _own_cost(artifacts["fp32"], raw),
+        "predict window int8": _own_cost(artifacts["int8"], raw),
     }
     times = {name: [] for name in calls}
     order = random.Random(seed)
@@ -157,6 +184,8 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
             "window": us["engine window"],
             "window_int8": us["engine window int8"],
         },
+        # predict's own cost at batch 1 (raw window in, raw forecast out), the engine call stubbed
+        "predict_overhead_us": {"fp32": us["predict window"], "int8": us["predict window int8"]},
         "speedup_vs_windowed_fp32": us["windowed fp32"] / us["incremental"],
         "speedup_vs_windowed_int8": us["windowed int8"] / us["incremental"],
         "replays": replays,
@@ -210,6 +239,7 @@ def main() -> None:
 def print_row(name: str, row: dict) -> None:
     us, engine, step = row["us_per_reading"], row["engine_us"], row["step_model"]
     metrics, worst = step["metrics"], step["worst_increase"]
+    own = row["predict_overhead_us"]
     print(
         f"{name:<10} per reading: incremental {us['incremental']:6.1f} us, windowed fp32 "
         f"{us['windowed fp32']:6.1f} us ({row['speedup_vs_windowed_fp32']:.2f}x), windowed int8 "
@@ -218,7 +248,8 @@ def print_row(name: str, row: dict) -> None:
         f"({engine['window'] / engine['step']:.2f}x)\n"
         f"{'':<10} step engine: {engine['step']:6.1f} us ({engine['step_kernel'] or 'onnx'}), "
         f"onnxruntime {engine['step_onnxruntime']:6.1f} us; window int8 "
-        f"{engine['window_int8']:6.1f} us\n"
+        f"{engine['window_int8']:6.1f} us; predict's own cost (b1) fp32 "
+        f"{own['fp32']:5.1f} us, int8 {own['int8']:5.1f} us\n"
         f"{'':<10} exact {step['exact']}, allowed {step['allowed']}, stream MAE vs windowed "
         f"worst step {worst:+.2%}, |stream - windowed| <= {max(metrics['deviation_mae']):.3f} "
         f"(mean per step), replays {row['replays']} in {row['readings']} readings",
