@@ -312,7 +312,7 @@ def package(ctx: BuildContext) -> None:
         raise BuildError("the package stage needs an output path (BuildContext.out)")
     from edgecomp.provenance import explain
 
-    explain(ctx)
+    explain(ctx, verify)
     ctx.path = write_artifact(ctx.out, ctx.manifest, ctx.files, sign_key=ctx.sign_key)
 
 

@@ -1,7 +1,7 @@
 """Artifacts that explain themselves: a build id, ONNX metadata and MODEL_CARD.md.
 
 Run by the build's package stage, before checksums are computed (so ``files`` lists the
-annotated bytes and the card): ``explain(ctx)``.
+annotated bytes and the card): ``explain(ctx, verify)``.
 
 The build id is a random 128-bit hex string, new for every build, stored as the manifest's
 ``build_id`` and as ``edgecomp.build_id`` in every ONNX file of the artifact. It is not a checksum
@@ -12,6 +12,7 @@ artifact back to that artifact's manifest.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -23,14 +24,15 @@ def new_build_id() -> str:
     return uuid.uuid4().hex
 
 
-def explain(ctx: Any) -> None:
+def explain(ctx: Any, verify: Callable[..., dict[str, Any]]) -> None:
     """Give ``ctx.manifest`` a build id, annotate every ``*.onnx`` file of ``ctx.files`` and add
-    ``MODEL_CARD.md`` (a ``pipeline.BuildContext`` after verify; in place)."""
+    ``MODEL_CARD.md`` (a ``pipeline.BuildContext`` after verify; in place). ``verify`` is
+    ``pipeline.verify``, passed in so that this module does not import the pipeline."""
     from edgecomp.report.model_card import CARD_NAME, card_facts, render_model_card
 
     manifest = ctx.manifest
     manifest["build_id"] = new_build_id()
-    test = _test_metrics(ctx)
+    test = _test_metrics(ctx, verify)
     roles = {manifest["model_file"]: "model"}
     if manifest.get("stream"):
         roles[manifest["stream"]["step_file"]] = "step"
@@ -72,15 +74,13 @@ def _annotated(data: bytes, manifest: dict[str, Any], role: str) -> bytes:
     return annotate(data, onnx_metadata(manifest, role), producer_version=_version("edgecomp"))
 
 
-def _test_metrics(ctx: Any) -> dict[str, Any] | None:
+def _test_metrics(ctx: Any, verify: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
     """The manifest's metrics when on the test split, else computed on it (None: no window)."""
     metrics = ctx.manifest.get("metrics") or {}
     if metrics.get("split") == "test":
         return metrics
     if not len(ctx.dataset.split("test")):
         return None
-    from edgecomp.pipeline import verify
-
     return verify(ctx.model, ctx.dataset, ctx.manifest, ctx.files, split="test")
 
 

@@ -1,7 +1,8 @@
 """TensorBoard records of a training run beyond the per-epoch losses (``edgecomp.train``).
 
 Per epoch ``train_module`` logs ``loss/train``, ``loss/val``, ``lr`` and, given a validation
-error function, ``val_mae/h<k>`` and ``val_mae/mean`` (raw target units, observed values only).
+error function (``workflow.val_error``), ``val_mae/h<k>`` and ``val_mae/mean`` (raw target
+units, observed values only).
 At the end ``log_final`` adds the per-horizon table of the trained model and the naive
 baselines on the test and validation splits: scalars ``final/<split>/<forecaster>/<metric>``
 (the TensorBoard step is the horizon step, 1..H) and a Markdown table (text tag ``final/table``).
@@ -9,33 +10,16 @@ baselines on the test and validation splits: scalars ``final/<split>/<forecaster
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-__all__ = ["FINAL_METRICS", "final_table", "log_epoch", "log_final", "val_error"]
+__all__ = ["FINAL_METRICS", "final_table", "log_epoch", "log_final"]
 
 FINAL_METRICS = ("mae", "rmse")
-
-
-def val_error(dataset: Any, split: str = "val") -> Callable[[nn.Module], list[float | None]]:
-    """A ``train_module(val_error=...)`` function: per-step MAE of a module on ``split`` of
-    ``dataset`` (``edgecomp.data.Dataset``) in raw target units, observed values only."""
-    from edgecomp.metrics import horizon_metrics, observed_targets
-    from edgecomp.train import predict
-
-    windows, truth = dataset.split(split), dataset.raw_targets(split)
-    observed = observed_targets(dataset, split)
-
-    def error(module: nn.Module) -> list[float | None]:
-        pred = dataset.unscale_targets(predict(module, windows.x))
-        return horizon_metrics(truth, pred, observed=observed)["mae"]
-
-    return error
 
 
 def log_epoch(

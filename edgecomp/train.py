@@ -125,7 +125,8 @@ class TrainResult:
 
     Attributes:
         module: The trained module, holding the best validation weights, in eval mode.
-        history: One ``{"epoch", "train_loss", "val_loss"}`` per epoch run (epochs count from 1).
+        history: One ``{"epoch", "train_loss", "val_loss", "seconds", "lr"}`` per epoch run
+            (epochs count from 1), plus ``"val_mae"`` (per step) when a ``val_error`` was given.
         best_epoch: Epoch whose weights were kept.
         best_val_loss: Its validation loss.
         seconds: Wall time of training.
@@ -142,7 +143,9 @@ class TrainResult:
     epochs: int = 0
 
 
-def _tensors(name: str, windows: Windows) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors(
+    name: str, windows: Windows, observed_only: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     if len(windows) == 0:
         raise ValueError(f"{name} windows are empty")
     if windows.x.ndim != 3 or windows.y.ndim != 3:
@@ -152,7 +155,25 @@ def _tensors(name: str, windows: Windows) -> tuple[torch.Tensor, torch.Tensor]:
         )
     x = torch.from_numpy(np.ascontiguousarray(windows.x, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(windows.y, dtype=np.float32))
+    if observed_only and not windows.y_observed.all():  # imputed truth: NaN, skipped by the loss
+        y = torch.where(torch.from_numpy(windows.y_observed), y, torch.nan)
     return x, y
+
+
+class _ObservedLoss(nn.Module):
+    """``loss`` over the targets that are not NaN (observed); 0 when a batch has none."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        keep = ~torch.isnan(y)
+        if bool(keep.all()):
+            return self.loss(out, y)
+        if not bool(keep.any()):
+            return (out * 0.0).sum()
+        return self.loss(out[keep], y[keep])
 
 
 def _check_output(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -239,6 +260,7 @@ def train_module(
     log_dir: str | Path | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
     objective: Objective | None = None,
+    val_error: Callable[[nn.Module], list[float | None]] | None = None,
 ) -> TrainResult:
     """Train ``module`` in place on scaled windows; keep the weights of the best validation epoch.
 
@@ -247,11 +269,15 @@ def train_module(
         train: Training windows (shuffled each epoch).
         val: Validation windows (early stopping).
         config: Optimizer, loss, epochs, patience, seed, threads.
-        log_dir: If given, TensorBoard event files with ``loss/train`` and ``loss/val`` per epoch.
+        log_dir: If given, TensorBoard event files with ``loss/train``, ``loss/val`` and ``lr``
+            per epoch (and ``val_mae/h<k>``, ``val_mae/mean`` with ``val_error``).
         on_epoch: Called as ``on_epoch(epoch, train_loss, val_loss)`` after each epoch.
         objective: If given, the training loss of a batch as ``objective(module, x, y)``
             (e.g. distillation or a FedProx term) instead of ``config.loss`` against ``y``.
             Validation and early stopping still use ``config.loss`` against the truth.
+        val_error: If given, called after each epoch: the module's validation MAE per horizon
+            step in raw target units on observed values (``edgecomp.workflow.val_error``),
+            recorded as the epoch's ``val_mae`` in the history and logged to TensorBoard.
 
     Raises:
         ValueError: Empty or ill-shaped windows, an output shape that differs from the targets,
@@ -260,9 +286,11 @@ def train_module(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    data = _tensors("train", train), _tensors("val", val)
+    # the loss reads observed targets only (imputed truth is never learned nor scored); an
+    # objective (distillation, FedProx) gets the imputed targets as before
+    data = _tensors("train", train, objective is None), _tensors("val", val, True)
     _check_output(module, *data[0])
-    loss_fn = LOSSES[config.loss]()
+    loss_fn = _ObservedLoss(LOSSES[config.loss]())
     optimizer = torch.optim.Adam(
         module.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -280,6 +308,7 @@ def train_module(
             history.append(
                 {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds}
             )
+            _log_extra(writer, history[-1], optimizer, module, val_error)
             _log(writer, on_epoch, epoch, train_loss, val_loss)
             if stopper.update(module, epoch, val_loss):
                 reason = (
@@ -389,6 +418,23 @@ def _epoch(
             f"val loss {val_loss}); lower TrainConfig.lr"
         )
     return train_loss, val_loss
+
+
+def _log_extra(
+    writer: Any,
+    record: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    module: nn.Module,
+    val_error: Callable[[nn.Module], list[float | None]] | None,
+) -> None:
+    """The epoch's learning rate and validation MAE per step: into ``record`` and TensorBoard."""
+    from edgecomp.tblog import current_lr, log_epoch
+
+    record["lr"] = current_lr(optimizer)
+    if val_error is not None:
+        record["val_mae"] = val_error(module)
+    if writer is not None:
+        log_epoch(writer, record["epoch"], record["lr"], record.get("val_mae"))
 
 
 def _log(

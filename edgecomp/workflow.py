@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,16 @@ def train_checkpoint(
     on_epoch = None
     if console is not None:
         on_epoch = epoch_printer(lambda s: console.print(s, highlight=False), train_config.epochs)
+    from edgecomp.tblog import log_final
+
     result = train_module(
-        module, dataset.train, dataset.val, train_config, log_dir=out_dir / "tb", on_epoch=on_epoch
+        module,
+        dataset.train,
+        dataset.val,
+        train_config,
+        log_dir=out_dir / "tb",
+        on_epoch=on_epoch,
+        val_error=val_error(dataset),
     )
     model = Model(module=result.module, spec=spec, source=str(data))
     save_checkpoint(model, out_dir, history=result.history, train_config=train_config)
@@ -82,6 +91,7 @@ def train_checkpoint(
         "stop_reason": result.stop_reason,
     }
     evaluation["warnings"] = training_warnings(result) + baseline_warnings(evaluation)
+    log_final(out_dir / "tb", {"test": evaluation, "val": evaluate(model, dataset, "val")})
     atomic_write_text(out_dir / "eval.json", json.dumps(evaluation, indent=2))
     return TrainOutcome(out_dir, model, evaluation)
 
@@ -227,3 +237,18 @@ def _external_spec(data, spec_path, input_len, horizon) -> tuple[ModelSpec, Data
         )
     dataset = prepare(data, DataConfig(input_len=input_len, horizon=horizon, **read_overrides()))
     return ModelSpec(arch="external", **dataset.spec_fields()), dataset
+
+
+def val_error(dataset: Any, split: str = "val") -> Callable[[Any], list[float | None]]:
+    """A ``train_module(val_error=...)`` function: per-step MAE of a module on ``split`` of
+    ``dataset`` (``edgecomp.data.Dataset``) in raw target units, observed values only."""
+    from edgecomp.train import predict
+
+    windows, truth = dataset.split(split), dataset.raw_targets(split)
+    observed = observed_targets(dataset, split)
+
+    def error(module: Any) -> list[float | None]:
+        pred = dataset.unscale_targets(predict(module, windows.x))
+        return horizon_metrics(truth, pred, observed=observed)["mae"]
+
+    return error

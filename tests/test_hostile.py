@@ -110,7 +110,7 @@ def test_pickle_smuggled_as_model_onnx_is_an_artifact_error(artifact, tmp_path, 
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("backend", ["openvino", "coreml"])
+@pytest.mark.parametrize("backend", ["coreml", "qnn"])
 def test_artifact_for_another_backend_names_it_and_the_fix(artifact, tmp_path, backend):
     path = _rewrite(artifact, tmp_path / f"{backend}.edgepkg", target={"backend": backend})
     with pytest.raises(ecr.EngineUnavailableError) as info:

@@ -107,6 +107,8 @@ def choose_engine(manifest: dict[str, Any], requested: str | None = None) -> tup
     backend = manifest["target"]["backend"]
     if requested:
         return requested, get_engine(requested)
+    if backend not in ENGINES and backend not in REGISTERED:  # the model file's format is unknown
+        get_engine(backend)  # raises, naming the backend and the upgrade
     lowering = manifest.get("recipe", {}).get("lowering", {})
     chosen = lowering.get("engine") or backend
     equivalents = list(lowering.get("equivalent_engines", ()))
