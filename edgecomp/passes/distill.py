@@ -94,9 +94,8 @@ class DistillPass(Pass):
         return PassResult(student, stats)
 
     def _scratch_objective(self, horizon: int) -> Any:
-        """The same loss against the truth (same horizon weights), without a teacher."""
-        if self.config.horizon_weights is None:
-            return None  # train_module's own loss: config.loss against the truth
+        """The same loss against the truth (same horizon weights, same targets), without a
+        teacher: an objective too, so that train_module feeds both students the same targets."""
         return distill_objective(None, replace(self.config, alpha=1.0), horizon)
 
     def _train(self, teacher: Model, ctx: PassContext, objective: Any) -> Model:
