@@ -42,3 +42,13 @@ def traffic_checkpoints(tmp_path_factory, traffic_path, traffic_config):
         ).path
         for arch, hp in hparams.items()
     }
+
+
+@pytest.fixture(scope="module")  # a fresh copy per module: builds may fine-tune it
+def traffic_tcn(traffic_checkpoints, traffic_path):
+    """The shared TCN checkpoint and its traffic dataset: ``(Model, Dataset)``."""
+    from edgecomp.checkpoint import load_checkpoint
+    from edgecomp.workflow import dataset_for
+
+    model = load_checkpoint(traffic_checkpoints["tcn"])
+    return model, dataset_for(model.spec, traffic_path)

@@ -11,16 +11,7 @@ from edgecomp.report.model_card import CARD_NAME, error_rows
 
 
 @pytest.fixture(scope="module")
-def tcn(traffic_checkpoints, traffic_path):
-    from edgecomp.checkpoint import load_checkpoint
-    from edgecomp.workflow import dataset_for
-
-    model = load_checkpoint(traffic_checkpoints["tcn"])
-    return model, dataset_for(model.spec, traffic_path)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tcn):
+def built(tmp_path_factory, traffic_tcn):
     """An int8 x86 artifact built with an error budget (the gate stage runs)."""
     from edgecomp.budget import Budget
     from edgecomp.config import BuildConfig
@@ -31,7 +22,7 @@ def built(tmp_path_factory, tcn):
         pytest.skip(get_target("onnx").missing_reason())
     out = tmp_path_factory.mktemp("card") / "tcn.edgepkg"
     config = BuildConfig(target="x86-64-avx2", precision="int8")
-    result = build_within_budget(*tcn, config, out, budget=Budget(max_increase=0.5))
+    result = build_within_budget(*traffic_tcn, config, out, budget=Budget(max_increase=0.5))
     with zipfile.ZipFile(result.path) as zf:
         card = zf.read(CARD_NAME).decode()
     return result, card
@@ -70,10 +61,10 @@ def test_per_step_rows_equal_the_manifest_test_metrics(built):
     assert f"{metrics['artifact']['n_scored']:,} scored" in card
 
 
-def test_data_and_splits_describe_the_dataset(built, tcn):
+def test_data_and_splits_describe_the_dataset(built, traffic_tcn):
     # setup
     _, card = built
-    _, dataset = tcn
+    _, dataset = traffic_tcn
     splits = _table(card, "## Splits (by time)")[1:]
     # assert
     assert f"`{dataset.source['file']}`" in card and f"`{dataset.source['sha256']}`" in card

@@ -20,16 +20,7 @@ GENERATED = re.compile(r"^(t\d+|q\d+|onnx::.*|_v_\d+|/.*)$")
 
 
 @pytest.fixture(scope="module")
-def tcn(traffic_checkpoints, traffic_path):
-    from edgecomp.checkpoint import load_checkpoint
-    from edgecomp.workflow import dataset_for
-
-    model = load_checkpoint(traffic_checkpoints["tcn"])
-    return model, dataset_for(model.spec, traffic_path)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tcn):
+def built(tmp_path_factory, traffic_tcn):
     """fp32 and int8 x86 artifacts of a tiny TCN (int8: static Q/DQ on every Conv/Gemm)."""
     from edgecomp.config import BuildConfig
     from edgecomp.pipeline import build
@@ -41,7 +32,7 @@ def built(tmp_path_factory, tcn):
     out = {}
     for precision in ("fp32", "int8"):
         config = BuildConfig(target="x86-64-avx2", precision=precision)
-        out[precision] = build(*tcn, config, root / f"{precision}.edgepkg")
+        out[precision] = build(*traffic_tcn, config, root / f"{precision}.edgepkg")
     return out
 
 
@@ -130,11 +121,11 @@ def test_qdq_nodes_are_named_after_the_tensor_they_quantize(built):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_the_runtime_still_verifies_and_runs_the_annotated_artifact(built, tcn, precision):
+def test_the_runtime_still_verifies_and_runs_the_annotated_artifact(built, traffic_tcn, precision):
     from edgecomp_runtime import load
 
     # setup
-    _, dataset = tcn
+    _, dataset = traffic_tcn
     x = dataset.raw_inputs("test", imputed=True)[:4]
     # execute
     model = load(built[precision].path)
@@ -144,7 +135,7 @@ def test_the_runtime_still_verifies_and_runs_the_annotated_artifact(built, tcn, 
     assert np.isfinite(out).all()
 
 
-def test_tensorrt_onnx_carries_the_same_metadata(tmp_path, tcn):
+def test_tensorrt_onnx_carries_the_same_metadata(tmp_path, traffic_tcn):
     from edgecomp.config import BuildConfig
     from edgecomp.pipeline import build
     from edgecomp.targets import get_target
@@ -153,7 +144,9 @@ def test_tensorrt_onnx_carries_the_same_metadata(tmp_path, tcn):
     if not target.is_available():
         pytest.skip(target.missing_reason())
     # execute
-    result = build(*tcn, BuildConfig(target="jetson-orin-nano", precision="int8"), tmp_path / "j")
+    result = build(
+        *traffic_tcn, BuildConfig(target="jetson-orin-nano", precision="int8"), tmp_path / "j"
+    )
     proto = _graph(result)
     meta = read_metadata(proto)
     # assert

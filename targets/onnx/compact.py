@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-from .naming import name_graph
+from .naming import name_graph, rename_tensors
 
 
 def shrink(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -47,12 +47,4 @@ def _dedupe_initializers(graph: onnx.GraphProto) -> None:
             kept.append(init)
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    _rename(graph, alias)
-
-
-def _rename(graph: onnx.GraphProto, names: dict[str, str]) -> None:
-    for init in graph.initializer:
-        init.name = names.get(init.name, init.name)
-    for node in graph.node:
-        node.input[:] = [names.get(t, t) for t in node.input]
-        node.output[:] = [names.get(t, t) for t in node.output]
+    rename_tensors(graph, alias)

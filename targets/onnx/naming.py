@@ -23,7 +23,7 @@ import re
 
 import onnx
 
-__all__ = ["QDQ_OPS", "name_graph", "short_node_name"]
+__all__ = ["QDQ_OPS", "name_graph", "rename_tensors", "short_node_name"]
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _GENERATED = re.compile(r"^(onnx::|_v_\d|/)|::")
@@ -57,7 +57,7 @@ def name_graph(graph: onnx.GraphProto) -> dict[str, str]:
     _name_outputs(graph, namer, initializers)
     _name_qdq(qdq, namer)
     _name_constants(graph, namer, initializers)
-    _apply(graph, namer.names)
+    rename_tensors(graph, namer.names)
     return namer.names
 
 
@@ -177,7 +177,8 @@ def _input_role(node: onnx.NodeProto, k: int) -> str:
     return inputs[-1].name if inputs and inputs[-1].option.name == "Variadic" else f"in{k}"
 
 
-def _apply(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+def rename_tensors(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    """Rename initializers and node inputs/outputs per ``names`` (others keep theirs)."""
     for init in graph.initializer:
         init.name = names.get(init.name, init.name)
     for node in graph.node:
