@@ -50,6 +50,7 @@ def train(
     input_len: int = 48,
     horizon: int = 8,
     data_options: dict[str, Any] | None = None,
+    calendar: str | Sequence[str] = "auto",
     **train_options: Any,
 ) -> Path:
     """Train a forecaster on ``data`` and write its checkpoint folder (`edgecomp train`).
@@ -60,19 +61,57 @@ def train(
         arch: A registered architecture (``edgecomp.models.MODELS``).
         input_len: Input window L in steps.
         horizon: Forecast horizon H in steps.
-        data_options: Other ``DataConfig`` fields (id_col, value_cols, features, ...).
+        data_options: Other ``DataConfig`` fields (id_col, value_cols, features, ...); a
+            ``calendar`` there is the same as the ``calendar`` argument.
+        calendar: As `edgecomp train --calendar`: ``"auto"`` (keep the calendar features suited
+            to the sampling period only if they lower the validation MAE; the choice is in the
+            checkpoint's eval.json), ``"on"``, ``"off"``, or the feature names to use.
         **train_options: ``edgecomp.TrainConfig`` fields (hparams, epochs, lr, ...).
 
     Returns:
         The checkpoint folder.
+
+    Raises:
+        ValueError: ``calendar`` is none of the above.
     """
     from edgecomp.data import DataConfig
     from edgecomp.train import TrainConfig
     from edgecomp.workflow import train_checkpoint
 
-    config = DataConfig(input_len=input_len, horizon=horizon, **(data_options or {}))
-    outcome = train_checkpoint(data, config, TrainConfig(arch=arch, **train_options), Path(out))
+    options = dict(data_options or {})
+    mode = _calendar_mode(options.pop("calendar", calendar))
+    config = DataConfig(
+        input_len=input_len,
+        horizon=horizon,
+        calendar=None if isinstance(mode, str) else mode,
+        **options,
+    )
+    train_config = TrainConfig(arch=arch, **train_options)
+    if isinstance(mode, str):
+        from edgecomp.calendar_choice import train_with_calendar_choice
+
+        outcome = train_with_calendar_choice(data, config, train_config, Path(out), mode=mode)
+    else:
+        outcome = train_checkpoint(data, config, train_config, Path(out))
     return Path(outcome.path)
+
+
+def _calendar_mode(value: Any) -> str | tuple[str, ...] | None:
+    """``"auto"`` / ``"on"``, the feature names, or None (off) from a ``calendar`` argument."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none")):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("auto", "on"):
+        return value.strip().lower()
+    names = tuple(n.strip() for n in value.split(",")) if isinstance(value, str) else value
+    if (
+        not isinstance(names, tuple | list)
+        or not names
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ValueError(
+            f"calendar: expected 'auto', 'on', 'off' or calendar feature names, got {value!r}"
+        )
+    return tuple(names)
 
 
 def build(

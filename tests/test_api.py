@@ -34,6 +34,8 @@ def test_api_trains_builds_benches_and_reports(traffic_path, tmp_path):
     # assert
     assert len(dataset.test) > 0 and dataset.targets == dataset.features
     assert (checkpoint / "spec.json").is_file() and artifact.is_file()
+    chose = json.loads((checkpoint / "eval.json").read_text())["calendar"]  # auto, as the CLI
+    assert chose["tried"] and set(chose["chosen"]) <= set(chose["tried"])
     assert len(benches) == 1 and "b1" in benches[0]["latency"]
     written = json.loads((tmp_path / "report" / "report.json").read_text())
     assert written["rows"] == report["rows"] and len(report["rows"]) == 1
@@ -42,3 +44,21 @@ def test_api_trains_builds_benches_and_reports(traffic_path, tmp_path):
 def test_api_refuses_unknown_options(traffic_path):
     with pytest.raises(TypeError, match="no_such_option"):
         api.load_data(traffic_path, no_such_option=1)
+
+
+@pytest.mark.parametrize("value", ["sometimes", 3, ()])
+def test_api_train_refuses_a_bad_calendar(traffic_path, tmp_path, value):
+    with pytest.raises(ValueError, match="calendar"):
+        api.train(traffic_path, tmp_path / "m", calendar=value, data_options=LAYOUT, epochs=1)
+    assert not (tmp_path / "m").exists()
+
+
+def test_api_train_calendar_names_and_off(traffic_path, tmp_path):
+    common = {"input_len": 16, "horizon": 4, "data_options": LAYOUT, "epochs": 1}
+    small = {"hparams": {"channels": 4}, "arch": "tcn"}
+    named = api.train(traffic_path, tmp_path / "named", calendar="hour,dow", **common, **small)
+    off = api.train(traffic_path, tmp_path / "off", calendar="off", **common, **small)
+    spec_named = json.loads((named / "spec.json").read_text())["features"]
+    spec_off = json.loads((off / "spec.json").read_text())["features"]
+    assert {"dow_sin@+4", "hour_cos@+4"} <= set(spec_named)
+    assert not [f for f in spec_off if "@+" in f]
