@@ -10,7 +10,7 @@ import torch
 
 from edgecomp.targets.base import TargetError
 
-from .quantize import FLOAT_OPS
+from .quantize import FLOAT_OPS, STORAGE_METHOD, STORAGE_NOTE
 
 COMPUTE_OPS = ("LSTM", "GRU", "Conv", "Gemm", "MatMul")
 _RNN_OPS = ("LSTM", "GRU")
@@ -49,10 +49,11 @@ def layer_records(
     producers = {tensor: node for node in final.graph.node for tensor in node.output}
     by_name = {node.name: node for node in final.graph.node if node.name}
     int4 = {i.name for i in final.graph.initializer if i.data_type == onnx.TensorProto.INT4}
+    int8 = {i.name for i in final.graph.initializer if i.data_type == onnx.TensorProto.INT8}
     records = []
     for node, name in zip(nodes, _layer_names(nodes, module), strict=True):
         done = _final_node(node, producers, by_name, name)
-        layer_precision, method = _classify(done, producers, int4)
+        layer_precision, method = _classify(done, producers, int4, int8)
         reason = _reason(node.op_type, done.op_type, method, precision, static_reason)
         reason = (method_reasons or {}).get(method, reason)
         if method is None and done.name in (kept_float or {}):
@@ -102,8 +103,9 @@ def _skip_qdq(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodePro
 
 
 def _classify(
-    node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], int4: set[str]
+    node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], int4: set[str], int8: set[str]
 ) -> tuple[str, str | None]:
+    """(compute precision, method). Weight-only int8 storage computes in float: "fp32"."""
     if node.op_type in _DYNAMIC_KERNELS:
         return "int8", "dynamic"
     if node.op_type == "MatMulNBits":
@@ -111,10 +113,22 @@ def _classify(
     weight = _skip_casts(node.input[1], producers) if len(node.input) > 1 else None
     if weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] in int4:
         return "int4", "int4-storage"
+    if _stored_int8(weight, producers, int8):
+        return "fp32", STORAGE_METHOD
     sources = [producers.get(tensor) for tensor in node.input[:2]]
     if all(src is not None and src.op_type == "DequantizeLinear" for src in sources):
         return "int8", "static-qdq"
     return "fp32", None
+
+
+def _stored_int8(
+    weight: onnx.NodeProto | None, producers: dict[str, onnx.NodeProto], int8: set[str]
+) -> bool:
+    """The weight is an int8 initializer behind Cast -> Mul (quantize.store_int8_weights)."""
+    if weight is None or weight.op_type != "Mul":
+        return False
+    cast = producers.get(weight.input[0])
+    return cast is not None and cast.op_type == "Cast" and cast.input[0] in int8
 
 
 def _skip_casts(tensor: str, producers: dict[str, onnx.NodeProto]) -> onnx.NodeProto | None:
@@ -137,6 +151,8 @@ def _reason(op: str, kernel: str, method: str | None, precision: str, static_rea
         return f"dynamic int8: {op} weights int8, activations quantized at run time ({kernel})"
     if method == "static-qdq":
         return static_reason
+    if method == STORAGE_METHOD:
+        return STORAGE_NOTE
     return FLOAT_OPS.get(op, f"left in float by ONNX Runtime's quantizer ({kernel})")
 
 

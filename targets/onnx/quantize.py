@@ -1,12 +1,13 @@
 """int8 for ONNX Runtime on x86: one quantization rule per op type (see README.md).
 
 LSTM -> dynamic int8 (DynamicQuantizeLSTM); Conv/Gemm/MatMul -> static QDQ calibrated on windows,
-with a Relu right after one folded into its output quantization; GRU -> float (ONNX Runtime has no
-GRU quantizer). In recurrent models (LSTM/GRU) the Gemm/MatMul layers are dynamic int8 too: the
-head runs once per forecast on one hidden vector, where a static Q/DQ pair cost 2-3 us more at
-batch 1 than ORT's dynamic MatMulInteger (benchmarks/x86_compare.py). The dynamic step runs first:
-it rewrites Gemm as MatMul + Add, which the static step then quantizes with constant,
-pre-transposed weights.
+with a Relu right after one folded into its output quantization; GRU -> float compute (ONNX Runtime
+has no GRU quantizer) with its W and R stored int8, one scale per output row, behind Cast -> Mul
+(weight-only: ORT's constant folding expands them to float32 once, at load). In recurrent models
+(LSTM/GRU) the Gemm/MatMul layers are dynamic int8 too: the head runs once per forecast on one
+hidden vector, where a static Q/DQ pair cost 2-3 us more at batch 1 than ORT's dynamic
+MatMulInteger (benchmarks/x86_compare.py). The dynamic step runs first: it rewrites Gemm as
+MatMul + Add, which the static step then quantizes with constant, pre-transposed weights.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import io
 import logging
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,13 @@ RECURRENT_OPS = ("LSTM", "GRU")
 RECURRENT_DYNAMIC_OPS = ("Gemm", "MatMul")  # dynamic, not static, in a recurrent model
 FOLDED_OPS = ("Relu",)  # after a quantized op: ORT drops it, the output's zero point clips at 0
 FLOAT_OPS = {"GRU": "ONNX Runtime has no GRU quantizer"}
+STORED_OPS = {"GRU": (1, 2)}  # float compute, int8 storage of these inputs (W, R)
+STORAGE_METHOD = "int8-storage"
+STORAGE_NOTE = (
+    "weight-only int8: W and R stored int8 with one float32 scale per output row behind Cast -> "
+    "Mul, which the engine's constant folding expands to float32 at load; the GRU computes in "
+    "float32 (ONNX Runtime has no int8 GRU kernel)"
+)
 MAX_CALIBRATION_WINDOWS = 512
 INPUT_CLIP = 1e-3  # heavy-tailed inputs: the input layers' range leaves out this much at each end
 # (chosen on validation: weather TCN int8 +0.61 % at 1e-3, +0.80 % at 1e-4, +1.06 % at 1e-5)
@@ -135,6 +144,7 @@ class Int8Settings:
             **{f"{op} (recurrent model)": "dynamic" for op in RECURRENT_DYNAMIC_OPS},
             **dict.fromkeys(FOLDED_OPS, "folded into the preceding op's output QDQ"),
             **dict.fromkeys(FLOAT_OPS, "fp32"),
+            **dict.fromkeys(STORED_OPS, "fp32 compute, int8 weight storage"),
         }
         return {
             "tool": "onnxruntime.quantization",
@@ -161,11 +171,13 @@ class Int8Graph:
         proto: The quantized graph.
         steps: The ONNX Runtime steps that ran, in order.
         kept_float: Name of a node left in float on purpose -> why.
+        stored: Names of the nodes (``STORED_OPS``) whose weights are stored int8, computed float.
     """
 
     proto: onnx.ModelProto
     steps: list[str]
     kept_float: dict[str, str]
+    stored: list[str] = dataclasses.field(default_factory=list)
 
 
 def quantize_int8(
@@ -205,7 +217,65 @@ def quantize_int8(
             options = _static_options(settings, windows, static, exclude=list(kept))
             options["extra_options"] = {"TensorQuantOverrides": overrides}
             path = _step(steps[-1], quantize_static, path, **options)
-        return Int8Graph(onnx.load(path), steps, kept)
+        final = onnx.load(path)
+        stored = store_int8_weights(final.graph, kept)
+        if stored:
+            steps.append(f"int8 weight storage, compute float: {sorted(stored)}")
+        return Int8Graph(final, steps, kept, stored)
+
+
+def store_int8_weights(graph: onnx.GraphProto, kept: Mapping[str, str]) -> list[str]:
+    """Store the weights of ``STORED_OPS`` nodes not in ``kept`` as int8, in place.
+
+    Each weight becomes an int8 initializer (symmetric, one float32 scale per output row) read
+    through ``Cast`` -> ``Mul``: plain constant arithmetic that ONNX Runtime (and OpenVINO)
+    fold back to a float32 initializer when the session loads, so the op runs as before. A
+    ``DequantizeLinear`` in its place is not folded by ONNX Runtime unless the session turns its
+    QDQ fusions off, and then ran on every call (+35 % at batch 1 on the traffic GRU). Only
+    weights that one node alone reads are converted.
+
+    Returns:
+        The names of the nodes whose weights are now int8.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {init.name: init for init in graph.initializer}
+    uses = Counter(name for node in graph.node for name in node.input)
+    stored, added = [], []
+    for node in graph.node:
+        slots = STORED_OPS.get(node.op_type, ())
+        names = [node.input[i] if i < len(node.input) else "" for i in slots]
+        if not slots or node.name in kept or not all(n in inits and uses[n] == 1 for n in names):
+            continue
+        for slot, name in zip(slots, names, strict=True):
+            q, scale = int8_rows(numpy_helper.to_array(inits[name]))
+            graph.initializer.remove(inits[name])
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(q, f"{name}_int8"),
+                    numpy_helper.from_array(scale, f"{name}_scale"),
+                ]
+            )
+            cast = helper.make_node("Cast", [f"{name}_int8"], [f"{name}_cast"], to=1)
+            mul = helper.make_node("Mul", [f"{name}_cast", f"{name}_scale"], [f"{name}_stored"])
+            cast.name, mul.name = f"{name}_Cast", f"{name}_Mul"
+            added += [cast, mul]
+            node.input[slot] = mul.output[0]
+        stored.append(node.name)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(added + nodes)  # constants first: the graph stays topologically sorted
+    return stored
+
+
+def int8_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 of ``weight`` [..., rows, inputs] with one float32 scale per row:
+    (int8 values in [-127, 127], scales shaped [..., rows, 1])."""
+    weight = np.asarray(weight, dtype=np.float32)
+    peak = np.abs(weight).max(axis=-1, keepdims=True)
+    scale = np.where(peak > 0, peak / 127, 1.0).astype(np.float32)
+    q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+    return q, scale
 
 
 def _input_overrides(

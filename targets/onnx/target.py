@@ -203,10 +203,22 @@ def _int8(
     )
     lowering = {
         **lowered.lowering,
-        "quantization": {**settings.lowering(len(calibration)), "steps": quantized.steps},
+        "quantization": {
+            **settings.lowering(len(calibration)),
+            "steps": quantized.steps,
+            **_storage(quantized.stored, layers),
+        },
         "n_calibration_windows": len(calibration),
     }
     return _finish(quantized.proto, lowered.io, layers, lowering, lowered.ir)
+
+
+def _storage(stored: list[str], layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The int8 weight storage record (weight-only: those layers compute in float)."""
+    from .quantize import STORAGE_NOTE
+
+    names = [layer["name"] for layer in layers if layer["node"] in stored]
+    return {"int8_storage": {"layers": names, "note": STORAGE_NOTE}} if names else {}
 
 
 def _finish(
