@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from edgecomp_runtime.transform import forecast_floor
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 _CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this many values at once
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # predict's fast path takes these
+_SLOT_BATCH = 64  # batches up to this size keep per-thread buffers (and an engine binding)
+_SLOTS = 4  # batch sizes one thread keeps buffers for
 # backends whose model file is ONNX, checked at load
 _ONNX_BACKENDS = ("onnx", "tensorrt", "openvino")
 
@@ -155,6 +159,7 @@ class Model:
         self._floor = forecast_floor(spec)  # checked once here, not on every forecast
         self._sensor = sensor_features(spec)
         self._out_shape = (self.horizon, len(self.targets))
+        self._in_shape = (self.input_len, len(self.features))
         self._floor32 = None if self._floor is None else _frozen(self._floor, np.float32)
         # unscaling of a whole forecast [H * F_out] at once: no broadcasting over H
         floor = None if self._floor is None else np.tile(self._floor, self.horizon)
@@ -162,6 +167,11 @@ class Model:
             None if v is None else _frozen(v, np.float32)
             for v in (np.tile(std[index], self.horizon), np.tile(mean[index], self.horizon), floor)
         )
+        # predict's fast path: plain float windows [L, F] / [B, L, F] (no layout, no lead channels)
+        self._plain = not spec.get("layout") and not spec.get("future")
+        self._window_size = self.input_len * len(self.features)
+        self._local = threading.local()  # per thread: buffers and engine bindings per batch size
+        self._bounds_key: tuple[Any, Any] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -194,6 +204,10 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
+        if type(window) is np.ndarray and self._plain and window.dtype in _FAST_DTYPES:
+            y = self._fast(window)
+            if y is not None:
+                return y
         array = _as_real_array(as_numeric(window, self._sensor))
         spec = self.spec
         if spec.get("layout"):
@@ -202,7 +216,7 @@ class Model:
             array = add_future(array, spec, times, future)  # known-future inputs
         batched = self._check_shape(array)
         x = array if batched else array[None]
-        step = max(1, _CHUNK_ELEMENTS // (self.input_len * len(self.features)))
+        step = max(1, _CHUNK_ELEMENTS // self._window_size)
         if len(x) <= step:  # one chunk: the engine's output array is returned as it is
             y = self._predict_chunk(x, 0)
             return y if batched else y[0]
@@ -210,6 +224,70 @@ class Model:
         for start in range(0, len(x), step):  # bounded memory for any batch size
             out[start : start + step] = self._predict_chunk(x[start : start + step], start)
         return out if batched else out[0]
+
+    def _fast(self, window: np.ndarray) -> np.ndarray | None:
+        """``predict`` of a float32 / float64 array in one chunk, with as few numpy passes as it
+        takes; None (the general path then decides) for any other shape, or a window that needs
+        imputation or a closer look (NaN, infinities, out of range)."""
+        batched = window.ndim == 3
+        x = window if batched else window[None]
+        b = x.shape[0]
+        if x.shape[1:] != self._in_shape or not 1 <= b <= _CHUNK_ELEMENTS // self._window_size:
+            return None
+        z, slot = self._slot(b)
+        if x.dtype == np.float32:  # (x - mean) * (1 / std) in float32, as scale_window
+            mean, inv_std = self._scalers[np.float32]
+            np.subtract(x, mean, out=z)
+            np.multiply(z, inv_std, out=z)
+        else:  # in float64, rounded to float32 once
+            mean, inv_std = self._scalers[np.float64]
+            np.multiply(x - mean, inv_std, out=z, casting="same_kind")
+        if not self._inside(z):
+            return None
+        y = self._engine_output(z, slot)
+        std, mean, floor = self._flat
+        out = np.multiply(y.reshape(b, std.size), std)  # a new array: y may be a reused buffer
+        np.add(out, mean, out=out)
+        if floor is not None:
+            np.maximum(out, floor, out=out)
+        if not finite(out):
+            self._refuse_output(z)
+        out = out.reshape(b, *self._out_shape)
+        return out if batched else out[0]
+
+    def _slot(self, b: int) -> tuple[np.ndarray, list[Any] | None]:
+        """A float32 input buffer for batch size ``b``: this thread's own, kept with its engine
+        binding in a slot ``[buffer, bound run or None]``, up to ``_SLOT_BATCH`` windows; else a
+        new one (slot None)."""
+        if b > _SLOT_BATCH:
+            return np.empty((b, *self._in_shape), dtype=np.float32), None
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = {}
+        slot = slots.get(b)
+        if slot is None:
+            if len(slots) >= _SLOTS:
+                slots.clear()
+            slot = slots[b] = [np.empty((b, *self._in_shape), dtype=np.float32), None]
+        return slot[0], slot
+
+    def _engine_output(self, z: np.ndarray, slot: list[Any] | None) -> np.ndarray:
+        """The engine's scaled forecast for ``z``; through the slot's engine binding when the
+        engine has one (set up after the first call checked the output shape)."""
+        if slot is not None and slot[1] is not None:
+            return slot[1]()
+        y = self._run(z)
+        bind = getattr(self._engine, "bind", None)
+        if slot is not None and bind is not None:
+            slot[1] = bind(z, y.shape)
+        return y
+
+    def _refuse_output(self, z: np.ndarray) -> None:
+        raise ModelOutputError(
+            f"{self.manifest['model_file']}: the model's forecast is not finite for a finite "
+            f"window within float32 range (largest |scaled input| {np.abs(z).max():.3g}); "
+            "the model file, not the window, is at fault"
+        )
 
     def _predict_chunk(self, raw: np.ndarray, first: int) -> np.ndarray:
         dtype = np.float32 if raw.dtype.kind == "f" and raw.itemsize <= 4 else np.float64
@@ -226,22 +304,27 @@ class Model:
         y = self._run(z)
         self.unscale_forecast(y, copy=False)  # the engine's output array is ours
         if not finite(y):
-            raise ModelOutputError(
-                f"{self.manifest['model_file']}: the model's forecast is not finite for a finite "
-                f"window within float32 range (largest |scaled input| {np.abs(z).max():.3g}); "
-                "the model file, not the window, is at fault"
-            )
+            self._refuse_output(z)
         return y
 
     def _inside(self, z: np.ndarray) -> bool:
         """Fast check that ``_check_range`` and a NaN check would pass (False: look closer)."""
         low, high = self._bounds()
         if high == _FLOAT32_MAX:  # finite float32 is in range: a finite sum says all are
-            return math.isfinite(np.add.reduce(z, axis=None))  # (an overflow: look closer)
-        return bool(z.min() >= low and z.max() <= high)  # min / max propagate NaN
+            return math.isfinite(_sum(z, axis=None))  # (an overflow: look closer)
+        return bool(_min(z, axis=None) >= low and _max(z, axis=None) <= high)  # NaN fails
 
     def _bounds(self) -> tuple[float, float]:
         """The accepted scaled range: float32's, or the int8 input's widened by range_factor."""
+        key = (self._input_range, self.range_factor)
+        cached = self._bounds_key
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        bounds = self._compute_bounds()
+        self._bounds_key = (key, bounds)
+        return bounds
+
+    def _compute_bounds(self) -> tuple[float, float]:
         if self._input_range is None or self.range_factor is None:
             return -_FLOAT32_MAX, _FLOAT32_MAX
         center = (self._input_range[0] + self._input_range[1]) / 2
@@ -279,7 +362,11 @@ class Model:
                 f"got {list(array.shape)}"
             )
         self._check_shape(array)
-        return self._run(np.ascontiguousarray(array, dtype=np.float32))
+        if len(array) > _SLOT_BATCH:
+            return self._run(np.ascontiguousarray(array, dtype=np.float32))
+        z, slot = self._slot(len(array))  # the engine binding predict uses, when it has one
+        np.copyto(z, array, casting="unsafe")  # as astype(float32)
+        return self._engine_output(z, slot).copy()  # the caller's: not the reused output buffer
 
     def stream(
         self,
@@ -417,6 +504,9 @@ class Model:
                 f"the manifest promises {list(expected)}"
             )
         return y
+
+
+_sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
 
 
 def _as_real_array(window: Any) -> np.ndarray:
