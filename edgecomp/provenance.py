@@ -46,25 +46,18 @@ def explain(ctx: Any, verify: Callable[..., dict[str, Any]]) -> None:
 
 
 def onnx_metadata(manifest: dict[str, Any], role: str = "model") -> dict[str, Any]:
-    """The ``edgecomp.*`` metadata an ONNX file of the artifact carries (keys without prefix)."""
-    spec = manifest["spec"]
+    """The ``edgecomp.*`` metadata an ONNX file of the artifact carries (keys without prefix):
+    short fields, and digests of the spec and producer records the manifest holds in full."""
+    from edgecomp.targets.onnx.metadata import digest, spec_record
+
     return {
         "version": _version("edgecomp"),
         "build_id": manifest["build_id"],
-        "format_version": str(manifest["format_version"]),
         "file": role,
-        "spec": {
-            "arch": spec["arch"],
-            "input_len": spec["input_len"],
-            "horizon": spec["horizon"],
-            "features": spec["features"],
-            "targets": spec["targets"],
-            "period_s": spec.get("period_s"),
-        },
+        "spec": spec_record(manifest["spec"]),
         "precision": manifest["precision"],
         "target": manifest["target"]["name"],
-        "backend": manifest["target"]["backend"],
-        "producer": manifest["producer"],
+        "producer": digest(manifest["producer"]),
     }
 
 

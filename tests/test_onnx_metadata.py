@@ -13,7 +13,12 @@ import pytest
 
 onnx = pytest.importorskip("onnx", reason="onnx missing (pip install 'edgecomp[onnx]')")
 
-from edgecomp.targets.onnx.metadata import read_metadata  # noqa: E402
+from edgecomp.targets.onnx.metadata import (  # noqa: E402
+    SPEC_KEYS,
+    check_against,
+    digest,
+    read_metadata,
+)
 from edgecomp.targets.onnx.naming import QDQ_OPS, short_node_name  # noqa: E402
 
 GENERATED = re.compile(r"^(t\d+|q\d+|onnx::.*|_v_\d+|/.*)$")
@@ -47,20 +52,45 @@ def test_metadata_carries_version_build_id_spec_precision_and_producer(built, pr
     result = built[precision]
     manifest, proto = result.manifest, _graph(result)
     meta = read_metadata(proto)
-    # assert
+    # assert: short fields, and digests of the records the manifest holds in full
     assert proto.producer_name == "edgecomp"
     assert proto.producer_version == meta["version"] == version("edgecomp")
     assert re.fullmatch(r"[0-9a-f]{32}", meta["build_id"])
     assert meta["build_id"] == manifest["build_id"]
     spec = json.loads(meta["spec"])
-    for key in ("arch", "input_len", "horizon", "features", "targets", "period_s"):
+    for key in ("arch", "input_len", "horizon", "period_s"):
         assert spec[key] == manifest["spec"][key], key
+    assert spec["sha256"] == digest({k: manifest["spec"][k] for k in SPEC_KEYS})
     assert meta["precision"] == precision == manifest["precision"]
-    assert meta["target"] == "x86-64-avx2" and meta["backend"] == "onnx"
-    producer = json.loads(meta["producer"])
+    assert meta["target"] == "x86-64-avx2"
     for package in ("edgecomp", "torch", "onnx", "onnxruntime"):
-        assert producer[package] == version(package), package
+        assert manifest["producer"][package] == version(package), package
+    assert meta["producer"] == digest(manifest["producer"])
     assert meta["file"] == "model"
+    assert check_against(meta, manifest) == []
+
+
+def test_provenance_mismatches_are_named(built):
+    # setup: the int8 file against the fp32 manifest, and a manifest with another feature list
+    fp32, int8 = built["fp32"].manifest, built["int8"].manifest
+    meta = read_metadata(_graph(built["int8"]))
+    renamed = {**int8, "spec": {**int8["spec"], "features": ["other"]}}
+    newer = {**int8, "producer": {**int8["producer"], "onnx": "0.0.1"}}
+    # execute
+    against_fp32 = check_against(meta, fp32)
+    # assert
+    assert {p.split(":")[0] for p in against_fp32} == {"build_id", "precision"}
+    assert [p.split(":")[0] for p in check_against(meta, renamed)] == ["spec"]
+    assert [p.split(":")[0] for p in check_against(meta, newer)] == ["producer"]
+
+
+def test_provenance_is_a_few_hundred_bytes(built):
+    # setup: what the metadata costs in the serialized file
+    proto = _graph(built["int8"])
+    size = len(proto.SerializeToString())
+    del proto.metadata_props[:]
+    # assert: below the 600+ bytes the full records took (features, targets, every version)
+    assert size - len(proto.SerializeToString()) < 400
 
 
 def test_each_build_gets_its_own_id(built):
@@ -105,9 +135,10 @@ def test_qdq_nodes_are_named_after_the_tensor_they_quantize(built):
     # assert
     assert Counter(node.op_type for node in qdq)["QuantizeLinear"] >= 4
     names = [node.name for node in graph.node if node.name]
-    assert all(node.name for node in qdq) and len(names) == len(set(names))
+    assert len(names) == len(set(names))
     for node in qdq:
         source = node.input[0]
+        assert bool(node.name) == (source not in initializers)  # a stored weight's DQ: no name
         if node.op_type == "QuantizeLinear":
             assert node.name == f"{source}_QuantizeLinear"
             assert node.output[0] == f"{source}_q"
@@ -115,9 +146,9 @@ def test_qdq_nodes_are_named_after_the_tensor_they_quantize(built):
             base = producers[source].input[0]
             assert producers[source].op_type == "QuantizeLinear"
             assert node.name == f"{base}_DequantizeLinear"
-        else:  # weight or bias: DQ of an int initializer
+        else:  # weight or bias: DQ of an int initializer, its output named after it
             assert source in initializers
-            assert node.name == f"{source.removesuffix('_quantized')}_DequantizeLinear"
+            assert node.output[0] == f"{source.removesuffix('_quantized')}_dq"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -152,7 +183,8 @@ def test_tensorrt_onnx_carries_the_same_metadata(tmp_path, traffic_tcn):
     # assert
     assert meta["build_id"] == result.manifest["build_id"]
     assert meta["target"] == "jetson-orin-nano" and meta["precision"] == "int8"
-    qdq = [node for node in proto.graph.node if node.op_type in QDQ_OPS]
+    weights = {init.name for init in proto.graph.initializer}
+    qdq = [n for n in proto.graph.node if n.op_type in QDQ_OPS and n.input[0] not in weights]
     assert qdq and all(node.name.endswith(f"_{node.op_type}") for node in qdq)
     assert len({node.name for node in qdq}) == len(qdq)
 

@@ -22,13 +22,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgecomp.targets.base import TargetError
-from edgecomp_runtime.int4 import pack_int4, quantize_int4
+from edgecomp_runtime.int4 import pack_int4
 
 OPSET = 21  # DequantizeLinear on INT4 inputs
 DEFAULT_BLOCK_SIZE = 64  # at most: a MatMul with K < 64 gets the largest power of two <= K
 GROUP_SIZES = (128, 64, 32, 16)  # "auto" picks one per layer among these (and "channel")
 GROUP_TOLERANCE = 0.25  # "auto": the coarsest group within 25 % of the finest one's error
 STORAGE_OPS = {"Conv": 0, "LSTM": 1, "GRU": 1}  # op -> output-channel axis of its weight input
+QMIN, QMAX = -8, 7
+CLIP_RATIOS = tuple(1 - 0.025 * k for k in range(21))  # scale search: peak x 1 ... 0.5
 BIAS_INPUTS = {"Conv": 2, "LSTM": 3, "GRU": 3}  # biases: stored as float16, expanded at load
 STORAGE_NOTE = (
     "int4 storage only: packed int4 weights with group-wise float16 scales (float16 biases), "
@@ -232,42 +234,97 @@ def _int4_storage(
 
 
 def _weight_name(node: onnx.NodeProto, index: int, inits: dict[str, Any]) -> str:
-    """A short name after the layer (``rnn/GRU.W``): an exporter's generated one
+    """A short name after the layer (``rnn.W``, ``blocks.0.conv1.W``): an exporter's generated one
     (``onnx::GRU_110``) grows with every Q/DQ suffix, and every byte shows at int4."""
     from .naming import short_node_name
 
     role = "R" if index == 2 else "W"
-    name = f"{short_node_name(node.name, node.op_type) or node.op_type}.{role}"
+    short = short_node_name(node.name, node.op_type) or node.op_type
+    name = f"{short.rpartition('/')[0] or short}.{role}"
     return (
         name if name not in inits or inits[name] is inits[node.input[index]] else node.input[index]
     )
 
 
 def _rows(weight: np.ndarray, axis: int) -> np.ndarray:
-    """[..., out channel (axis), inputs...] -> 2-D [channels, inputs]: one row per channel."""
-    return weight.reshape(int(np.prod(weight.shape[: axis + 1])), -1)
+    """[..., out channel (axis), inputs, tail...] -> 2-D [channels x tail, inputs]: one row per
+    run of consecutive inputs that a block may cover (the input axis is ``axis + 1``)."""
+    moved = np.moveaxis(np.asarray(weight, dtype=np.float32), axis + 1, -1)
+    return moved.reshape(-1, moved.shape[-1])
+
+
+def search_scales(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int4 of ``blocks`` [..., n] with one float16 scale per block (last axis).
+
+    Each block keeps, among ``CLIP_RATIOS`` x its peak / 7, the scale whose rounded values
+    ``clip(rint(w / s), -8, 7) * s`` have the least squared error: clipping a few large weights
+    buys a finer step for the rest. Ratio 1 (no clipping) is a candidate, so the error is never
+    above plain max-abs rounding. Returns (int8 values in [-8, 7], float16 scales [...]).
+    """
+    w = np.asarray(blocks, dtype=np.float32)
+    peak = np.abs(w).max(axis=-1)
+    best_q = best_s = best_err = None
+    for ratio in CLIP_RATIOS:
+        scales = np.where(peak > 0, peak * np.float32(ratio) / QMAX, 1.0).astype(np.float16)
+        scales[scales == 0] = 1  # a peak below float16's smallest normal
+        step = scales.astype(np.float32)[..., None]
+        q = np.clip(np.rint(w / step), QMIN, QMAX)
+        err = np.square(q * step - w).sum(axis=-1)
+        if best_err is None:
+            best_q, best_s, best_err = q, scales, err
+            continue
+        better = err < best_err
+        best_q = np.where(better[..., None], q, best_q)
+        best_s = np.where(better, scales, best_s)
+        best_err = np.where(better, err, best_err)
+    return best_q.astype(np.int8), best_s.astype(np.float16)
 
 
 def group_quantize(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int4 of 2-D ``rows`` with one float16 scale per ``size`` consecutive inputs:
-    (int8 values [R, C] in [-8, 7], float16 scales [R, ceil(C / size)])."""
+    """Symmetric int4 of 2-D ``rows`` with one float16 scale per ``size`` consecutive inputs,
+    each scale searched (``search_scales``): (int8 values [R, C] in [-8, 7], float16 scales
+    [R, ceil(C / size)])."""
     r, c = rows.shape
     blocks = -(-c // size)
-    padded = np.pad(rows.astype(np.float32), ((0, 0), (0, blocks * size - c)))
-    grouped = padded.reshape(r, blocks, size)
-    peak = np.abs(grouped).max(axis=2)
-    scales = np.where(peak > 0, peak / 7, 1.0).astype(np.float16)
-    scales[scales == 0] = 1  # a peak below float16's smallest normal
-    q = np.clip(np.rint(grouped / scales[..., None].astype(np.float32)), -8, 7)
-    return q.reshape(r, -1)[:, :c].astype(np.int8), scales
+    padded = np.pad(np.asarray(rows, dtype=np.float32), ((0, 0), (0, blocks * size - c)))
+    q, scales = search_scales(padded.reshape(r, blocks, size))
+    return q.reshape(r, -1)[:, :c], scales
 
 
-def _group_error(rows: np.ndarray, size: int) -> float:
-    """Mean relative RMS error over slices of ``GROUP_SIZES[-1]`` inputs: each slice is judged
-    against its own magnitude, so small weights zeroed by a large neighbour's scale count."""
-    q, scales = group_quantize(rows, size)
-    expanded = np.repeat(scales.astype(np.float32), size, axis=1)[:, : rows.shape[1]]
-    err = q * expanded - rows
+def block_quantize(weight: np.ndarray, axis: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """int4 of ``weight`` in blocks of ``size`` along ``axis`` (the layout of a blocked
+    DequantizeLinear on that axis): (int8 values shaped like ``weight``, float16 scales shaped
+    like it with ``axis`` of length ceil(n / size))."""
+    moved = np.moveaxis(np.asarray(weight, dtype=np.float32), axis, -1)
+    q, scales = group_quantize(moved.reshape(-1, moved.shape[-1]), size)
+    q = np.moveaxis(q.reshape(moved.shape), -1, axis)
+    return q, np.moveaxis(scales.reshape(*moved.shape[:-1], -1), -1, axis)
+
+
+def channel_quantize(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """int4 of ``weight`` with one searched float16 scale per slice along ``axis``: (int8 values
+    shaped like ``weight``, float16 scales [weight.shape[axis]])."""
+    moved = np.moveaxis(np.asarray(weight, dtype=np.float32), axis, 0)
+    q, scales = search_scales(moved.reshape(moved.shape[0], -1))
+    return np.moveaxis(q.reshape(moved.shape), 0, axis), scales
+
+
+def _expand(q: np.ndarray, scales: np.ndarray, axis: int, size: int | None) -> np.ndarray:
+    """float32 ``q * scale`` of ``channel_quantize`` (size None) or ``block_quantize``."""
+    step = scales.astype(np.float32)
+    if size is None:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        return q * step.reshape(shape)
+    step = np.repeat(step, size, axis=axis + 1)
+    return q * np.take(step, np.arange(q.shape[axis + 1]), axis=axis + 1)
+
+
+def _relative_error(weight: np.ndarray, expanded: np.ndarray, axis: int) -> float:
+    """Mean relative RMS error over slices of ``GROUP_SIZES[-1]`` consecutive inputs: each
+    slice is judged against its own magnitude, so small weights zeroed by a large neighbour's
+    scale count."""
+    rows, err = _rows(weight, axis), _rows(expanded, axis) - _rows(weight, axis)
     slice_size = min(GROUP_SIZES[-1], rows.shape[1])
     blocks = -(-rows.shape[1] // slice_size)
     pad = ((0, 0), (0, blocks * slice_size - rows.shape[1]))
@@ -277,44 +334,70 @@ def _group_error(rows: np.ndarray, size: int) -> float:
     return float((err_norm[kept] / norm[kept]).mean()) if kept.any() else 0.0
 
 
+def weight_error(weight: np.ndarray, axis: int, size: int | None) -> float:
+    """The relative error (``_relative_error``) of storing ``weight`` (output channels on
+    ``axis``) per channel (size None) or in blocks of ``size`` inputs."""
+    if size is None:
+        q, scales = channel_quantize(weight, axis)
+    else:
+        q, scales = block_quantize(weight, axis + 1, size)
+    return _relative_error(weight, _expand(q, scales, axis, size), axis)
+
+
 def choose_group(
     weight: np.ndarray, axis: int, option: str | int
 ) -> tuple[int | None, dict[str, Any]]:
     """The group size of one weight (None: per output channel) and what was measured.
 
-    "auto" tries one scale per channel and each of ``GROUP_SIZES`` shorter than a row, and keeps
-    the coarsest (fewest scales) whose error (relative RMS per slice of 16 inputs, see
-    ``_group_error``) is within ``GROUP_TOLERANCE`` of the finest one's: finer groups only where
-    the weights need them.
+    Blocks run along the input axis (``axis + 1``). "auto" tries one scale per channel and each
+    of ``GROUP_SIZES`` shorter than the input axis, and keeps the one with the fewest scales
+    whose error (relative RMS per slice of 16 inputs, see ``_relative_error``) is within
+    ``GROUP_TOLERANCE`` of the best one's: finer groups only where the weights need them.
     """
-    rows = _rows(np.asarray(weight, dtype=np.float32), axis)
-    width = rows.shape[1]
+    weight = np.asarray(weight, dtype=np.float32)
+    if weight.ndim < axis + 2:
+        weight = weight.reshape(*weight.shape, *([1] * (axis + 2 - weight.ndim)))
+    width = weight.shape[axis + 1]
     if option == "channel" or (isinstance(option, int) and option >= width):
         return None, {"group_size": None, "inputs_per_channel": width}
     if isinstance(option, int):
         return option, {"group_size": option, "inputs_per_channel": width}
-    sizes = [width] + [g for g in GROUP_SIZES if g < width]
-    errors = {g: _group_error(rows, g) for g in sizes}
+    sizes: list[int | None] = [None, *(g for g in GROUP_SIZES if g < width)]
+    errors = {g: weight_error(weight, axis, g) for g in sizes}
     best = min(errors.values())
-    chosen = next(g for g in sizes if errors[g] <= best * (1 + GROUP_TOLERANCE))
+    fits = [g for g in sizes if errors[g] <= best * (1 + GROUP_TOLERANCE)]
+    chosen = min(fits, key=lambda g: (_n_scales(weight, axis, g), errors[g]))
     record = {
-        "group_size": None if chosen == width else chosen,
+        "group_size": chosen,
         "inputs_per_channel": width,
         "rel_rms_error": {
-            ("channel" if g == width else str(g)): round(e, 5) for g, e in errors.items()
+            ("channel" if g is None else str(g)): round(e, 5) for g, e in errors.items()
         },
     }
-    return record["group_size"], record
+    return chosen, record
+
+
+def _n_scales(weight: np.ndarray, axis: int, size: int | None) -> int:
+    channels = int(np.prod(weight.shape[: axis + 1]))
+    if size is None:
+        return channels
+    tail = int(np.prod(weight.shape[axis + 2 :]))
+    return channels * tail * -(-weight.shape[axis + 1] // size)
 
 
 def _dequantize(
     graph: onnx.GraphProto, init: onnx.TensorProto, axis: int, group: int | None = None
 ) -> list[onnx.NodeProto]:
-    """INT4 values and float16 scales -> DequantizeLinear (float16) -> Cast to float32; with
-    ``group``, a blocked DequantizeLinear over [channels, inputs] reshaped back."""
-    if group is not None:
-        return _dequantize_groups(graph, init, axis, group)
-    q, scales = quantize_int4(numpy_helper.to_array(init), axis, np.float16)
+    """INT4 values and float16 scales -> DequantizeLinear (float16) -> Cast to float32: one
+    scale per output channel (``axis``), or with ``group`` a blocked DequantizeLinear along the
+    input axis (``axis + 1``), in the weight's own shape."""
+    weight = numpy_helper.to_array(init)
+    if group is None:
+        q, scales = channel_quantize(weight, axis)
+        attrs: dict[str, int] = {"axis": axis}
+    else:
+        q, scales = block_quantize(weight, axis + 1, group)
+        attrs = {"axis": axis + 1, "block_size": group}
     packed = helper.make_tensor(  # takes the float weight's name: that one is dropped
         init.name, onnx.TensorProto.INT4, q.shape, pack_int4(q).tobytes(), raw=True
     )
@@ -322,33 +405,9 @@ def _dequantize(
     graph.initializer.remove(init)
     graph.initializer.extend([packed, scale])
     dq = helper.make_node(
-        "DequantizeLinear", [packed.name, scale.name], [f"{init.name}.dq"], axis=axis
+        "DequantizeLinear", [packed.name, scale.name], [f"{init.name}.dq"], **attrs
     )
     return [dq, _cast(dq.output[0], f"{init.name}.w")]
-
-
-def _dequantize_groups(
-    graph: onnx.GraphProto, init: onnx.TensorProto, axis: int, group: int
-) -> list[onnx.NodeProto]:
-    weight = numpy_helper.to_array(init)
-    q, scales = group_quantize(_rows(weight, axis), group)
-    packed = helper.make_tensor(
-        init.name, onnx.TensorProto.INT4, q.shape, pack_int4(q).tobytes(), raw=True
-    )
-    scale = numpy_helper.from_array(scales, f"{init.name}.scale")
-    shape = numpy_helper.from_array(np.asarray(weight.shape, np.int64), f"{init.name}.shape")
-    graph.initializer.remove(init)
-    graph.initializer.extend([packed, scale, shape])
-    dq = helper.make_node(
-        "DequantizeLinear",
-        [packed.name, scale.name],
-        [f"{init.name}.dq"],
-        axis=1,
-        block_size=group,
-    )
-    cast = _cast(dq.output[0], f"{init.name}.rows")
-    reshape = helper.make_node("Reshape", [cast.output[0], shape.name], [f"{init.name}.w"])
-    return [dq, cast, reshape]
 
 
 def _half(graph: onnx.GraphProto, init: onnx.TensorProto, transform: Any = None) -> onnx.NodeProto:

@@ -9,9 +9,9 @@ tensors and the quantizer's Q/DQ parameters get long generated names. ``name_gra
 * a generated constant (``onnx::LSTM_124``, ``_v_37``) after its first consumer and input slot:
   ``rnn/LSTM.W``, ``rnn/Squeeze.axes``;
 * a Q/DQ pair after the tensor it quantizes: nodes ``<tensor>_QuantizeLinear`` and
-  ``<tensor>_DequantizeLinear``, outputs ``<tensor>_q`` / ``<tensor>_dq``, parameters
-  ``<tensor>_scale`` / ``<tensor>_zp`` (``scale.shared<k>`` / ``zp.shared<k>`` when merged
-  initializers serve several tensors).
+  ``<tensor>_DequantizeLinear`` (a DQ of a stored weight or bias has no node name), outputs
+  ``<tensor>_q`` / ``<tensor>_dq``, parameters ``<tensor>_scale`` / ``<tensor>_zp``
+  (``scale.shared<k>`` / ``zp.shared<k>`` when merged initializers serve several tensors).
 
 Compute-node names, weight initializers named by torch (``head.weight``) and the graph's inputs
 and outputs keep their names, so layer records (which name nodes) stay valid.
@@ -55,7 +55,7 @@ def name_graph(graph: onnx.GraphProto) -> dict[str, str]:
         renamed,
     )
     _name_outputs(graph, namer, initializers)
-    _name_qdq(qdq, namer)
+    _name_qdq(qdq, namer, initializers)
     _name_constants(graph, namer, initializers)
     rename_tensors(graph, namer.names)
     return namer.names
@@ -121,8 +121,10 @@ def _scope(
     return scope
 
 
-def _name_qdq(nodes: list[onnx.NodeProto], namer: _Namer) -> None:
-    """Q/DQ nodes, outputs and parameters after the tensor quantized (``_base``)."""
+def _name_qdq(nodes: list[onnx.NodeProto], namer: _Namer, initializers: set[str]) -> None:
+    """Q/DQ nodes, outputs and parameters after the tensor quantized (``_base``); the DQ of a
+    stored weight needs no node name (its output names the weight, and runtimes fold it at
+    load), so it has none."""
     bases = _bases(nodes, namer)
     served: dict[str, set[str]] = {}  # parameter -> the tensors it quantizes
     for node, base in zip(nodes, bases, strict=True):
@@ -130,7 +132,8 @@ def _name_qdq(nodes: list[onnx.NodeProto], namer: _Namer) -> None:
             served.setdefault(tensor, set()).add(base)
     shared = dict.fromkeys(_PARAM_KINDS, 0)
     for node, base in zip(nodes, bases, strict=True):
-        node.name = namer.fresh(f"{base}_{node.op_type}")
+        constant = node.op_type == "DequantizeLinear" and node.input[0] in initializers
+        node.name = "" if constant else namer.fresh(f"{base}_{node.op_type}")
         suffix = "_q" if node.op_type == "QuantizeLinear" else "_dq"
         namer.assign(node.output[0], f"{base}{suffix}")
         for kind, tensor in zip(_PARAM_KINDS, node.input[1:], strict=False):
