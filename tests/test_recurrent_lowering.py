@@ -18,11 +18,13 @@ from edgecomp.targets.onnx.recurrent import (
     RecurrentLoweringError,
     hoisted_graph,
     lower_recurrent,
+    scan_graph,
 )
 from edgecomp.workflow import build_artifact
 from edgecomp_runtime.step import StepRunner
 
 ort = pytest.importorskip("onnxruntime", reason="the lowering is checked on onnxruntime")
+onnx = pytest.importorskip("onnx")
 CASES = [  # (class, features, hidden, layers, target_index, residual)
     (LSTMForecaster, 5, 8, 2, [4, 0], True),
     (GRUForecaster, 5, 8, 2, [4, 0], True),
@@ -91,6 +93,64 @@ def test_int8_hoisted_graph_is_quantized_and_close_to_torch(cls):
     assert np.abs(got - expected).max() > 0  # int8 really changes the numbers
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
+def test_int8_scan_graph_matches_torch_and_stores_each_weight_once(case):
+    # setup
+    module = _module(*case, length=12)
+    x = torch.randn(32, 12, case[1])
+    # execute
+    proto = scan_graph(module, 12, case[1])
+    # assert: one Scan per layer; every weight matrix an int8 initializer, stored once
+    ops = [node.op_type for node in proto.graph.node]
+    bodies = [n.attribute[0].g for n in proto.graph.node if n.op_type == "Scan"]
+    assert len(bodies) == case[3] and not set(ops) & {"LSTM", "GRU", "MatMul", "Gemm"}
+    inits = [*proto.graph.initializer, *(i for body in bodies for i in body.initializer)]
+    matrices = [i for i in inits if len(i.dims) == 2]
+    assert len(matrices) == 2 * case[3] + 1  # W_x and W_h per layer, the head
+    assert all(i.data_type == onnx.TensorProto.INT8 for i in matrices)
+    for body in bodies:  # the recurrent GEMM is int8 in the body, not unrolled per step
+        assert [n.op_type for n in body.node].count("MatMulInteger") == 1
+    with torch.no_grad():
+        expected = module(x).numpy()
+    diff = np.abs(_run(proto, x.numpy()) - expected).max()
+    assert 0 < diff < 0.1  # int8, within the int8 tolerance of edgecomp.testing (scaled units)
+
+
+def test_the_runtime_checks_a_scan_body_like_the_graph():
+    from onnx import helper
+
+    from edgecomp_runtime.opcheck import check_onnx
+
+    # setup: the scan lowering of a GRU, and copies with a refused op in the body or nested
+    module = _module(GRUForecaster, 3, 6, 1, None, False)
+    proto = scan_graph(module, 10, 3)
+    io = {
+        side: [{"name": v.name, "dtype": "float32", "shape": ["batch", *shape]}]
+        for side, v, shape in (
+            ("inputs", proto.graph.input[0], [10, 3]),
+            ("outputs", proto.graph.output[0], [4, 3]),
+        )
+    }
+    manifest = {"model_file": "model.onnx", "io": io}
+    scan = next(n for n in proto.graph.node if n.op_type == "Scan")
+    evil, nested = onnx.ModelProto(), onnx.ModelProto()
+    evil.CopyFrom(proto)
+    body = next(n for n in evil.graph.node if n.op_type == "Scan").attribute[0].g
+    body.node.append(helper.make_node("RandomNormal", [], ["r"], shape=[1]))
+    nested.CopyFrom(proto)
+    body = next(n for n in nested.graph.node if n.op_type == "Scan").attribute[0].g
+    body.node.append(helper.make_node("Scan", ["a"], ["b"], body=scan.attribute[0].g))
+    # execute / assert: onnxruntime and OpenVINO engines take it; TensorRT's set has no Scan
+    assert check_onnx(proto.SerializeToString(), manifest, "onnx") is None
+    check_onnx(proto.SerializeToString(), manifest, "openvino")
+    with pytest.raises(ecr.ArtifactError, match="operator Scan is not one the 'tensorrt'"):
+        check_onnx(proto.SerializeToString(), manifest, "tensorrt")
+    with pytest.raises(ecr.ArtifactError, match="operator RandomNormal is not one"):
+        check_onnx(evil.SerializeToString(), manifest, "onnx")
+    with pytest.raises(ecr.ArtifactError, match="carries a subgraph"):
+        check_onnx(nested.SerializeToString(), manifest, "onnx")
+
+
 def test_hoisted_lowering_refuses_other_modules():
     tcn = TCNForecaster(3, 1, 16, 2, channels=4, target_index=[0])
     with pytest.raises(RecurrentLoweringError, match="TCNForecaster"):
@@ -138,7 +198,7 @@ def export_step_bytes(step, features, size):
     return export_step(step, features, size)
 
 
-@pytest.mark.parametrize("lowering", ["default", "hoisted"])
+@pytest.mark.parametrize("lowering", ["default", "hoisted", "scan"])
 def test_build_with_each_lowering_runs_through_the_runtime(
     lowering, tmp_path, traffic_path, traffic_checkpoints
 ):
@@ -153,13 +213,17 @@ def test_build_with_each_lowering_runs_through_the_runtime(
     assert recorded["options"]["_data"]["lowering"] == lowering
     assert recorded["candidate_lowering"] == lowering
     ops = set(_ops(result.path))
-    if lowering == "hoisted":
+    gru = [r for r in model.manifest["layers"] if r["op_type"] == "GRU"]
+    if lowering != "default":
         assert "GRU" not in ops and "MatMulInteger" in ops  # the GRU is int8 now
-        assert [r["precision"] for r in model.manifest["layers"] if r["op_type"] == "GRU"] == [
-            "int8"
+        assert [r["precision"] for r in gru] == ["int8"]
+        assert ("Scan" in ops) == (lowering == "scan")
+    else:  # float compute, weights stored int8: the record says so
+        assert "GRU" in ops and [(r["precision"], r["method"]) for r in gru] == [
+            ("fp32", "int8-storage")
         ]
-    else:
-        assert "GRU" in ops
+    parity = model.manifest["recipe"]["lowering"]["parity"]
+    assert parity["max_abs_diff"] < 0.1  # the build verified it against torch
     window = np.full((model.input_len, len(model.features)), 100.0)
     assert np.isfinite(model.predict(window)).all()
 
@@ -169,3 +233,23 @@ def _ops(path) -> list[str]:
 
     data = ecr.read_artifact(path)[1]["model.onnx"]
     return [n.op_type for n in onnx.load_from_string(data).graph.node]
+
+
+def test_openvino_runs_the_scan_artifact_like_onnxruntime(
+    tmp_path, traffic_path, traffic_checkpoints
+):
+    pytest.importorskip("openvino", reason="the OpenVINO engine is optional")
+    # setup
+    config = BuildConfig(precision="int8", options={"lowering": "scan", "engine": "openvino"})
+    # execute
+    result = build_artifact(
+        str(traffic_checkpoints["gru"]), traffic_path, config, tmp_path / "a.edgepkg"
+    )
+    # assert: measured on OpenVINO (its candidate record), and both engines agree
+    record = result.manifest["recipe"]["lowering"]
+    assert record["engine"] == "openvino" and record["candidate_lowering"] == "scan"
+    assert [m["engine"] for m in record["candidates"]["measured"]] == ["openvino"]
+    window = np.random.default_rng(0).uniform(0, 200, size=(5, 16, 22))
+    on_ov = ecr.load(result.path, engine="openvino").predict(window)
+    on_ort = ecr.load(result.path, engine="onnx").predict(window)
+    np.testing.assert_allclose(on_ov, on_ort, atol=1e-3 * np.abs(on_ort).max())

@@ -8,12 +8,15 @@ constant tensors, and whether any tensor lives outside the file.
   ``io`` (an axis the manifest fixes must be fixed to that size in the model: a variable time axis
   would take any window length and forecast wrong).
 * **Operators**: only the set the backend's lowering emits (``ALLOWED_OPS``): no control flow
-  (Loop, Scan, If), no sequences, random or string operators, no subgraphs, no model-local
+  (Loop, If) but the ``onnx`` backend's Scan (the recurrent ``scan`` lowering: its iterations are
+  bounded by its input's length, and its one body, which may not nest another, is checked like
+  the graph), no sequences, random or string operators, no other subgraphs, no model-local
   functions, no external data. Operators that allocate from a shape (ConstantOfShape, Expand,
   Tile, Range) may not ask for more than ``MAX_ELEMENTS`` elements when that shape is constant.
 * **TFLite** (``tflite`` backend): the builtin operators the ARM lowering emits
   (``TFLITE_OPS``, read from the flatbuffer's operator codes); no custom operators, no control
-  flow (WHILE, IF, CALL_ONCE), no random operators, one subgraph.
+  flow but the recurrent loop lowering's WHILE (then exactly three subgraphs: main, cond, body;
+  no IF, CALL_ONCE), no random operators, otherwise one subgraph.
 * **Input range**: for a quantized input (a QuantizeLinear reached from the graph input through
   layout operators), the range of scaled values it represents, for ``Model.predict`` to refuse
   inputs far outside it.
@@ -49,7 +52,12 @@ _OPS = frozenset({("", op) for op in _STANDARD.split()}) | frozenset(
     ("com.microsoft", op) for op in _MICROSOFT.split()
 )
 # backend -> the (domain, operator) pairs its lowering may emit; "" is the ONNX domain
-ALLOWED_OPS: dict[str, frozenset[tuple[str, str]]] = {"onnx": _OPS, "tensorrt": _OPS}
+ALLOWED_OPS: dict[str, frozenset[tuple[str, str]]] = {
+    "onnx": _OPS | {("", "Scan")},  # targets/onnx/recurrent.py's scan lowering
+    "openvino": _OPS | {("", "Scan")},  # runs the onnx backend's file too
+    "tensorrt": _OPS,
+}
+_BODY_OPS = frozenset({"Scan"})  # operators whose subgraph (one, not nested) is read and checked
 # TFLite builtin operator -> its BuiltinOperator code (schema.fbs; a test checks them against
 # ai_edge_litert's schema): what litert-torch and ai-edge-quantizer emit for these forecasters
 TFLITE_OPS: dict[str, int] = {
@@ -63,6 +71,7 @@ TFLITE_OPS: dict[str, int] = {
     "SQUARE": 92, "LEAKY_RELU": 98, "SQUARED_DIFFERENCE": 99, "SPLIT_V": 102, "ABS": 101,
     "QUANTIZE": 114, "HARD_SWISH": 117, "SELECT_V2": 123, "BATCH_MATMUL": 126, "GELU": 150,
     "BROADCAST_TO": 130,  # the graph model (stgnn): global inputs and supports over the batch
+    "LESS": 58, "WHILE": 119,  # the recurrent loop lowering (targets/tflite/loop.py)
 }  # fmt: skip
 _TFLITE_NAMES = {code: name for name, code in TFLITE_OPS.items()}
 _LAYOUT = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
@@ -110,6 +119,7 @@ def check_tflite(data: bytes, manifest: dict[str, Any]) -> None:
     Raises:
         ArtifactError: Not a TFLite flatbuffer, more than one subgraph, a custom operator, or a
             builtin operator outside ``TFLITE_OPS``; the message names the file and operator.
+            A model with a WHILE op (the recurrent loop lowering) has three subgraphs.
     """
     where = manifest["model_file"]
     try:
@@ -118,8 +128,12 @@ def check_tflite(data: bytes, manifest: dict[str, Any]) -> None:
         codes, subgraphs = _tflite_codes(memoryview(data))
     except (ValueError, IndexError, struct.error) as exc:
         raise ArtifactError(f"{where}: not a readable TFLite model ({exc})") from None
-    if subgraphs != 1:
-        raise ArtifactError(f"{where}: {subgraphs} subgraphs; the ARM lowering emits one")
+    loop = any(code == TFLITE_OPS["WHILE"] for code, _ in codes)
+    if subgraphs != (3 if loop else 1):
+        raise ArtifactError(
+            f"{where}: {subgraphs} subgraphs; the ARM lowering emits one, or three with a "
+            "WHILE loop (main, cond, body)"
+        )
     for code, custom in codes:
         if custom is not None or code not in _TFLITE_NAMES:
             what = f"custom operator '{custom}'" if custom is not None else f"builtin code {code}"
@@ -321,11 +335,11 @@ def _read_model(buf: memoryview, where: str) -> _Graph:
     return graph
 
 
-def _read_graph(buf: memoryview, where: str) -> _Graph:
+def _read_graph(buf: memoryview, where: str, *, body: bool = False) -> _Graph:
     graph = _Graph()
     for number, _, value in _fields(buf):
         if number == 1:
-            graph.nodes.append(_read_node(value, graph, where))
+            graph.nodes.append(_read_node(value, graph, where, body=body))
         elif number in (5, 15):  # initializer, sparse_initializer
             name, array = _read_tensor(value, where)
             graph.initializers.add(name)
@@ -336,8 +350,10 @@ def _read_graph(buf: memoryview, where: str) -> _Graph:
     return graph
 
 
-def _read_node(buf: memoryview, graph: _Graph, where: str) -> tuple[str, str, list, list]:
-    inputs, outputs, op, domain, value = [], [], "", "", None
+def _read_node(
+    buf: memoryview, graph: _Graph, where: str, *, body: bool = False
+) -> tuple[str, str, list, list]:
+    inputs, outputs, op, domain, value, bodies = [], [], "", "", None, []
     for number, _, item in _fields(buf):
         if number == 1:
             inputs.append(_text(item))
@@ -348,22 +364,32 @@ def _read_node(buf: memoryview, graph: _Graph, where: str) -> tuple[str, str, li
         elif number == 7:
             domain = _text(item)
         elif number == 5:
-            tensor = _read_attribute(item, where)
+            tensor, subgraph = _read_attribute(item, where)
             value = tensor if value is None else value
+            bodies += [] if subgraph is None else [subgraph]
     if op == "Constant" and value is not None and outputs:
         graph.constants[outputs[0]] = value
+    for subgraph in bodies:  # its nodes join the graph's: the operator check covers them
+        if body or domain not in ("", "ai.onnx") or op not in _BODY_OPS or len(bodies) > 1:
+            raise ArtifactError(f"{where}: a node carries a subgraph (control flow): not allowed")
+        inner = _read_graph(subgraph, where, body=True)
+        graph.nodes += inner.nodes
+        graph.constants.update(inner.constants)
     return domain, op, inputs, outputs
 
 
-def _read_attribute(buf: memoryview, where: str) -> np.ndarray | None:
-    """A Constant's tensor value; ArtifactError for a subgraph (control flow)."""
-    tensor = None
+def _read_attribute(buf: memoryview, where: str) -> tuple[np.ndarray | None, memoryview | None]:
+    """A Constant's tensor value and a graph attribute's bytes; ArtifactError for a list of
+    subgraphs (control flow)."""
+    tensor, subgraph = None, None
     for number, _, value in _fields(buf):
-        if number in (6, 11):
+        if number == 11 or (number == 6 and subgraph is not None):
             raise ArtifactError(f"{where}: a node carries a subgraph (control flow): not allowed")
+        if number == 6:
+            subgraph = value
         if number == 5:
             tensor = _read_tensor(value, where)[1]
-    return tensor
+    return tensor, subgraph
 
 
 def _read_tensor(buf: memoryview, where: str) -> tuple[str, np.ndarray | None]:

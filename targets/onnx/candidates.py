@@ -4,7 +4,9 @@ Candidates are every combination of
 
 * a lowering from ``LOWERINGS``: ``default`` (the export and int8 rule of ``target.py``) and,
   where ``targets/onnx/recurrent.py`` provides one, ``hoisted`` (each recurrent layer's input
-  projection taken out of the recurrence as one GEMM over all steps);
+  projection taken out of the recurrence as one GEMM over all steps, the recurrence unrolled)
+  and ``scan`` (the same projection, then an ONNX Scan with one step in its body: at int8 every
+  GEMM int8 with each weight stored once);
 * an engine of the runtime that is installed on the build host (``ENGINE_KEYS``: onnxruntime,
   and OpenVINO where ``openvino`` is installed);
 * the threads 1 and the profile's ``threads``.
@@ -52,12 +54,16 @@ REFERENCE_ENGINE = "onnx"  # the default candidate's engine: the target's own
 LOWERINGS: dict[str, str] = {
     DEFAULT_LOWERING: "",
     "hoisted": "edgecomp.targets.onnx.recurrent:hoisted_lowering",
+    "scan": "edgecomp.targets.onnx.recurrent:scan_lowering",
 }
 ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file on a CPU
 # engines "auto" measures a lowering on (default: every installed one). The hoisted lowering is
 # written for onnxruntime's MatMulInteger path; on OpenVINO 2026.4 its unrolled recurrence ran 20x
 # slower (traffic LSTM: 32 ms at batch 1, benchmarks/x86_compare.py) after seconds of compiling.
-LOWERING_ENGINES: dict[str, tuple[str, ...]] = {"hoisted": ("onnx",)}
+# OpenVINO runs the scan lowering (as a TensorIterator) but 6.6x slower than onnxruntime at batch 1
+# and 5.8x at batch 64 (traffic GRU int8: 1.97 / 6.51 ms against 0.30 / 1.12 ms, build-time
+# candidates); option engine=openvino still measures it there.
+LOWERING_ENGINES: dict[str, tuple[str, ...]] = {"hoisted": ("onnx",), "scan": ("onnx",)}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,12 @@ edgecomp LSTM or GRU forecaster (``edgecomp.models``) differently: per layer, on
 hidden-state GEMM per step. ``cell_weights`` gives the same cells' weights in that layout (the
 streaming step kernel of ``edgecomp.streaming`` reuses it).
 
+``scan_graph`` is the int8 form with each weight stored once: per layer one int8 GEMM projects
+every step's input (DynamicQuantizeLinear -> MatMulInteger, one float scale per output column), and
+an ONNX Scan runs the recurrence with one step in its body, whose hidden-state GEMM is int8 too:
+``h`` is bounded in (-1, 1), so it is quantized at the fixed scale ``1 / 127`` (uint8, zero point
+128) with no per-step range reduction. The head is dynamic int8 as in the default int8 build.
+
 Gate layouts (torch): LSTM rows ``[i, f, g, o]``, reordered here to ``[i, f, o, g]`` so that one
 Sigmoid covers three gates; GRU rows ``[r, z, n]``, with ``n = tanh(x W_n + b_in + r (h U_n +
 b_hn))``, so ``b_hn`` stays inside the recurrent GEMM.
@@ -31,10 +37,13 @@ __all__ = [
     "hoisted_lowering",
     "lower_recurrent",
     "quantize_hoisted",
+    "scan_graph",
+    "scan_lowering",
     "cell_weights",
 ]
 
-LOWERINGS = ("fused", "hoisted")
+LOWERINGS = ("fused", "hoisted", "scan")
+H_SCALE = 1 / 127  # the int8 Scan's fixed scale for h in (-1, 1): uint8 with zero point 128
 OPSET = 17
 INPUT, OUTPUT = "window", "forecast"
 
@@ -51,6 +60,7 @@ class _Graph:
     inits: list[Any] = field(default_factory=list)
     count: int = 0
     prefix: str = ""  # a Scan body's names must differ from its outer graph's
+    int8: bool = False  # GEMMs as int8 MatMulInteger (scan_graph), else float Gemm/MatMul
 
     def const(self, value: np.ndarray, name: str) -> str:
         from onnx import numpy_helper
@@ -150,7 +160,7 @@ def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer) -> str:
         r, z = g.op("Split", [rz], 2, axis=1)
         q_n = g.const(layer.b_h[None, 2 * hidden :], "b_hn")
     else:
-        q = g.op("Gemm", [h, g.const(layer.w_h, "w_h"), g.const(layer.b_h, "b_h")])
+        q = _hidden_gemm(g, h, layer.w_h, layer.b_h)
         q_rz, q_n = g.op("Split", [q, two], 2, axis=1)
         r, z = g.op("Split", [g.op("Sigmoid", [g.op("Add", [p_rz, q_rz])])], 2, axis=1)
     n = g.op("Tanh", [g.op("Add", [p_n, g.op("Mul", [r, q_n])])])
@@ -159,18 +169,51 @@ def _gru_cell(g: _Graph, p: str, h: str | None, layer: _Layer) -> str:
     return g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h, n])])])
 
 
+def _hidden_gemm(g: _Graph, h: str, w_h: np.ndarray, bias: np.ndarray | str) -> str:
+    """h [B, H] x w_h [H, G] + bias: a float Gemm, or int8 with h at the fixed ``H_SCALE``."""
+    b = g.const(bias, "b_h") if isinstance(bias, np.ndarray) else bias
+    if not g.int8:
+        return g.op("Gemm", [h, g.const(w_h, "w_h"), b])
+    q, scale = int8_columns(w_h)
+    zero = g.const(np.array(128, np.uint8), "h_zero")
+    h_q = g.op("QuantizeLinear", [h, g.const(np.array(H_SCALE, np.float32), "h_scale"), zero])
+    acc = g.op("MatMulInteger", [h_q, g.const(q, "w_h"), zero])
+    y = g.op("Mul", [g.op("Cast", [acc], to=1), g.const(scale * np.float32(H_SCALE), "w_h_scale")])
+    return g.op("Add", [y, b])
+
+
+def _input_gemm(g: _Graph, x: str, w: np.ndarray, bias: np.ndarray, name: str) -> str:
+    """x [..., K] x w [K, N] + bias: a float MatMul + Add, or dynamic int8 (x quantized per
+    call, uint8; w int8 with one scale per output column)."""
+    if not g.int8:
+        return g.op("Add", [g.op("MatMul", [x, g.const(w, name)]), g.const(bias, f"b_{name}")])
+    q, scale = int8_columns(w)
+    x_q, x_scale, x_zero = g.op("DynamicQuantizeLinear", [x], 3)
+    acc = g.op("MatMulInteger", [x_q, g.const(q, name), x_zero])
+    both = g.op("Mul", [x_scale, g.const(scale, f"{name}_scale")])
+    return g.op("Add", [g.op("Mul", [g.op("Cast", [acc], to=1), both]), g.const(bias, f"b_{name}")])
+
+
+def int8_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 of ``w`` [K, N] with one float32 scale per output column:
+    (int8 [K, N] in [-127, 127], scales [N])."""
+    peak = np.abs(w).max(axis=0)
+    scale = np.where(peak > 0, peak / 127, 1.0).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+
+
 def _recur(g: _Graph, lstm: bool, layer: _Layer, p_t: str, state: tuple) -> tuple:
     """One step of one layer: projected input p_t [B, G], state (h, c) -> new (h, c)."""
     h, c = state
     u, hidden = layer.w_h, layer.w_h.shape[0]
     if lstm:
-        gates = p_t if h is None else g.op("Gemm", [h, g.const(u, "w_h"), p_t])
+        gates = p_t if h is None else _hidden_gemm(g, h, u, p_t)
         return _lstm_cell(g, gates, c, hidden)
     return _gru_cell(g, p_t, h, layer), None
 
 
 def hoisted_graph(
-    module: nn.Module, input_len: int, n_features: int, *, scan: bool = False
+    module: nn.Module, input_len: int, n_features: int, *, scan: bool = False, int8: bool = False
 ) -> onnx.ModelProto:
     """The forecaster as ONNX: per layer one input-projection MatMul, then the recurrence.
 
@@ -179,6 +222,7 @@ def hoisted_graph(
         input_len: Window length L (the recurrence is unrolled over it).
         n_features: Input features F.
         scan: The recurrence as one ONNX Scan per layer instead of unrolled over L.
+        int8: Every GEMM int8 as written here (``scan_graph``), not by ``quantize_hoisted``.
 
     Returns:
         A checked model: input "window" [batch, L, F], output "forecast" [batch, H, F_out].
@@ -190,12 +234,10 @@ def hoisted_graph(
 
     rnn = _rnn(module)
     lstm, layers = cell_weights(rnn)
-    g = _Graph()
+    g = _Graph(int8=int8)
     x = g.op("Transpose", [INPUT], perm=[1, 0, 2])  # [L, B, F]: one step is contiguous
     for k, layer in enumerate(layers):
-        proj = g.op(
-            "Add", [g.op("MatMul", [x, g.const(layer.w_x, "w_x")]), g.const(layer.b_x, "b_x")]
-        )
+        proj = _input_gemm(g, x, layer.w_x, layer.b_x, "w_x")
         if scan:
             x, state = _scan(g, lstm, layer, proj, k + 1 == len(layers))
             continue
@@ -231,7 +273,7 @@ def _scan(g: _Graph, lstm: bool, layer: _Layer, proj: str, last: bool) -> tuple[
     shape = g.op("Concat", [batch, g.const(np.array([hidden]), "hidden")], axis=0)
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
     zeros = g.op("ConstantOfShape", [shape], value=zero)
-    body = _Graph(count=g.count, prefix=f"scan{g.count}_")
+    body = _Graph(count=g.count, prefix=f"scan{g.count}_", int8=g.int8)
     names = (
         [f"{body.prefix}{n}" for n in ("h", "c", "p")]
         if lstm
@@ -274,9 +316,13 @@ def _head(g: _Graph, module: nn.Module, h: str, x: str, *, axis_last: bool) -> N
         weight = module.head.weight.double().numpy().T.astype(np.float32)
         bias = module.head.bias.double().numpy().astype(np.float32)
     shape = g.const(np.array([-1, module.horizon, module.n_targets]), "shape")
-    y = g.op(
-        "Reshape", [g.op("Gemm", [h, g.const(weight, "w_head"), g.const(bias, "b_head")]), shape]
-    )
+    if g.int8:
+        y = g.op("Reshape", [_input_gemm(g, h, weight, bias, "w_head"), shape])
+    else:
+        y = g.op(
+            "Reshape",
+            [g.op("Gemm", [h, g.const(weight, "w_head"), g.const(bias, "b_head")]), shape],
+        )
     if not module.residual:
         g.nodes[-1].output[0] = OUTPUT
         return
@@ -353,6 +399,49 @@ def lower_recurrent(
     return quantize_hoisted(proto) if int8 else proto
 
 
+def scan_graph(module: nn.Module, input_len: int, n_features: int) -> onnx.ModelProto:
+    """The int8 Scan lowering: per layer one int8 input-projection GEMM over all steps, then an
+    ONNX Scan whose one-step body runs the int8 hidden-state GEMM; each weight stored once.
+
+    Args:
+        module: An edgecomp LSTM or GRU forecaster.
+        input_len: Window length L.
+        n_features: Input features F.
+
+    Raises:
+        RecurrentLoweringError: The module is not an LSTM/GRU forecaster this lowering knows.
+    """
+    return hoisted_graph(module, input_len, n_features, scan=True, int8=True)
+
+
+def scan_lowering(request: Any, fp32: Any) -> Any:
+    """The Scan lowering at the request's precision (int8: ``scan_graph``; fp32: the float Scan
+    graph), for ``candidates.py``; None where it does not apply (not an edgecomp LSTM/GRU
+    forecaster, or int4)."""
+    from edgecomp.models import _RecurrentForecaster
+    from edgecomp.targets import base
+
+    module, spec = request.model.module, request.model.spec
+    int8 = request.precision is base.Precision.INT8
+    if not isinstance(module, _RecurrentForecaster) or request.precision is base.Precision.INT4:
+        return None
+    proto = hoisted_graph(module, spec.input_len, spec.n_features, scan=True, int8=int8)
+    quantization = None
+    if int8:
+        quantization = {
+            "method": "int8 Scan (edgecomp): input projection of all steps one dynamic int8 GEMM; "
+            "hidden-state GEMM int8 in the Scan body, h at the fixed scale 1/127; head dynamic",
+            "weights": "int8, one scale per output column, each stored once",
+        }
+    return base.Lowered(
+        model=proto.SerializeToString(),
+        io=fp32.io,
+        layers=_records(proto, module, int8, scan=True),
+        lowering={**fp32.lowering, "quantization": quantization},
+        ir=fp32.ir,
+    )
+
+
 def hoisted_lowering(request: Any, fp32: Any) -> Any:
     """The hoisted lowering at the request's precision, for ``candidates.py``; None where it does
     not apply (not an edgecomp LSTM/GRU forecaster, or int4).
@@ -389,7 +478,9 @@ def hoisted_lowering(request: Any, fp32: Any) -> Any:
     )
 
 
-def _records(proto: onnx.ModelProto, module: nn.Module, int8: bool) -> list[dict[str, Any]]:
+def _records(
+    proto: onnx.ModelProto, module: nn.Module, int8: bool, *, scan: bool = False
+) -> list[dict[str, Any]]:
     """One record per recurrent layer (its input-projection node) and the head."""
     kernel = "MatMulInteger" if int8 else "MatMul"
     from torch import nn
@@ -403,6 +494,11 @@ def _records(proto: onnx.ModelProto, module: nn.Module, int8: bool) -> list[dict
         if int8
         else "fp32 build"
     )
+    if int8 and scan:
+        reason = (
+            f"Scan {op_type}: input projection of all steps one dynamic int8 GEMM, hidden-state "
+            "GEMM int8 (h at the fixed scale 1/127) in the Scan body, gates in fp32"
+        )
     records = [
         {
             "name": f"rnn.l{k}" if module.rnn.num_layers > 1 else "rnn",

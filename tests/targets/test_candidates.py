@@ -84,11 +84,19 @@ def test_options_narrow_the_candidates_and_an_absent_engine_is_refused():
         cand.Candidate("default", "onnx", 2),
     ]
     # "auto" measures the hoisted lowering on the engines it is written for only
-    auto = cand.candidates(OnnxTarget.options_type(), ["onnx", "openvino"], ["default", "hoisted"])
+    lowerings = ["default", "hoisted", "scan"]
+    auto = cand.candidates(OnnxTarget.options_type(), ["onnx", "openvino"], lowerings)
     assert [(c.lowering, c.engine) for c in auto] == [
         ("default", "onnx"),
         ("default", "openvino"),
         ("hoisted", "onnx"),
+        ("scan", "onnx"),
+    ]
+    assert {"default", "hoisted", "scan"} <= set(cand.available_lowerings())
+    # a named engine measures every lowering there: OpenVINO runs the Scan too (slowly)
+    named = OnnxTarget.options_type(engine="openvino", lowering="scan")
+    assert cand.candidates(named, ["onnx", "openvino"], lowerings) == [
+        cand.Candidate("scan", "openvino", 1)
     ]
     with pytest.raises(TargetError, match=r"option 'engine' is 'openvino'.*edgecomp\[openvino\]"):
         cand.candidates(OnnxTarget.options_type(engine="openvino"), ["onnx"], ["default"])
