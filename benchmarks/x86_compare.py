@@ -7,12 +7,20 @@ All variants run in one process, interleaved round by round, one thread each, on
 windows, so the ratios are fair on a noisy shared machine. Prints a table and writes JSON.
 
     python benchmarks/x86_compare.py [--checkpoints examples/traffic/out/checkpoints] [--quick]
+        [--before REV]
+
+``--before REV`` adds the runtime's ``predict`` and engine as of git revision REV (its model.py and
+engines/onnxruntime.py, on the same artifact) to the same interleaved run, so a runtime change is
+timed before and after side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +49,9 @@ TRAIN = TrainConfig(epochs=40, patience=6, lr=2e-3)
 
 
 def main() -> None:
-    args = model_parser(__doc__, rounds=15, iters=40, out="x86_compare.json").parse_args()
+    parser = model_parser(__doc__, rounds=15, iters=40, out="x86_compare.json")
+    parser.add_argument("--before", help="git revision whose runtime predict is timed alongside")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     args.throughput = host_throughput()
     results = {
@@ -51,6 +61,8 @@ def main() -> None:
         "iters": args.iters,
         "peers": versions(),
         "throughput": args.throughput,
+        "before": args.before,
+        "load_average": {"start": os.getloadavg()},
         "models": {},
     }
     print("host single-thread GMAC/s:", _gmacs(args.throughput["best"]))
@@ -83,6 +95,8 @@ def run_models(args: argparse.Namespace, compare_fn, print_fn, results: dict) ->
             model = _checkpoint(arch, args, Path(tmp))
             results["models"][arch] = compare_fn(model, Path(tmp) / arch, args)
             print_fn(arch, results["models"][arch])
+    if "load_average" in results:
+        results["load_average"]["end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
@@ -123,6 +137,10 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         # the same job as predict(): raw in, raw out, with the user's own numpy scaling
         "ort_quantize_dynamic_raw": lambda s, r: _raw_call(dyn, r, dataset),
     }
+    if getattr(args, "before", None):
+        before = _before_model(args.before, artifact, work)
+        variants["edgecomp_int8_predict_before"] = lambda s, r: before.predict(r)
+        variants["edgecomp_int8_engine_before"] = lambda s, r: before.run_scaled(s)
     calibration = calibration_windows(dataset, BuildConfig().calibration_windows)
     peers = add_peers(fp32_path, calibration, work, variants)
     executorch = add_variants(model, dataset, "x86-64-executorch", work, variants, args)
@@ -150,6 +168,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "sizes": sizes,
         "mae": mae,
         "ratios": {**_ratios(latency, sizes, mae), **_peer_ratios(latency, mae)},
+        "predict_overhead_us": _overhead(latency),
         "peers": peers,
         "edgecomp_engine": {
             "engine": runtime_model.backend,
@@ -160,6 +179,46 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "floor": floor_multiples(latency, sum(macs.values()), args.throughput),
         "executorch": executorch,
     }
+
+
+def _before_model(rev: str, artifact: Path, work: Path):
+    """The runtime's Model and onnxruntime engine as of git revision ``rev`` on ``artifact``."""
+    modules = {}
+    for name in ("model", "engines/onnxruntime"):
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:runtime/edgecomp_runtime/{name}.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        path = work / f"before_{name.replace('/', '_')}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"before_{path.stem}", path)
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    now = edgecomp_runtime.load(artifact, threads=1)
+    if now.backend != "onnx":
+        raise SystemExit(f"--before times the onnxruntime engine; {artifact} runs on {now.backend}")
+    manifest, files = edgecomp_runtime.read_artifact(artifact)
+    engine = modules["engines/onnxruntime"].OnnxRuntimeEngine(
+        files[manifest["model_file"]], manifest, threads=1
+    )
+    model = modules["model"].Model(manifest, engine, backend="onnx", threads=1)
+    model._input_range, model.range_factor = now._input_range, now.range_factor
+    return model
+
+
+def _overhead(latency: dict) -> dict:
+    """What predict (raw in/out) adds over the engine call (scaled in/out), in us, per batch."""
+    out: dict = {}
+    for b, lat in latency.items():
+        for tag in ("", "_before"):
+            if f"edgecomp_int8_predict{tag}" in lat:
+                predict, engine = (
+                    lat[f"edgecomp_int8_{k}{tag}"]["p50"] for k in ("predict", "engine")
+                )
+                out.setdefault(b, {})[tag.strip("_") or "now"] = (predict - engine) * 1e3
+    return out
 
 
 # the peers of issue 21 item 1 (plus ORT fp32 and quantize_dynamic): engines, scaled windows in
@@ -283,7 +342,7 @@ def _print(arch: str, res: dict) -> None:
     )
     for name in res["latency_ms"]["b1"]:
         print(
-            f"  {name:<26} {res['latency_ms']['b1'][name]['p50']:8.3f} "
+            f"  {name:<30} {res['latency_ms']['b1'][name]['p50']:8.3f} "
             f"{res['latency_ms']['b64'][name]['p50']:9.3f}   "
             f"{floor['multiple']['b1'][name]:6.2f}x {floor['multiple']['b64'][name]:6.2f}x"
         )
@@ -309,6 +368,13 @@ def _print(arch: str, res: dict) -> None:
         f"artifact {r['int8_artifact_fraction_of_fp32']:.1%} "
         f"(ORT dynamic {r['ort_dynamic_size_fraction_of_fp32']:.1%}); MAE change per horizon % "
         + " ".join(f"{v:+.2f}" for v in r["edgecomp_int8_predict_mae_change_pct"])
+    )
+    over = res.get("predict_overhead_us", {})
+    print(
+        "  predict - engine (us): "
+        + ", ".join(
+            f"{b} " + " / ".join(f"{k} {v:.1f}" for k, v in d.items()) for b, d in over.items()
+        )
     )
     print_summary(res)
 

@@ -34,6 +34,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # predict's fast path takes these
 _SLOT_BATCH = 64  # batches up to this size keep per-thread buffers (and an engine binding)
 _SLOTS = 4  # batch sizes one thread keeps buffers for
+_COPY_BYTES = 1 << 16  # run_scaled copies a float32 batch into the bound buffer up to this size
 # backends whose model file is ONNX, checked at load
 _ONNX_BACKENDS = ("onnx", "tensorrt", "openvino")
 
@@ -109,7 +110,9 @@ def _is_number(value: Any) -> bool:
 class Model:
     """A loaded artifact.
 
-    Holds no mutable per-call state: ``predict`` may be called from several threads at once.
+    ``predict`` may be called from several threads at once: the only state it keeps between
+    calls is per thread (a float32 input buffer and the engine's binding of it, for up to
+    ``_SLOTS`` batch sizes of at most ``_SLOT_BATCH`` windows); forecasts are new arrays.
 
     Attributes:
         manifest: The artifact's manifest.
@@ -362,8 +365,9 @@ class Model:
                 f"got {list(array.shape)}"
             )
         self._check_shape(array)
-        if len(array) > _SLOT_BATCH:
-            return self._run(np.ascontiguousarray(array, dtype=np.float32))
+        ready = array.dtype == np.float32 and array.flags.c_contiguous
+        if len(array) > _SLOT_BATCH or (ready and array.nbytes > _COPY_BYTES):
+            return self._run(np.ascontiguousarray(array, dtype=np.float32))  # no copy when ready
         z, slot = self._slot(len(array))  # the engine binding predict uses, when it has one
         np.copyto(z, array, casting="unsafe")  # as astype(float32)
         return self._engine_output(z, slot).copy()  # the caller's: not the reused output buffer

@@ -32,6 +32,11 @@ class Engine(Protocol):
 
     Implementations import their package inside ``__init__``, never at module import, and keep no
     mutable per-call state: ``run`` may be called from several threads at once.
+
+    Optional: ``bind(x, out_shape) -> run()``, binding a caller-owned float32 input buffer and an
+    output of ``out_shape`` once; each ``run()`` runs what ``x`` holds and returns the output array,
+    overwritten by the next call (``Model.predict`` keeps one per thread and batch size; see
+    ``OnnxRuntimeEngine.bind``). Engines without it run through ``run``.
     """
 
     module: ClassVar[str]  # import name of the package the engine needs, e.g. "onnxruntime"
