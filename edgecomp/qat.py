@@ -54,23 +54,62 @@ class QatConfig:
             raise ValueError("qat: epochs, batch_size, max_windows and lr must be positive")
 
 
+#: int4 scale search, as the x86 int4 storage does it: per group, the scale among these
+#: fractions of peak / 7 whose rounding has the least squared error (1: plain max-abs).
+INT4_CLIP_RATIOS = tuple(1 - 0.025 * k for k in range(21))
+
+
 def fake_quantize(weight: Any, bits: int, group_size: int | None = None) -> Any:
     """Symmetric fake quantization of a [out, in, ...] weight with a straight-through gradient.
 
-    One scale per output channel, or per ``group_size`` consecutive inputs of each channel.
+    One scale per output channel, or per ``group_size`` consecutive inputs (dim 1) of each
+    channel and trailing index (a Conv1d's kernel tap). int8: [-127, 127], scale peak / 127.
+    int4: [-8, 7] with a float16 scale searched per group (``INT4_CLIP_RATIOS``), the rounding
+    the int4 exporter applies, so that the weights settle where it will put them.
     """
     import torch
 
-    qmax = 2 ** (bits - 1) - 1
-    flat = weight.reshape(weight.shape[0], -1)
-    size = flat.shape[1] if group_size is None else min(group_size, flat.shape[1])
-    pad = (-flat.shape[1]) % size
-    padded = torch.nn.functional.pad(flat, (0, pad))
-    groups = padded.reshape(flat.shape[0], -1, size)
-    scale = groups.abs().amax(dim=2, keepdim=True).clamp_min(1e-12) / qmax
-    q = torch.clamp(torch.round(groups / scale), -qmax, qmax) * scale
-    q = q.reshape(flat.shape[0], -1)[:, : flat.shape[1]].reshape(weight.shape)
+    if group_size is None:
+        groups = weight.reshape(weight.shape[0], 1, -1)
+    else:
+        moved = weight.movedim(1, -1) if weight.ndim > 2 else weight
+        flat = moved.reshape(-1, moved.shape[-1])
+        size = min(group_size, flat.shape[1])
+        padded = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % size))
+        groups = padded.reshape(flat.shape[0], -1, size)
+    with torch.no_grad():
+        scale = _scales(groups, bits)
+    q = torch.clamp(
+        torch.round(groups / scale), -(2 ** (bits - 1)) + (bits == 8), 2 ** (bits - 1) - 1
+    )
+    q = q * scale
+    if group_size is None:
+        q = q.reshape(weight.shape)
+    else:
+        q = q.reshape(flat.shape[0], -1)[:, : flat.shape[1]].reshape(moved.shape)
+        q = q.movedim(-1, 1) if weight.ndim > 2 else q
     return weight + (q - weight).detach()
+
+
+def _scales(groups: Any, bits: int) -> Any:
+    """Per-group scales [..., 1] of ``fake_quantize`` (no gradient)."""
+    import torch
+
+    peak = groups.abs().amax(dim=-1, keepdim=True)
+    if bits == 8:
+        return peak.clamp_min(1e-12) / 127
+    best, best_err = None, None
+    for ratio in INT4_CLIP_RATIOS:
+        scale = (peak * ratio / 7).to(torch.float16).to(groups.dtype)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        err = ((torch.clamp(torch.round(groups / scale), -8, 7) * scale - groups) ** 2).sum(-1)
+        if best is None:
+            best, best_err = scale, err
+            continue
+        better = (err < best_err).unsqueeze(-1)
+        best = torch.where(better, scale, best)
+        best_err = torch.minimum(err, best_err)
+    return best
 
 
 def _quantized_names(module: Any) -> list[str]:
