@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from edgecomp.bench.host import host_info  # noqa: E402
 from edgecomp.metrics import horizon_metrics  # noqa: E402
 from edgecomp.pipeline import BuildConfig, build, calibration_windows  # noqa: E402
 from edgecomp.targets.tflite.convert import compact, quiet  # noqa: E402
+from edgecomp.targets.tflite.loop import supports  # noqa: E402
 from edgecomp.targets.tflite.target import io_spec  # noqa: E402
 from edgecomp.workflow import dataset_for  # noqa: E402
 from edgecomp_runtime.engines.litert import LiteRtEngine  # noqa: E402
@@ -47,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "odot_detector_counts_15min.parquet"
 TARGET = "rpi5-cortex-a76"
 MODEL_FILE = "model.tflite"
+UNROLLED = {"recurrent_lowering": "unrolled"}  # the lowering before the WHILE loop (loop.py)
 PT2E = ("litert_torch_pt2e_int8",)
 AEQ = {  # peer name -> ai-edge-quantizer's default recipe (on litert-torch's plain conversion)
     "aeq_default_dynamic_int8": "dynamic_wi8_afp32",
@@ -85,15 +89,22 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     dataset = dataset_for(model.spec, DATA)
     x, raw_x, truth = dataset.test.x, dataset.raw_inputs("test"), dataset.raw_targets("test")
     options = {"weight_granularity": args.weight_granularity} if args.weight_granularity else {}
-    artifacts = {
-        p: build(
-            model,
-            dataset,
-            BuildConfig(target=TARGET, precision=p, options=options),
-            work / f"{p}.edgepkg",
-        )
-        for p in ("fp32", "int8", "int4")
-    }
+    build_s: dict[str, float] = {}
+
+    def timed(p: str, name: str, extra: dict) -> Any:
+        start = time.perf_counter()
+        config = BuildConfig(target=TARGET, precision=p, options={**options, **extra})
+        artifact = build(model, dataset, config, work / f"{name}.edgepkg")
+        build_s[name] = round(time.perf_counter() - start, 2)
+        return artifact
+
+    artifacts = {p: timed(p, p, {}) for p in ("fp32", "int8", "int4")}
+    # recurrent models: the old unrolled lowering side by side with the loop (the default)
+    unrolled = (
+        {p: timed(p, f"unrolled_{p}", UNROLLED) for p in ("fp32", "int8", "int4")}
+        if supports(model.module)
+        else {}
+    )
     fp32, int8, int4 = (
         edgecomp_runtime.load(artifacts[p].path, threads=1) for p in ("fp32", "int8", "int4")
     )
@@ -105,13 +116,16 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "edgecomp_int8_engine": lambda s, r: int8.run_scaled(s),
         "edgecomp_int4_engine": lambda s, r: int4.run_scaled(s),
     }
+    for p, artifact in unrolled.items():
+        engine = edgecomp_runtime.load(artifact.path, threads=1)
+        variants[f"unrolled_{p}_engine"] = lambda s, r, e=engine: e.run_scaled(s)
     sizes = {
         "fp32_tflite": _model_size(artifacts["fp32"].path),
         "edgecomp_int8_tflite": _model_size(artifacts["int8"].path),
         "edgecomp_int4_tflite": _model_size(artifacts["int4"].path),
         "fp32_artifact": artifacts["fp32"].path.stat().st_size,
         "int8_artifact": artifacts["int8"].path.stat().st_size,
-    }
+    } | {f"unrolled_{p}_tflite": _model_size(a.path) for p, a in unrolled.items()}
     lowering = {p: artifacts[p].manifest["recipe"]["lowering"] for p in artifacts}
     pt2e_error = _add_pt2e(model, dataset, variants, sizes)
     aeq_errors = _add_aeq_defaults(model, dataset, variants, sizes)
@@ -127,6 +141,8 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     executorch = summary(executorch, raw_x, truth, mae)
     return {
         "latency_ms": latency,
+        "build_s": build_s,
+        "recurrent_lowering": {p: low.get("recurrent_lowering") for p, low in lowering.items()},
         "sizes": sizes,
         "mae": mae,
         "batch_rows": {p: low.get("batch_rows", 1) for p, low in lowering.items()},
@@ -228,6 +244,17 @@ def _ratios(latency: dict, sizes: dict, mae: dict) -> dict:
             out[f"{name}_speedup_vs_torch_{b}"] = lat["torch_eager_fp32"]["p50"] / lat[name]["p50"]
         for name in pt2e:
             out[f"int8_engine_vs_pt2e_{b}"] = lat[name]["p50"] / lat["edgecomp_int8_engine"]["p50"]
+    for name in ("unrolled_fp32_engine", "unrolled_int8_engine", "unrolled_int4_engine"):
+        if name in latency["b1"]:
+            out[f"{name}_b64_over_16x_b1"] = latency["b64"][name]["p50"] / (
+                16 * latency["b1"][name]["p50"]
+            )
+            out[f"{name}_mae_change_pct"] = ((np.asarray(mae[name]) / ref - 1) * 100).tolist()
+    for p in ("int8", "int4"):
+        if f"unrolled_{p}_tflite" in sizes:
+            out[f"unrolled_{p}_size_fraction_of_unrolled_fp32"] = (
+                sizes[f"unrolled_{p}_tflite"] / sizes["unrolled_fp32_tflite"]
+            )
     out["int8_size_fraction_of_fp32"] = sizes["edgecomp_int8_tflite"] / sizes["fp32_tflite"]
     out["int4_size_fraction_of_fp32"] = sizes["edgecomp_int4_tflite"] / sizes["fp32_tflite"]
     for name in pt2e:
@@ -261,10 +288,21 @@ def _print(arch: str, res: dict) -> None:
             print(f"  {name} .tflite {s[f'{name}_tflite']:,} B ({frac:.1%})")
         else:
             print(f"  {name} failed: {res['aeq_errors'].get(name)}")
-    print(f"  windows per invoke: {res['batch_rows']}")
-    for name in ("litert_fp32", "edgecomp_int8_engine", "edgecomp_int4_engine"):
+    print(f"  windows per invoke: {res['batch_rows']}; build s: {res['build_s']}")
+    for p in ("int8", "int4"):
+        if f"unrolled_{p}_tflite" in s:
+            frac = r[f"unrolled_{p}_size_fraction_of_unrolled_fp32"]
+            print(
+                f"  unrolled lowering: fp32 {s['unrolled_fp32_tflite']:,} B, {p} "
+                f"{s[f'unrolled_{p}_tflite']:,} B ({frac:.1%})"
+            )
+    unrolled = [n for n in ("unrolled_fp32_engine", "unrolled_int8_engine", "unrolled_int4_engine")
+                if f"{n}_b64_over_16x_b1" in r]  # fmt: skip
+    for name in ("litert_fp32", "edgecomp_int8_engine", "edgecomp_int4_engine", *unrolled):
         print(f"  {name}: b64 / (16 x b1) = {r[f'{name}_b64_over_16x_b1']:.2f} (aim <= 1)")
-    for name in ("litert_fp32", "edgecomp_int8_predict", "edgecomp_int4_engine", *PT2E, *AEQ):
+    for name in (
+        "litert_fp32", "edgecomp_int8_predict", "edgecomp_int4_engine", *unrolled, *PT2E, *AEQ
+    ):  # fmt: skip
         if f"{name}_mae_change_pct" in r:
             change = " ".join(f"{v:+.2f}" for v in r[f"{name}_mae_change_pct"])
             print(f"  MAE change vs torch per horizon, % {name:<24} {change}")

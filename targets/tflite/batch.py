@@ -27,6 +27,9 @@ def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
     from .convert import quiet
 
     pinned = pin_batch(model, BATCH_ROWS)
+    rows = BATCH_ROWS if pinned is None and resizable(model) else 0
+    if rows:  # a symbolic batch (the loop lowering): the runtime resizes the input instead
+        pinned = model
     if pinned is None:
         why = "an op of the graph mixes the batch with another axis or is not known"
         return {"model_batch": 1, "batching": f"one invoke per window ({why})"}
@@ -34,14 +37,14 @@ def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
     x = rng.standard_normal((BATCH_ROWS, input_len, n_features)).astype(np.float32)
     try:
         with quiet():
-            diff = float(np.abs(_invoke(pinned, x) - _per_window(model, x)).max())
+            diff = float(np.abs(_runner(pinned, rows)(x) - _per_window(model, x)).max())
     except (RuntimeError, ValueError) as exc:
         diff, why = float("inf"), f"LiteRT refused the pinned copy: {str(exc).splitlines()[0]}"
     else:
         why = f"{BATCH_ROWS} windows in one invoke differ by {diff:.3g} from one per window"
     if not diff <= BATCH_ATOL:
         return {"model_batch": 1, "batching": f"one invoke per window ({why})"}
-    timing = _timing(model, pinned, x)
+    timing = _timing(model, pinned, x, rows)
     if timing["one_invoke"] >= timing["per_window"]:
         return {
             "model_batch": 1,
@@ -49,22 +52,24 @@ def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
             f"{BATCH_ROWS} copy)",
             "batch_timing_ms": timing,
         }
+    how = "resizes the symbolic batch to" if rows else "pins a copy to a batch of"
     return {
         "model_batch": 1,
         "batch_rows": BATCH_ROWS,
-        "batching": f"the runtime pins a copy to a batch of {BATCH_ROWS} windows per invoke "
+        "batching": f"the runtime {how} {BATCH_ROWS} windows per invoke "
         f"(checked at build: max diff {diff:.3g} against one invoke per window, and faster); "
         "the rest of a batch runs one window per invoke",
         "batch_timing_ms": timing,
     }
 
 
-def _timing(model: bytes, pinned: bytes, x: np.ndarray) -> dict[str, float]:
-    """Median ms for ``x`` in one invoke of ``pinned`` and in one invoke per window."""
+def _timing(model: bytes, pinned: bytes, x: np.ndarray, rows: int = 0) -> dict[str, float]:
+    """Median ms for ``x`` in one invoke of ``pinned`` (resized to ``rows`` when not 0) and in
+    one invoke per window."""
     from .convert import quiet
 
     with quiet():
-        one, each = _runner(pinned), _runner(model)
+        one, each = _runner(pinned, rows), _runner(model)
         one(x), each(x[:1])  # warm-up
     times: dict[str, list[float]] = {"one_invoke": [], "per_window": []}
     for _ in range(TIMING_ROUNDS):
@@ -85,14 +90,25 @@ def _per_window(model: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(w[None]) for w in x])
 
 
-def _invoke(model: bytes, x: np.ndarray) -> np.ndarray:
-    return _runner(model)(x)
+def resizable(model: bytes) -> bool:
+    """Whether the model's input has a symbolic (-1) batch."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from .convert import quiet
+
+    with quiet():
+        (inp,) = Interpreter(model_content=model).get_input_details()
+    return len(inp["shape_signature"]) > 0 and int(inp["shape_signature"][0]) == -1
 
 
-def _runner(model: bytes) -> Any:
+def _runner(model: bytes, rows: int = 0) -> Any:
+    """Run ``model`` (its input resized to ``rows`` windows when not 0)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model, num_threads=1)
+    (inp,) = interpreter.get_input_details()
+    if rows:
+        interpreter.resize_tensor_input(inp["index"], [rows, *inp["shape"][1:]], strict=True)
     interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 

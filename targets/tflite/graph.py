@@ -61,7 +61,7 @@ class Graph:
             op_names.get(c := max(code.builtinCode, code.deprecatedBuiltinCode), f"OP_{c}")
             for code in flat.operatorCodes
         ]
-        self.names = [t.name.decode() for t in subgraph.tensors]
+        self.names = [(t.name or b"").decode() for t in subgraph.tensors]  # compact: no names
         self.dtypes = [type_names.get(t.type, str(t.type)) for t in subgraph.tensors]
         self.shapes = [[] if t.shape is None else list(t.shape) for t in subgraph.tensors]
         self.inputs = tuple(subgraph.inputs)

@@ -204,7 +204,9 @@ def tflite_bytes(codes: list[tuple[int, str | None]], subgraphs: int = 1) -> byt
 @pytest.mark.parametrize(
     ("codes", "subgraphs", "message"),
     [
-        ([(119, None)], 1, "builtin code 119 is not one the 'tflite' lowering emits"),  # WHILE
+        ([(118, None)], 1, "builtin code 118 is not one the 'tflite' lowering emits"),  # IF
+        ([(119, None), (58, None)], 1, "1 subgraphs; .* three with a WHILE loop"),  # WHILE
+        ([(119, None), (58, None)], 2, "2 subgraphs; .* three with a WHILE loop"),
         ([(0, None), (32, "FlexRandom")], 1, "custom operator 'FlexRandom'"),
         ([(146, None)], 1, "builtin code 146"),  # RANDOM_STANDARD_NORMAL
         ([(0, None)], 2, "2 subgraphs; the ARM lowering emits one"),
@@ -219,6 +221,7 @@ def test_tflite_operators_outside_the_lowering_are_refused(
     with pytest.raises(ecr.ArtifactError, match=message):
         check_tflite(data, valid_manifest)
     check_tflite(tflite_bytes([(0, None), (9, None), (44, None), (114, None)]), valid_manifest)
+    check_tflite(tflite_bytes([(9, None), (119, None), (58, None)], 3), valid_manifest)  # loop
 
 
 def test_tflite_codes_match_the_litert_schema():

@@ -34,6 +34,8 @@ EXPECTED = {  # what every compute layer becomes: (precision, method)
     "int8-dynamic": ("int8", "dynamic"),
     "int4": ("int4", "dynamic"),
 }
+RECURRENT = ("lstm", "gru")  # written as a WHILE loop (loop.py): int8 there is hybrid int8
+UNROLLED = {"recurrent_lowering": "unrolled"}
 FAST = {("lstm", "int8"), ("gru", "int8-dynamic"), ("tcn", "int4"), ("tcn", "fp32")}
 _CACHE: dict[tuple, Any] = {}
 
@@ -107,14 +109,17 @@ def test_emit_converts_and_matches_torch(arch, precision, tmp_path_factory):
     assert result.io["inputs"][0]["shape"] == ["batch", 8, 4]
     assert result.io["outputs"][0]["shape"] == ["batch", 3, 2]
     # every compute layer became what the precision promises, and the records say so
-    assert {(la["precision"], la["method"]) for la in result.layers} == {EXPECTED[precision]}
+    want = ("int8", "dynamic") if (arch, precision) in {(a, "int8") for a in RECURRENT} else None
+    assert {(la["precision"], la["method"]) for la in result.layers} == {
+        want or EXPECTED[precision]
+    }
     assert all(la["reason"] for la in result.layers)
     assert "head" in {la["name"] for la in result.layers}
 
 
-@pytest.mark.parametrize("arch", ["lstm", "tcn"])
-def test_full_int8_has_int8_io_with_recorded_scale_and_zero_point(arch, tmp_path_factory):
-    _, result, data = emit(arch, "int8", tmp_path_factory.mktemp("io"))
+@pytest.mark.parametrize(("arch", "options"), [("lstm", UNROLLED), ("tcn", {})])
+def test_full_int8_has_int8_io_with_recorded_scale_and_zero_point(arch, options, tmp_path_factory):
+    _, result, data = emit(arch, "int8", tmp_path_factory.mktemp("io"), **options)
     details = engine(result, data)
     for side, detail in (("inputs", details._input), ("outputs", details._output)):
         entry = result.io[side][0]
@@ -123,7 +128,7 @@ def test_full_int8_has_int8_io_with_recorded_scale_and_zero_point(arch, tmp_path
 
 
 def test_recurrent_steps_share_one_record_per_module(tmp_path_factory):
-    _, result, _ = emit("lstm", "int8", tmp_path_factory.mktemp("rec"))
+    _, result, _ = emit("lstm", "int8", tmp_path_factory.mktemp("rec"), **UNROLLED)
     by_name = {la["name"]: la for la in result.layers}
     # one input projection for all steps (a 1x1 convolution), then one hidden matmul per step
     # but the first (its state is zero)
@@ -136,7 +141,7 @@ def test_recurrent_steps_share_one_record_per_module(tmp_path_factory):
 
 def test_recurrent_weights_are_stored_once_and_steps_carry_no_bias(tmp_path_factory):
     # setup / execute
-    _, result, data = emit("lstm", "int8", tmp_path_factory.mktemp("once"))
+    _, result, data = emit("lstm", "int8", tmp_path_factory.mktemp("once"), **UNROLLED)
     from edgecomp.targets.tflite.graph import Graph
 
     graph = Graph(data)
@@ -151,7 +156,7 @@ def test_recurrent_weights_are_stored_once_and_steps_carry_no_bias(tmp_path_fact
 
 def test_a_batch_runs_64_windows_per_invoke_and_equals_one_by_one(tmp_path_factory):
     # setup
-    _, result, data = emit("lstm", "int8", tmp_path_factory.mktemp("batch"))
+    _, result, data = emit("lstm", "int8", tmp_path_factory.mktemp("batch"), **UNROLLED)
     assert result.lowering["batch_rows"] == 64
     manifest = {"model_file": result.model_file, "io": result.io}
     batched = LiteRtEngine(data, manifest | {"recipe": {"lowering": result.lowering}}, threads=1)
@@ -173,7 +178,7 @@ def test_int4_group_size_is_chosen_per_layer_and_divides_its_inputs(tmp_path_fac
         torch.manual_seed(0)
         model = Model(module=build_model(spec).eval(), spec=spec, source="test")
     # execute
-    _, result, data = emit("lstm64", "int4", tmp_path_factory.mktemp("g"), model=model)
+    _, result, data = emit("lstm64", "int4", tmp_path_factory.mktemp("g"), model=model, **UNROLLED)
     # assert: groups of 32 (two per 64 inputs) on every matmul; the 4-input projection stays
     # channel-wise; the records say which
     quant = result.lowering["quantization"]
@@ -207,6 +212,114 @@ def test_the_ladders_int4_rung_asks_for_a_group_size_the_target_takes():
     variants = calibration_variants(TfliteTarget.capabilities, "int4")
     assert variants == [{"int4_group_size": "32"}]
     assert QuantSettings.from_options(variants[0]).int4_group_size == "32"
+
+
+# --- the recurrent loop lowering (loop.py) -----------------------------------------------------
+
+
+def _recurrent(arch: str, length: int, hidden: int = 64, layers: int = 2) -> Any:
+    from edgecomp.models import GRUForecaster, LSTMForecaster
+
+    cls = LSTMForecaster if arch == "lstm" else GRUForecaster
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return cls(4, 2, length, 3, hidden=hidden, layers=layers, target_index=[3, 1]).eval()
+
+
+def _run(data: bytes, x: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The input's shape signature, and one invoke on ``x`` (the input resized to its batch)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data, num_threads=1)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(inp["index"], list(x.shape), strict=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return list(inp["shape_signature"]), interpreter.get_tensor(out["index"])
+
+
+@pytest.mark.parametrize("arch", RECURRENT)
+def test_loop_lowering_matches_torch_per_step_at_any_batch(arch):
+    from edgecomp.targets.tflite.loop import emit_loop
+
+    # setup
+    module = _recurrent(arch, 12, hidden=16)
+    x = np.random.default_rng(7).standard_normal((64, 12, 4)).astype(np.float32)
+    expected = torch_forward(Model(module=module, spec=tiny_spec(arch)), x)
+    # execute: one invoke at batch 1 and one at batch 64 of the same file
+    data = emit_loop(module, "fp32")
+    signature, out64 = _run(data, x)
+    _, out1 = _run(data, x[:1])
+    # assert: every horizon step equals torch (float rounding), batch 64 included
+    assert signature == [-1, 12, 4] and out64.shape == (64, 3, 2)
+    np.testing.assert_allclose(out64, expected, atol=2e-6)
+    np.testing.assert_array_equal(out1, out64[:1])
+    for precision in ("int8", "int4"):
+        _, got = _run(emit_loop(module, precision), x)
+        assert_close(expected, got, dtype=precision)
+
+
+@pytest.mark.parametrize("arch", RECURRENT)
+def test_loop_stores_each_weight_once_whatever_the_window(arch):
+    from edgecomp.targets.tflite.loop import emit_loop, fc_weight_types
+
+    # setup / execute: the same weights over 12 and over 96 steps, at each precision
+    sizes = {
+        (length, precision): len(emit_loop(_recurrent(arch, length), precision))
+        for length in (12, 96)
+        for precision in ("fp32", "int8", "int4")
+    }
+    # assert: the file does not grow with the steps (the loop bound is one int32 either way),
+    # the weights are stored once (int8 < 35 %, int4 < 20 % of fp32 on a 2x64 model) and each
+    # matmul's weight has the precision's dtype
+    for precision in ("fp32", "int8", "int4"):
+        assert sizes[(12, precision)] == sizes[(96, precision)]
+    assert sizes[(12, "int8")] <= 0.35 * sizes[(12, "fp32")]
+    assert sizes[(12, "int4")] <= 0.20 * sizes[(12, "fp32")]
+    data = emit_loop(_recurrent(arch, 12), "int4", frozenset({"head"}))
+    assert fc_weight_types(data) == ["INT4"] * 4 + ["FLOAT32"]
+
+
+def test_loop_artifact_batches_in_one_invoke_and_passes_the_runtime_checks(tmp_path_factory):
+    from edgecomp_runtime.opcheck import check_tflite
+
+    # setup
+    model, result, data = emit("gru", "int8-dynamic", tmp_path_factory.mktemp("loop"))
+    manifest = {"model_file": result.model_file, "io": result.io}
+    batched = LiteRtEngine(data, manifest | {"recipe": {"lowering": result.lowering}}, threads=1)
+    single = LiteRtEngine(data, manifest | {"recipe": {"lowering": {}}}, threads=1)
+    x = windows(64 + 5, seed=8)
+    # execute
+    out = batched.run(x)
+    # assert: a WHILE loop the runtime's operator check accepts; 64 windows in one invoke of a
+    # resized (not pinned) interpreter, row by row what one invoke per window gives
+    check_tflite(data, manifest)
+    assert "WHILE loop" in result.lowering["recurrent_lowering"]
+    assert result.lowering["batch_rows"] == 64 and "resizes" in result.lowering["batching"]
+    assert batched._local.pinned.get_input_details()[0]["shape"][0] == 64
+    np.testing.assert_array_equal(out, single.run(x))
+    assert_close(torch_forward(model, x), out, dtype="int8")
+
+
+def test_loop_keeps_layers_float_by_name_and_edge(tmp_path_factory):
+    # setup / execute: a 1-layer LSTM's records are rnn[0] (W_ih), rnn[1] (W_hh) and head
+    keep = ["rnn[1]", "output"]
+    model, result, data = emit("lstm", "int4", tmp_path_factory.mktemp("lkf"), keep_float=keep)
+    # assert
+    by_name = {la["name"]: la for la in result.layers}
+    assert by_name["rnn[0]"]["precision"] == "int4" and by_name["rnn[0]"]["method"] == "dynamic"
+    for name in ("rnn[1]", "head"):
+        assert by_name[name]["precision"] == "fp32" and "keep_float" in by_name[name]["reason"]
+    assert result.lowering["quantization"]["keep_float"] == keep
+    x = windows(16, seed=2)
+    assert_close(torch_forward(model, x), engine(result, data).run(x), dtype="int4")
+
+
+def test_unknown_recurrent_lowering_is_refused(tmp_path):
+    profile = dataclasses.replace(PROFILE, options={"recurrent_lowering": "scan"})
+    with pytest.raises(TargetError, match="'recurrent_lowering' must be one of"):
+        TfliteTarget().emit(tiny_model("gru"), profile, tmp_path, precision="fp32")
 
 
 # --- keep_float --------------------------------------------------------------------------------
@@ -360,7 +473,7 @@ def test_build_verify_load_and_bench_on_traffic_data(
     metrics = manifest["metrics"]
     for got, ref in zip(metrics["artifact"]["mae"], metrics["reference"]["mae"], strict=True):
         assert got <= ref * 1.05
-    assert manifest["io"]["inputs"][0]["dtype"] == "int8"
+    assert manifest["io"]["inputs"][0]["dtype"] == ("float32" if arch in RECURRENT else "int8")
     # raw-unit forecasts through the runtime match torch within int8 tolerance (per target std)
     source = load_checkpoint(traffic_checkpoints[arch])
     dataset = dataset_for(source.spec, traffic_path)

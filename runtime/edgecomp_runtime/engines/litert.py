@@ -124,7 +124,10 @@ class LiteRtEngine:
         key = "pinned" if pinned else "interpreter"
         interpreter = getattr(self._local, key, None)
         if interpreter is None:
-            interpreter = self._open(self._pinned_bytes() if pinned else self._bytes)
+            # a symbolic (-1) batch (the loop lowering) is resized, not pinned
+            resize = pinned and list(self._input["shape_signature"][:1]) == [-1]
+            model = self._pinned_bytes() if pinned and not resize else self._bytes
+            interpreter = self._open(model, rows=self._rows if resize else 0)
             setattr(self._local, key, interpreter)
         return interpreter
 
@@ -143,7 +146,7 @@ class LiteRtEngine:
                 self._pinned = pinned
             return self._pinned
 
-    def _open(self, model: bytes) -> Any:
+    def _open(self, model: bytes, rows: int = 0) -> Any:
         resolver = self._interpreter_type.__module__
         kinds = importlib.import_module(resolver).OpResolverType
         kind = kinds.AUTO if self._xnnpack else kinds.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -153,6 +156,9 @@ class LiteRtEngine:
                 num_threads=self._threads,
                 experimental_op_resolver_type=kind,
             )
+            if rows:
+                (detail,) = interpreter.get_input_details()
+                interpreter.resize_tensor_input(detail["index"], [rows, *detail["shape"][1:]])
             interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ArtifactError(

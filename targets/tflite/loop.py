@@ -1,0 +1,617 @@
+"""LSTM / GRU forecasters written as a TFLite WHILE loop: every weight and every op exists once.
+
+litert-torch unrolls a recurrence (and so did ``lowering.UnrolledRecurrent``): about 16 ops per step
+and layer, each output tensor with its own quantization parameters, which outweighed the weights
+of a 2x64 model in an int8 file. This module writes the flatbuffer itself (ai_edge_litert's schema
+object API), straight from the torch module's weights:
+
+- main: ``WHILE(i=0, x, h_k=0, c_k=0)`` -> the last layer's ``h`` -> ``FULLY_CONNECTED`` head ->
+  ``RESHAPE`` [B, horizon, targets] -> ``+`` the last observed targets (residual).
+- cond: ``LESS(i, L)``.
+- body: ``x_t = GATHER(x, i, axis=1)`` then, per layer, ``FULLY_CONNECTED(in, W_ih, b)`` +
+  ``FULLY_CONNECTED(h, W_hh)`` and the gates; outputs ``i + 1`` and the new states.
+
+The batch is symbolic (shape signature -1, shape 1): ``resize_tensor_input`` runs any batch in one
+invoke. The zero initial state is ``x[:, 0, :1] * 0`` broadcast to [B, H], so no op names a batch
+size. Quantized precisions store FULLY_CONNECTED weights as int8 or int4 with one scale per output
+channel (symmetric, numpy, below) and float activations that the kernel quantizes per row at run
+time (``asymmetric_quantize_inputs``): TFLite's hybrid path, run by XNNPACK's qd8 kernels. Layers
+in ``kept`` keep float weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DESCRIPTION = (
+    "TFLite WHILE loop written by edgecomp: one body subgraph holds each layer's two matmuls "
+    "and its gates once, the head and residual run once after the loop"
+)
+PRECISIONS = ("fp32", "int8", "int8-dynamic", "int4")
+_BITS = {"int8": 8, "int8-dynamic": 8, "int4": 4}
+
+
+@dataclass(frozen=True)
+class LoopLayer:
+    """A FULLY_CONNECTED weight of the loop model: record name, weight, bias, where it runs."""
+
+    name: str
+    weight: np.ndarray  # [out, in]
+    bias: np.ndarray | None
+    where: str  # "body" or "main"
+    what: str  # e.g. "rnn.weight_ih_l0"
+
+
+def supports(module: Any) -> bool:
+    """Whether ``module`` is an LSTM / GRU forecaster the loop emitter writes."""
+    from edgecomp.models import GRUForecaster, LSTMForecaster
+
+    return isinstance(module, LSTMForecaster | GRUForecaster)
+
+
+def loop_layers(module: Any) -> list[LoopLayer]:
+    """The compute layers in graph order: ``rnn[2k]`` (W_ih of layer k), ``rnn[2k+1]``
+    (W_hh), ``head``."""
+    rnn, kind = module.rnn, _kind(module)
+    size, layers = rnn.hidden_size, []
+    for k in range(rnn.num_layers):
+        w_ih, w_hh = (_np(getattr(rnn, f"weight_{s}_l{k}")) for s in ("ih", "hh"))
+        b_ih, b_hh = (_bias(rnn, f"bias_{s}_l{k}", len(w_ih)) for s in ("ih", "hh"))
+        if kind == "lstm":
+            b_in, b_h = b_ih + b_hh, None
+        else:  # b_hn sits inside r * (W_hn h + b_hn): the body adds it to W_hn h alone
+            b_in = b_ih + np.concatenate([b_hh[: 2 * size], np.zeros(size, np.float32)])
+            b_h = None
+        layers.append(LoopLayer(f"rnn[{2 * k}]", w_ih, b_in, "body", f"rnn.weight_ih_l{k}"))
+        layers.append(LoopLayer(f"rnn[{2 * k + 1}]", w_hh, b_h, "body", f"rnn.weight_hh_l{k}"))
+    head = module.head
+    layers.append(
+        LoopLayer("head", _np(head.weight), _bias(head, "bias", head.out_features), "main", "head")
+    )
+    return layers
+
+
+def emit_loop(module: Any, precision: str, kept: frozenset[str] = frozenset()) -> bytes:
+    """The .tflite bytes of ``module`` as a WHILE loop at ``precision`` (see the module docstring).
+
+    Args:
+        module: An LSTM or GRU forecaster (``supports``).
+        precision: "fp32", "int8" / "int8-dynamic" (int8 weights per channel) or "int4".
+        kept: Record names (``rnn[1]``, ``head``) whose weights stay float.
+
+    Raises:
+        ValueError: An unknown precision or module.
+    """
+    if precision not in PRECISIONS or not supports(module):
+        raise ValueError(f"loop lowering: cannot emit {type(module).__name__} at {precision!r}")
+    bits = _BITS.get(precision)
+    weights = {la.name: la for la in loop_layers(module)}
+    return _Emitter(module, {n: (None if n in kept else bits) for n in weights}, weights).model()
+
+
+# --- the flatbuffer ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Graph:
+    """One subgraph under construction."""
+
+    model: _Model
+    tensors: list[Any] = field(default_factory=list)
+    operators: list[Any] = field(default_factory=list)
+
+    def tensor(
+        self,
+        shape: list[int],
+        dtype: str = "FLOAT32",
+        data: np.ndarray | bytes | None = None,
+        quant: Any = None,
+        batched: bool = False,
+    ) -> int:
+        from ai_edge_litert import schema_py_generated as schema
+
+        tensor = schema.TensorT()
+        tensor.shape = list(shape)
+        if batched:  # leading batch: 1 as written, -1 in the signature (resizable)
+            tensor.shapeSignature = [-1, *shape[1:]]
+        tensor.type = getattr(schema.TensorType, dtype)
+        tensor.buffer = 0 if data is None else self.model.buffer(data)
+        tensor.quantization = quant
+        self.tensors.append(tensor)
+        return len(self.tensors) - 1
+
+    def const(self, array: np.ndarray) -> int:
+        dtype = {np.float32: "FLOAT32", np.int32: "INT32"}[array.dtype.type]
+        return self.tensor(list(array.shape), dtype, np.ascontiguousarray(array))
+
+    def op(self, code: str, inputs: list[int], outputs: list[int], options: Any = None) -> None:
+        from ai_edge_litert import schema_py_generated as schema
+
+        op = schema.OperatorT()
+        op.opcodeIndex = self.model.opcode(code)
+        op.inputs, op.outputs = list(inputs), list(outputs)
+        if options is not None:
+            kind = type(options).__name__.removesuffix("T")
+            op.builtinOptionsType = getattr(schema.BuiltinOptions, kind)
+            op.builtinOptions = options
+        self.operators.append(op)
+
+    def unary(self, code: str, x: int, shape: list[int]) -> int:
+        out = self.tensor(shape)
+        self.op(code, [x], [out])
+        return out
+
+    def binary(self, code: str, a: int, b: int, shape: list[int]) -> int:
+        out = self.tensor(shape)
+        self.op(code, [a, b], [out])
+        return out
+
+
+# op -> version written: the lowest version of the kernel that takes what the op is given
+# (hybrid per-channel int8 / int4 FULLY_CONNECTED with asymmetric inputs: see COMPATIBILITY.md)
+_VERSIONS = {"FULLY_CONNECTED": 1, "GATHER": 1, "SPLIT": 1, "WHILE": 1, "LESS": 1}
+
+
+@dataclass
+class _Model:
+    buffers: list[Any] = field(default_factory=list)
+    codes: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    zero_points: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ai_edge_litert import schema_py_generated as schema
+
+        self.buffers.append(schema.BufferT())  # buffer 0: no data
+
+    def buffer(self, data: np.ndarray | bytes) -> int:
+        from ai_edge_litert import schema_py_generated as schema
+
+        buffer = schema.BufferT()
+        raw = data if isinstance(data, bytes) else data.tobytes()
+        buffer.data = np.frombuffer(raw, np.uint8).copy()
+        self.buffers.append(buffer)
+        return len(self.buffers) - 1
+
+    def opcode(self, code: str, version: int = 1) -> int:
+        self.versions[code] = max(self.versions.get(code, 1), version)
+        return self.codes.setdefault(code, len(self.codes))
+
+
+class _Emitter:
+    """Writes main, cond and body (see the module docstring)."""
+
+    def __init__(self, module: Any, bits: dict[str, int | None], weights: dict[str, LoopLayer]):
+        self.module, self.bits, self.weights = module, bits, weights
+        self.kind = _kind(module)
+        self.n_layers, self.size = module.rnn.num_layers, module.rnn.hidden_size
+        self.length, self.features = module.input_len, module.n_features
+        self.flat = _Model()
+
+    def model(self) -> bytes:
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        main, cond, body = (_Graph(self.flat) for _ in range(3))
+        state = self._state_shapes()
+        self._cond(cond, state)
+        self._body(body, state)
+        x, y = self._main(main, state)
+        model = schema.ModelT()
+        model.version = 3
+        model.description = b"edgecomp loop lowering"
+        model.buffers = self.flat.buffers
+        model.subgraphs = []
+        for graph, name, (inputs, outputs) in zip(
+            (main, cond, body),
+            (b"main", b"cond", b"body"),
+            (([x], [y]), cond.io, body.io),
+            strict=True,
+        ):
+            sub = schema.SubGraphT()
+            sub.tensors, sub.operators, sub.name = graph.tensors, graph.operators, name
+            sub.inputs, sub.outputs = list(inputs), list(outputs)
+            model.subgraphs.append(sub)
+        model.operatorCodes = []
+        for code in sorted(self.flat.codes, key=self.flat.codes.get):
+            entry = schema.OperatorCodeT()
+            value = getattr(schema.BuiltinOperator, code)
+            entry.builtinCode, entry.deprecatedBuiltinCode = value, min(value, 127)
+            entry.version = self.flat.versions[code]
+            model.operatorCodes.append(entry)
+        model.signatureDefs = [_signature(main.tensors, x, y)]
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+    def _state_shapes(self) -> list[tuple[str, list[int], str]]:
+        """The loop variables: (role, shape, dtype)."""
+        state = [("i", [], "INT32"), ("x", [1, self.length, self.features], "FLOAT32")]
+        for _ in range(self.n_layers):
+            state.append(("h", [1, self.size], "FLOAT32"))
+            if self.kind == "lstm":
+                state.append(("c", [1, self.size], "FLOAT32"))
+        return state
+
+    def _inputs(self, graph: _Graph, state: list) -> list[int]:
+        return [graph.tensor(shape, dtype) for _, shape, dtype in state]
+
+    def _cond(self, graph: _Graph, state: list) -> None:
+        inputs = self._inputs(graph, state)
+        done = graph.tensor([], "BOOL")
+        graph.op("LESS", [inputs[0], graph.const(np.array(self.length, np.int32))], [done])
+        graph.io = (inputs, [done])
+
+    def _body(self, graph: _Graph, state: list) -> None:
+        inputs = self._inputs(graph, state)
+        i, x = inputs[0], inputs[1]
+        step = graph.tensor([1, self.features])
+        graph.op("GATHER", [x, i], [step], _gather(1))
+        nxt = graph.tensor([], "INT32")
+        graph.op("ADD", [i, graph.const(np.array(1, np.int32))], [nxt])
+        per = 2 if self.kind == "lstm" else 1
+        outputs, layer_in = [nxt, x], step
+        for k in range(self.n_layers):
+            carried = inputs[2 + per * k : 2 + per * (k + 1)]
+            new = (self._lstm if self.kind == "lstm" else self._gru)(graph, k, layer_in, carried)
+            outputs.extend(new)
+            layer_in = new[0]
+        graph.io = (inputs, outputs)
+
+    def _main(self, graph: _Graph, state: list) -> tuple[int, int]:
+        m = self.module
+        x = graph.tensor([1, self.length, self.features], batched=True)
+        first = graph.tensor([1, 1, 1], batched=True)
+        graph.op(
+            "SLICE",
+            [x, graph.const(np.zeros(3, np.int32)), graph.const(np.array([-1, 1, 1], np.int32))],
+            [first],
+        )
+        column = graph.tensor([1, 1], batched=True)
+        graph.op(
+            "RESHAPE",
+            [first, graph.const(np.array([-1, 1], np.int32))],
+            [column],
+            _reshape([-1, 1]),
+        )
+        zeros = graph.binary(
+            "MUL", column, graph.const(np.zeros((1, self.size), np.float32)), [1, self.size]
+        )
+        inputs = [graph.const(np.array(0, np.int32)), x] + [zeros] * (len(state) - 2)
+        outputs = self._inputs(graph, state)
+        from ai_edge_litert import schema_py_generated as schema
+
+        options = schema.WhileOptionsT()
+        options.condSubgraphIndex, options.bodySubgraphIndex = 1, 2
+        graph.op("WHILE", inputs, outputs, options)
+        last = outputs[-2] if self.kind == "lstm" else outputs[-1]
+        flat = self._fc(graph, "head", last)
+        shape = [-1, m.horizon, m.n_targets]
+        y = graph.tensor([1, m.horizon, m.n_targets], batched=True)
+        graph.op("RESHAPE", [flat, graph.const(np.array(shape, np.int32))], [y], _reshape(shape))
+        if not m.residual:
+            return x, y
+        index = m.target_index.tolist()
+        recent = graph.tensor([1, 1, self.features], batched=True)
+        begin = np.array([0, self.length - 1, 0], np.int32)
+        graph.op(
+            "SLICE", [x, graph.const(begin), graph.const(np.array([-1, 1, -1], np.int32))], [recent]
+        )
+        if index != list(range(self.features)):
+            picked = graph.tensor([1, 1, len(index)], batched=True)
+            graph.op(
+                "GATHER", [recent, graph.const(np.array(index, np.int32))], [picked], _gather(2)
+            )
+            recent = picked
+        out = graph.binary("ADD", y, recent, [1, m.horizon, m.n_targets])
+        return x, out
+
+    def _gates(self, graph: _Graph, k: int, layer_in: int, h: int) -> tuple[int, int]:
+        return self._fc(graph, f"rnn[{2 * k}]", layer_in), self._fc(graph, f"rnn[{2 * k + 1}]", h)
+
+    def _lstm(self, graph: _Graph, k: int, layer_in: int, carried: list[int]) -> list[int]:
+        h, c = carried
+        a, b = self._gates(graph, k, layer_in, h)
+        gates = graph.binary("ADD", a, b, [1, 4 * self.size])
+        i, f, g, o = self._split(graph, gates, 4)
+        i, f, o = (graph.unary("LOGISTIC", t, [1, self.size]) for t in (i, f, o))
+        g = graph.unary("TANH", g, [1, self.size])
+        shape = [1, self.size]
+        c_new = graph.binary(
+            "ADD", graph.binary("MUL", f, c, shape), graph.binary("MUL", i, g, shape), shape
+        )
+        h_new = graph.binary("MUL", o, graph.unary("TANH", c_new, shape), shape)
+        return [h_new, c_new]
+
+    def _gru(self, graph: _Graph, k: int, layer_in: int, carried: list[int]) -> list[int]:
+        (h,) = carried
+        a, b = self._gates(graph, k, layer_in, h)
+        x_r, x_z, x_n = self._split(graph, a, 3)
+        h_r, h_z, h_n = self._split(graph, b, 3)
+        shape = [1, self.size]
+        b_hn = _bias(self.module.rnn, f"bias_hh_l{k}", 3 * self.size)[2 * self.size :]
+        h_n = graph.binary("ADD", h_n, graph.const(b_hn), shape)
+        r = graph.unary("LOGISTIC", graph.binary("ADD", x_r, h_r, shape), shape)
+        z = graph.unary("LOGISTIC", graph.binary("ADD", x_z, h_z, shape), shape)
+        n = graph.unary(
+            "TANH", graph.binary("ADD", x_n, graph.binary("MUL", r, h_n, shape), shape), shape
+        )
+        h_new = graph.binary(
+            "ADD", n, graph.binary("MUL", z, graph.binary("SUB", h, n, shape), shape), shape
+        )
+        return [h_new]
+
+    def _split(self, graph: _Graph, x: int, n: int) -> list[int]:
+        from ai_edge_litert import schema_py_generated as schema
+
+        outs = [graph.tensor([1, self.size]) for _ in range(n)]
+        options = schema.SplitOptionsT()
+        options.numSplits = n
+        graph.op("SPLIT", [graph.const(np.array(1, np.int32)), x], outs, options)
+        return outs
+
+    def _fc(self, graph: _Graph, name: str, x: int) -> int:
+        from ai_edge_litert import schema_py_generated as schema
+
+        layer, bits = self.weights[name], self.bits[name]
+        weight = _weight(graph, layer.weight, bits)
+        inputs = [
+            x,
+            weight,
+            -1 if layer.bias is None else graph.const(layer.bias.astype(np.float32)),
+        ]
+        out = graph.tensor([1, len(layer.weight)])
+        options = schema.FullyConnectedOptionsT()
+        options.asymmetricQuantizeInputs = bits is not None
+        graph.op("FULLY_CONNECTED", inputs, [out], options)
+        return out
+
+
+def _weight(graph: _Graph, weight: np.ndarray, bits: int | None) -> int:
+    """A float weight, or an int8 / int4 one with a symmetric scale per output channel."""
+
+    if bits is None:
+        return graph.const(weight.astype(np.float32))
+    q, scale = quantize_channels(weight, bits)
+    data = q.astype(np.int8).tobytes() if bits == 8 else pack_int4(q)
+    quant = _ChannelScales(scale, graph.model.zero_points)
+    return graph.tensor(list(weight.shape), "INT8" if bits == 8 else "INT4", data, quant)
+
+
+class _ChannelScales:
+    """Per-channel quantization parameters that share one zero-point vector per length.
+
+    TFLite needs as many (int64) zero points as scales, all 0 here: written once per length and
+    referenced by every weight of that many channels (a flatbuffer may share a vector). Packed
+    by the schema's object API like a ``QuantizationParametersT``.
+    """
+
+    def __init__(self, scale: np.ndarray, shared: dict[tuple[int, int], int]) -> None:
+        self.scale, self.shared = scale.astype(np.float32), shared
+
+    def Pack(self, builder: Any) -> int:  # noqa: N802 (the object API's name)
+        from ai_edge_litert import schema_py_generated as schema
+
+        scale = builder.CreateNumpyVector(self.scale)
+        key = (id(builder), len(self.scale))
+        if key not in self.shared:
+            self.shared[key] = builder.CreateNumpyVector(np.zeros(len(self.scale), np.int64))
+        schema.QuantizationParametersStart(builder)
+        schema.QuantizationParametersAddScale(builder, scale)
+        schema.QuantizationParametersAddZeroPoint(builder, self.shared[key])
+        schema.QuantizationParametersAddQuantizedDimension(builder, 0)
+        return schema.QuantizationParametersEnd(builder)
+
+
+def quantize_channels(weight: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantization: integers in [-(2^(b-1) - 1), 2^(b-1) - 1]."""
+    top = 2 ** (bits - 1) - 1
+    peak = np.abs(weight).max(axis=1)
+    scale = np.where(peak > 0, peak / top, 1.0).astype(np.float32)
+    q = np.clip(np.round(weight / scale[:, None]), -top, top).astype(np.int8)
+    return q, scale
+
+
+def pack_int4(q: np.ndarray) -> bytes:
+    """TFLite's INT4 layout: two values per byte, the first in the low nibble."""
+    flat = q.reshape(-1).astype(np.int8)
+    if len(flat) % 2:
+        flat = np.append(flat, np.int8(0))
+    low, high = flat[0::2] & 0x0F, (flat[1::2] & 0x0F) << 4
+    return (low | high).astype(np.uint8).tobytes()
+
+
+def _signature(tensors: list[Any], x: int, y: int) -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    from .convert import SIGNATURE
+
+    tensors[x].name, tensors[y].name = b"args_0", b"output_0"
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = SIGNATURE.encode(), 0
+    signature.inputs, signature.outputs = [], []
+    for side, name, index in ((signature.inputs, "args_0", x), (signature.outputs, "output_0", y)):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name.encode(), index
+        side.append(entry)
+    return signature
+
+
+def _gather(axis: int) -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    options = schema.GatherOptionsT()
+    options.axis = axis
+    return options
+
+
+def _reshape(shape: list[int]) -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    options = schema.ReshapeOptionsT()
+    options.newShape = list(shape)
+    return options
+
+
+def _kind(module: Any) -> str:
+    from torch import nn
+
+    return "lstm" if isinstance(module.rnn, nn.LSTM) else "gru"
+
+
+def _np(tensor: Any) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.float32)
+
+
+def _bias(owner: Any, attr: str, n: int) -> np.ndarray:
+    bias = getattr(owner, attr, None)
+    return np.zeros(n, np.float32) if bias is None else _np(bias)
+
+
+# --- the target's lower / quantize ------------------------------------------------------------
+
+_KEPT_METHOD = (
+    "dynamic range: {bits} weights (per channel, symmetric), activations quantized per row at "
+    "run time by the kernel"
+)
+_INT8_NOTE = (
+    "; the loop lowering has no full-integer path, so precision int8 is this hybrid int8 "
+    "(no calibration ranges are used)"
+)
+
+
+def lower_loop(request: Any) -> Any:
+    """``TfliteTarget.lower`` for the loop lowering: the fp32 loop model and its records."""
+    module = request.model.module
+    layers = [_as_layer(la, i) for i, la in enumerate(loop_layers(module))]
+    source = emit_loop(module, "fp32")
+    return _finish(request, source, layers, {}, "fp32")
+
+
+def quantize_loop(request: Any, lowered: Any) -> Any:
+    """``TfliteTarget.quantize`` for the loop lowering: weights at ``request.precision`` per
+    channel; ``keep_float`` layers (names as recorded, edges, patterns) stay float."""
+    from .target import _settings
+
+    _, layers = lowered.ir
+    kept = _settings(request).kept(_Edges(), layers)
+    precision = str(request.precision)
+    final = emit_loop(request.model.module, precision, frozenset(kept))
+    return _finish(request, final, layers, kept, precision)
+
+
+class _Edges:
+    """The graph's edges for ``QuantSettings.kept``: W_ih of the first layer reads the input,
+    the head writes the forecast."""
+
+    def edge_layers(self, layers: list[Any], edge: str) -> list[str]:
+        return [layers[0].name] if edge == "input" else [layers[-1].name]
+
+
+def _as_layer(layer: LoopLayer, index: int) -> Any:
+    from .graph import Layer, Op
+
+    return Layer(layer.name, Op(index, "FULLY_CONNECTED", f"{layer.what};", (), ()))
+
+
+def _finish(request: Any, model: bytes, layers: list, kept: dict[str, str], precision: str) -> Any:
+    from edgecomp.targets import base
+
+    from .batch import batching
+    from .target import _settings, io_spec
+
+    spec = request.model.spec
+    records = loop_records(model, layers, precision, kept)
+    n_windows = 0 if request.windows is None else len(request.windows)
+    settings = _settings(request)
+    quantization = None
+    if precision != "fp32":
+        quantization = {
+            "tool": "edgecomp (numpy, loop.py)",
+            "recipe": {"mode": "dynamic", "weight_bits": _BITS[precision]},
+            "weight_granularity": "channelwise",
+            "keep_float": list(settings.keep_float),
+            "int4_group_size": "channel",
+            "n_calibration_windows": 0,
+        }
+    lowering = {
+        "converter": "edgecomp loop emitter (ai_edge_litert flatbuffer schema)",
+        "recurrent_lowering": DESCRIPTION,
+        **batching(model, spec.input_len, spec.n_features),
+        "xnnpack": request.options.xnnpack,
+        "threads": request.options.threads,
+        "quantization": quantization,
+        "n_calibration_windows": n_windows,
+    }
+    io = io_spec(model, spec)
+    return base.Lowered(model=model, io=io, layers=records, lowering=lowering, ir=("loop", layers))
+
+
+def loop_records(
+    model: bytes, layers: list[Any], precision: str, kept: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Layer records read off the written model: each FULLY_CONNECTED weight's stored dtype.
+
+    Raises:
+        TargetError: A layer is missing or did not become what ``precision`` needs.
+    """
+    from edgecomp.targets.base import TargetError
+
+    from .layers import _merge
+
+    found = fc_weight_types(model)
+    if len(found) != len(layers):
+        raise TargetError(
+            f"tflite: the loop model has {len(found)} FULLY_CONNECTED ops, expected "
+            f"{len(layers)} ({[la.name for la in layers]})"
+        )
+    records = []
+    for layer, dtype in zip(layers, found, strict=True):
+        bits = {"INT8": "int8", "INT4": "int4"}.get(dtype)
+        got = (bits, "dynamic") if bits else ("fp32", None)
+        want = (_BITS_NAME.get(precision), "dynamic") if precision != "fp32" else ("fp32", None)
+        if layer.name in kept:
+            want = ("fp32", None)
+        if got != want:
+            raise TargetError(
+                f"tflite: layer '{layer.name}' of the loop model became {got[0]} (needs {want[0]})"
+            )
+        if precision == "fp32":
+            reason = "fp32 build"
+        elif layer.name in kept:
+            reason = kept[layer.name]
+        else:
+            reason = _KEPT_METHOD.format(bits=bits) + (_INT8_NOTE if precision == "int8" else "")
+        records.append(
+            {"name": layer.name, "op_type": "FULLY_CONNECTED", "precision": got[0]}
+            | {"method": got[1], "reason": reason}
+        )
+    return _merge(records)
+
+
+_BITS_NAME = {"int8": "int8", "int8-dynamic": "int8", "int4": "int4"}
+
+
+def fc_weight_types(model: bytes) -> list[str]:
+    """Stored weight dtypes of the FULLY_CONNECTED ops: body (graph order) first, then main."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    fc = next(
+        (
+            i
+            for i, c in enumerate(flat.operatorCodes)
+            if c.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED
+        ),
+        None,
+    )
+    order = [*flat.subgraphs[1:], flat.subgraphs[0]]
+    return [
+        names[sub.tensors[op.inputs[1]].type]
+        for sub in order
+        for op in sub.operators
+        if op.opcodeIndex == fc
+    ]
