@@ -5,7 +5,9 @@
 - ``int8-dynamic``: int8 weights per channel, activations quantized at run time by the kernel.
 - ``int4``: int4 weights, activations quantized at run time by the kernel. A FULLY_CONNECTED
   layer's weights get one scale per group of inputs (option ``int4_group_size``: "auto" picks
-  per layer the largest of 128, 64, 32 that splits its inputs into at least two groups); other
+  per layer the largest of 128, 64, 32 that splits its inputs into at least two groups, else
+  one group of all its inputs when they are 32, 64 or 128: the scales of per-channel weights,
+  stored blockwise as float16 without the per-channel int64 zero points the schema needs); other
   layers, and layers whose inputs no group size divides, keep one scale per output channel
   (ai-edge-quantizer's blockwise int4 is for FULLY_CONNECTED only, in blocks of 32 to 256).
 
@@ -61,8 +63,8 @@ class QuantSettings:
             weights). Dynamic int8 and int4 weights are always channelwise (XNNPACK's qc8w /
             qc4w kernels).
         int4_group_size: int4 FULLY_CONNECTED weights: "auto" (per layer, see the module
-            docstring), "channel" (one scale per output channel) or one of 32, 64, 128, 256
-            (used where it divides the layer's inputs into at least two groups).
+            docstring), "channel" (one scale per output channel, float32, with int64 zero
+            points) or one of 32, 64, 128, 256 (used where it divides the layer's inputs).
     """
 
     keep_float: tuple[str, ...] = ()
@@ -109,7 +111,8 @@ class QuantSettings:
             shape = graph.shapes[layer.op.inputs[1]]
             if layer.op.op_type != "FULLY_CONNECTED" or layer.name in kept or len(shape) != 2:
                 continue
-            size = next((n for n in sizes if shape[1] % n == 0 and shape[1] >= 2 * n), 0)
+            one_group = shape[1] if shape[1] in sizes else 0  # per channel, stored blockwise
+            size = next((n for n in sizes if shape[1] % n == 0 and shape[1] >= 2 * n), one_group)
             if size:
                 chosen[layer.name] = size
         return chosen
