@@ -12,7 +12,6 @@ size, or "channel" for one scale per output channel). No calibration: weight-onl
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,44 +155,55 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
 
 
 def _matmul_nbits(proto: onnx.ModelProto, keep: set[str], block_size: int) -> onnx.ModelProto:
-    """MatMulNBits for each MatMul not in ``keep`` with a constant weight; the block is
-    ``block_size`` or, for a shorter K, the largest power of two <= K (>= 16) so that no block is
-    padded."""
-    groups: dict[int, list[str]] = {}
-    for node, k in _constant_matmuls(proto.graph, keep):
-        groups.setdefault(max(16, min(block_size, 1 << (k.bit_length() - 1))), []).append(node)
-    for block, nodes in sorted(groups.items()):
-        proto = _run_matmul_nbits(proto, nodes, block)
+    """MatMulNBits for each MatMul not in ``keep`` with a constant 2-D weight, in place; the
+    block is ``block_size`` or, for a shorter K, the largest power of two <= K (>= 16) so that no
+    block is padded. The weights are rounded like the int4 storage ones (``group_quantize``:
+    symmetric, a scale searched per block), so a fine-tune that fakes that rounding
+    (``edgecomp.qat``) sees what ships."""
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or node.name in keep or len(weight.dims) != 2:
+            continue
+        k, n = (int(d) for d in weight.dims)
+        block = max(16, min(block_size, 1 << (k.bit_length() - 1)))
+        packed, scales = _nbits_tensors(numpy_helper.to_array(weight), block, node.input[1])
+        graph.initializer.extend([packed, scales])
+        nbits = helper.make_node(
+            "MatMulNBits",
+            [node.input[0], packed.name, scales.name],
+            list(node.output),
+            name=node.name,
+            domain="com.microsoft",
+            K=k,
+            N=n,
+            bits=4,
+            block_size=block,
+        )
+        node.CopyFrom(nbits)
+    if not any(entry.domain == "com.microsoft" for entry in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _drop_unused(graph)
     return proto
 
 
-def _constant_matmuls(graph: onnx.GraphProto, keep: set[str]) -> list[tuple[str, int]]:
-    dims = {init.name: list(init.dims) for init in graph.initializer}
-    return [
-        (node.name, dims[node.input[1]][0])
-        for node in graph.node
-        if node.op_type == "MatMul"
-        and node.name not in keep
-        and len(dims.get(node.input[1], ())) == 2
-    ]
-
-
-def _run_matmul_nbits(proto: onnx.ModelProto, nodes: list[str], block: int) -> onnx.ModelProto:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(
-        proto, bits=4, block_size=block, is_symmetric=True, nodes_to_include=nodes
+def _nbits_tensors(
+    weight: np.ndarray, block: int, name: str
+) -> tuple[onnx.TensorProto, onnx.TensorProto]:
+    """MatMulNBits' B (uint8 [N, blocks, block / 2]: ``q + 8`` per nibble, low nibble first; no
+    zero point input, so 8 is the zero) and float32 scales [N, blocks] of a [K, N] weight."""
+    k, n = weight.shape
+    q, scales = group_quantize(weight.T, block)
+    blocks = scales.shape[1]
+    nibbles = (np.pad(q, ((0, 0), (0, blocks * block - k))) + 8).astype(np.uint8)
+    nibbles = nibbles.reshape(n, blocks, block)
+    packed = (nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)).astype(np.uint8)
+    base = name.removesuffix(".matmul")
+    return (
+        numpy_helper.from_array(packed, f"{base}.q4"),
+        numpy_helper.from_array(scales.astype(np.float32), f"{base}.s"),
     )
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs every node it visits at INFO
-    try:
-        quantizer.process()
-    except Exception as exc:  # ORT raises many types; name the step and keep the cause
-        raise TargetError(f"onnx: int4 MatMulNBits failed: {str(exc).strip()[:300]}") from exc
-    finally:
-        root.setLevel(level)
-    return quantizer.model.model
 
 
 def _int4_storage(
@@ -206,6 +216,7 @@ def _int4_storage(
     """
     inits = {init.name: init for init in graph.initializer}
     uses = Counter(t for node in graph.node for t in node.input)
+    taken = set(inits) | {t for node in graph.node for t in (*node.input, *node.output)}
     stored, dequant = [], []
     for node in graph.node:
         weights = [1, 2] if node.op_type in ("LSTM", "GRU") else [1]  # W (and R for RNNs)
@@ -216,7 +227,7 @@ def _int4_storage(
             continue
         for i in weights:
             init, axis = inits[node.input[i]], STORAGE_OPS[node.op_type]
-            init.name = node.input[i] = _weight_name(node, i, inits)
+            init.name = node.input[i] = _weight_name(node, i, taken)
             size, groups[init.name] = choose_group(numpy_helper.to_array(init), axis, group)
             dequant += _dequantize(graph, init, axis, size)
             node.input[i] = dequant[-1].output[0]
@@ -233,17 +244,19 @@ def _int4_storage(
     return stored
 
 
-def _weight_name(node: onnx.NodeProto, index: int, inits: dict[str, Any]) -> str:
-    """A short name after the layer (``rnn.W``, ``blocks.0.conv1.W``): an exporter's generated one
+def _weight_name(node: onnx.NodeProto, index: int, taken: set[str]) -> str:
+    """A short unused name after the layer (``rnn.W``, ``blocks.0.conv1.W``; ``rnn/LSTM_1.W``
+    where the scope has several such layers), else the weight's own: an exporter's generated one
     (``onnx::GRU_110``) grows with every Q/DQ suffix, and every byte shows at int4."""
     from .naming import short_node_name
 
     role = "R" if index == 2 else "W"
     short = short_node_name(node.name, node.op_type) or node.op_type
-    name = f"{short.rpartition('/')[0] or short}.{role}"
-    return (
-        name if name not in inits or inits[name] is inits[node.input[index]] else node.input[index]
-    )
+    for name in (f"{short.rpartition('/')[0]}.{role}", f"{short}.{role}"):
+        if not name.startswith(".") and name not in taken:
+            taken.add(name)
+            return name
+    return node.input[index]
 
 
 def _rows(weight: np.ndarray, axis: int) -> np.ndarray:
@@ -469,7 +482,7 @@ def lower_int4(
             node.name = ""
     storage = [layer["name"] for layer in layers if layer["method"] == "int4-storage"]
     lowering = {
-        "tool": "onnxruntime.quantization (MatMulNBitsQuantizer) + edgecomp int4 storage",
+        "tool": "edgecomp int4 (MatMulNBits for ONNX Runtime, DequantizeLinear storage)",
         "block_size": block_size,
         "steps": graph.steps,
         "keep_float": sorted({layer["name"] for layer in layers if layer["node"] in keep}),

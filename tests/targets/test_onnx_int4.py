@@ -417,3 +417,56 @@ def test_int4_storage_weights_are_named_after_their_layer(tmp_path, arch):
         assert set(packed) == {"rnn.W", "rnn.R"}
     else:
         assert "blocks.0.conv1.W" in packed
+
+
+@pytest.mark.parametrize(("k", "block"), [(40, 32), (64, 64), (20, 16)])
+def test_matmulnbits_computes_with_the_searched_int4_weights(k, block):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecomp.targets.onnx.int4 import group_quantize, quantize_int4_graph
+
+    # setup: x [3, K] @ W [K, 5], K not always a multiple of the block (zero-padded)
+    rng = np.random.default_rng(k)
+    weight = rng.standard_normal((k, 5)).astype(np.float32)
+    weight[0] *= 20  # an outlier: the searched scale clips it
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/head/MatMul")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # execute
+    out = quantize_int4_graph(proto, set(), 64)
+    session = ort.InferenceSession(
+        out.proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    y = session.run(None, {"x": x})[0]
+    # assert: one MatMulNBits of the expected block, equal to x @ the expanded int4 weight
+    (node,) = out.proto.graph.node
+    assert node.op_type == "MatMulNBits" and node.name == "/head/MatMul"
+    assert {a.name: a.i for a in node.attribute}["block_size"] == block
+    q, scales = group_quantize(weight.T, block)
+    expanded = (q * np.repeat(scales.astype(np.float32), block, axis=1)[:, :k]).T
+    assert np.abs(y - x @ expanded).max() <= 1e-4 * np.abs(x @ expanded).max()
+
+
+def test_two_recurrent_layers_in_one_scope_get_distinct_weight_names(tmp_path):
+    # setup: a 2-layer LSTM exports two LSTM nodes in the scope "rnn"
+    model = make_model("lstm")
+    spec = dataclasses.replace(model.spec, hparams={**model.spec.hparams, "layers": 2})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Model(module=build_model(spec).eval(), spec=spec)
+    x = sine_windows(3, spec.input_len, 3, spec.n_features, 2).x
+    # execute
+    result, graph = emit(model, tmp_path)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    # assert
+    packed = [i.name for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT4]
+    assert len(packed) == 4 and len(set(packed)) == 4
+    assert {"rnn.W", "rnn.R"} <= set(packed)
+    assert out.shape == (3, spec.horizon, len(spec.targets)) and np.isfinite(out).all()
