@@ -253,3 +253,20 @@ def test_openvino_runs_the_scan_artifact_like_onnxruntime(
     on_ov = ecr.load(result.path, engine="openvino").predict(window)
     on_ort = ecr.load(result.path, engine="onnx").predict(window)
     np.testing.assert_allclose(on_ov, on_ort, atol=1e-3 * np.abs(on_ort).max())
+
+
+def test_keep_float_keeps_the_int8_gru_weights_float(tmp_path, traffic_path, traffic_checkpoints):
+    # setup
+    options = {"lowering": "default", "engine": "onnx", "keep_float": ["rnn"]}
+    config = BuildConfig(precision="int8", options=options)
+    # execute
+    result = build_artifact(
+        str(traffic_checkpoints["gru"]), traffic_path, config, tmp_path / "a.edgepkg"
+    )
+    # assert: no int8 initializer, the record names the option, no storage record
+    data = ecr.read_artifact(result.path)[1]["model.onnx"]
+    inits = onnx.load_from_string(data).graph.initializer
+    assert not [i.name for i in inits if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 3]
+    (gru,) = [r for r in result.manifest["layers"] if r["op_type"] == "GRU"]
+    assert gru["method"] is None and "keep_float" in gru["reason"]
+    assert "int8_storage" not in result.manifest["recipe"]["lowering"]["quantization"]
