@@ -74,13 +74,20 @@ def loop_layers(module: Any) -> list[LoopLayer]:
     return layers
 
 
-def emit_loop(module: Any, precision: str, kept: frozenset[str] = frozenset()) -> bytes:
+def emit_loop(
+    module: Any,
+    precision: str,
+    kept: frozenset[str] = frozenset(),
+    groups: dict[str, int] | None = None,
+) -> bytes:
     """The .tflite bytes of ``module`` as a WHILE loop at ``precision`` (see the module docstring).
 
     Args:
         module: An LSTM or GRU forecaster (``supports``).
         precision: "fp32", "int8" / "int8-dynamic" (int8 weights per channel) or "int4".
         kept: Record names (``rnn[1]``, ``head``) whose weights stay float.
+        groups: int4: record name -> inputs per scale (TFLite's blockwise int4, float16
+            scales); the other int4 weights get one float32 scale per output channel.
 
     Raises:
         ValueError: An unknown precision or module.
@@ -89,7 +96,28 @@ def emit_loop(module: Any, precision: str, kept: frozenset[str] = frozenset()) -
         raise ValueError(f"loop lowering: cannot emit {type(module).__name__} at {precision!r}")
     bits = _BITS.get(precision)
     weights = {la.name: la for la in loop_layers(module)}
-    return _Emitter(module, {n: (None if n in kept else bits) for n in weights}, weights).model()
+    schemes = {
+        n: None if n in kept or bits is None else (bits, (groups or {}).get(n)) for n in weights
+    }
+    return _Emitter(module, schemes, weights).model()
+
+
+def int4_groups(option: str, layers: list[LoopLayer], kept: dict[str, str]) -> dict[str, int]:
+    """Record name -> int4 group size under option ``int4_group_size`` (see quantize.py): the
+    largest allowed size that splits the weight's inputs into at least two groups, else one
+    group of all of them when that is an allowed size; per channel otherwise."""
+    from .quantize import AUTO_GROUPS
+
+    if option == "channel":
+        return {}
+    sizes = AUTO_GROUPS if option == "auto" else (int(option),)
+    chosen = {}
+    for layer in layers:
+        n = layer.weight.shape[1]
+        size = next((g for g in sizes if n % g == 0 and n >= 2 * g), n if n in sizes else 0)
+        if size and layer.name not in kept:
+            chosen[layer.name] = size
+    return chosen
 
 
 # --- the flatbuffer ---------------------------------------------------------------------------
@@ -184,8 +212,8 @@ class _Model:
 class _Emitter:
     """Writes main, cond and body (see the module docstring)."""
 
-    def __init__(self, module: Any, bits: dict[str, int | None], weights: dict[str, LoopLayer]):
-        self.module, self.bits, self.weights = module, bits, weights
+    def __init__(self, module: Any, schemes: dict[str, Any], weights: dict[str, LoopLayer]):
+        self.module, self.schemes, self.weights = module, schemes, weights
         self.kind = _kind(module)
         self.n_layers, self.size = module.rnn.num_layers, module.rnn.hidden_size
         self.length, self.features = module.input_len, module.n_features
@@ -354,8 +382,8 @@ class _Emitter:
     def _fc(self, graph: _Graph, name: str, x: int) -> int:
         from ai_edge_litert import schema_py_generated as schema
 
-        layer, bits = self.weights[name], self.bits[name]
-        weight = _weight(graph, layer.weight, bits)
+        layer, scheme = self.weights[name], self.schemes[name]
+        weight = _weight(graph, layer.weight, scheme)
         inputs = [
             x,
             weight,
@@ -363,20 +391,50 @@ class _Emitter:
         ]
         out = graph.tensor([1, len(layer.weight)])
         options = schema.FullyConnectedOptionsT()
-        options.asymmetricQuantizeInputs = bits is not None
+        options.asymmetricQuantizeInputs = scheme is not None
         graph.op("FULLY_CONNECTED", inputs, [out], options)
         return out
 
 
-def _weight(graph: _Graph, weight: np.ndarray, bits: int | None) -> int:
-    """A float weight, or an int8 / int4 one with a symmetric scale per output channel."""
-
-    if bits is None:
+def _weight(graph: _Graph, weight: np.ndarray, scheme: tuple[int, int | None] | None) -> int:
+    """A float weight, an int4 one with a float16 scale per group of inputs (blockwise), or an
+    int8 / int4 one with a symmetric scale per output channel."""
+    if scheme is None:
         return graph.const(weight.astype(np.float32))
+    bits, group = scheme
+    if group:
+        return _blockwise(graph, weight, group)
     q, scale = quantize_channels(weight, bits)
     data = q.astype(np.int8).tobytes() if bits == 8 else pack_int4(q)
     quant = _ChannelScales(scale, graph.model.zero_points)
     return graph.tensor(list(weight.shape), "INT8" if bits == 8 else "INT4", data, quant)
+
+
+def _blockwise(graph: _Graph, weight: np.ndarray, group: int) -> int:
+    """int4 weights with one float16 scale per ``group`` inputs of each output channel (LiteRT's
+    BlockwiseQuantization: a scales tensor, no zero points)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    q, scales = quantize_blocks(weight, group)
+    scale_tensor = graph.tensor(list(scales.shape), "FLOAT16", scales.astype(np.float16))
+    details = schema.BlockwiseQuantizationT()
+    details.scales, details.zeroPoints, details.blockSize = scale_tensor, -1, group
+    quant = schema.QuantizationParametersT()
+    quant.detailsType = schema.QuantizationDetails.BlockwiseQuantization
+    quant.details = details
+    return graph.tensor(list(weight.shape), "INT4", pack_int4(q), quant)
+
+
+def quantize_blocks(weight: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int4 per block of ``group`` inputs: integers in [-7, 7] and float16 scales
+    [out, in / group] (the integers are rounded against the float16 scales)."""
+    out, n = weight.shape
+    blocks = weight.reshape(out, n // group, group)
+    peak = np.abs(blocks).max(axis=2)
+    scales = np.where(peak > 0, peak / 7, 1.0).astype(np.float16)
+    wide = scales.astype(np.float32)[:, :, None]
+    q = np.clip(np.round(blocks / wide), -7, 7).astype(np.int8).reshape(out, n)
+    return q, scales
 
 
 class _ChannelScales:
@@ -471,9 +529,9 @@ def _bias(owner: Any, attr: str, n: int) -> np.ndarray:
 
 # --- the target's lower / quantize ------------------------------------------------------------
 
-_KEPT_METHOD = (
-    "dynamic range: {bits} weights (per channel, symmetric), activations quantized per row at "
-    "run time by the kernel"
+_METHOD = (
+    "dynamic range: {bits} weights ({per}, symmetric), activations quantized per row at run "
+    "time by the kernel"
 )
 _INT8_NOTE = (
     "; the loop lowering has no full-integer path, so precision int8 is this hybrid int8 "
@@ -485,20 +543,24 @@ def lower_loop(request: Any) -> Any:
     """``TfliteTarget.lower`` for the loop lowering: the fp32 loop model and its records."""
     module = request.model.module
     layers = [_as_layer(la, i) for i, la in enumerate(loop_layers(module))]
-    source = emit_loop(module, "fp32")
-    return _finish(request, source, layers, {}, "fp32")
+    return _finish(request, emit_loop(module, "fp32"), layers, "fp32")
 
 
 def quantize_loop(request: Any, lowered: Any) -> Any:
-    """``TfliteTarget.quantize`` for the loop lowering: weights at ``request.precision`` per
-    channel; ``keep_float`` layers (names as recorded, edges, patterns) stay float."""
+    """``TfliteTarget.quantize`` for the loop lowering: weights at ``request.precision``
+    (int4: groups per option ``int4_group_size``); ``keep_float`` layers (record names, edges,
+    patterns) stay float."""
     from .target import _settings
 
     _, layers = lowered.ir
-    kept = _settings(request).kept(_Edges(), layers)
+    settings, module = _settings(request), request.model.module
+    kept = settings.kept(_Edges(), layers)
     precision = str(request.precision)
-    final = emit_loop(request.model.module, precision, frozenset(kept))
-    return _finish(request, final, layers, kept, precision)
+    groups = {}
+    if precision == "int4":
+        groups = int4_groups(settings.int4_group_size, loop_layers(module), kept)
+    final = emit_loop(module, precision, frozenset(kept), groups)
+    return _finish(request, final, layers, precision, kept, groups)
 
 
 class _Edges:
@@ -515,43 +577,57 @@ def _as_layer(layer: LoopLayer, index: int) -> Any:
     return Layer(layer.name, Op(index, "FULLY_CONNECTED", f"{layer.what};", (), ()))
 
 
-def _finish(request: Any, model: bytes, layers: list, kept: dict[str, str], precision: str) -> Any:
+def _finish(
+    request: Any,
+    model: bytes,
+    layers: list,
+    precision: str,
+    kept: dict[str, str] | None = None,
+    groups: dict[str, int] | None = None,
+) -> Any:
     from edgecomp.targets import base
 
     from .batch import batching
     from .target import _settings, io_spec
 
     spec = request.model.spec
-    records = loop_records(model, layers, precision, kept)
-    n_windows = 0 if request.windows is None else len(request.windows)
-    settings = _settings(request)
-    quantization = None
-    if precision != "fp32":
-        quantization = {
-            "tool": "edgecomp (numpy, loop.py)",
-            "recipe": {"mode": "dynamic", "weight_bits": _BITS[precision]},
-            "weight_granularity": "channelwise",
-            "keep_float": list(settings.keep_float),
-            "int4_group_size": "channel",
-            "n_calibration_windows": 0,
-        }
+    records = loop_records(model, layers, precision, kept or {})
     lowering = {
         "converter": "edgecomp loop emitter (ai_edge_litert flatbuffer schema)",
         "recurrent_lowering": DESCRIPTION,
         **batching(model, spec.input_len, spec.n_features),
         "xnnpack": request.options.xnnpack,
         "threads": request.options.threads,
-        "quantization": quantization,
-        "n_calibration_windows": n_windows,
+        "quantization": _quantization(_settings(request), precision, groups or {}, len(layers)),
+        "n_calibration_windows": 0 if request.windows is None else len(request.windows),
     }
     io = io_spec(model, spec)
     return base.Lowered(model=model, io=io, layers=records, lowering=lowering, ir=("loop", layers))
 
 
+def _quantization(
+    settings: Any, precision: str, groups: dict[str, int], n_layers: int
+) -> dict[str, Any] | None:
+    """The manifest's record of how the loop's weights were quantized (None: fp32)."""
+    if precision not in _BITS:
+        return None
+    record = {
+        "tool": "edgecomp (numpy, targets/tflite/loop.py)",
+        "recipe": {"mode": "dynamic", "weight_bits": _BITS[precision]},
+        "weight_granularity": "channelwise",
+        "keep_float": list(settings.keep_float),
+        "n_calibration_windows": 0,
+    }
+    if precision == "int4":
+        record |= settings.lowering_int4(groups, n_layers)
+    return record
+
+
 def loop_records(
     model: bytes, layers: list[Any], precision: str, kept: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Layer records read off the written model: each FULLY_CONNECTED weight's stored dtype.
+    """Layer records read off the written model: each FULLY_CONNECTED weight's stored dtype and
+    int4 group size.
 
     Raises:
         TargetError: A layer is missing or did not become what ``precision`` needs.
@@ -560,58 +636,56 @@ def loop_records(
 
     from .layers import _merge
 
-    found = fc_weight_types(model)
+    found = fc_weights(model)
     if len(found) != len(layers):
         raise TargetError(
             f"tflite: the loop model has {len(found)} FULLY_CONNECTED ops, expected "
             f"{len(layers)} ({[la.name for la in layers]})"
         )
-    records = []
-    for layer, dtype in zip(layers, found, strict=True):
-        bits = {"INT8": "int8", "INT4": "int4"}.get(dtype)
-        got = (bits, "dynamic") if bits else ("fp32", None)
-        want = (_BITS_NAME.get(precision), "dynamic") if precision != "fp32" else ("fp32", None)
-        if layer.name in kept:
-            want = ("fp32", None)
-        if got != want:
-            raise TargetError(
-                f"tflite: layer '{layer.name}' of the loop model became {got[0]} (needs {want[0]})"
-            )
-        if precision == "fp32":
-            reason = "fp32 build"
-        elif layer.name in kept:
-            reason = kept[layer.name]
-        else:
-            reason = _KEPT_METHOD.format(bits=bits) + (_INT8_NOTE if precision == "int8" else "")
-        records.append(
-            {"name": layer.name, "op_type": "FULLY_CONNECTED", "precision": got[0]}
-            | {"method": got[1], "reason": reason}
+    return _merge([_record(la, *w, precision, kept) for la, w in zip(layers, found, strict=True)])
+
+
+def _record(
+    layer: Any, dtype: str, group: int, precision: str, kept: dict[str, str]
+) -> dict[str, Any]:
+    from edgecomp.targets.base import TargetError
+
+    bits = {"INT8": "int8", "INT4": "int4"}.get(dtype)
+    got = (bits, "dynamic") if bits else ("fp32", None)
+    quantized = precision in _BITS and layer.name not in kept
+    want = ({8: "int8", 4: "int4"}[_BITS[precision]], "dynamic") if quantized else ("fp32", None)
+    if got != want:
+        raise TargetError(
+            f"tflite: layer '{layer.name}' of the loop model became {got[0]} (needs {want[0]})"
         )
-    return _merge(records)
+    if precision not in _BITS:
+        reason = "fp32 build"
+    elif layer.name in kept:
+        reason = kept[layer.name]
+    else:
+        per = f"groups of {group}" if group else "per channel"
+        reason = _METHOD.format(bits=bits, per=per) + (_INT8_NOTE if precision == "int8" else "")
+    return {"name": layer.name, "op_type": "FULLY_CONNECTED", "precision": got[0]} | {
+        "method": got[1],
+        "reason": reason,
+    }
 
 
-_BITS_NAME = {"int8": "int8", "int8-dynamic": "int8", "int4": "int4"}
-
-
-def fc_weight_types(model: bytes) -> list[str]:
-    """Stored weight dtypes of the FULLY_CONNECTED ops: body (graph order) first, then main."""
+def fc_weights(model: bytes) -> list[tuple[str, int]]:
+    """(stored dtype, int4 block size or 0) of each FULLY_CONNECTED op's weight: the body's in
+    graph order, then main's."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
     names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    fc = next(
-        (
-            i
-            for i, c in enumerate(flat.operatorCodes)
-            if c.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED
-        ),
-        None,
-    )
-    order = [*flat.subgraphs[1:], flat.subgraphs[0]]
-    return [
-        names[sub.tensors[op.inputs[1]].type]
-        for sub in order
-        for op in sub.operators
-        if op.opcodeIndex == fc
-    ]
+    fc = schema.BuiltinOperator.FULLY_CONNECTED
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in flat.operatorCodes]
+    found = []
+    for sub in [*flat.subgraphs[1:], flat.subgraphs[0]]:
+        for op in sub.operators:
+            if codes[op.opcodeIndex] == fc:
+                tensor = sub.tensors[op.inputs[1]]
+                details = tensor.quantization.details if tensor.quantization else None
+                found.append((names[tensor.type], getattr(details, "blockSize", 0) or 0))
+    return found

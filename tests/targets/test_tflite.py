@@ -262,7 +262,7 @@ def test_loop_lowering_matches_torch_per_step_at_any_batch(arch):
 
 @pytest.mark.parametrize("arch", RECURRENT)
 def test_loop_stores_each_weight_once_whatever_the_window(arch):
-    from edgecomp.targets.tflite.loop import emit_loop, fc_weight_types
+    from edgecomp.targets.tflite.loop import emit_loop, fc_weights
 
     # setup / execute: the same weights over 12 and over 96 steps, at each precision
     sizes = {
@@ -278,7 +278,31 @@ def test_loop_stores_each_weight_once_whatever_the_window(arch):
     assert sizes[(12, "int8")] <= 0.35 * sizes[(12, "fp32")]
     assert sizes[(12, "int4")] <= 0.20 * sizes[(12, "fp32")]
     data = emit_loop(_recurrent(arch, 12), "int4", frozenset({"head"}))
-    assert fc_weight_types(data) == ["INT4"] * 4 + ["FLOAT32"]
+    assert fc_weights(data) == [("INT4", 0)] * 4 + [("FLOAT32", 0)]
+
+
+def test_loop_int4_weights_get_the_groups_the_option_asks_for(tmp_path_factory):
+    # setup: a 2x64 LSTM: W_ih of layer 0 reads 4 inputs, the other matmuls 64
+    spec = dataclasses.replace(tiny_spec("lstm"), hparams={"hidden": 64, "layers": 2})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Model(module=build_model(spec).eval(), spec=spec, source="test")
+    # execute
+    _, auto, data = emit("lstm2x64", "int4", tmp_path_factory.mktemp("lg"), model=model)
+    _, channel, _ = emit(
+        "lstm2x64", "int4", tmp_path_factory.mktemp("lc"), model=model, int4_group_size="channel"
+    )
+    # assert: groups of 32 (float16 scales, LiteRT's blockwise int4) where 32 splits the inputs,
+    # per channel elsewhere; the manifest counts them, the records name them, and it runs
+    from edgecomp.targets.tflite.loop import fc_weights
+
+    assert fc_weights(data) == [("INT4", 0)] + [("INT4", 32)] * 4
+    assert auto.lowering["quantization"]["int4_groups"] == {"32": 4, "channel": 1}
+    assert channel.lowering["quantization"]["int4_groups"] == {"channel": 5}
+    reasons = {la["name"]: la["reason"] for la in auto.layers}
+    assert "groups of 32" in reasons["rnn[1..3]"] and "per channel" in reasons["rnn[0]"]
+    x = windows(8, seed=4)
+    assert_close(torch_forward(model, x), engine(auto, data).run(x), dtype="int4")
 
 
 def test_loop_artifact_batches_in_one_invoke_and_passes_the_runtime_checks(tmp_path_factory):
