@@ -207,11 +207,12 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
-        if type(window) is np.ndarray and self._plain and window.dtype in _FAST_DTYPES:
-            y = self._fast(window)
-            if y is not None:
-                return y
+        fast = self._fast_input(window)
+        if fast and (y := self._fast(window)) is not None:
+            return y
         array = _as_real_array(as_numeric(window, self._sensor))
+        if not fast and self._fast_input(array) and (y := self._fast(array)) is not None:
+            return y  # lists, flags, DataFrames read as float arrays
         spec = self.spec
         if spec.get("layout"):
             array = flatten_nodes(array, spec["layout"], self.input_len, leads=lead_count(spec))
@@ -227,6 +228,11 @@ class Model:
         for start in range(0, len(x), step):  # bounded memory for any batch size
             out[start : start + step] = self._predict_chunk(x[start : start + step], start)
         return out if batched else out[0]
+
+    def _fast_input(self, window: Any) -> bool:
+        """True for a plain float32 / float64 array (no mask) of a model without layout or lead
+        channels: ``_fast`` may take it."""
+        return self._plain and type(window) is np.ndarray and window.dtype in _FAST_DTYPES
 
     def _fast(self, window: np.ndarray) -> np.ndarray | None:
         """``predict`` of a float32 / float64 array in one chunk, with as few numpy passes as it

@@ -182,3 +182,18 @@ def test_range_factor_changes_apply_to_the_next_call():
     model.range_factor = 4.0
     with pytest.raises(ecr.InputError, match="lies more than 4x"):
         model.predict(far)
+
+
+def test_lists_and_int_arrays_give_what_float_arrays_give(make_artifact, toy):
+    # setup
+    model = ecr.load(make_artifact())
+    window = np.round(toy.window(batch=2, seed=8))
+    # execute
+    from_list = [model.predict(window.tolist()) for _ in range(2)]
+    from_ints = model.predict(window.astype(np.int64))
+    gappy = window.tolist()
+    gappy[0][1][2] = float("nan")  # a missing reading: the general path imputes it
+    # assert
+    for y in (*from_list, from_ints):
+        np.testing.assert_array_equal(y, pieces(model, window))
+    assert np.isfinite(model.predict(gappy)).all()
