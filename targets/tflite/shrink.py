@@ -245,11 +245,14 @@ class _ChannelsLast:
         self.twin: dict[int, int] = {}
         self.nchw: dict[int, int] = {}
         self.alias: dict[int, int] = {}
+        self.rows: dict[int, int] = {}  # a [N, K] reshape -> its input [..., K] (N rows of K)
+        self.changed = False
         self.rules: dict[str, Callable[[Any], None]] = {
             "TRANSPOSE": self._transpose,
             "RESHAPE": self._reshape,
             "PAD": self._pad,
             "SLICE": self._slice,
+            "FULLY_CONNECTED": self._fully_connected,
         } | dict.fromkeys(ELEMENTWISE, self._elementwise)
 
     def run(self) -> bool:
@@ -260,7 +263,7 @@ class _ChannelsLast:
             if rule is not None and len(op.outputs) == 1:
                 rule(op)
         self.g.graph.operators = self.g.ops
-        return bool(self.alias)
+        return bool(self.alias) or self.changed
 
     def _transpose(self, op: Any) -> None:
         x, out = op.inputs[0], op.outputs[0]
@@ -279,6 +282,21 @@ class _ChannelsLast:
             self.alias[out] = self.nchw[x]  # back to NHWC: the tensor it came from
 
     def _reshape(self, op: Any) -> None:
+        self._layout(op)
+        x, out = op.inputs[0], op.outputs[0]
+        shape, into = self.g.shape(x), self.g.shape(out)
+        flat = len(into) == 2 and shape and int(np.prod(shape[:-1])) == into[0]
+        if flat and shape[-1] == into[1] and self.g.same_kind(x, out):
+            self.rows[out] = x
+
+    def _fully_connected(self, op: Any) -> None:
+        """FULLY_CONNECTED without keep_num_dims reads any input as rows of its K inputs: no
+        reshape to [N, K] (keep_num_dims on an [N, K] input gives the same [N, units])."""
+        if op.inputs[0] in self.rows and op.builtinOptions is not None:
+            op.inputs[0], self.changed = self.rows[op.inputs[0]], True
+            op.builtinOptions.keepNumDims = False
+
+    def _layout(self, op: Any) -> None:
         x, out = op.inputs[0], op.outputs[0]
         shape, into = self.g.shape(x), self.g.shape(out)
         view = self.twin.get(x, self.nchw.get(x))
