@@ -14,9 +14,12 @@ object API), straight from the torch module's weights:
 The batch is symbolic (shape signature -1, shape 1): ``resize_tensor_input`` runs any batch in one
 invoke. The zero initial state is ``x[:, 0, :1] * 0`` broadcast to [B, H], so no op names a batch
 size. Quantized precisions store FULLY_CONNECTED weights as int8 or int4 with one scale per output
-channel (symmetric, numpy, below) and float activations that the kernel quantizes per row at run
-time (``asymmetric_quantize_inputs``): TFLite's hybrid path, run by XNNPACK's qd8 kernels. Layers
-in ``kept`` keep float weights.
+channel (symmetric, numpy, below; the int64 zero points TFLite needs are one shared vector per
+length) or, for int4, one float16 scale per group of inputs (LiteRT's blockwise int4), and float
+activations that the kernel quantizes per row at run time (``asymmetric_quantize_inputs``):
+TFLite's hybrid path, run by XNNPACK's qd8 kernels. Layers in ``kept`` keep float weights. Every
+operator code is written at version 1 (LiteRT resolves each version of these builtins to one
+kernel, which checks the tensor types when the model is prepared).
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ class _Graph:
     model: _Model
     tensors: list[Any] = field(default_factory=list)
     operators: list[Any] = field(default_factory=list)
+    io: tuple[list[int], list[int]] = ([], [])  # cond / body: (inputs, outputs)
 
     def tensor(
         self,
@@ -176,11 +180,6 @@ class _Graph:
         out = self.tensor(shape)
         self.op(code, [a, b], [out])
         return out
-
-
-# op -> version written: the lowest version of the kernel that takes what the op is given
-# (hybrid per-channel int8 / int4 FULLY_CONNECTED with asymmetric inputs: see COMPATIBILITY.md)
-_VERSIONS = {"FULLY_CONNECTED": 1, "GATHER": 1, "SPLIT": 1, "WHILE": 1, "LESS": 1}
 
 
 @dataclass
