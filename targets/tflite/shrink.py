@@ -103,42 +103,57 @@ def _empty(quant: Any) -> bool:
 
 
 def same_outputs(a: bytes, b: bytes) -> bool:
-    """LiteRT gives ``b`` the outputs of ``a`` on probe windows (float: within FLOAT_RTOL of the
-    largest output; integer outputs: the same integers)."""
+    """LiteRT gives ``b`` the outputs of ``a`` on probe inputs (float: within FLOAT_RTOL of the
+    largest output; integer outputs: the same integers); False if LiteRT refuses ``b``."""
     from .convert import quiet
 
-    with quiet():
-        (run_a, input_a), (run_b, input_b) = _runner(a), _runner(b)
-    if input_a != input_b:
-        return False
-    shape, dtype = input_a
-    rng = np.random.default_rng(0)
-    for _ in range(PROBE_WINDOWS):
-        x = rng.standard_normal(shape) * 3
-        x = (np.clip(np.round(x * 20), -128, 127) if dtype == np.int8 else x).astype(dtype)
-        want, got = run_a(x), run_b(x)
-        if want.shape != got.shape or want.dtype != got.dtype:
+    try:
+        with quiet():
+            (run_a, io_a), (run_b, io_b) = _runner(a), _runner(b)
+        if io_a != io_b:
             return False
-        tol = 0 if want.dtype.kind in "iu" else FLOAT_RTOL * max(1.0, float(abs(want).max()))
-        if not np.abs(want.astype(np.float64) - got).max() <= tol:
+        inputs_a = io_a[0]
+        rng = np.random.default_rng(0)
+        return all(
+            _same(run_a(xs), run_b(xs))
+            for xs in ([_probe(rng, *spec) for spec in inputs_a] for _ in range(PROBE_WINDOWS))
+        )
+    except (RuntimeError, ValueError):
+        return False
+
+
+def _probe(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    x = rng.standard_normal(shape) * 3
+    return (np.clip(np.round(x * 20), -128, 127) if dtype.kind in "iu" else x).astype(dtype)
+
+
+def _same(want: list[np.ndarray], got: list[np.ndarray]) -> bool:
+    for w, g in zip(want, got, strict=True):
+        if w.shape != g.shape or w.dtype != g.dtype:
+            return False
+        tol = 0 if w.dtype.kind in "iub" else FLOAT_RTOL * max(1.0, float(abs(w).max()))
+        if not np.abs(w.astype(np.float64) - g).max() <= tol:
             return False
     return True
 
 
-def _runner(model: bytes) -> tuple[Callable[[np.ndarray], np.ndarray], tuple]:
-    """One-input one-output LiteRT call on raw tensors, and the input's (shape, dtype)."""
+def _runner(model: bytes) -> tuple[Callable[[list], list], tuple[list[tuple], int]]:
+    """A LiteRT call on raw tensors (inputs in order -> outputs in order), each input's
+    (shape, dtype) and the number of outputs."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model, num_threads=1)
     interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
 
-    def run(x: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(inp["index"], x)
+    def run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        for detail, x in zip(inputs, xs, strict=True):
+            interpreter.set_tensor(detail["index"], x)
         interpreter.invoke()
-        return interpreter.get_tensor(out["index"]).copy()
+        return [interpreter.get_tensor(detail["index"]).copy() for detail in outputs]
 
-    return run, (tuple(inp["shape"]), np.dtype(inp["dtype"]))
+    specs = [(tuple(d["shape"]), np.dtype(d["dtype"])) for d in inputs]
+    return run, (specs, len(outputs))
 
 
 class _Graph:

@@ -171,6 +171,21 @@ def test_the_outputs_check_tells_models_apart(tcn, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("apart")
     (_, fp32), (_, int4) = emit(tcn, "fp32", tmp), emit(tcn, "int4", tmp)
     assert same_outputs(fp32, fp32) and not same_outputs(fp32, int4)
+    assert not same_outputs(fp32, fp32[: len(fp32) // 2])  # LiteRT refuses it
+
+
+def test_a_rewrite_whose_outputs_differ_is_not_kept(tcn, monkeypatch):
+    from edgecomp.targets.tflite import shrink as module
+
+    # setup: the converted file, and an outputs check that says they differ
+    before = unshrunk(tcn, "fp32")
+    monkeypatch.setattr(module, "same_outputs", lambda a, b: False)
+    # execute
+    after = module.shrink(before)
+    # assert: the layout ops stay; only the writing changed (no larger, same outputs)
+    assert ops(after) == ops(before) and len(after) <= len(before)
+    monkeypatch.undo()
+    assert module.same_outputs(before, after)
 
 
 def test_identical_vectors_are_written_once(tcn, tmp_path_factory):
