@@ -8,10 +8,14 @@ torch NCW layout between convolutions and moves to NHWC and back for each CONV_2
 
 - keeps the activations of a Conv1d stack channels-last: each CONV_2D takes the previous one's
   NHWC output (PAD, ADD, SLICE rewritten on the NHWC tensor), and the TRANSPOSE / RESHAPE ops and
-  their tensors and constants go (``channels_last``);
+  their tensors and constants go (``channels_last``); a FULLY_CONNECTED reads the rows of its
+  input without a RESHAPE to [N, K];
 - writes every identical vector once (the flatbuffer format lets tables share a vector): the
   all-zero zero points of every 32-channel layer, repeated shapes, identical constants;
 - drops what LiteRT does not read: internal tensor names, empty quantization tables.
+
+(quantize.py stores an int4 FULLY_CONNECTED of 32, 64 or 128 inputs as one block: float16 scales
+and no zero points.)
 
 ``shrink`` keeps the channels-last graph only if LiteRT gives the same outputs for it (float:
 within 1e-6 of the output's scale; integer: the same integers) on probe windows; otherwise only the
@@ -28,8 +32,8 @@ import numpy as np
 
 PROBE_WINDOWS = 4
 FLOAT_RTOL = 1e-6  # of the largest output magnitude
-# ops whose only effect is their output (dropped when nothing reads it)
 ELEMENTWISE = frozenset({"ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "RELU", "RELU6", "TANH"})
+# ops whose only effect is their output (dropped when nothing reads it)
 PURE = frozenset({"TRANSPOSE", "RESHAPE", "PAD", "SLICE"}) | ELEMENTWISE
 _INT32, _INT64 = 2, 4  # schema TensorType
 _BLOCKWISE = 2  # schema QuantizationDetails
