@@ -44,6 +44,8 @@ class Measurement:
         size_bytes: Sum of the artifact's file sizes.
         precisions: Layer name -> precision the target gave it.
         op_types: Layer name -> op type.
+        stored: Layers that compute in float from weights stored quantized (e.g. an x86 GRU's
+            int8 storage): keeping them float is a choice the mixed plan can make.
     """
 
     kept_float: list[str]
@@ -51,6 +53,7 @@ class Measurement:
     size_bytes: int
     precisions: dict[str, str]
     op_types: dict[str, str]
+    stored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,11 @@ def measure(
         size_bytes=sum(len(data) for data in files.values()),
         precisions={layer["name"]: layer["precision"] for layer in manifest["layers"]},
         op_types={layer["name"]: layer["op_type"] for layer in manifest["layers"]},
+        stored=tuple(
+            layer["name"]
+            for layer in manifest["layers"]
+            if str(layer.get("method") or "").endswith("-storage")
+        ),
     )
 
 
@@ -143,7 +151,7 @@ def analyze(
     reference = measure(model, dataset, replace(base, precision="fp32"), [])  # fails fast
     names = list(reference.precisions)
     layer_mae, sizes = {}, {"float": reference.size_bytes, "all": everything.size_bytes}
-    quantizable = [n for n in names if everything.precisions[n] != "fp32"]
+    quantizable = [n for n in names if everything.precisions[n] != "fp32" or n in everything.stored]
     for name in quantizable:
         alone = measure(model, dataset, base, [n for n in names if n != name])
         layer_mae[name], sizes[name] = alone.mae, alone.size_bytes

@@ -122,3 +122,19 @@ def test_jetson_refuses_int4_with_its_reason(lstm):
 
     with pytest.raises(TargetError, match="int4"):
         analyze(*lstm, target="jetson-orin-nano", precision="int4")
+
+
+def test_int8_stored_gru_weights_are_a_layer_the_plan_can_keep_float(
+    traffic_checkpoints, traffic_path
+):
+    # setup: ONNX Runtime has no int8 GRU kernel; the x86 int8 build stores the GRU's weights in
+    # int8 and computes in float, which the mixed plan may still undo
+    from edgecomp.frontend import load_model
+    from edgecomp.workflow import dataset_for
+
+    model = load_model(traffic_checkpoints["gru"])
+    # execute
+    result = analyze(model, dataset_for(model.spec, traffic_path), precision="int8")
+    # assert
+    assert result.layers["rnn"] == "GRU" and "rnn" in result.quantizable
+    assert result.sizes["rnn"] > result.sizes["all"]
