@@ -26,7 +26,7 @@ from edgecomp_runtime.int4 import pack_int4
 OPSET = 21  # DequantizeLinear on INT4 inputs
 DEFAULT_BLOCK_SIZE = 64  # at most: a MatMul with K < 64 gets the largest power of two <= K
 GROUP_SIZES = (128, 64, 32, 16)  # "auto" picks one per layer among these (and "channel")
-GROUP_TOLERANCE = 0.25  # "auto": the coarsest group within 25 % of the finest one's error
+SCALE_BITS = 16  # a float16 scale: "auto" weighs each scale's bits against the error it saves
 STORAGE_OPS = {"Conv": 0, "LSTM": 1, "GRU": 1}  # op -> output-channel axis of its weight input
 QMIN, QMAX = -8, 7
 CLIP_RATIOS = tuple(1 - 0.025 * k for k in range(21))  # scale search: peak x 1 ... 0.5
@@ -363,9 +363,12 @@ def choose_group(
     """The group size of one weight (None: per output channel) and what was measured.
 
     Blocks run along the input axis (``axis + 1``). "auto" tries one scale per channel and each
-    of ``GROUP_SIZES`` shorter than the input axis, and keeps the one with the fewest scales
-    whose error (relative RMS per slice of 16 inputs, see ``_relative_error``) is within
-    ``GROUP_TOLERANCE`` of the best one's: finer groups only where the weights need them.
+    of ``GROUP_SIZES`` shorter than the input axis, and keeps the one with the least error at
+    equal size: error (relative RMS per slice of 16 inputs, see ``_relative_error``) times
+    ``2 ** (scale bits per weight)``. One more bit per weight halves the RMS error of uniform
+    rounding, so a finer group is kept only where it saves more error than its scales' bytes
+    would buy as weight bits: finer groups only where the weights need them, and the error
+    budget's ladder retries finer groups where the model needs them.
     """
     weight = np.asarray(weight, dtype=np.float32)
     if weight.ndim < axis + 2:
@@ -377,25 +380,30 @@ def choose_group(
         return option, {"group_size": option, "inputs_per_channel": width}
     sizes: list[int | None] = [None, *(g for g in GROUP_SIZES if g < width)]
     errors = {g: weight_error(weight, axis, g) for g in sizes}
-    best = min(errors.values())
-    fits = [g for g in sizes if errors[g] <= best * (1 + GROUP_TOLERANCE)]
-    chosen = min(fits, key=lambda g: (_n_scales(weight, axis, g), errors[g]))
+    cost = {g: errors[g] * 2 ** (scale_bits(weight, axis, g)) for g in sizes}
+    chosen = min(sizes, key=lambda g: cost[g])
     record = {
         "group_size": chosen,
         "inputs_per_channel": width,
         "rel_rms_error": {
             ("channel" if g is None else str(g)): round(e, 5) for g, e in errors.items()
         },
+        "scale_bits_per_weight": {
+            ("channel" if g is None else str(g)): round(scale_bits(weight, axis, g), 4)
+            for g in sizes
+        },
     }
     return chosen, record
 
 
-def _n_scales(weight: np.ndarray, axis: int, size: int | None) -> int:
+def scale_bits(weight: np.ndarray, axis: int, size: int | None) -> float:
+    """float16 scale bits per weight of ``weight`` per channel (size None) or in blocks of
+    ``size`` inputs along ``axis + 1``."""
     channels = int(np.prod(weight.shape[: axis + 1]))
     if size is None:
-        return channels
+        return SCALE_BITS * channels / weight.size
     tail = int(np.prod(weight.shape[axis + 2 :]))
-    return channels * tail * -(-weight.shape[axis + 1] // size)
+    return SCALE_BITS * channels * tail * -(-weight.shape[axis + 1] // size) / weight.size
 
 
 def _dequantize(
