@@ -1,14 +1,16 @@
 """int4 weight-only for ONNX Runtime on x86 (see README.md).
 
 MatMul -> ``MatMulNBits`` (ORT contrib op: block-wise symmetric int4 weights, computed in int4 by
-MLAS); Gemm is first rewritten as MatMul + Add because MatMulNBits acts on MatMul only.
-Conv, LSTM and GRU have no int4 kernel in ONNX Runtime: their weights are stored as packed INT4
-initializers behind a ``DequantizeLinear`` (opset 21), which the runtime folds back to float32
-when it loads the model. That saves download and flash size, not compute. Their scales are
-group-wise: one float16 scale per group of consecutive inputs of an output channel (blocked
-``DequantizeLinear``), the group size chosen per layer (option ``int4_group_size``: "auto", a
-size, or "channel" for one scale per output channel). No calibration: weight-only.
-"""
+MLAS; written here, not by onnxruntime.quantization); Gemm is first rewritten as MatMul + Add
+because MatMulNBits acts on MatMul only. Conv, LSTM and GRU have no int4 kernel in ONNX Runtime:
+their weights are stored as packed INT4 initializers behind a ``DequantizeLinear`` (opset 21),
+which the runtime folds back to float32 when it loads the model. That saves download and flash
+size, not compute. Their scales are float16, one per output channel or one per block of
+consecutive inputs (a blocked ``DequantizeLinear`` along the input axis, in the weight's own
+shape), the group size chosen per layer (option ``int4_group_size``: "auto", a size, or
+"channel"). Every scale, MatMulNBits' too, is searched per group (``search_scales``: the clipping
+ratio with the least squared weight error, never above plain max-abs rounding). No calibration:
+weight-only."""
 
 from __future__ import annotations
 

@@ -471,3 +471,30 @@ def test_two_recurrent_layers_in_one_scope_get_distinct_weight_names(tmp_path):
     assert len(packed) == 4 and len(set(packed)) == 4
     assert {"rnn.W", "rnn.R"} <= set(packed)
     assert out.shape == (3, spec.horizon, len(spec.targets)) and np.isfinite(out).all()
+
+
+def _payload(proto) -> int:
+    """Tensor bytes of the initializers (weights, scales, biases, shapes)."""
+    return sum(
+        len(i.raw_data) + 4 * len(i.float_data) + 8 * len(i.int64_data)
+        for i in proto.graph.initializer
+    )
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "tcn"])
+def test_int4_graph_costs_little_beyond_its_tensors(tmp_path, arch):
+    # setup
+    model = make_model(arch)
+    # execute
+    _, fp32 = emit(model, tmp_path / "a", precision="fp32")
+    _, int4 = emit(model, tmp_path / "b")
+    # assert: int4 bytes = its tensors (int4 weights, float16 scales and biases) + structure
+    # (nodes, names, attributes); the structure of the int4 graph, which adds a
+    # DequantizeLinear + Cast per stored weight and a Cast per bias, stays within 1.6x the fp32
+    # graph's (1.68-1.75x with the Reshape per grouped weight, node names on every weight DQ and
+    # the exporter-scoped weight names)
+    n_weights = sum(p.numel() for n, p in model.module.named_parameters() if "weight" in n)
+    fp32_size, int4_size = len(fp32.SerializeToString()), len(int4.SerializeToString())
+    assert _payload(int4) >= n_weights / 2  # the int4 weights are all there
+    structure = int4_size - _payload(int4)
+    assert structure <= 1.6 * (fp32_size - _payload(fp32))
