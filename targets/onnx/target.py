@@ -23,7 +23,13 @@ LOWERINGS = ("auto", "default", "hoisted", "scan")  # "auto" + the keys of candi
 
 
 def export_onnx(
-    module: torch.nn.Module, input_len: int, n_features: int, path: str | Path, *, opset: int = 17
+    module: torch.nn.Module,
+    input_len: int,
+    n_features: int,
+    path: str | Path,
+    *,
+    opset: int = 17,
+    lean: bool = True,
 ) -> Path:
     """Export ``module`` to an fp32 ONNX file: dynamic batch, simplified, checked, shrunk.
 
@@ -33,6 +39,8 @@ def export_onnx(
         n_features: Input features F.
         path: File to write (atomically).
         opset: ONNX opset of the default domain.
+        lean: Thin the ops around LSTM/GRU nodes as the build does (``export.lean_recurrent``);
+            False keeps the exporter's graph, simplified (what a plain export gives a peer tool).
 
     Returns:
         The path written. Input "window" [batch, L, F], output "forecast" [batch, H, F_out].
@@ -43,7 +51,7 @@ def export_onnx(
     from .compact import shrink
     from .export import export_model, write_model
 
-    proto = export_model(module, input_len, n_features, opset=opset)
+    proto = export_model(module, input_len, n_features, opset=opset, lean=lean)
     return write_model(shrink(proto), Path(path))
 
 
