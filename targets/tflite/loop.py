@@ -287,52 +287,50 @@ class _Emitter:
         graph.io = (inputs, outputs)
 
     def _main(self, graph: _Graph, state: list) -> tuple[int, int]:
-        m = self.module
-        x = graph.tensor([1, self.length, self.features], batched=True)
-        first = graph.tensor([1, 1, 1], batched=True)
-        graph.op(
-            "SLICE",
-            [x, graph.const(np.zeros(3, np.int32)), graph.const(np.array([-1, 1, 1], np.int32))],
-            [first],
-        )
-        column = graph.tensor([1, 1], batched=True)
-        graph.op(
-            "RESHAPE",
-            [first, graph.const(np.array([-1, 1], np.int32))],
-            [column],
-            _reshape([-1, 1]),
-        )
-        zeros = graph.binary(
-            "MUL", column, graph.const(np.zeros((1, self.size), np.float32)), [1, self.size]
-        )
-        inputs = [graph.const(np.array(0, np.int32)), x] + [zeros] * (len(state) - 2)
-        outputs = self._inputs(graph, state)
+        """Input -> WHILE -> head -> [B, horizon, targets] (+ residual); (input, output)."""
         from ai_edge_litert import schema_py_generated as schema
 
+        x = graph.tensor([1, self.length, self.features], batched=True)
+        zeros = self._zero_state(graph, x)
+        inputs = [graph.const(np.array(0, np.int32)), x] + [zeros] * (len(state) - 2)
+        outputs = self._inputs(graph, state)
         options = schema.WhileOptionsT()
         options.condSubgraphIndex, options.bodySubgraphIndex = 1, 2
         graph.op("WHILE", inputs, outputs, options)
         last = outputs[-2] if self.kind == "lstm" else outputs[-1]
-        flat = self._fc(graph, "head", last)
+        m = self.module
         shape = [-1, m.horizon, m.n_targets]
         y = graph.tensor([1, m.horizon, m.n_targets], batched=True)
+        flat = self._fc(graph, "head", last)
         graph.op("RESHAPE", [flat, graph.const(np.array(shape, np.int32))], [y], _reshape(shape))
-        if not m.residual:
-            return x, y
+        return x, self._residual(graph, x, y) if m.residual else y
+
+    def _zero_state(self, graph: _Graph, x: int) -> int:
+        """[B, H] zeros as ``x[:, 0, :1] * 0`` (a non-finite first reading gives NaN, as the
+        forecast of such a window would be anyway)."""
+        first = graph.tensor([1, 1, 1], batched=True)
+        begin, size = np.zeros(3, np.int32), np.array([-1, 1, 1], np.int32)
+        graph.op("SLICE", [x, graph.const(begin), graph.const(size)], [first])
+        column = graph.tensor([1, 1], batched=True)
+        shape = np.array([-1, 1], np.int32)
+        graph.op("RESHAPE", [first, graph.const(shape)], [column], _reshape([-1, 1]))
+        zeros = graph.const(np.zeros((1, self.size), np.float32))
+        return graph.binary("MUL", column, zeros, [1, self.size])
+
+    def _residual(self, graph: _Graph, x: int, y: int) -> int:
+        """``y`` plus the last observed value of each target."""
+        m = self.module
         index = m.target_index.tolist()
         recent = graph.tensor([1, 1, self.features], batched=True)
         begin = np.array([0, self.length - 1, 0], np.int32)
-        graph.op(
-            "SLICE", [x, graph.const(begin), graph.const(np.array([-1, 1, -1], np.int32))], [recent]
-        )
+        size = np.array([-1, 1, -1], np.int32)
+        graph.op("SLICE", [x, graph.const(begin), graph.const(size)], [recent])
         if index != list(range(self.features)):
             picked = graph.tensor([1, 1, len(index)], batched=True)
-            graph.op(
-                "GATHER", [recent, graph.const(np.array(index, np.int32))], [picked], _gather(2)
-            )
+            positions = graph.const(np.array(index, np.int32))
+            graph.op("GATHER", [recent, positions], [picked], _gather(2))
             recent = picked
-        out = graph.binary("ADD", y, recent, [1, m.horizon, m.n_targets])
-        return x, out
+        return graph.binary("ADD", y, recent, [1, m.horizon, m.n_targets])
 
     def _gates(self, graph: _Graph, k: int, layer_in: int, h: int) -> tuple[int, int]:
         return self._fc(graph, f"rnn[{2 * k}]", layer_in), self._fc(graph, f"rnn[{2 * k + 1}]", h)
