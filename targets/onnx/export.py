@@ -152,9 +152,12 @@ def _dims(value: onnx.ValueInfoProto) -> list[Any]:
 def _last_step_from_y_h(graph: _Graph, node: onnx.NodeProto) -> None:
     """``Y -> Squeeze(1) -> [Transpose(1, 0, 2)] -> Gather(last step)`` -> ``Squeeze(Y_h, 0)``.
 
-    Only for one direction (``Y_h`` is then the last step's hidden state, ``[1, B, H]``).
+    Only for one direction and no ``sequence_lens`` (``Y_h`` is then the last step's hidden
+    state, ``[1, B, H]``; with shorter sequences it is each sequence's own last step).
     """
-    if _attribute(node, "direction", b"forward") != b"forward" or not node.output[0]:
+    lengths = len(node.input) > 4 and node.input[4]
+    forward = _attribute(node, "direction", b"forward") == b"forward"
+    if lengths or not forward or not node.output[0]:
         return
     squeeze = graph.only_reader(node.output[0], "Squeeze")
     if squeeze is None or _axes(graph, squeeze) != [1]:

@@ -163,3 +163,37 @@ def test_openvino_runs_the_lean_int8_lstm_like_onnxruntime():
     for batch in (1, 5):
         x = _windows(batch)
         np.testing.assert_allclose(engine.run(x), _run(proto, x), atol=5e-3, rtol=0)
+
+
+def test_a_recurrent_op_with_sequence_lengths_keeps_its_y():
+    """With ``sequence_lens`` Y_h is each sequence's own last step, not Y's last: no rewrite."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((1, 12, FEATURES), np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((1, 12, 4), np.float32), "R"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(np.array(-1, np.int64), "last"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["window"], ["x"], perm=[1, 0, 2]),
+        helper.make_node("Shape", ["window"], ["shape"], start=0, end=1),
+        helper.make_node("Expand", ["five", "shape"], ["lengths"]),
+        helper.make_node("GRU", ["x", "W", "R", "", "lengths"], ["y", "y_h"], hidden_size=4),
+        helper.make_node("Squeeze", ["y", "axes"], ["y2"]),
+        helper.make_node("Gather", ["y2", "last"], ["forecast"], axis=0),
+    ]
+    inits.append(numpy_helper.from_array(np.array([5], np.int32), "five"))
+    graph = helper.make_graph(
+        nodes,
+        "lengths",
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["b", LENGTH, FEATURES])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["b", 4])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    lean = lean_recurrent(proto)
+    assert [n.op_type for n in lean.graph.node] == [n.op_type for n in nodes]
+    x = _windows(2)
+    np.testing.assert_array_equal(_run(lean, x), _run(proto, x))
