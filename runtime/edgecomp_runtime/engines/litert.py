@@ -2,10 +2,11 @@
 
 The model has a fixed batch of one window ([1, L, F], see targets/tflite). When the manifest's
 ``recipe.lowering.batch_rows`` is N (the build checked it), a batch runs N windows per invoke on a
-copy of the model pinned to batch N (litert_batch.py, made once per engine) and the rest one
-window per invoke; otherwise every window is one invoke. Variables are reset before each invoke,
-so a stateful op (a fused LSTM keeps its state across invokes) never carries one call into the
-next.
+copy of the model pinned to batch N (litert_batch.py, made once per engine), or, for a model whose
+input batch is symbolic (-1: the recurrent WHILE loop), on an interpreter whose input is resized to
+N; the rest runs one window per invoke; otherwise every window is one invoke. Variables are reset
+before each invoke, so a stateful op (a fused LSTM keeps its state across invokes) never carries
+one call into the next.
 
 Thread safety: one interpreter per calling thread (``threading.local``), each built from the same
 model bytes on the thread's first call, so ``run`` may be called from several threads at once;
