@@ -193,7 +193,8 @@ def _slice_features(graph: _Graph, node: onnx.NodeProto) -> None:
     if gather is None or len(consts) < 3 or any(c is None for c in consts):
         return
     starts, ends, axes, *steps = consts
-    width = (graph.shapes.get(node.input[0]) or [None] * 3)[-1]
+    shape = graph.shapes.get(node.input[0]) or []
+    width = shape[-1] if len(shape) == 3 else None  # [B, L, F]: axis 2 is the last one
     index = graph.const(gather.input[1])
     if list(axes) not in ([1], [-2]) or (steps and list(steps[0]) != [1]) or width is None:
         return
@@ -203,7 +204,7 @@ def _slice_features(graph: _Graph, node: onnx.NodeProto) -> None:
     step = int(index[1] - index[0]) if len(index) > 1 else 1
     if (
         step < 1
-        or np.any(index < 0)
+        or np.any((index < 0) | (index >= width))
         or not np.array_equal(np.diff(index), np.full(len(index) - 1, step))
     ):
         return
