@@ -117,8 +117,9 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     dataset = dataset_for(model.spec, DATA)
     x, raw_x = dataset.test.x, dataset.raw_inputs("test")
     truth = dataset.raw_targets("test")
+    # the peers start from a plain export (simplified, not thinned the way edgecomp's build is)
     fp32_path = export_onnx(
-        model.module, model.spec.input_len, model.spec.n_features, work / "fp32.onnx"
+        model.module, model.spec.input_len, model.spec.n_features, work / "fp32.onnx", lean=False
     )
     dyn_path = work / "ort_dynamic.onnx"
     quantize_dynamic(str(fp32_path), str(dyn_path))
