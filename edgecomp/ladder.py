@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -403,8 +403,10 @@ def _calibration(ladder: _Ladder, base: Trial) -> list[Candidate]:
     from edgecomp.targets import get_target
 
     config = base.candidate.config
-    capabilities = get_target(base.manifest["target"]["backend"]).capabilities
-    variants = calibration_variants(capabilities, config.precision)
+    target = get_target(base.manifest["target"]["backend"])
+    variants = calibration_variants(target.capabilities, config.precision)
+    if config.precision == "int4" and "int4_rounding" in _option_names(target):
+        variants.append({"int4_rounding": "max"})  # where clipping hurts the outputs
     return [
         replace(
             base.candidate,
@@ -416,6 +418,10 @@ def _calibration(ladder: _Ladder, base: Trial) -> list[Candidate]:
         for variant in variants
         if any(config.options.get(k) != v for k, v in variant.items())
     ]
+
+
+def _option_names(target: Any) -> set[str]:
+    return {f.name for f in fields(target.options_type)}
 
 
 def _bias_correction(ladder: _Ladder, base: Trial) -> list[Candidate]:
@@ -464,8 +470,11 @@ def _qat(ladder: _Ladder, base: Trial) -> list[Candidate]:
     if bits is None:
         return []
     group = _int4_group(config.options) if bits == 4 else None
+    rounding = str(config.options.get("int4_rounding", "search"))  # as the target will round
     model, record = qat_finetune(
-        base.candidate.model, ladder.dataset.train, QatConfig(bits=bits, group_size=group)
+        base.candidate.model,
+        ladder.dataset.train,
+        QatConfig(bits=bits, group_size=group, search=rounding == "search"),
     )
     detail = f"fake-quant int{bits} fine-tune, {record['epochs']} epochs on the training split"
     return [replace(base.candidate, rung="qat", detail=detail, model=model, extra=record)]

@@ -35,6 +35,8 @@ class QatConfig:
         max_windows: Training windows drawn per epoch (bounds the time on a small gateway
             build machine).
         seed: Shuffling seed.
+        search: int4: search each group's scale (``INT4_CLIP_RATIOS``), as the x86 int4 exporter
+            does by default; False: plain peak / 7 (its ``int4_rounding`` "max").
     """
 
     bits: int = 8
@@ -44,6 +46,7 @@ class QatConfig:
     batch_size: int = 64
     max_windows: int = 4096
     seed: int = 0
+    search: bool = True
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -59,7 +62,9 @@ class QatConfig:
 INT4_CLIP_RATIOS = tuple(1 - 0.025 * k for k in range(21))
 
 
-def fake_quantize(weight: Any, bits: int, group_size: int | None = None) -> Any:
+def fake_quantize(
+    weight: Any, bits: int, group_size: int | None = None, *, search: bool = True
+) -> Any:
     """Symmetric fake quantization of a [out, in, ...] weight with a straight-through gradient.
 
     One scale per output channel, or per ``group_size`` consecutive inputs (dim 1) of each
@@ -78,7 +83,7 @@ def fake_quantize(weight: Any, bits: int, group_size: int | None = None) -> Any:
         padded = torch.nn.functional.pad(flat, (0, (-flat.shape[1]) % size))
         groups = padded.reshape(flat.shape[0], -1, size)
     with torch.no_grad():
-        scale = _scales(groups, bits)
+        scale = _scales(groups, bits, INT4_CLIP_RATIOS if search else (1.0,))
     q = torch.clamp(
         torch.round(groups / scale), -(2 ** (bits - 1)) + (bits == 8), 2 ** (bits - 1) - 1
     )
@@ -91,7 +96,7 @@ def fake_quantize(weight: Any, bits: int, group_size: int | None = None) -> Any:
     return weight + (q - weight).detach()
 
 
-def _scales(groups: Any, bits: int) -> Any:
+def _scales(groups: Any, bits: int, ratios: tuple[float, ...]) -> Any:
     """Per-group scales [..., 1] of ``fake_quantize`` (no gradient)."""
     import torch
 
@@ -99,7 +104,7 @@ def _scales(groups: Any, bits: int) -> Any:
     if bits == 8:
         return peak.clamp_min(1e-12) / 127
     best, best_err = None, None
-    for ratio in INT4_CLIP_RATIOS:
+    for ratio in ratios:
         scale = (peak * ratio / 7).to(torch.float16).to(groups.dtype)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         err = ((torch.clamp(torch.round(groups / scale), -8, 7) * scale - groups) ** 2).sum(-1)
@@ -147,6 +152,7 @@ def qat_finetune(model: Model, train: Any, config: QatConfig) -> tuple[Model, di
     record = {
         "bits": config.bits,
         "group_size": config.group_size,
+        "search": config.search,
         "epochs": config.epochs,
         "lr": config.lr,
         "windows_per_epoch": min(len(train), config.max_windows),
@@ -170,7 +176,9 @@ def _epoch(module, names, train, optimizer, rng, config: QatConfig, functional_c
         observed = torch.from_numpy(np.asarray(train.y_observed[index], dtype=np.float32))
         params = dict(module.named_parameters())
         for name in names:
-            params[name] = fake_quantize(params[name], config.bits, config.group_size)
+            params[name] = fake_quantize(
+                params[name], config.bits, config.group_size, search=config.search
+            )
         err = (functional_call(module, params, (x,)) - y) ** 2 * observed  # imputed: no loss
         loss = err.sum() / observed.sum().clamp_min(1.0)
         optimizer.zero_grad()

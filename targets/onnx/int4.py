@@ -86,10 +86,15 @@ def group_size_option(options: dict[str, Any]) -> str | int:
 
 
 def quantize_int4_graph(
-    proto: onnx.ModelProto, keep: set[str], block_size: int, group: str | int = "channel"
+    proto: onnx.ModelProto,
+    keep: set[str],
+    block_size: int,
+    group: str | int = "channel",
+    rounding: str = "search",
 ) -> Int4Graph:
     """int4 weights for every MatMul/Gemm/Conv/LSTM/GRU node whose name is not in ``keep``;
-    ``group`` is the storage ops' group size option (see ``group_size_option``)."""
+    ``group`` is the storage ops' group size option (see ``group_size_option``), ``rounding``
+    the scales' (see ``rounding_option``)."""
     from onnx import version_converter
 
     try:
@@ -97,12 +102,13 @@ def quantize_int4_graph(
     except Exception as exc:  # the converter raises plain RuntimeError from C++
         raise TargetError(f"onnx: int4 cannot convert the graph to opset {OPSET}: {exc}") from exc
     steps = [f"convert to opset {OPSET}", "Gemm -> MatMul + Add"]
+    ratios = CLIP_RATIOS if rounding == "search" else (1.0,)
     gemm_to_matmul(proto.graph, keep)
     if any(n.op_type == "MatMul" and n.name not in keep for n in proto.graph.node):
         steps.append(f"MatMulNBits (block <= {block_size}, symmetric)")
-        proto = _matmul_nbits(proto, keep, block_size)
+        proto = _matmul_nbits(proto, keep, block_size, ratios)
     groups: dict[str, dict[str, Any]] = {}
-    storage = _int4_storage(proto.graph, keep, group, groups)
+    storage = _int4_storage(proto.graph, keep, group, groups, ratios)
     if storage:
         ops = ", ".join(sorted(_ops(proto, storage)))
         steps.append(f"int4 storage (DequantizeLinear, groups: {group}) for {ops}")
@@ -156,7 +162,9 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return helper.get_attribute_value(found[0]) if found else default
 
 
-def _matmul_nbits(proto: onnx.ModelProto, keep: set[str], block_size: int) -> onnx.ModelProto:
+def _matmul_nbits(
+    proto: onnx.ModelProto, keep: set[str], block_size: int, ratios: tuple[float, ...]
+) -> onnx.ModelProto:
     """MatMulNBits for each MatMul not in ``keep`` with a constant 2-D weight, in place; the
     block is ``block_size`` or, for a shorter K, the largest power of two <= K (>= 16) so that no
     block is padded. The weights are rounded like the int4 storage ones (``group_quantize``:
@@ -170,7 +178,7 @@ def _matmul_nbits(proto: onnx.ModelProto, keep: set[str], block_size: int) -> on
             continue
         k, n = (int(d) for d in weight.dims)
         block = max(16, min(block_size, 1 << (k.bit_length() - 1)))
-        packed, scales = _nbits_tensors(numpy_helper.to_array(weight), block, node.input[1])
+        packed, scales = _nbits_tensors(numpy_helper.to_array(weight), block, node.input[1], ratios)
         graph.initializer.extend([packed, scales])
         nbits = helper.make_node(
             "MatMulNBits",
@@ -191,12 +199,12 @@ def _matmul_nbits(proto: onnx.ModelProto, keep: set[str], block_size: int) -> on
 
 
 def _nbits_tensors(
-    weight: np.ndarray, block: int, name: str
+    weight: np.ndarray, block: int, name: str, ratios: tuple[float, ...]
 ) -> tuple[onnx.TensorProto, onnx.TensorProto]:
     """MatMulNBits' B (uint8 [N, blocks, block / 2]: ``q + 8`` per nibble, low nibble first; no
     zero point input, so 8 is the zero) and float32 scales [N, blocks] of a [K, N] weight."""
     k, n = weight.shape
-    q, scales = group_quantize(weight.T, block)
+    q, scales = group_quantize(weight.T, block, ratios)
     blocks = scales.shape[1]
     nibbles = (np.pad(q, ((0, 0), (0, blocks * block - k))) + 8).astype(np.uint8)
     nibbles = nibbles.reshape(n, blocks, block)
@@ -209,7 +217,11 @@ def _nbits_tensors(
 
 
 def _int4_storage(
-    graph: onnx.GraphProto, keep: set[str], group: str | int, groups: dict[str, dict[str, Any]]
+    graph: onnx.GraphProto,
+    keep: set[str],
+    group: str | int,
+    groups: dict[str, dict[str, Any]],
+    ratios: tuple[float, ...],
 ) -> list[str]:
     """Put the weights of Conv/LSTM/GRU nodes not in ``keep`` behind an INT4 DequantizeLinear.
 
@@ -230,8 +242,9 @@ def _int4_storage(
         for i in weights:
             init, axis = inits[node.input[i]], STORAGE_OPS[node.op_type]
             init.name = node.input[i] = _weight_name(node, i, taken)
-            size, groups[init.name] = choose_group(numpy_helper.to_array(init), axis, group)
-            dequant += _dequantize(graph, init, axis, size)
+            weight = numpy_helper.to_array(init)
+            size, groups[init.name] = choose_group(weight, axis, group, ratios)
+            dequant += _dequantize(graph, init, axis, size, ratios)
             node.input[i] = dequant[-1].output[0]
         bias = BIAS_INPUTS[node.op_type]
         if len(node.input) > bias and node.input[bias] in inits and uses[node.input[bias]] == 1:
@@ -268,10 +281,27 @@ def _rows(weight: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(-1, moved.shape[-1])
 
 
-def search_scales(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+ROUNDINGS = ("search", "max")  # option int4_rounding: searched clipping ratio, or peak / 7
+
+
+def rounding_option(options: dict[str, Any]) -> str:
+    """The option ``int4_rounding``: "search" (default: the clipping ratio with the least
+    weight error, per group) or "max" (plain max-abs scales, no clipping)."""
+    rounding = options.get("int4_rounding", "search")
+    if rounding not in ROUNDINGS:
+        raise TargetError(
+            f"onnx: profile option 'int4_rounding' must be one of {list(ROUNDINGS)}; "
+            f"got {rounding!r}"
+        )
+    return rounding
+
+
+def search_scales(
+    blocks: np.ndarray, ratios: tuple[float, ...] = CLIP_RATIOS
+) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int4 of ``blocks`` [..., n] with one float16 scale per block (last axis).
 
-    Each block keeps, among ``CLIP_RATIOS`` x its peak / 7, the scale whose rounded values
+    Each block keeps, among ``ratios`` x its peak / 7, the scale whose rounded values
     ``clip(rint(w / s), -8, 7) * s`` have the least squared error: clipping a few large weights
     buys a finer step for the rest. Ratio 1 (no clipping) is a candidate, so the error is never
     above plain max-abs rounding. Returns (int8 values in [-8, 7], float16 scales [...]).
@@ -279,7 +309,7 @@ def search_scales(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = np.asarray(blocks, dtype=np.float32)
     peak = np.abs(w).max(axis=-1)
     best_q = best_s = best_err = None
-    for ratio in CLIP_RATIOS:
+    for ratio in ratios:
         scales = np.where(peak > 0, peak * np.float32(ratio) / QMAX, 1.0).astype(np.float16)
         scales[scales == 0] = 1  # a peak below float16's smallest normal
         step = scales.astype(np.float32)[..., None]
@@ -295,32 +325,38 @@ def search_scales(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best_q.astype(np.int8), best_s.astype(np.float16)
 
 
-def group_quantize(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def group_quantize(
+    rows: np.ndarray, size: int, ratios: tuple[float, ...] = CLIP_RATIOS
+) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int4 of 2-D ``rows`` with one float16 scale per ``size`` consecutive inputs,
     each scale searched (``search_scales``): (int8 values [R, C] in [-8, 7], float16 scales
     [R, ceil(C / size)])."""
     r, c = rows.shape
     blocks = -(-c // size)
     padded = np.pad(np.asarray(rows, dtype=np.float32), ((0, 0), (0, blocks * size - c)))
-    q, scales = search_scales(padded.reshape(r, blocks, size))
+    q, scales = search_scales(padded.reshape(r, blocks, size), ratios)
     return q.reshape(r, -1)[:, :c], scales
 
 
-def block_quantize(weight: np.ndarray, axis: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def block_quantize(
+    weight: np.ndarray, axis: int, size: int, ratios: tuple[float, ...] = CLIP_RATIOS
+) -> tuple[np.ndarray, np.ndarray]:
     """int4 of ``weight`` in blocks of ``size`` along ``axis`` (the layout of a blocked
     DequantizeLinear on that axis): (int8 values shaped like ``weight``, float16 scales shaped
     like it with ``axis`` of length ceil(n / size))."""
     moved = np.moveaxis(np.asarray(weight, dtype=np.float32), axis, -1)
-    q, scales = group_quantize(moved.reshape(-1, moved.shape[-1]), size)
+    q, scales = group_quantize(moved.reshape(-1, moved.shape[-1]), size, ratios)
     q = np.moveaxis(q.reshape(moved.shape), -1, axis)
     return q, np.moveaxis(scales.reshape(*moved.shape[:-1], -1), -1, axis)
 
 
-def channel_quantize(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def channel_quantize(
+    weight: np.ndarray, axis: int, ratios: tuple[float, ...] = CLIP_RATIOS
+) -> tuple[np.ndarray, np.ndarray]:
     """int4 of ``weight`` with one searched float16 scale per slice along ``axis``: (int8 values
     shaped like ``weight``, float16 scales [weight.shape[axis]])."""
     moved = np.moveaxis(np.asarray(weight, dtype=np.float32), axis, 0)
-    q, scales = search_scales(moved.reshape(moved.shape[0], -1))
+    q, scales = search_scales(moved.reshape(moved.shape[0], -1), ratios)
     return np.moveaxis(q.reshape(moved.shape), 0, axis), scales
 
 
@@ -349,18 +385,20 @@ def _relative_error(weight: np.ndarray, expanded: np.ndarray, axis: int) -> floa
     return float((err_norm[kept] / norm[kept]).mean()) if kept.any() else 0.0
 
 
-def weight_error(weight: np.ndarray, axis: int, size: int | None) -> float:
+def weight_error(
+    weight: np.ndarray, axis: int, size: int | None, ratios: tuple[float, ...] = CLIP_RATIOS
+) -> float:
     """The relative error (``_relative_error``) of storing ``weight`` (output channels on
     ``axis``) per channel (size None) or in blocks of ``size`` inputs."""
     if size is None:
-        q, scales = channel_quantize(weight, axis)
+        q, scales = channel_quantize(weight, axis, ratios)
     else:
-        q, scales = block_quantize(weight, axis + 1, size)
+        q, scales = block_quantize(weight, axis + 1, size, ratios)
     return _relative_error(weight, _expand(q, scales, axis, size), axis)
 
 
 def choose_group(
-    weight: np.ndarray, axis: int, option: str | int
+    weight: np.ndarray, axis: int, option: str | int, ratios: tuple[float, ...] = CLIP_RATIOS
 ) -> tuple[int | None, dict[str, Any]]:
     """The group size of one weight (None: per output channel) and what was measured.
 
@@ -381,7 +419,7 @@ def choose_group(
     if isinstance(option, int):
         return option, {"group_size": option, "inputs_per_channel": width}
     sizes: list[int | None] = [None, *(g for g in GROUP_SIZES if g < width)]
-    errors = {g: weight_error(weight, axis, g) for g in sizes}
+    errors = {g: weight_error(weight, axis, g, ratios) for g in sizes}
     cost = {g: errors[g] * 2 ** (scale_bits(weight, axis, g)) for g in sizes}
     chosen = min(sizes, key=lambda g: cost[g])
     record = {
@@ -409,17 +447,21 @@ def scale_bits(weight: np.ndarray, axis: int, size: int | None) -> float:
 
 
 def _dequantize(
-    graph: onnx.GraphProto, init: onnx.TensorProto, axis: int, group: int | None = None
+    graph: onnx.GraphProto,
+    init: onnx.TensorProto,
+    axis: int,
+    group: int | None,
+    ratios: tuple[float, ...],
 ) -> list[onnx.NodeProto]:
     """INT4 values and float16 scales -> DequantizeLinear (float16) -> Cast to float32: one
     scale per output channel (``axis``), or with ``group`` a blocked DequantizeLinear along the
     input axis (``axis + 1``), in the weight's own shape."""
     weight = numpy_helper.to_array(init)
     if group is None:
-        q, scales = channel_quantize(weight, axis)
+        q, scales = channel_quantize(weight, axis, ratios)
         attrs: dict[str, int] = {"axis": axis}
     else:
-        q, scales = block_quantize(weight, axis + 1, group)
+        q, scales = block_quantize(weight, axis + 1, group, ratios)
         attrs = {"axis": axis + 1, "block_size": group}
     packed = helper.make_tensor(  # takes the float weight's name: that one is dropped
         init.name, onnx.TensorProto.INT4, q.shape, pack_int4(q).tobytes(), raw=True
@@ -477,7 +519,8 @@ def lower_int4(
 
     block_size = block_size_option(options)
     group = group_size_option(options)
-    graph = quantize_int4_graph(exported, set(keep), block_size, group)
+    rounding = rounding_option(options)
+    graph = quantize_int4_graph(exported, set(keep), block_size, group, rounding)
     reasons = {
         "int4-matmulnbits": f"int4 weight-only, block-wise (blocks of up to {block_size} along K, "
         "symmetric float32 scales): ONNX Runtime MatMulNBits computes with the int4 weights",
@@ -494,6 +537,7 @@ def lower_int4(
     lowering = {
         "tool": "edgecomp int4 (MatMulNBits for ONNX Runtime, DequantizeLinear storage)",
         "block_size": block_size,
+        "rounding": rounding,
         "steps": graph.steps,
         "keep_float": sorted({layer["name"] for layer in layers if layer["node"] in keep}),
         "int4_storage": {

@@ -89,6 +89,8 @@ class OnnxOptions(base.TargetOptions):
         int4_block_size: int4: the largest MatMulNBits block (a power of two >= 16).
         int4_group_size: int4 storage (Conv/LSTM/GRU): inputs per float16 scale, "auto" (chosen
             per layer), "channel" (one scale per output channel) or a size >= 2 ("16").
+        int4_rounding: int4 scales: "search" (per group, the clipping ratio with the least weight
+            error) or "max" (peak / 7, no clipping).
         engine: The runtime engine: "auto" (the fastest installed one that passes parity,
             measured at build; see candidates.py), "onnx" (onnxruntime) or "openvino".
         lowering: "auto" (measured), "default", "hoisted" (recurrent input projections as
@@ -107,6 +109,7 @@ class OnnxOptions(base.TargetOptions):
     max_input_ratio: float = 8.0
     int4_block_size: int = 64
     int4_group_size: str = "auto"
+    int4_rounding: str = field(default="search", metadata={"choices": ("search", "max")})
     engine: str = field(default="auto", metadata={"choices": ENGINES, "tune": True})
     lowering: str = field(default="auto", metadata={"choices": LOWERINGS, "tune": True})
 

@@ -183,6 +183,7 @@ def test_keep_float_by_layer_name_in_int8(tmp_path):
         ({"keep_float": ["nope"]}, "matches no layer"),
         ({"keep_float": "head"}, "'keep_float' must be a list"),
         ({"int4_block_size": 24}, "'int4_block_size'"),
+        ({"int4_rounding": "nearest"}, "'int4_rounding'"),
     ],
 )
 def test_bad_int4_options_are_named(tmp_path, options, needle):
@@ -498,3 +499,17 @@ def test_int4_graph_costs_little_beyond_its_tensors(tmp_path, arch):
     assert _payload(int4) >= n_weights / 2  # the int4 weights are all there
     structure = int4_size - _payload(int4)
     assert structure <= 1.6 * (fp32_size - _payload(fp32))
+
+
+def test_max_rounding_option_gives_peak_over_seven_scales(tmp_path):
+    # execute
+    result, graph = emit(make_model("gru"), tmp_path, int4_rounding="max", int4_group_size="16")
+    # assert: every stored weight's scale is its group's peak / 7 (in float16), and recorded
+    weights = {i.name: i for i in graph.graph.initializer}
+    dqs = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"]
+    stored = [n for n in dqs if weights[n.input[0]].data_type == onnx.TensorProto.INT4]
+    assert stored and result.lowering["quantization"]["rounding"] == "max"
+    for node in stored:
+        q = onnx.numpy_helper.to_array(weights[node.input[0]]).astype(np.int8)
+        assert onnx.numpy_helper.to_array(weights[node.input[1]]).dtype == np.float16
+        assert (np.abs(q).max(axis=-1) == 7).all()  # each row's peak maps to +-7: no clipping
