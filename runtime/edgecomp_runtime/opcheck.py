@@ -16,7 +16,12 @@ constant tensors, and whether any tensor lives outside the file.
 * **TFLite** (``tflite`` backend): the builtin operators the ARM lowering emits
   (``TFLITE_OPS``, read from the flatbuffer's operator codes); no custom operators, no control
   flow but the recurrent loop lowering's WHILE (then exactly three subgraphs: main, cond, body;
-  no IF, CALL_ONCE), no random operators, otherwise one subgraph.
+  no IF, CALL_ONCE), no random operators, otherwise one subgraph. A WHILE must have the shape
+  ``targets/tflite/loop.py`` writes, so that it ends after the window's steps: one WHILE, in main,
+  running cond 1 and body 2; its counter starts at the constant 0; cond is the one op
+  ``LESS(counter, bound)`` with a constant bound equal to the manifest's window length (at most
+  ``MAX_LOOP_STEPS``); the body's next counter is ``ADD(counter, 1)`` (no fused activation) and
+  nothing else writes it.
 * **Input range**: for a quantized input (a QuantizeLinear reached from the graph input through
   layout operators), the range of scaled values it represents, for ``Model.predict`` to refuse
   inputs far outside it.
@@ -35,6 +40,7 @@ import numpy as np
 from edgecomp_runtime.errors import ArtifactError
 
 MAX_ELEMENTS = 1 << 26  # 64 Mi elements (256 MB of float32) from one shape-driven operator
+MAX_LOOP_STEPS = 1 << 16  # a TFLite WHILE loop's trip count (the window length) at most
 _SMALL = 4096  # constant tensors up to this many elements are decoded (shapes, scales)
 _STANDARD = """Abs Add And ArgMax ArgMin AveragePool BatchNormalization Cast Ceil Clip Concat
 Constant ConstantOfShape Conv ConvInteger ConvTranspose Cos CumSum DequantizeLinear Div Dropout
@@ -141,6 +147,13 @@ def check_tflite(data: bytes, manifest: dict[str, Any]) -> None:
                 f"{where}: {what} is not one the 'tflite' lowering emits; allowed: "
                 f"{', '.join(sorted(TFLITE_OPS))}"
             )
+    if loop:
+        try:
+            _check_loop(_FlatModel(memoryview(data), [c for c, _ in codes]), manifest, where)
+        except ArtifactError:
+            raise
+        except (ValueError, IndexError, struct.error) as exc:
+            raise ArtifactError(f"{where}: not a readable TFLite model ({exc})") from None
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -248,30 +261,37 @@ def _tflite_codes(buf: memoryview) -> tuple[list[tuple[int, str | None]], int]:
     return codes, len(_tables(buf, _field(buf, root, 2)))  # Model.subgraphs
 
 
+def _unpack(fmt: str, buf: memoryview, pos: int) -> Any:
+    """One value at ``pos``; ValueError outside the file (struct would wrap a negative one)."""
+    if pos < 0 or pos + struct.calcsize(fmt) > len(buf):
+        raise ValueError(f"offset {pos} outside the {len(buf)}-byte file")
+    return struct.unpack_from(fmt, buf, pos)[0]
+
+
 def _uoffset(buf: memoryview, pos: int) -> int:
-    return pos + struct.unpack_from("<I", buf, pos)[0]
+    return pos + _unpack("<I", buf, pos)
 
 
 def _field(buf: memoryview, table: int, index: int) -> int | None:
     """Position of field ``index`` of the table at ``table``, or None when absent."""
-    vtable = table - struct.unpack_from("<i", buf, table)[0]
-    size = struct.unpack_from("<H", buf, vtable)[0]
+    vtable = table - _unpack("<i", buf, table)
+    size = _unpack("<H", buf, vtable)
     if 4 + 2 * index >= size:
         return None
-    offset = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    offset = _unpack("<H", buf, vtable + 4 + 2 * index)
     return table + offset if offset else None
 
 
 def _scalar(buf: memoryview, table: int, index: int, fmt: str) -> int:
     position = _field(buf, table, index)
-    return 0 if position is None else struct.unpack_from(fmt, buf, position)[0]
+    return 0 if position is None else _unpack(fmt, buf, position)
 
 
 def _tables(buf: memoryview, position: int | None) -> list[int]:
     if position is None:
         return []
     vector = _uoffset(buf, position)
-    count = struct.unpack_from("<I", buf, vector)[0]
+    count = _unpack("<I", buf, vector)
     if count > len(buf) // 4:
         raise ValueError(f"a vector of {count} entries in {len(buf)} bytes")
     return [_uoffset(buf, vector + 4 + 4 * i) for i in range(count)]
@@ -279,8 +299,189 @@ def _tables(buf: memoryview, position: int | None) -> list[int]:
 
 def _string(buf: memoryview, position: int) -> str:
     start = _uoffset(buf, position)
-    length = struct.unpack_from("<I", buf, start)[0]
+    length = _unpack("<I", buf, start)
     return bytes(buf[start + 4 : start + 4 + length]).decode("utf-8", "replace")
+
+
+# --- the TFLite WHILE loop ---------------------------------------------------------------------
+
+_INT32, _NO_ACTIVATION = 2, 0  # TensorType.INT32; ActivationFunctionType.NONE
+
+
+@dataclass
+class _Op:
+    code: int
+    inputs: list[int]
+    outputs: list[int]
+    table: int
+
+
+@dataclass
+class _Sub:
+    index: int
+    name: str
+    tensors: list[int]
+    inputs: list[int]
+    outputs: list[int]
+    ops: list[_Op]
+
+    def label(self) -> str:
+        return f"subgraph {self.index} '{self.name}'"
+
+
+class _FlatModel:
+    """The parts of a TFLite flatbuffer the loop check reads (schema.fbs field numbers)."""
+
+    def __init__(self, buf: memoryview, codes: list[int]) -> None:
+        self.buf, root = buf, _uoffset(buf, 0)
+        self.buffers = _tables(buf, _field(buf, root, 4))  # Model.buffers
+        self.subs = []
+        for index, table in enumerate(_tables(buf, _field(buf, root, 2))):  # Model.subgraphs
+            name = _field(buf, table, 4)
+            ops = [self._op(op, codes) for op in _tables(buf, _field(buf, table, 3))]
+            self.subs.append(
+                _Sub(
+                    index,
+                    "" if name is None else _string(buf, name),
+                    _tables(buf, _field(buf, table, 0)),
+                    self.ints(table, 1),
+                    self.ints(table, 2),
+                    ops,
+                )
+            )
+
+    def ints(self, table: int, index: int) -> list[int]:
+        """A [int32] vector field (absent: empty)."""
+        position = _field(self.buf, table, index)
+        if position is None:
+            return []
+        vector = _uoffset(self.buf, position)
+        count = _unpack("<I", self.buf, vector)
+        if count > len(self.buf) // 4:
+            raise ValueError(f"a vector of {count} entries in {len(self.buf)} bytes")
+        return [_unpack("<i", self.buf, vector + 4 + 4 * i) for i in range(count)]
+
+    def _op(self, table: int, codes: list[int]) -> _Op:
+        index = _scalar(self.buf, table, 0, "<I")  # Operator.opcode_index
+        if index >= len(codes):
+            raise ValueError(f"operator code index {index} of {len(codes)}")
+        return _Op(codes[index], self.ints(table, 1), self.ints(table, 2), table)
+
+    def options(self, op: _Op) -> int | None:
+        """Position of the operator's builtin options table (field 4), or None."""
+        position = _field(self.buf, op.table, 4)
+        return None if position is None else _uoffset(self.buf, position)
+
+    def constant(self, sub: _Sub, index: int) -> int | None:
+        """The value of a constant int32 scalar tensor (one element, data in the file, written
+        by no op of ``sub``), else None."""
+        if not 0 <= index < len(sub.tensors) or index in sub.inputs:
+            return None
+        if any(index in op.outputs for op in sub.ops):
+            return None
+        table = sub.tensors[index]
+        shape = self.ints(table, 0)
+        if _scalar(self.buf, table, 1, "<b") != _INT32 or math.prod(shape) != 1:
+            return None
+        buffer = _scalar(self.buf, table, 2, "<I")
+        if not 0 < buffer < len(self.buffers):
+            return None
+        data = _field(self.buf, self.buffers[buffer], 0)  # Buffer.data
+        if data is None:
+            return None
+        vector = _uoffset(self.buf, data)
+        if _unpack("<I", self.buf, vector) != 4:
+            return None
+        return _unpack("<i", self.buf, vector + 4)
+
+
+def _check_loop(flat: _FlatModel, manifest: dict[str, Any], where: str) -> None:
+    """Refuse a WHILE loop that is not the shape loop.py writes (see the module docstring): it
+    could run forever, or for another number of steps than the window has."""
+    whiles = [(sub, op) for sub in flat.subs for op in sub.ops if op.code == TFLITE_OPS["WHILE"]]
+    if len(whiles) != 1 or whiles[0][0].index != 0:
+        places = [sub.label() for sub, _ in whiles]
+        raise ArtifactError(
+            f"{where}: WHILE ops in {places}; the loop lowering writes one, in subgraph 0"
+        )
+    main, cond, body = flat.subs
+    ((_, op),) = whiles
+    position = flat.options(op)
+    indices = tuple(_scalar(flat.buf, position, i, "<i") for i in (0, 1)) if position else None
+    if indices != (1, 2):
+        raise ArtifactError(
+            f"{where}: the WHILE in {main.label()} runs (cond, body) subgraphs {indices}; the "
+            "loop lowering writes (1, 2)"
+        )
+    n = len(op.inputs)
+    sizes = [len(op.outputs), len(cond.inputs), len(body.inputs), len(body.outputs)]
+    if n < 1 or sizes != [n] * 4 or len(cond.outputs) != 1:
+        raise ArtifactError(
+            f"{where}: the WHILE in {main.label()} carries {n} values, its outputs, the cond's "
+            f"and the body's inputs and outputs number {sizes}"
+        )
+    start = flat.constant(main, op.inputs[0])
+    if start != 0:
+        raise ArtifactError(
+            f"{where}: the WHILE in {main.label()} starts its counter (input 0) at "
+            f"{'a computed value' if start is None else start}; the loop lowering starts at the "
+            "constant 0"
+        )
+    _check_cond(flat, cond, _window_length(manifest, where), where)
+    _check_body(flat, body, where)
+
+
+def _window_length(manifest: dict[str, Any], where: str) -> int:
+    shape = manifest["io"]["inputs"][0].get("shape") if manifest["io"]["inputs"] else None
+    length = shape[1] if isinstance(shape, list) and len(shape) == 3 else None
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise ArtifactError(
+            f"{where}: a WHILE loop needs the manifest's io.inputs[0].shape [batch, L, F] with "
+            f"a window length L, got {shape!r}"
+        )
+    return length
+
+
+def _check_cond(flat: _FlatModel, cond: _Sub, length: int, where: str) -> None:
+    ops = cond.ops
+    if (
+        len(ops) != 1
+        or ops[0].code != TFLITE_OPS["LESS"]
+        or len(ops[0].inputs) != 2
+        or ops[0].inputs[0] != cond.inputs[0]
+        or ops[0].outputs != cond.outputs
+        or cond.outputs[0] in cond.inputs
+    ):
+        raise ArtifactError(
+            f"{where}: {cond.label()} has ops {[_TFLITE_NAMES.get(o.code, o.code) for o in ops]}; "
+            "the loop lowering's cond is one LESS(counter, bound), its only output"
+        )
+    bound = flat.constant(cond, ops[0].inputs[1])
+    if bound != length or bound > MAX_LOOP_STEPS:
+        raise ArtifactError(
+            f"{where}: the LESS in {cond.label()} bounds the loop at "
+            f"{'a computed value' if bound is None else bound}; the loop lowering's bound is the "
+            f"constant window length {length} (at most {MAX_LOOP_STEPS})"
+        )
+
+
+def _check_body(flat: _FlatModel, body: _Sub, where: str) -> None:
+    counter, after = body.inputs[0], body.outputs[0]
+    writers = [op for op in body.ops if after in op.outputs or counter in op.outputs]
+    step = None
+    if len(writers) == 1 and writers[0].code == TFLITE_OPS["ADD"]:
+        add = writers[0]
+        if add.outputs == [after] and len(add.inputs) == 2 and add.inputs[0] == counter:
+            step = flat.constant(body, add.inputs[1])
+            position = flat.options(add)  # AddOptions.fused_activation_function
+            if position is not None and _scalar(flat.buf, position, 0, "<b") != _NO_ACTIVATION:
+                step = None
+    if step != 1 or after == counter:
+        raise ArtifactError(
+            f"{where}: {body.label()} does not compute its next counter (output 0) as one "
+            "ADD(counter, constant 1) without activation, as the loop lowering does: the loop "
+            "might never end"
+        )
 
 
 # --- protobuf wire format ---------------------------------------------------------------------
