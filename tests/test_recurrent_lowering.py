@@ -248,11 +248,13 @@ def test_openvino_runs_the_scan_artifact_like_onnxruntime(
     # assert: measured on OpenVINO (its candidate record), and both engines agree
     record = result.manifest["recipe"]["lowering"]
     assert record["engine"] == "openvino" and record["candidate_lowering"] == "scan"
-    assert [m["engine"] for m in record["candidates"]["measured"]] == ["openvino"]
+    assert {m["engine"] for m in record["candidates"]["measured"]} == {"openvino"}
     window = np.random.default_rng(0).uniform(0, 200, size=(5, 16, 22))
     on_ov = ecr.load(result.path, engine="openvino").predict(window)
     on_ort = ecr.load(result.path, engine="onnx").predict(window)
-    np.testing.assert_allclose(on_ov, on_ort, atol=1e-3 * np.abs(on_ort).max())
+    # the build may have measured OpenVINO's bf16 within its parity limit and recorded it
+    bf16 = record.get("openvino", {}).get("inference_precision") == "bf16"
+    np.testing.assert_allclose(on_ov, on_ort, atol=(1e-2 if bf16 else 1e-3) * np.abs(on_ort).max())
 
 
 def test_keep_float_keeps_the_int8_gru_weights_float(tmp_path, traffic_path, traffic_checkpoints):

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.calendar import add_future, sensor_features
-from edgecomp_runtime.engines import Engine, choose_engine
+from edgecomp_runtime.engines import Engine, choose_engine, route_batches
 from edgecomp_runtime.errors import (
     ArtifactError,
     InputDtypeError,
@@ -53,7 +53,8 @@ def load(
         path: A ``.edgepkg`` file or an unpacked artifact folder.
         threads: Intra-op threads of the engine; None means 1.
         engine: Key of ``ENGINES`` to use instead of the build's choice (see
-            ``engines.choose_engine``: ``recipe.lowering.engine``, else ``target.backend``).
+            ``engines.choose_engine``: ``recipe.lowering.engine``, else ``target.backend``);
+            it then runs every batch (no ``recipe.lowering.batch_routing``).
         trusted_keys: None, or ed25519 public keys (paths, PEM or raw bytes, key objects): the
             artifact must then be signed by one of them (see read_artifact).
         range_factor: For a model whose input is quantized (int8), ``predict`` refuses scaled
@@ -82,6 +83,10 @@ def load(
     backend, engine_type = choose_engine(manifest, engine)
     input_range = _check_model_file(files[manifest["model_file"]], manifest, backend)
     runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
+    # large batches on the engine the build measured faster there (recipe.lowering.batch_routing)
+    runner = route_batches(
+        runner, backend, files[manifest["model_file"]], manifest, threads=threads, requested=engine
+    )
     section = stream_section(manifest, source=str(path))
     extra = {name: files[name] for name in stream_files(section)}
     model = Model(manifest, runner, backend=backend, threads=threads, files=extra)

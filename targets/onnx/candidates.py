@@ -9,17 +9,32 @@ Candidates are every combination of
   GEMM int8 with each weight stored once);
 * an engine of the runtime that is installed on the build host (``ENGINE_KEYS``: onnxruntime,
   and OpenVINO where ``openvino`` is installed);
-* the threads 1 and the profile's ``threads``.
+* the threads 1 and the profile's ``threads``;
+* the engine's inference precision: float32, and on OpenVINO also bfloat16 where the host's CPU
+  has it (OpenVINO's default there; the build accepts it only within the parity limit below).
 
 Each candidate runs on the parity windows (the calibration windows spread over their range) and
 must pass the parity check: within the fp32 tolerance of the float reference for fp32, and within
 ``PARITY_SLACK`` times the default candidate's error otherwise. The passing ones are timed
 interleaved (``ROUNDS`` rounds, each candidate in turn: ``B1_CALLS`` calls at batch 1 and
 ``B64_CALLS`` at batch 64, the median per round and then over rounds), and the one with the lowest
-``score`` (the geometric mean of its batch-1 and batch-64 latencies) wins. The manifest records the
-choice and every measured alternative (``recipe.lowering.candidates``), the engine
-(``recipe.lowering.engine``) and the engines that ran the same file and passed
-(``recipe.lowering.equivalent_engines``: the runtime's fallbacks).
+``score`` (the geometric mean of its batch-1 and batch-64 latencies) wins.
+
+One model file ships, but its batches may run on two engines: a pair of passing candidates with
+the same lowering and threads, one for batch 1 (``engine``) and another engine for batch 64 that
+is at least ``ROUTE_GAIN`` times faster there, competes with the single candidates on the
+geometric mean of the first's batch-1 and the second's batch-64 latency. When such a pair wins,
+both engines are timed again, interleaved, at the batch sizes ``CROSSOVER`` and at batch 64: the
+pair stands only if the second is still ``ROUTE_GAIN`` times faster at 64 (else the best single
+candidate wins), and the smallest size from which the second is faster at every larger measured
+size is where the runtime switches
+(``recipe.lowering.batch_routing``: ``{"engine", "min_batch"}``; a runtime that does not know
+the field runs every batch on ``engine``, which passed parity at every batch size too).
+
+The manifest records the choice and every measured alternative (``recipe.lowering.candidates``),
+the engine (``recipe.lowering.engine``), the engines that ran the same file and passed
+(``recipe.lowering.equivalent_engines``: the runtime's fallbacks) and OpenVINO's inference
+precision when bf16 won (``recipe.lowering.openvino.inference_precision``).
 """
 
 from __future__ import annotations
@@ -43,6 +58,10 @@ if TYPE_CHECKING:
 PARITY_SLACK = 1.5  # a candidate may err up to this many times the default candidate's error
 ROUNDS, B1_CALLS, B64_CALLS = 5, 10, 2
 BATCH = 64
+ROUTE_GAIN = 1.1  # a second engine serves large batches only this much faster at BATCH or more
+CROSSOVER = (2, 4, 8, 16, 32)  # batch sizes where a routed pair is timed to find the switch
+# engine key -> the inference precisions measured beyond float32, when the host has them
+EXTRA_PRECISIONS = {"openvino": ("bf16",)}
 AUTO = "auto"
 DEFAULT_LOWERING = "default"
 REFERENCE_ENGINE = "onnx"  # the default candidate's engine: the target's own
@@ -73,6 +92,7 @@ class Candidate:
     lowering: str
     engine: str
     threads: int
+    inference_precision: str = "f32"
 
 
 @dataclass(frozen=True)
@@ -124,11 +144,41 @@ def select(measurements: Sequence[Measurement]) -> Measurement:
     Raises:
         TargetError: None passed (naming each candidate and why).
     """
+    return min(_passed(measurements), key=lambda m: m.score)
+
+
+def select_routed(
+    measurements: Sequence[Measurement],
+) -> tuple[Measurement, Measurement | None]:
+    """The winner among the passing candidates and the routed pairs (see the module's doc):
+    (candidate for batch 1, candidate for large batches or None when one serves all).
+
+    Raises:
+        TargetError: None passed (naming each candidate and why).
+    """
+    passed = _passed(measurements)
+    big = f"b{BATCH}"
+    options: list[tuple[Measurement, Measurement | None]] = [(m, None) for m in passed]
+    options += [
+        (a, b)
+        for a in passed
+        for b in passed
+        if (a.candidate.lowering, a.candidate.threads)
+        == (b.candidate.lowering, b.candidate.threads)
+        and a.candidate.engine != b.candidate.engine
+        and b.latency_ms[big] * ROUTE_GAIN <= a.latency_ms[big]
+    ]
+    return min(
+        options, key=lambda o: math.sqrt(o[0].latency_ms["b1"] * (o[1] or o[0]).latency_ms[big])
+    )
+
+
+def _passed(measurements: Sequence[Measurement]) -> list[Measurement]:
     passed = [m for m in measurements if m.passed and m.latency_ms]
     if not passed:
         why = "; ".join(f"{_label(m.candidate)}: {m.error or 'parity'}" for m in measurements)
         raise base.TargetError(f"onnx: no candidate passed the parity check ({why})")
-    return min(passed, key=lambda m: m.score)
+    return passed
 
 
 def available_engines() -> list[str]:
@@ -163,8 +213,27 @@ def available_lowerings() -> dict[str, Callable[..., Any] | None]:
     return found
 
 
-def candidates(options: Any, engines: Sequence[str], lowerings: Sequence[str]) -> list[Candidate]:
-    """The candidates the options allow (``engine`` / ``lowering``: "auto" or one name).
+def available_precisions(engines: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Engine key -> the ``EXTRA_PRECISIONS`` its engine can run on this host's CPU."""
+    found: dict[str, tuple[str, ...]] = {}
+    if "openvino" in engines:
+        import openvino
+
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        found["openvino"] = tuple(
+            p for p in EXTRA_PRECISIONS["openvino"] if p.upper() in capabilities
+        )
+    return found
+
+
+def candidates(
+    options: Any,
+    engines: Sequence[str],
+    lowerings: Sequence[str],
+    precisions: dict[str, tuple[str, ...]] | None = None,
+) -> list[Candidate]:
+    """The candidates the options allow (``engine`` / ``lowering``: "auto" or one name), each
+    at float32 and at the ``precisions`` given for its engine (see ``available_precisions``).
 
     Raises:
         TargetError: The option names an engine or lowering this host lacks (with what it has).
@@ -178,7 +247,13 @@ def candidates(options: Any, engines: Sequence[str], lowerings: Sequence[str]) -
         for en in engines
         if options.engine != AUTO or en in LOWERING_ENGINES.get(lo, ENGINE_KEYS)
     ]
-    return [Candidate(lo, en, t) for lo, en in pairs for t in threads]
+    extra = precisions or {}
+    return [
+        Candidate(lo, en, t, p)
+        for lo, en in pairs
+        for t in threads
+        for p in ("f32", *extra.get(en, ()))
+    ]
 
 
 def choose(
@@ -196,7 +271,8 @@ def choose(
     from edgecomp.frontend import reference_predict
 
     functions = available_lowerings()
-    wanted = candidates(request.options, available_engines(), list(functions))
+    engines = available_engines()
+    wanted = candidates(request.options, engines, list(functions), available_precisions(engines))
     files, failed = _lowerings(request, fp32, default, functions, {c.lowering for c in wanted})
     x = base.parity_windows(request.windows, request.model.spec)
     reference = reference_predict(request.model, x)
@@ -207,8 +283,14 @@ def choose(
             measured[c] = dataclasses.replace(measured[c], error=failed[c.lowering])
     _time(runners, measured, _batch(x))
     results = [measured[c] for c in wanted]
-    best = select(results)
-    return _record(files[best.candidate.lowering], best, results)
+    best, routed = select_routed(results)
+    crossover: dict[str, Any] = {}
+    if routed:  # the pair timed again, between its two engines only
+        partner = {"candidate": dataclasses.asdict(routed.candidate)}
+        crossover = {**partner, **_crossover(runners[best.candidate], runners[routed.candidate], x)}
+        if not crossover["confirmed"]:  # a batch-64 gain that did not hold: one engine serves
+            best, routed = select(results), None
+    return _record(files[best.candidate.lowering], best, results, routed, crossover)
 
 
 def _narrow(what: str, value: str, found: Sequence[str], known: Sequence[str]) -> list[str]:
@@ -273,7 +355,7 @@ def _parity_run(
     from edgecomp_runtime.engines import get_engine
     from edgecomp_runtime.opcheck import check_onnx
 
-    recipe = {"lowering": lowered.lowering}
+    recipe = {"lowering": {**lowered.lowering, **_engine_settings(cand)}}
     manifest = {"model_file": model_file, "io": lowered.io, "recipe": recipe}
     try:
         check_onnx(lowered.model, manifest, "onnx")  # what the runtime's load() checks first
@@ -313,6 +395,31 @@ def _time(runners: dict[Candidate, Any], measured: dict, batches: dict[str, np.n
         measured[cand] = dataclasses.replace(measured[cand], latency_ms=latency)
 
 
+def _crossover(main: Any, routed: Any, x: np.ndarray) -> dict[str, Any]:
+    """Both engines timed interleaved at the ``CROSSOVER`` batch sizes and BATCH: the medians
+    (ms), whether the routed one is ``ROUTE_GAIN`` times faster at BATCH (``confirmed``) and the
+    smallest size from which it is faster at every larger size (``min_batch``)."""
+    sizes = sorted({*(b for b in CROSSOVER if b < BATCH), BATCH})
+    times: dict[int, dict[str, list[float]]] = {b: {"main": [], "routed": []} for b in sizes}
+    batch = _batch(x)[f"b{BATCH}"]
+    for r in range(ROUNDS):
+        pair = [("main", main), ("routed", routed)][:: 1 if r % 2 else -1]
+        for b in sizes:
+            for name, runner in pair:
+                times[b][name].append(_median_call(runner.run, batch[:b], B64_CALLS + 1))
+    medians = {
+        b: {k: round(float(np.median(v)), 4) for k, v in t.items()} for b, t in times.items()
+    }
+    min_batch = BATCH
+    for b in sorted(sizes, reverse=True):
+        if medians[b]["routed"] >= medians[b]["main"]:
+            break
+        min_batch = b
+    confirmed = medians[BATCH]["routed"] * ROUTE_GAIN <= medians[BATCH]["main"]
+    latency = {str(b): m for b, m in medians.items()}
+    return {"confirmed": confirmed, "min_batch": min_batch, "latency_ms": latency}
+
+
 def _median_call(run: Callable[[np.ndarray], Any], x: np.ndarray, n: int) -> float:
     run(x)  # warm-up for this shape
     times = []
@@ -323,16 +430,30 @@ def _median_call(run: Callable[[np.ndarray], Any], x: np.ndarray, n: int) -> flo
     return float(np.median(times))
 
 
-def _record(lowered: Lowered, best: Measurement, results: list[Measurement]) -> Lowered:
+def _record(
+    lowered: Lowered,
+    best: Measurement,
+    results: list[Measurement],
+    routed: Measurement | None = None,
+    crossover: dict[str, Any] | None = None,
+) -> Lowered:
     chosen = best.candidate
+    settings = {
+        **_engine_settings(chosen),
+        **(_engine_settings(routed.candidate) if routed else {}),
+    }
+    # an engine is an equivalent when its candidate at the recorded settings passed
     same_file = [
         m.candidate.engine
         for m in results
-        if m.passed and m.candidate.lowering == chosen.lowering and m.candidate != chosen
+        if m.passed
+        and m.candidate.lowering == chosen.lowering
+        and m.candidate.inference_precision == _precision(settings, m.candidate.engine)
     ]
     record = {
         "chosen": dataclasses.asdict(chosen),
-        "score": "geometric mean of the b1 and b64 median latencies (ms), lowest wins",
+        "score": "geometric mean of the b1 and b64 median latencies (ms), lowest wins; a pair "
+        f"routed by batch: the first's b1 and the second's b{BATCH}",
         "rounds": ROUNDS,
         "measured": [m.to_dict() for m in results],
     }
@@ -343,8 +464,25 @@ def _record(lowered: Lowered, best: Measurement, results: list[Measurement]) -> 
         "equivalent_engines": sorted(set(same_file) - {chosen.engine}),
         "threads": chosen.threads,
         "candidates": record,
+        **settings,
     }
+    if crossover:  # the pair that won, timed again: routed, or dropped when not confirmed
+        record["routed" if routed else "routing_dropped"] = crossover
+    if routed is not None:
+        min_batch = (crossover or {}).get("min_batch", BATCH)
+        lowering["batch_routing"] = {"engine": routed.candidate.engine, "min_batch": min_batch}
     return dataclasses.replace(lowered, lowering=lowering)
+
+
+def _engine_settings(cand: Candidate) -> dict[str, Any]:
+    """The manifest's engine settings for ``cand`` (OpenVINO's inference precision when not f32)."""
+    if cand.engine == "openvino" and cand.inference_precision != "f32":
+        return {"openvino": {"inference_precision": cand.inference_precision}}
+    return {}
+
+
+def _precision(settings: dict[str, Any], engine: str) -> str:
+    return settings.get(engine, {}).get("inference_precision", "f32")
 
 
 def _engine_version(cand: Candidate) -> str:
@@ -359,4 +497,5 @@ def _engine_version(cand: Candidate) -> str:
 
 
 def _label(cand: Candidate) -> str:
-    return f"{cand.lowering}/{cand.engine}/{cand.threads}t"
+    precision = "" if cand.inference_precision == "f32" else f"/{cand.inference_precision}"
+    return f"{cand.lowering}/{cand.engine}/{cand.threads}t{precision}"

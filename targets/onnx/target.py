@@ -190,9 +190,14 @@ class OnnxTarget(base.Target):
 
     @classmethod
     def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
-        """The runtime engine the build chose (``recipe.lowering.engine``) unless one is named."""
+        """The runtime engine the build chose (``recipe.lowering.engine``) unless one is named;
+        with its batch routing (``recipe.lowering.batch_routing``), as ``load`` runs it."""
+        from edgecomp_runtime.engines import route_batches
+
         chosen = manifest.get("recipe", {}).get("lowering", {}).get("engine", "")
-        return super().runner(model_bytes, manifest, engine=engine or chosen)
+        runner = super().runner(model_bytes, manifest, engine=engine or chosen)
+        key = chosen or cls.capabilities.engine
+        return route_batches(runner, key, model_bytes, manifest, threads=1, requested=engine)
 
 
 def _int8(

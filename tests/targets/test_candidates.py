@@ -109,23 +109,121 @@ def test_a_build_records_the_choice_and_every_measured_alternative(tmp_path):
     lowering = result.lowering
     record = lowering["candidates"]
     measured = record["measured"]
+    precisions = cand.available_precisions(cand.available_engines())
     expected = {
-        (lo, e, 1)
+        (lo, e, 1, p)
         for lo in cand.available_lowerings()
         for e in cand.available_engines()
         if e in cand.LOWERING_ENGINES.get(lo, cand.ENGINE_KEYS)
+        for p in ("f32", *precisions.get(e, ()))
     }
-    assert {(m["lowering"], m["engine"], m["threads"]) for m in measured} == expected
+    keys = ("lowering", "engine", "threads", "inference_precision")
+    assert {tuple(m[k] for k in keys) for m in measured} == expected
     passed = [m for m in measured if m["passed"]]
     assert passed and all(m["latency_ms"]["b1"] > 0 and m["latency_ms"]["b64"] > 0 for m in passed)
-    best = min(passed, key=lambda m: m["latency_ms"]["b1"] * m["latency_ms"]["b64"])
-    chosen = {"lowering": best["lowering"], "engine": best["engine"], "threads": 1}
-    assert record["chosen"] == chosen
+    # the winner: a single candidate, or a pair routed by batch (same lowering, other engine)
+    options = [(m, m) for m in passed] + [
+        (a, b)
+        for a in passed
+        for b in passed
+        if a["lowering"] == b["lowering"]
+        and a["engine"] != b["engine"]
+        and b["latency_ms"]["b64"] * cand.ROUTE_GAIN <= a["latency_ms"]["b64"]
+    ]
+    best, large = min(options, key=lambda o: o[0]["latency_ms"]["b1"] * o[1]["latency_ms"]["b64"])
+    dropped = record.get("routing_dropped")
+    if large is best or dropped:  # one engine serves every batch
+        assert "batch_routing" not in lowering and "routed" not in record
+        if dropped:  # the pair's batch-64 gain did not hold when timed again
+            assert not dropped["confirmed"]
+            best = min(passed, key=lambda m: m["latency_ms"]["b1"] * m["latency_ms"]["b64"])
+    else:
+        min_batch = record["routed"]["min_batch"]
+        assert lowering["batch_routing"] == {"engine": large["engine"], "min_batch": min_batch}
+        assert min_batch in (*cand.CROSSOVER, cand.BATCH)
+    assert record["chosen"] == {k: best[k] for k in keys}
     assert lowering["engine"] == lowering["parity"]["engine"] == best["engine"]
     same_file = [m for m in passed if m["lowering"] == best["lowering"]]
     others = {m["engine"] for m in same_file if m["engine"] != best["engine"]}
-    assert set(lowering["equivalent_engines"]) == others
+    assert set(lowering["equivalent_engines"]) <= others
     assert all(m["engine_version"] not in ("", "not installed") for m in measured)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed: pip install openvino")
+def test_a_batch_64_gain_that_does_not_hold_when_timed_again_routes_nothing(tmp_path, monkeypatch):
+    from edgecomp_runtime.engines.openvino import OpenVinoEngine
+
+    # setup: given timings, OpenVINO wins batch 64 in the first timing (calls of B64_CALLS) and
+    # loses it when the pair is timed again (B64_CALLS + 1 calls per round)
+    def timed(run, x, n):
+        if not isinstance(run.__self__, OpenVinoEngine):
+            return 2.0
+        return 5.0 if len(x) < 64 or n != cand.B64_CALLS else 1.0
+
+    monkeypatch.setattr(cand, "_median_call", timed)
+    # execute
+    lowering = _emit(tmp_path).lowering
+    # assert
+    dropped = lowering["candidates"]["routing_dropped"]
+    assert not dropped["confirmed"] and dropped["candidate"]["engine"] == "openvino"
+    assert dropped["latency_ms"]["64"] == {"main": 2.0, "routed": 5.0}
+    assert "batch_routing" not in lowering and lowering["engine"] == "onnx"
+
+
+def _routed(engine: str, b1: float, b64: float, lowering: str = "default", precision="f32"):
+    return cand.Measurement(
+        cand.Candidate(lowering, engine, 1, precision), {"b1": b1, "b64": b64}, 0, 1, "1.0"
+    )
+
+
+def test_a_second_engine_faster_on_large_batches_is_routed_there():
+    # setup: onnx wins batch 1, openvino batch 64 (by more than ROUTE_GAIN)
+    onnx, ov = _routed("onnx", 0.1, 4.0), _routed("openvino", 0.3, 2.0)
+    # execute + assert: the pair's score sqrt(0.1 * 2.0) beats either alone
+    assert cand.select_routed([onnx, ov]) == (onnx, ov)
+    assert cand.select([onnx, ov]) is onnx  # one engine for all: the old rule still holds
+    # a batch-64 gain under ROUTE_GAIN is no reason for a second engine
+    close = _routed("openvino", 0.3, 4.0 / cand.ROUTE_GAIN * 1.01)
+    assert cand.select_routed([onnx, close]) == (onnx, None)
+    # another lowering is another model file: never a pair
+    other = _routed("openvino", 0.3, 2.0, lowering="scan")
+    assert cand.select_routed([onnx, other]) == (onnx, None)
+    # a failed candidate is no partner either
+    failed = dataclasses.replace(ov, max_abs_diff=5.0)
+    assert cand.select_routed([onnx, failed]) == (onnx, None)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed: pip install openvino")
+def test_a_routed_build_records_where_the_second_engine_takes_over(tmp_path, monkeypatch):
+    import edgecomp_runtime.engines as engines
+    from edgecomp_runtime.engines.openvino import OpenVinoEngine
+
+    # setup: given timings, OpenVINO slower below 8 windows, faster from 8 up
+    def timed(run, x, n):
+        if isinstance(run.__self__, OpenVinoEngine):
+            return 5.0 if len(x) < 8 else 1.0
+        return 2.0
+
+    monkeypatch.setattr(cand, "_median_call", timed)
+    # execute
+    result = _emit(tmp_path)
+    # assert
+    lowering = result.lowering
+    assert lowering["engine"] == "onnx"
+    assert lowering["batch_routing"] == {"engine": "openvino", "min_batch": 8}
+    routed = lowering["candidates"]["routed"]
+    assert routed["candidate"]["engine"] == "openvino" and routed["confirmed"]
+    assert routed["latency_ms"]["4"] == {"main": 2.0, "routed": 5.0}
+    if routed["candidate"]["inference_precision"] != "f32":
+        assert lowering["openvino"] == {"inference_precision": "bf16"}
+    # the build's verify runner routes as load() does
+    model_bytes = (tmp_path / result.model_file).read_bytes()
+    manifest = {"model_file": result.model_file, "io": result.io, "recipe": {"lowering": lowering}}
+    runner = get_target("onnx").runner(model_bytes, manifest)
+    assert isinstance(runner, engines.BatchRouter) and runner.min_batch == 8
+    x = _windows()[:8]
+    np.testing.assert_allclose(runner.run(x)[:1], runner.run(x[:1]), rtol=2e-2, atol=2e-2)
+    assert isinstance(runner.routed.engine, OpenVinoEngine)
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed: pip install openvino")
@@ -167,11 +265,16 @@ def test_a_real_pipeline_build_runs_on_the_recorded_engine(
     with zipfile.ZipFile(path) as archive:
         lowering = json.loads(archive.read("manifest.json"))["recipe"]["lowering"]
     measured = lowering["candidates"]["measured"]
-    expected = cand.candidates(
-        get_target("onnx").options_type(), cand.available_engines(), cand.available_lowerings()
-    )
-    assert len(measured) == len(expected) >= len(cand.available_engines())
-    assert edgecomp_runtime.load(path).backend == lowering["engine"]
+    engines = cand.available_engines()
+    options = get_target("onnx").options_type()
+    precisions = cand.available_precisions(engines)
+    expected = cand.candidates(options, engines, cand.available_lowerings(), precisions)
+    assert len(measured) == len(expected) >= len(engines)
+    loaded = edgecomp_runtime.load(path)
+    assert loaded.backend == lowering["engine"]
+    routing = lowering.get("batch_routing")
+    if routing:  # the build measured another engine faster on large batches: load routes them
+        assert loaded.engine.engine_for(routing["min_batch"]) is loaded.engine.routed
     shown = format_manifest(read_manifest(path))  # what `edgecomp inspect` prints
     chosen = f"{lowering['candidate_lowering']}/{lowering['engine']}/{lowering['threads']}t"
     assert f"engine      chosen {chosen} b1/b64" in shown

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import threading
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from edgecomp_runtime.errors import EngineUnavailableError
+from edgecomp_runtime.errors import ArtifactError, EngineUnavailableError
 
 # backend (manifest target.backend) -> "module:Class"
 ENGINES: dict[str, str] = {
@@ -136,15 +138,124 @@ def choose_engine(manifest: dict[str, Any], requested: str | None = None) -> tup
     )
 
 
+def route_batches(
+    engine: Engine,
+    key: str,
+    model_bytes: bytes,
+    manifest: dict[str, Any],
+    *,
+    threads: int | None,
+    requested: str | None = None,
+) -> Engine:
+    """``engine`` (key ``key``), or a ``BatchRouter`` over it when the build routes large batches
+    to another engine (``recipe.lowering.batch_routing``: ``{"engine", "min_batch"}``, the engine
+    it measured faster from ``min_batch`` windows up on the same model file).
+
+    No routing when an engine was ``requested`` by the caller, or the routed engine is ``key``.
+    When the routed engine is not installed (or unknown to this runtime), every batch runs on
+    ``engine``, with one RuntimeWarning per process saying so.
+
+    Raises:
+        ArtifactError: ``batch_routing`` is malformed (the message names the field).
+    """
+    routing = manifest.get("recipe", {}).get("lowering", {}).get("batch_routing")
+    if requested or routing is None:
+        return engine
+    routed, min_batch = _routing(routing, manifest.get("model_file", "manifest"))
+    if routed == key:
+        return engine
+    try:
+        routed_type = get_engine(routed)
+    except EngineUnavailableError as exc:
+        _warn_once(routed, key, str(exc), routed_batches=min_batch)
+        return engine
+    lazy = LazyEngine(lambda: routed_type(model_bytes, manifest, threads=threads))
+    return BatchRouter(engine, lazy, min_batch)
+
+
+def _routing(routing: Any, model_file: str) -> tuple[str, int]:
+    engine = routing.get("engine") if isinstance(routing, dict) else None
+    min_batch = routing.get("min_batch") if isinstance(routing, dict) else None
+    if (
+        not isinstance(engine, str)
+        or isinstance(min_batch, bool)
+        or not isinstance(min_batch, int)
+        or min_batch < 2
+    ):
+        raise ArtifactError(
+            f"manifest.json ({model_file}): recipe.lowering.batch_routing must be "
+            f'{{"engine": str, "min_batch": int >= 2}}, got {routing!r}'
+        )
+    return engine, min_batch
+
+
+class BatchRouter:
+    """Runs batches of at least ``min_batch`` windows on ``routed``, smaller ones on ``main``.
+
+    Both engines run the same model file, each with its own session; ``route_batches`` wraps
+    ``routed`` in a ``LazyEngine``, so its session is made by the first large batch. Thread-safe
+    as the engines are.
+    """
+
+    def __init__(self, main: Engine, routed: Engine, min_batch: int) -> None:
+        self.main, self.routed, self.min_batch = main, routed, min_batch
+
+    def engine_for(self, batch: int) -> Engine:
+        """The engine that runs a batch of ``batch`` windows."""
+        return self.routed if batch >= self.min_batch else self.main
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run scaled float32 windows [B, L, F] on the engine for B; scaled [B, H, F_out]."""
+        return self.engine_for(len(x)).run(x)
+
+    def bind(self, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """The ``bind`` of the engine for ``x``'s batch size, or its ``run`` on ``x`` when it
+        has none (see ``Engine``)."""
+        engine = self.engine_for(len(x))
+        bind = getattr(engine, "bind", None)
+        if bind is not None:
+            return bind(x, out_shape)
+        return lambda: engine.run(x)
+
+
+class LazyEngine:
+    """An engine created on its first ``run`` (once, under a lock), then used as it is."""
+
+    def __init__(self, create: Callable[[], Engine]) -> None:
+        self._create, self._engine, self._lock = create, None, threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, created now if this is the first use."""
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = self._create()
+                engine = self._engine
+        return engine
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The engine's ``run``."""
+        return self.engine.run(x)
+
+    def bind(self, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """The engine's ``bind``, or its ``run`` on ``x`` when it has none."""
+        engine = self.engine
+        bind = getattr(engine, "bind", None)
+        return bind(x, out_shape) if bind is not None else (lambda: engine.run(x))
+
+
 _WARNED: set[tuple[str, str]] = set()
 
 
-def _warn_once(chosen: str, fallback: str, why: str) -> None:
+def _warn_once(chosen: str, fallback: str, why: str, *, routed_batches: int = 0) -> None:
     if (chosen, fallback) in _WARNED:
         return
     _WARNED.add((chosen, fallback))
+    what = f"engine for batches of {routed_batches}+ windows" if routed_batches else "engine"
     warnings.warn(
-        f"the artifact's engine '{chosen}' is unavailable ({why}); running it on '{fallback}', "
+        f"the artifact's {what} '{chosen}' is unavailable ({why}); running it on '{fallback}', "
         "which its build measured on the same model file and found equivalent",
         RuntimeWarning,
         stacklevel=3,

@@ -2,8 +2,9 @@
 
 The engine reads the artifact's ONNX file as it is (OpenVINO's ONNX frontend), compiles it for
 the CPU with ``threads`` inference threads (default 1), the LATENCY performance hint, float32
-inference precision (OpenVINO's default on CPUs with bf16 would round activations to bfloat16,
-which the build's parity check did not measure) and the batch left dynamic.
+inference precision (OpenVINO's default on CPUs with bf16 rounds activations to bfloat16) unless
+the build measured bf16 within its parity limit and recorded it
+(``recipe.lowering.openvino.inference_precision``: ``"bf16"``), and the batch left dynamic.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from edgecomp_runtime.errors import ArtifactError, EdgecompRuntimeError, EngineU
 
 # the compile configuration, recorded by the build next to the engine's measured latency
 CONFIG: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+PRECISIONS = ("f32", "bf16")  # inference precisions a build may record
 
 
 class OpenVinoEngine:
@@ -39,7 +41,11 @@ class OpenVinoEngine:
         ov = _import_openvino()
         self._name = manifest["model_file"]
         core = ov.Core()
-        config = {**CONFIG, "INFERENCE_NUM_THREADS": threads or 1}
+        config = {
+            **CONFIG,
+            "INFERENCE_NUM_THREADS": threads or 1,
+            "INFERENCE_PRECISION_HINT": inference_precision(manifest),
+        }
         try:
             self._compiled = core.compile_model(core.read_model(model_bytes), "CPU", config)
         # NOTE: OpenVINO raises RuntimeError subclasses of its own (GeneralFailure, OpConversion...)
@@ -66,6 +72,25 @@ class OpenVinoEngine:
             ) from None
         # the request reuses its output buffer on the next call: hand back a copy
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+
+def inference_precision(manifest: dict[str, Any]) -> str:
+    """The recorded ``recipe.lowering.openvino.inference_precision`` ("f32" when absent).
+
+    Raises:
+        ArtifactError: The value is not one of ``PRECISIONS``.
+    """
+    node: Any = manifest
+    for key in ("recipe", "lowering", "openvino"):
+        node = node.get(key) if isinstance(node, dict) else None
+    value = node.get("inference_precision", "f32") if isinstance(node, dict) else "f32"
+    if value not in PRECISIONS:
+        raise ArtifactError(
+            f"manifest.json ({manifest.get('model_file')}): "
+            f"recipe.lowering.openvino.inference_precision is {value!r}, expected one of "
+            f"{list(PRECISIONS)}"
+        )
+    return value
 
 
 def version() -> str:
