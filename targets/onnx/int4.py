@@ -178,7 +178,11 @@ def _matmul_nbits(
             continue
         k, n = (int(d) for d in weight.dims)
         block = max(16, min(block_size, 1 << (k.bit_length() - 1)))
-        packed, scales = _nbits_tensors(numpy_helper.to_array(weight), block, node.input[1], ratios)
+        array = numpy_helper.to_array(weight)
+        try:
+            packed, scales = _nbits_tensors(array, block, node.input[1], ratios)
+        except ValueError as exc:
+            raise TargetError(f"onnx: int4 layer '{node.name}' ({node.input[1]}): {exc}") from None
         graph.initializer.extend([packed, scales])
         nbits = helper.make_node(
             "MatMulNBits",
@@ -243,7 +247,10 @@ def _int4_storage(
             init, axis = inits[node.input[i]], STORAGE_OPS[node.op_type]
             init.name = node.input[i] = _weight_name(node, i, taken)
             weight = numpy_helper.to_array(init)
-            size, groups[init.name] = choose_group(weight, axis, group, ratios)
+            try:
+                size, groups[init.name] = choose_group(weight, axis, group, ratios)
+            except ValueError as exc:
+                raise TargetError(f"onnx: int4 layer '{node.name}' ({init.name}): {exc}") from None
             dequant += _dequantize(graph, init, axis, size, ratios)
             node.input[i] = dequant[-1].output[0]
         bias = BIAS_INPUTS[node.op_type]
@@ -310,11 +317,12 @@ def search_scales(
     peak = np.abs(w).max(axis=-1)
     best_q = best_s = best_err = None
     for ratio in ratios:
-        scales = np.where(peak > 0, peak * np.float32(ratio) / QMAX, 1.0).astype(np.float16)
-        scales[scales == 0] = 1  # a peak below float16's smallest normal
-        step = scales.astype(np.float32)[..., None]
-        q = np.clip(np.rint(w / step), QMIN, QMAX)
-        err = np.square(q * step - w).sum(axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):  # past float16: never kept (below)
+            scales = np.where(peak > 0, peak * np.float32(ratio) / QMAX, 1.0).astype(np.float16)
+            scales[scales == 0] = 1  # a peak below float16's smallest normal
+            step = scales.astype(np.float32)[..., None]
+            q = np.clip(np.rint(w / step), QMIN, QMAX)
+            err = np.where(np.isfinite(scales), np.square(q * step - w).sum(axis=-1), np.inf)
         if best_err is None:
             best_q, best_s, best_err = q, scales, err
             continue
@@ -322,6 +330,12 @@ def search_scales(
         best_q = np.where(better[..., None], q, best_q)
         best_s = np.where(better, scales, best_s)
         best_err = np.where(better, err, best_err)
+    if not np.isfinite(best_s).all():
+        raise ValueError(
+            f"a weight of magnitude {float(np.nanmax(peak)):.3g} needs an int4 scale above "
+            f"float16's largest ({float(np.finfo(np.float16).max):.0f}); keep it in float "
+            "(option keep_float)"
+        )
     return best_q.astype(np.int8), best_s.astype(np.float16)
 
 
@@ -479,6 +493,11 @@ def _half(graph: onnx.GraphProto, init: onnx.TensorProto, transform: Any = None)
     """The float32 initializer ``init`` (after ``transform``) stored as float16 -> Cast."""
     values = numpy_helper.to_array(init)
     values = values if transform is None else transform(values)
+    if np.abs(values).max(initial=0) > np.finfo(np.float16).max:
+        raise TargetError(
+            f"onnx: int4: '{init.name}' holds values past float16's range (largest "
+            f"{float(np.abs(values).max()):.3g}); keep its layer in float (option keep_float)"
+        )
     half = numpy_helper.from_array(values.astype(np.float16), init.name)
     graph.initializer.remove(init)  # the float16 copy takes its name
     graph.initializer.append(half)
