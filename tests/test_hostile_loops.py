@@ -230,3 +230,23 @@ def test_corrupt_loop_bytes_give_an_artifact_error_never_another_exception():
             assert "model.tflite" in str(exc)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 0 and outcomes["accepted"] > 0
+
+
+def test_an_int4_group_scale_past_float16_is_refused_naming_the_layer():
+    from edgecomp.models import GRUForecaster
+    from edgecomp.targets.base import TargetError
+    from edgecomp.targets.tflite.loop import emit_loop, int4_groups, loop_layers
+
+    # setup: a GRU whose W_hh (64 inputs: groups of 32, float16 scales) holds a 2e6 weight
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = GRUForecaster(4, 2, LENGTH, 2, hidden=64, layers=1).eval()
+    with torch.no_grad():
+        module.rnn.weight_hh_l0.view(-1)[0] = 2e6
+    groups = int4_groups("auto", loop_layers(module), {})
+    # execute / assert: grouped int4 refused naming the layer (LiteRT refused the inf scale at
+    # load before); per channel (float32 scales) it still builds and passes the runtime check
+    assert groups["rnn[1]"] == 32
+    with pytest.raises(TargetError, match=r"loop layer 'rnn\[1\]' \(rnn.weight_hh_l0\).*float16"):
+        emit_loop(module, "int4", groups=groups)
+    check_tflite(emit_loop(module, "int4"), _manifest())

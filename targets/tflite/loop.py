@@ -379,8 +379,13 @@ class _Emitter:
     def _fc(self, graph: _Graph, name: str, x: int) -> int:
         from ai_edge_litert import schema_py_generated as schema
 
+        from edgecomp.targets.base import TargetError
+
         layer, scheme = self.weights[name], self.schemes[name]
-        weight = _weight(graph, layer.weight, scheme)
+        try:
+            weight = _weight(graph, layer.weight, scheme)
+        except ValueError as exc:
+            raise TargetError(f"tflite: loop layer '{name}' ({layer.what}): {exc}") from None
         inputs = [
             x,
             weight,
@@ -428,6 +433,11 @@ def quantize_blocks(weight: np.ndarray, group: int) -> tuple[np.ndarray, np.ndar
     out, n = weight.shape
     blocks = weight.reshape(out, n // group, group)
     peak = np.abs(blocks).max(axis=2)
+    if peak.max(initial=0) / 7 > np.finfo(np.float16).max:
+        raise ValueError(
+            f"a weight of magnitude {float(peak.max()):.3g} needs an int4 scale above float16's "
+            "largest (65504); keep it in float (option keep_float) or int4_group_size channel"
+        )
     scales = np.where(peak > 0, peak / 7, 1.0).astype(np.float16)
     wide = scales.astype(np.float32)[:, :, None]
     q = np.clip(np.round(blocks / wide), -7, 7).astype(np.int8).reshape(out, n)
