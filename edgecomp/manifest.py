@@ -180,19 +180,30 @@ def _format_io(io_spec: dict[str, Any], out: io.StringIO) -> None:
 
 
 def _format_engine(lowering: dict[str, Any], out: io.StringIO) -> None:
-    """The engine the build measured fastest (onnx targets), and each alternative's latency."""
-    measured = lowering.get("candidates", {}).get("measured", [])
-    for m in measured:
+    """The engine the build measured fastest (onnx targets), and each alternative's latency.
+
+    With a batch routing, the engine that runs large batches is marked ``routed`` with the
+    batch size from which it takes over.
+    """
+    routing = lowering.get("batch_routing") or {}
+    for m in lowering.get("candidates", {}).get("measured", []):
         lat = m.get("latency_ms") or {}
         cells = f"{lat['b1']:.3f} / {lat['b64']:.3f} ms" if lat else m.get("error")
         cells = cells or f"failed parity ({m.get('max_abs_diff')} > {m['parity_limit']:.3g})"
-        chosen = (m["lowering"], m["engine"], m["threads"]) == (
+        precision = m.get("inference_precision", "f32")
+        recorded = lowering.get(m["engine"], {}).get("inference_precision", "f32")
+        same = (m["lowering"], m["threads"], precision) == (
             lowering.get("candidate_lowering"),
-            lowering.get("engine"),
             lowering.get("threads"),
+            recorded,
         )
-        mark = "chosen" if chosen else "measured"
-        name = f"{m['lowering']}/{m['engine']}/{m['threads']}t"
+        mark = "measured"
+        if same and m["engine"] == lowering.get("engine"):
+            mark = "chosen"
+        elif same and m["engine"] == routing.get("engine"):
+            mark = f"routed (batches >= {routing.get('min_batch')})"
+        suffix = "" if precision == "f32" else f"/{precision}"
+        name = f"{m['lowering']}/{m['engine']}/{m['threads']}t{suffix}"
         print(f"engine      {mark} {name} b1/b64 {cells}", file=out)
 
 

@@ -95,6 +95,40 @@ def test_format_manifest_shows_passes_calibration_mixed_and_stream():
                for x in lines)  # fmt: skip
 
 
+def test_format_manifest_marks_the_chosen_and_the_routed_engine():
+    # setup: ONNX Runtime for small batches, OpenVINO bf16 from batch 4 (candidates.py)
+    def measured(engine, precision, b1, b64):
+        return {"lowering": "default", "engine": engine, "threads": 1,
+                "inference_precision": precision, "latency_ms": {"b1": b1, "b64": b64},
+                "parity_limit": 0.07, "passed": True}  # fmt: skip
+
+    manifest = _golden(1)
+    manifest["recipe"] = {
+        "lowering": {
+            "candidate_lowering": "default",
+            "engine": "onnxruntime",
+            "threads": 1,
+            "openvino": {"inference_precision": "bf16"},
+            "batch_routing": {"engine": "openvino", "min_batch": 4},
+            "candidates": {
+                "measured": [
+                    measured("onnxruntime", "f32", 0.05, 6.4),
+                    measured("openvino", "f32", 0.2, 5.0),
+                    measured("openvino", "bf16", 0.2, 3.4),
+                ]
+            },
+        }
+    }
+    # execute
+    lines = [x for x in format_manifest(manifest).splitlines() if x.startswith("engine ")]
+    # assert
+    assert lines == [
+        "engine      chosen default/onnxruntime/1t b1/b64 0.050 / 6.400 ms",
+        "engine      measured default/openvino/1t b1/b64 0.200 / 5.000 ms",
+        "engine      routed (batches >= 4) default/openvino/1t/bf16 b1/b64 0.200 / 3.400 ms",
+    ]
+
+
 def test_artifacts_get_the_usual_file_mode(tmp_path):
     manifest = _golden(1)
     path = write_artifact(tmp_path / "a.edgepkg", manifest, {manifest["model_file"]: b"x"})
