@@ -492,13 +492,18 @@ def _engine_info(model: Any) -> dict[str, Any]:
     here = normalize_arch(platform.machine())
     if normalize_arch(target.get("arch") or here) != here:
         notes.append(f"a {target.get('arch')} target measured on a {here} CPU")
-    return {
+    info = {
         "backend": model.backend,
         "engine": getattr(running, "ran_on", None) or f"{engine.module} {version}",
         "native": not notes,
         "fallback": fallback,
         "note": "; ".join(notes) or f"the target's own engine on a {here} CPU",
     }
+    routing = model.manifest.get("recipe", {}).get("lowering", {}).get("batch_routing")
+    if routing and hasattr(running, "engine_for"):  # a BatchRouter: large batches elsewhere
+        info["batch_routing"] = {"engine": routing["engine"], "min_batch": running.min_batch}
+        info["note"] += f"; batches of {running.min_batch}+ windows on {routing['engine']}"
+    return info
 
 
 def artifact_info(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:

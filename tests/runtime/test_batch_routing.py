@@ -57,6 +57,21 @@ def test_batches_from_min_batch_run_on_the_routed_engine_the_rest_on_the_main(ma
 
 
 @needs_openvino
+def test_bench_says_which_engine_runs_large_batches(make_artifact):
+    from edgecomp_runtime.bench import _engine_info
+
+    # execute
+    routed, plain = (
+        _engine_info(load(make_artifact(manifest=ROUTED))),
+        _engine_info(load(make_artifact())),
+    )
+    # assert
+    assert routed["batch_routing"] == {"engine": "openvino", "min_batch": 8}
+    assert "batches of 8+ windows on openvino" in routed["note"]
+    assert "batch_routing" not in plain
+
+
+@needs_openvino
 def test_a_requested_engine_runs_every_batch(make_artifact):
     # setup
     path = make_artifact(manifest=ROUTED)
