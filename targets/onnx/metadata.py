@@ -52,6 +52,7 @@ def check_against(meta: Mapping[str, str], manifest: Mapping[str, Any]) -> list[
         "precision": manifest.get("precision"),
         "target": (manifest.get("target") or {}).get("name"),
         "producer": digest(manifest.get("producer")),
+        "version": (manifest.get("producer") or {}).get("edgecomp"),
     }
     problems = [
         f"{key}: {meta.get(key)!r} in the file, {value!r} in the manifest"
