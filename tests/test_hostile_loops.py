@@ -250,3 +250,138 @@ def test_an_int4_group_scale_past_float16_is_refused_naming_the_layer():
     with pytest.raises(TargetError, match=r"loop layer 'rnn\[1\]' \(rnn.weight_hh_l0\).*float16"):
         emit_loop(module, "int4", groups=groups)
     check_tflite(emit_loop(module, "int4"), _manifest())
+
+
+# --- ONNX Scan (the onnx backend's scan lowering) ----------------------------------------------
+
+
+def _scan_model(body_nodes: list[Any], *, outer: list[Any] = (), scan_input: str = "xt") -> bytes:
+    """[B, L, F] -> Transpose to time-major -> Scan (state [B, F], one step: ``body_nodes``
+    from (s, x) to s_out) -> the last state [B, F]."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        list(body_nodes),
+        "body",
+        [
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, ["B", FEATURES]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", FEATURES]),
+        ],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, ["B", FEATURES])],
+    )
+    nodes = [
+        helper.make_node("Transpose", ["window"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("Mul", ["window_first", "zero"], ["s0"]),
+        *outer,
+        helper.make_node("Scan", ["s0", scan_input], ["forecast"], body=body, num_scan_inputs=1),
+    ]
+    nodes.insert(1, helper.make_node("Gather", ["window", "i0"], ["window_first"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", LENGTH, FEATURES])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", FEATURES])],
+        [
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("i0", TensorProto.INT64, [], [0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+def _onnx_manifest() -> dict[str, Any]:
+    io = {
+        "inputs": [{"name": "window", "shape": ["batch", LENGTH, FEATURES], "dtype": "float32"}],
+        "outputs": [{"name": "forecast", "shape": ["batch", FEATURES], "dtype": "float32"}],
+    }
+    return {"model_file": "model.onnx", "io": io}
+
+
+def _step() -> Any:
+    from onnx import helper
+
+    return helper.make_node("Add", ["s", "x"], ["s_out"])
+
+
+def test_a_plain_scan_passes_and_runs():
+    from edgecomp_runtime.opcheck import check_onnx
+
+    ort = pytest.importorskip("onnxruntime")
+    # setup
+    data = _scan_model([_step()])
+    x = np.random.default_rng(0).standard_normal((2, LENGTH, FEATURES)).astype(np.float32)
+    # execute
+    check_onnx(data, _onnx_manifest(), "onnx")
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    # assert: the sum over the window (the test's own model runs, so the refusals below are of
+    # a runnable graph)
+    np.testing.assert_allclose(session.run(None, {"window": x})[0], x.sum(axis=1), rtol=1e-5)
+
+
+def _hostile_scans() -> dict[str, tuple[bytes, str, str]]:
+    """name -> (model bytes, backend, what the message must say)."""
+    from onnx import TensorProto, helper
+
+    inner = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["b"])],
+        "inner",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["B", FEATURES])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["B", FEATURES])],
+    )
+    nested = helper.make_node("Scan", ["s"], ["s_out"], body=inner, num_scan_inputs=1)
+    loop = helper.make_node("Loop", ["", "", "s"], ["s_out"], body=inner)
+    big = helper.make_tensor("reps", TensorProto.INT64, [3], [1 << 20, 1, 1])
+    huge = [
+        helper.make_node("Constant", [], ["reps"], value=big),
+        helper.make_node("Tile", ["xt", "reps"], ["xt_long"]),
+    ]
+    doubled = [helper.make_node("Concat", ["xt", "xt"], ["xt_long"], axis=0)]
+    repeat = helper.make_tensor("steps", TensorProto.INT64, [4], [0, 1, 2, 3])
+    gathered = [
+        helper.make_node("Constant", [], ["steps"], value=repeat),
+        helper.make_node("Gather", ["xt", "steps"], ["xt_long"], axis=0),
+    ]
+    feed = "scan input comes through"
+    return {
+        "Scan over a concatenated input": (
+            _scan_model([_step()], outer=doubled, scan_input="xt_long"),
+            "onnx",
+            f"{feed} Concat",
+        ),
+        "Scan over gathered steps": (
+            _scan_model([_step()], outer=gathered, scan_input="xt_long"),
+            "onnx",
+            f"{feed} Gather",
+        ),
+        "Scan nested in the body": (_scan_model([nested]), "onnx", "subgraph"),
+        "Loop in the body": (_scan_model([loop]), "onnx", "subgraph"),
+        "Scan on tensorrt": (_scan_model([_step()]), "tensorrt", "operator Scan"),
+        "Scan over a tiled input": (
+            _scan_model([_step()], outer=huge, scan_input="xt_long"),
+            "onnx",
+            f"{feed} Tile",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Scan nested in the body",
+        "Loop in the body",
+        "Scan on tensorrt",
+        "Scan over a tiled input",
+        "Scan over a concatenated input",
+        "Scan over gathered steps",
+    ],
+)
+def test_a_scan_of_another_shape_is_refused(name):
+    from edgecomp_runtime.opcheck import check_onnx
+
+    # setup
+    data, backend, message = _hostile_scans()[name]
+    # execute / assert
+    with pytest.raises(ArtifactError, match=f"model.onnx: .*{message}"):
+        check_onnx(data, _onnx_manifest(), backend)

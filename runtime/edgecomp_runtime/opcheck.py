@@ -64,6 +64,12 @@ ALLOWED_OPS: dict[str, frozenset[tuple[str, str]]] = {
     "tensorrt": _OPS,
 }
 _BODY_OPS = frozenset({"Scan"})  # operators whose subgraph (one, not nested) is read and checked
+# what may lie between the graph input and a Scan's scan input: ops that keep the scanned axis
+# as long as their input's (or a constant's, whose size the file bounds)
+_FEED = """Add Cast Clip Constant DequantizeLinear Div DynamicQuantizeLinear DynamicQuantizeMatMul
+Gemm Identity MatMul MatMulInteger MatMulIntegerToFloat MatMulNBits Mul QGemm QuantizeLinear Relu
+Reshape Sigmoid Slice Squeeze Sub Tanh Transpose Unsqueeze"""
+_SCAN_FEED = frozenset(_FEED.split())
 # TFLite builtin operator -> its BuiltinOperator code (schema.fbs; a test checks them against
 # ai_edge_litert's schema): what litert-torch and ai-edge-quantizer emit for these forecasters
 TFLITE_OPS: dict[str, int] = {
@@ -94,6 +100,7 @@ class _Graph:
     nodes: list[tuple[str, str, list[str], list[str]]] = field(default_factory=list)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     initializers: set[str] = field(default_factory=set)
+    scans: dict[tuple[str, ...], int] = field(default_factory=dict)  # outputs -> scan inputs
 
 
 def check_onnx(data: bytes, manifest: dict[str, Any], backend: str) -> tuple[float, float] | None:
@@ -116,6 +123,7 @@ def check_onnx(data: bytes, manifest: dict[str, Any], backend: str) -> tuple[flo
         raise ArtifactError(f"{where}: not a readable ONNX model ({exc})") from None
     _check_io(graph, manifest["io"], where)
     _check_ops(graph, ALLOWED_OPS.get(backend, _OPS), backend, where)
+    _check_scans(graph, where)
     return _input_range(graph)
 
 
@@ -200,6 +208,53 @@ def _check_ops(graph: _Graph, allowed: frozenset, backend: str, where: str) -> N
             raise ArtifactError(
                 f"{where}: {op} would allocate {elements:.3g} elements, more than {MAX_ELEMENTS}"
             )
+
+
+def _check_scans(graph: _Graph, where: str) -> None:
+    """A Scan runs one step per element of its scan inputs' scanned axis: each of those inputs
+    must come from the graph input through ops that cannot lengthen it (``_SCAN_FEED``, and
+    the scan outputs of an earlier Scan), as in the scan lowering; ArtifactError otherwise."""
+    if not graph.scans:
+        return
+    producers: dict[str, list[tuple[str, list[str], list[str]]]] = {}
+    for _, op, inputs, outputs in graph.nodes:
+        for name in outputs:
+            producers.setdefault(name, []).append((op, inputs, outputs))
+    for _, op, inputs, outputs in graph.nodes:
+        if op != "Scan":
+            continue
+        count = graph.scans.get(tuple(outputs), 0)
+        if not 1 <= count <= len(inputs):
+            raise ArtifactError(
+                f"{where}: Scan '{outputs[0] if outputs else ''}' has num_scan_inputs {count} "
+                f"of {len(inputs)} inputs"
+            )
+        _scan_feed(producers, graph.scans, inputs[len(inputs) - count :], where)
+
+
+def _scan_feed(
+    producers: dict[str, list[tuple[str, list[str], list[str]]]],
+    scans: dict[tuple[str, ...], int],
+    front: list[str],
+    where: str,
+) -> None:
+    seen: set[str] = set()
+    while front:
+        name = front.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        for op, inputs, outputs in producers.get(name, []):
+            if op == "Scan":
+                front += inputs[len(inputs) - scans.get(tuple(outputs), 0) :]
+            elif op in _SCAN_FEED:
+                front += inputs
+            else:
+                raise ArtifactError(
+                    f"{where}: a Scan's scan input comes through {op} (tensor '{name}'), which "
+                    "could make it longer than the window and the loop run more steps; the scan "
+                    f"lowering feeds a Scan through {', '.join(sorted(_SCAN_FEED))} only"
+                )
 
 
 def _allocation(op: str, inputs: list[np.ndarray | None]) -> float | None:
@@ -399,6 +454,8 @@ def _check_loop(flat: _FlatModel, manifest: dict[str, Any], where: str) -> None:
     """Refuse a WHILE loop that is not the shape loop.py writes (see the module docstring): it
     could run forever, or for another number of steps than the window has."""
     whiles = [(sub, op) for sub in flat.subs for op in sub.ops if op.code == TFLITE_OPS["WHILE"]]
+    if not whiles:  # nothing runs the cond and body subgraphs
+        return
     if len(whiles) != 1 or whiles[0][0].index != 0:
         places = [sub.label() for sub, _ in whiles]
         raise ArtifactError(
@@ -568,8 +625,12 @@ def _read_node(
             tensor, subgraph = _read_attribute(item, where)
             value = tensor if value is None else value
             bodies += [] if subgraph is None else [subgraph]
+            if op == "Scan" and (count := _int_attribute(item, "num_scan_inputs")) is not None:
+                graph.scans[tuple(outputs)] = count
     if op == "Constant" and value is not None and outputs:
         graph.constants[outputs[0]] = value
+    if op == "Scan":
+        graph.scans.setdefault(tuple(outputs), 0)
     for subgraph in bodies:  # its nodes join the graph's: the operator check covers them
         if body or domain not in ("", "ai.onnx") or op not in _BODY_OPS or len(bodies) > 1:
             raise ArtifactError(f"{where}: a node carries a subgraph (control flow): not allowed")
@@ -591,6 +652,17 @@ def _read_attribute(buf: memoryview, where: str) -> tuple[np.ndarray | None, mem
         if number == 5:
             tensor = _read_tensor(value, where)[1]
     return tensor, subgraph
+
+
+def _int_attribute(buf: memoryview, name: str) -> int | None:
+    """The int value of an AttributeProto (``i``, field 3) when its name is ``name``."""
+    found, value = False, None
+    for number, _, item in _fields(buf):
+        if number == 1:
+            found = _text(item) == name
+        elif number == 3:
+            value = _signed(item)
+    return value if found else None
 
 
 def _read_tensor(buf: memoryview, where: str) -> tuple[str, np.ndarray | None]:
