@@ -144,6 +144,26 @@ def two_whiles(flat: Any) -> None:
     main.operators.append(main.operators[main.operators.index(op)])
 
 
+def doubling_state(flat: Any) -> None:  # the body hands back x concatenated with itself
+    body = flat.subgraphs[2]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CONCATENATION
+    code.version = 1
+    flat.operatorCodes.append(code)
+    x = body.inputs[1]
+    grown = schema.TensorT()
+    grown.shape, grown.type = [1, 2 * LENGTH, FEATURES], schema.TensorType.FLOAT32
+    body.tensors.append(grown)
+    concat = schema.OperatorT()
+    concat.opcodeIndex, concat.inputs = len(flat.operatorCodes) - 1, [x, x]
+    concat.outputs = [len(body.tensors) - 1]
+    concat.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
+    concat.builtinOptions = schema.ConcatenationOptionsT()
+    concat.builtinOptions.axis = 1
+    body.operators.append(concat)
+    body.outputs[1] = concat.outputs[0]
+
+
 def fourth_subgraph(flat: Any) -> None:
     flat.subgraphs.append(flat.subgraphs[2])
 
@@ -175,14 +195,24 @@ HOSTILE = {  # name -> (patch, what the message must name)
     "WHILE nested in the body": (nested_while, "subgraph 2 'body'"),
     "two WHILE ops": (two_whiles, "subgraph 0 'main'"),
     "fourth subgraph": (fourth_subgraph, "4 subgraphs"),
+    "carried tensor doubled each step": (doubling_state, "subgraph 2 'body' runs CONCATENATION"),
 }
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_the_loops_edgecomp_writes_pass(arch, layers):
+    from edgecomp.targets.tflite.loop import emit_loop, int4_groups, loop_layers
+
+    # setup: hidden 64, so that int4 stores groups of 32 with float16 scales
+    module = _module(arch, layers)
+    wide = type(module)(FEATURES, 2, LENGTH, 2, hidden=64, layers=layers).eval()
+    groups = int4_groups("auto", loop_layers(wide), {})
     # execute / assert: LSTM and GRU, one and two layers, every precision's weights
     check_tflite(_loop(arch, layers), _manifest())
+    for precision in ("fp32", "int8-dynamic", "int4"):
+        check_tflite(emit_loop(module, precision), _manifest())
+    check_tflite(emit_loop(wide, "int4", frozenset({"head"}), groups), _manifest())
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

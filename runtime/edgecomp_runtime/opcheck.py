@@ -21,7 +21,8 @@ constant tensors, and whether any tensor lives outside the file.
   running cond 1 and body 2; its counter starts at the constant 0; cond is the one op
   ``LESS(counter, bound)`` with a constant bound equal to the manifest's window length (at most
   ``MAX_LOOP_STEPS``); the body's next counter is ``ADD(counter, 1)`` (no fused activation) and
-  nothing else writes it.
+  nothing else writes it; the body runs only loop.py's ops (``_LOOP_BODY_OPS``: none grows a
+  carried tensor).
 * **Input range**: for a quantized input (a QuantizeLinear reached from the graph input through
   layout operators), the range of scaled values it represents, for ``Model.predict`` to refuse
   inputs far outside it.
@@ -361,6 +362,10 @@ def _string(buf: memoryview, position: int) -> str:
 # --- the TFLite WHILE loop ---------------------------------------------------------------------
 
 _INT32, _NO_ACTIVATION = 2, 0  # TensorType.INT32; ActivationFunctionType.NONE
+# what loop.py's body runs: none of these can grow a carried tensor from one step to the next
+# (CONCATENATION, PACK or PAD there could double it each step)
+_LOOP_BODY_OPS = frozenset({"ADD", "FULLY_CONNECTED", "GATHER", "LOGISTIC", "MUL", "SPLIT"})
+_LOOP_BODY_OPS |= {"SUB", "TANH"}
 
 
 @dataclass
@@ -523,6 +528,12 @@ def _check_cond(flat: _FlatModel, cond: _Sub, length: int, where: str) -> None:
 
 
 def _check_body(flat: _FlatModel, body: _Sub, where: str) -> None:
+    other = sorted({_TFLITE_NAMES[op.code] for op in body.ops} - _LOOP_BODY_OPS)
+    if other:
+        raise ArtifactError(
+            f"{where}: {body.label()} runs {', '.join(other)}; the loop lowering's body runs "
+            f"{', '.join(sorted(_LOOP_BODY_OPS))} only"
+        )
     counter, after = body.inputs[0], body.outputs[0]
     writers = [op for op in body.ops if after in op.outputs or counter in op.outputs]
     step = None
