@@ -10,9 +10,13 @@ breach are the rungs tried, in order, each building on the best candidate so far
    (training split) is taken out of the head's bias;
 3. ``qat``: a short quantization-aware fine-tune on the training split (``edgecomp.qat``);
 4. ``mixed``: keep the most sensitive layers in float (``edgecomp.mixed``), never emitted unless
-   it is smaller than the float artifact.
+   it is smaller than the float artifact; planned for the best model so far and, when a rung
+   changed it (bias shift, fine-tune), for the model as given too: a fine-tune can drift on the
+   test split where validation does not see it.
 
-Every choice is made on the validation split; the test split only gates the chosen candidate.
+Every choice is made on the validation split; the test split only gates: a rung's candidates that
+meet the budget on validation are gated in validation's order, and the first that also meets it
+on test is written.
 Each rung is recorded in the manifest's ``budget.ladder`` with its measured cost (seconds,
 bytes). When nothing meets the budget, ``BudgetNotMet`` names the worst step, by how much it
 missed and the closest candidates with their sizes; nothing is written.
@@ -138,6 +142,7 @@ class _Ladder:
     trials: list[Trial] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     float_size: int | None = None
+    float_only: int | None = None  # the float size, once a mixed plan was refused for its size
 
     def gate(self, metrics: dict[str, Any]) -> GateResult:
         """The budget against the float model as given (a rung may change the model: its own
@@ -297,12 +302,15 @@ def _climb(
     trials = [t for t in (_try(ladder, name, c) for c in candidates) if t is not None]
     if not trials:
         return None, base
-    best = min(trials, key=lambda t: t.val.excess)
-    if best.val.passed and _candidate_allowed(ladder, best):
-        best.test = ladder.gate(_test_metrics(best, ladder.dataset))
-        ladder.log(f"  {name}: {best.candidate.detail} -> {best.test.describe()}")
-        if best.test.passed:
-            return best, best
+    ranked = sorted(trials, key=lambda t: t.val.excess)
+    for trial in ranked:  # validation chose the order; each one tried is gated on test
+        if not (trial.val.passed and _candidate_allowed(ladder, trial)):
+            continue
+        trial.test = ladder.gate(_test_metrics(trial, ladder.dataset))
+        ladder.log(f"  {name}: {trial.candidate.detail} -> {trial.test.describe()}")
+        if trial.test.passed:
+            return trial, trial
+    best = ranked[0]
     return None, best if best.val.excess < base.val.excess else base
 
 
@@ -357,12 +365,13 @@ def _candidate_allowed(ladder: _Ladder, trial: Trial) -> bool:
     if trial.candidate.mixed is None:
         return True
     if trial.candidate.extra.get("all_float"):
-        ladder.float_size = _float_size(ladder, trial.candidate)
+        ladder.float_size = ladder.float_only = _float_size(ladder, trial.candidate)
         ladder.log("  mixed: every layer would stay in float: that is the float artifact")
         return False
     size = _float_size(ladder, trial.candidate)
     if trial.size_bytes < size:
         return True
+    ladder.float_only = size
     ladder.log(f"  mixed: {trial.size_bytes:,} B is not smaller than float ({size:,} B)")
     return False
 
@@ -487,12 +496,21 @@ def _int4_group(options: dict[str, Any]) -> int:
 
 
 def _mixed(ladder: _Ladder, base: Trial) -> list[Candidate]:
+    if base.candidate.config.precision == "fp32":
+        return []
+    asked = ladder.trials[0].candidate.model  # the plain trial: the model as given
+    models = {"": base.candidate.model}
+    if asked is not base.candidate.model:  # a rung changed it: its drift shows on test only
+        models = {f", {base.candidate.rung}'s model": base.candidate.model, ", as given": asked}
+    return [_mixed_plan(ladder, base, model, note) for note, model in models.items()]
+
+
+def _mixed_plan(ladder: _Ladder, base: Trial, model: Model, note: str) -> Candidate:
+    """The mixed plan of ``model`` at the base candidate's options (measured on validation)."""
     from edgecomp.analyze import analyze
     from edgecomp.mixed import plan_mixed
 
-    model, config = base.candidate.model, base.candidate.config
-    if config.precision == "fp32":
-        return []
+    config = base.candidate.config
     kw = {
         "options": _without_keep(base.candidate),
         "calibration_windows": config.calibration_windows,
@@ -503,21 +521,20 @@ def _mixed(ladder: _Ladder, base: Trial) -> list[Candidate]:
     )
     plan = plan_mixed(model, ladder.dataset, sens, ladder.budget, **kw)
     keep = [*config.options.get("keep_float", ()), *plan.kept_float]
-    detail = f"keep {plan.kept_float or 'no layer'} in float"
-    return [
-        replace(
-            base.candidate,
-            rung="mixed",
-            detail=detail,
-            config=replace(config, options={**config.options, "keep_float": keep}),
-            mixed=plan.record(),
-            extra={
-                "seconds": time.perf_counter() - start,
-                "kept_float": plan.kept_float,
-                "all_float": set(plan.kept_float) >= set(sens.quantizable),
-            },
-        )
-    ]
+    detail = f"keep {plan.kept_float or 'no layer'} in float{note}"
+    return replace(
+        base.candidate,
+        rung="mixed",
+        detail=detail,
+        model=model,
+        config=replace(config, options={**config.options, "keep_float": keep}),
+        mixed=plan.record(),
+        extra={
+            "seconds": time.perf_counter() - start,
+            "kept_float": plan.kept_float,
+            "all_float": set(plan.kept_float) >= set(sens.quantizable),
+        },
+    )
 
 
 RUNGS: tuple[tuple[str, Callable[[_Ladder, Trial], list[Candidate]]], ...] = (
@@ -558,9 +575,9 @@ def _refusal(ladder: _Ladder, plain: GateResult) -> str:
         f"no candidate meets {ladder.budget.describe()}: the plain build's worst step is "
         f"{plain.describe()}. Closest: {closest}."
     )
-    if ladder.float_size is not None:
+    if ladder.float_only is not None:
         text += (
-            f" Only the float artifact ({ladder.float_size:,} B) meets the budget: a mixed plan "
+            f" Only the float artifact ({ladder.float_only:,} B) meets the budget: a mixed plan "
             f"is not emitted unless it is smaller; build with --precision fp32."
         )
     return text + " Nothing was written (loosen the budget or pass --no-error-limit)."

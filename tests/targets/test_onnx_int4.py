@@ -513,3 +513,49 @@ def test_max_rounding_option_gives_peak_over_seven_scales(tmp_path):
         q = onnx.numpy_helper.to_array(weights[node.input[0]]).astype(np.int8)
         assert onnx.numpy_helper.to_array(weights[node.input[1]]).dtype == np.float16
         assert (np.abs(q).max(axis=-1) == 7).all()  # each row's peak maps to +-7: no clipping
+
+
+@pytest.mark.parametrize("group", ["channel", 16, 4])
+def test_dequantized_conv_weights_are_torchs_weights_rounded_in_place(group):
+    from edgecomp.targets.onnx.export import export_model
+    from edgecomp.targets.onnx.int4 import (
+        _expand,
+        block_quantize,
+        channel_quantize,
+        quantize_int4_graph,
+    )
+
+    # setup: each Conv's DequantizeLinear -> Cast output made a graph output, read back by ORT
+    model = make_model("tcn")
+    exported = export_model(model.module, model.spec.input_len, model.spec.n_features, opset=17)
+    graph = quantize_int4_graph(exported, set(), 64, group)
+    casts = [n.output[0] for n in graph.proto.graph.node if n.output[0].endswith(".w")]
+    for name in casts:
+        graph.proto.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        )
+    session = ort.InferenceSession(
+        graph.proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    x = sine_windows(1, model.spec.input_len, 3, model.spec.n_features, 2).x
+    # execute
+    loaded = dict(zip(casts, session.run(casts, {session.get_inputs()[0].name: x}), strict=True))
+    # assert: every conv weight, element by element, is torch's weight rounded in its own group
+    # (a transposed block axis would group other weights); the only other rounding is the
+    # float16 product of DequantizeLinear (half a float16 step)
+    convs = {
+        n: m.weight.detach().numpy()
+        for n, m in model.module.named_modules()
+        if isinstance(m, torch.nn.Conv1d)
+    }
+    assert casts and {c.removesuffix(".W.w") for c in casts} == set(convs)
+    for name, weight in convs.items():
+        size = None if group == "channel" or group >= weight.shape[1] else group
+        assert graph.groups[f"{name}.W"]["group_size"] == size
+        if size is None:  # one scale per output channel
+            expected = _expand(*channel_quantize(weight, 0), 0, None)
+        else:
+            expected = _expand(*block_quantize(weight, 1, size), 0, size)
+        got = loaded[f"{name}.W.w"]
+        assert got.shape == weight.shape
+        np.testing.assert_allclose(got, expected, rtol=2.0**-11, atol=0)
