@@ -11,9 +11,14 @@ import io
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgecomp.targets.base import TargetError
+
+if TYPE_CHECKING:
+    from edgecomp.spec import ModelSpec
 
 MODEL_BATCH = 1
 SIGNATURE = "serving_default"
@@ -100,3 +105,35 @@ def first_line(exc: BaseException) -> str:
     """The exception's type and the first non-empty line of its message, at most 300 chars."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def io_spec(model: bytes, spec: ModelSpec) -> dict[str, Any]:
+    """Names, shapes (symbolic batch), dtypes and int8 scale / zero point of input and output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        interpreter = Interpreter(model_content=model)
+    names = signature_names(model)
+    want = {
+        "inputs": [spec.input_len, spec.n_features],
+        "outputs": [spec.horizon, len(spec.targets)],
+    }
+    io: dict[str, Any] = {}
+    for side, details, name in zip(
+        want,
+        (interpreter.get_input_details(), interpreter.get_output_details()),
+        names,
+        strict=True,
+    ):
+        (detail,) = details
+        if list(detail["shape"]) != [1, *want[side]]:
+            raise TargetError(
+                f"tflite: model {side[:-1]} '{name}' is {list(detail['shape'])}; the spec needs "
+                f"{[1, *want[side]]}"
+            )
+        entry = {"name": name, "shape": ["batch", *want[side]], "dtype": detail["dtype"].__name__}
+        if detail["dtype"] == np.int8:
+            scale, zero = detail["quantization"]
+            entry |= {"scale": float(scale), "zero_point": int(zero)}
+        io[side] = [entry]
+    return io

@@ -557,10 +557,10 @@ def quantize_loop(request: Any, lowered: Any) -> Any:
     """``TfliteTarget.quantize`` for the loop lowering: weights at ``request.precision``
     (int4: groups per option ``int4_group_size``); ``keep_float`` layers (record names, edges,
     patterns) stay float."""
-    from .target import _settings
+    from .quantize import request_settings
 
     _, layers = lowered.ir
-    settings, module = _settings(request), request.model.module
+    settings, module = request_settings(request), request.model.module
     kept = settings.kept(_Edges(), layers)
     precision = str(request.precision)
     groups = {}
@@ -595,7 +595,8 @@ def _finish(
     from edgecomp.targets import base
 
     from .batch import batching
-    from .target import _settings, io_spec
+    from .convert import io_spec
+    from .quantize import request_settings
 
     spec = request.model.spec
     records = loop_records(model, layers, precision, kept or {})
@@ -605,7 +606,9 @@ def _finish(
         **batching(model, spec.input_len, spec.n_features),
         "xnnpack": request.options.xnnpack,
         "threads": request.options.threads,
-        "quantization": _quantization(_settings(request), precision, groups or {}, len(layers)),
+        "quantization": _quantization(
+            request_settings(request), precision, groups or {}, len(layers)
+        ),
         "n_calibration_windows": 0 if request.windows is None else len(request.windows),
     }
     io = io_spec(model, spec)

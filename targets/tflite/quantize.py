@@ -158,6 +158,11 @@ class QuantSettings:
         }
 
 
+def request_settings(request: Any) -> QuantSettings:
+    """The quantization settings of a build request (its target options)."""
+    return QuantSettings.from_options(request.options.to_dict())
+
+
 def _matches(pattern: str, layer: Layer) -> bool:
     """Exact name, a record's range ``rnn[1..7]``, or fnmatch over the name, its module
     (``rnn`` matches ``rnn[3]``) or the op type."""

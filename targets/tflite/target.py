@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgecomp.targets import base
 
-if TYPE_CHECKING:
-    from edgecomp.spec import ModelSpec
+from .convert import io_spec
 
 MODEL_FILE = "model.tflite"
 N_PROBES = 2
@@ -144,9 +143,9 @@ def _loop(request: base.Request) -> bool:
 
 
 def _settings(request: base.Request) -> Any:
-    from .quantize import QuantSettings
+    from .quantize import request_settings
 
-    return QuantSettings.from_options(request.options.to_dict())
+    return request_settings(request)
 
 
 def _finish(
@@ -213,40 +212,6 @@ def _recurrent_lowering(module: Any) -> str | None:
     from .lowering import DESCRIPTION, rewrites
 
     return DESCRIPTION if rewrites(module) else None
-
-
-def io_spec(model: bytes, spec: ModelSpec) -> dict[str, Any]:
-    """Names, shapes (symbolic batch), dtypes and int8 scale / zero point of input and output."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from .convert import quiet, signature_names
-
-    with quiet():
-        interpreter = Interpreter(model_content=model)
-    names = signature_names(model)
-    want = {
-        "inputs": [spec.input_len, spec.n_features],
-        "outputs": [spec.horizon, len(spec.targets)],
-    }
-    io: dict[str, Any] = {}
-    for side, details, name in zip(
-        want,
-        (interpreter.get_input_details(), interpreter.get_output_details()),
-        names,
-        strict=True,
-    ):
-        (detail,) = details
-        if list(detail["shape"]) != [1, *want[side]]:
-            raise base.TargetError(
-                f"tflite: model {side[:-1]} '{name}' is {list(detail['shape'])}; the spec needs "
-                f"{[1, *want[side]]}"
-            )
-        entry = {"name": name, "shape": ["batch", *want[side]], "dtype": detail["dtype"].__name__}
-        if detail["dtype"] == np.int8:
-            scale, zero = detail["quantization"]
-            entry |= {"scale": float(scale), "zero_point": int(zero)}
-        io[side] = [entry]
-    return io
 
 
 def _encode(array: np.ndarray) -> str:
