@@ -283,7 +283,9 @@ def lower(ctx: BuildContext) -> None:
 
 
 def verify_stage(ctx: BuildContext) -> None:
-    """Metrics on the evaluation split; forecasts on val, test and that split kept on ``ctx``."""
+    """The runtime's load checks of the model file, then metrics on the evaluation split;
+    forecasts on val, test and that split kept on ``ctx``."""
+    check_loads(ctx.manifest, ctx.files)
     split = ctx.config.eval_split
     for name in dict.fromkeys([split, *VERIFY_SPLITS]):
         if name == split or len(ctx.dataset.split(name)):
@@ -403,6 +405,27 @@ def _annotate(layers: list[dict[str, Any]], notes: dict[str, str]) -> list[dict[
             layer = {**layer, "reason": joined}
         out.append(layer)
     return out
+
+
+def check_loads(manifest: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Run the runtime's checks of the model file (``edgecomp_runtime.opcheck``: operators, I/O,
+    loops) as ``load`` will, so that no artifact is written that the runtime refuses.
+
+    Raises:
+        BuildError: The runtime would refuse the file (the message is the runtime's, naming the
+            operator or field).
+    """
+    from edgecomp_runtime.errors import ArtifactError
+    from edgecomp_runtime.opcheck import check_onnx, check_tflite
+
+    name = manifest["model_file"]
+    try:
+        if name.endswith(".onnx"):
+            check_onnx(files[name], manifest, manifest["target"]["backend"])
+        elif name.endswith(".tflite"):
+            check_tflite(files[name], manifest)
+    except ArtifactError as exc:
+        raise BuildError(f"the runtime would refuse this artifact at load: {exc}") from exc
 
 
 def split_forecasts(

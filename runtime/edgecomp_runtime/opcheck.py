@@ -85,6 +85,7 @@ TFLITE_OPS: dict[str, int] = {
     "QUANTIZE": 114, "HARD_SWISH": 117, "SELECT_V2": 123, "BATCH_MATMUL": 126, "GELU": 150,
     "BROADCAST_TO": 130,  # the graph model (stgnn): global inputs and supports over the batch
     "LESS": 58, "WHILE": 119,  # the recurrent loop lowering (targets/tflite/loop.py)
+    "GATHER_ND": 107,  # litert-torch's residual of targets that are not evenly spaced features
 }  # fmt: skip
 _TFLITE_NAMES = {code: name for name, code in TFLITE_OPS.items()}
 _LAYOUT = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
