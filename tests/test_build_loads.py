@@ -55,5 +55,6 @@ def test_the_build_refuses_what_the_runtime_would_refuse(uneven_tcn, monkeypatch
     monkeypatch.setattr(opcheck, "TFLITE_OPS", ops)
     monkeypatch.setattr(opcheck, "_TFLITE_NAMES", {v: k for k, v in ops.items()})
     # execute + assert
-    with pytest.raises(BuildError, match="runtime would refuse this artifact at load.*builtin code 107 "):
+    refused = "runtime would refuse this artifact at load.*builtin code 107 "
+    with pytest.raises(BuildError, match=refused):
         check_loads(manifest, files)
