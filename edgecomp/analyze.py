@@ -149,7 +149,9 @@ def analyze(
     say = log or (lambda _: None)
     everything = measure(model, dataset, base, [])  # first: a target refusing ``precision``
     reference = measure(model, dataset, replace(base, precision="fp32"), [])  # fails fast
-    names = list(reference.precisions)
+    # the quantized build's layer names: a target may merge float layers in its records (the
+    # ARM loop records one fp32 "rnn" but quantized "rnn[0]", "rnn[1..3]")
+    names = list(everything.precisions)
     layer_mae, sizes = {}, {"float": reference.size_bytes, "all": everything.size_bytes}
     quantizable = [n for n in names if everything.precisions[n] != "fp32" or n in everything.stored]
     for name in quantizable:
@@ -161,7 +163,7 @@ def analyze(
         target=target,
         precision=precision,
         split=split,
-        layers=reference.op_types,
+        layers=everything.op_types,
         float_mae=reference.mae,
         layer_mae=layer_mae,
         quantizable=quantizable,

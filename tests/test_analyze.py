@@ -138,3 +138,28 @@ def test_int8_stored_gru_weights_are_a_layer_the_plan_can_keep_float(
     # assert
     assert result.layers["rnn"] == "GRU" and "rnn" in result.quantizable
     assert result.sizes["rnn"] > result.sizes["all"]
+
+
+def test_arm_loop_layers_are_named_as_the_quantized_build_records_them(
+    traffic_path, traffic_config, tmp_path
+):
+    # setup: the ARM loop lowering records one fp32 "rnn" layer but, in int4, "rnn[0]" (its
+    # few inputs: per channel) apart from "rnn[1..3]" (groups)
+    import torch
+
+    from edgecomp.targets.tflite.target import TfliteTarget
+    from edgecomp.train import TrainConfig
+    from edgecomp.workflow import dataset_for, train_checkpoint
+
+    if not TfliteTarget.is_available():
+        pytest.skip(TfliteTarget.missing_reason())
+    torch.set_num_threads(1)
+    config = TrainConfig(arch="gru", hparams={"hidden": 64, "layers": 2}, epochs=1)
+    model = train_checkpoint(traffic_path, traffic_config, config, tmp_path / "gru").model
+    # execute
+    result = analyze(
+        model, dataset_for(model.spec, traffic_path), target="rpi5-cortex-a76", precision="int4"
+    )
+    # assert
+    assert "rnn" not in result.quantizable and "rnn[0]" in result.quantizable
+    assert all(len(result.increase(name)) == model.spec.horizon for name in result.quantizable)

@@ -31,7 +31,7 @@ from edgecomp.targets.base import TargetError
 from .convert import SIGNATURE, first_line, quiet
 from .graph import EDGES, Graph, Layer
 
-CALIBRATIONS = ("minmax", "moving-average")
+CALIBRATIONS = ("minmax", "moving-average", "dynamic")
 GROUP_SIZES = (256, 128, 64, 32)  # ai-edge-quantizer's BLOCKWISE_<n>
 AUTO_GROUPS = (128, 64, 32)
 GRANULARITIES = ("channelwise", "tensorwise")
@@ -56,8 +56,11 @@ class QuantSettings:
             and record ranges (``head``, ``rnn[3]``, ``rnn[1..7]``), fnmatch patterns over them
             (``blocks.0.*``) or TFLite op types (``CONV_2D``). A name or pattern that matches
             no layer is an error.
-        calibration: "minmax" (default: min and max over all windows) or "moving-average"
-            (ai-edge-quantizer's default, for comparison).
+        calibration: "minmax" (default: min and max over all windows), "moving-average"
+            (ai-edge-quantizer's default, for comparison) or "dynamic": int8 weights per channel
+            with activations quantized per row at run time by the kernel (the recipe of
+            "int8-dynamic", float input and output; for data whose activation ranges one static
+            scale cannot hold, e.g. a spiky feature beside smooth ones).
         weight_granularity: Weights of full int8 ("int8"): "channelwise" (default: one scale
             per output channel) or "tensorwise" (one per weight tensor: smaller file, coarser
             weights). Dynamic int8 and int4 weights are always channelwise (XNNPACK's qc8w /
@@ -133,6 +136,13 @@ class QuantSettings:
                 )
             kept |= {name: kept.get(name, reason) for name in names}
         return kept
+
+    def effective(self, precision: str) -> str:
+        """The recipe that quantizes ``precision``: "int8-dynamic" for int8 with calibration
+        "dynamic", else ``precision``."""
+        return (
+            "int8-dynamic" if precision == "int8" and self.calibration == "dynamic" else precision
+        )
 
     def granularity(self, precision: str) -> str:
         """The weight granularity used at ``precision``."""

@@ -23,7 +23,8 @@ class TfliteOptions(base.TargetOptions):
 
     Attributes:
         xnnpack: Run with the XNNPACK delegate on the device (recorded for the runtime).
-        calibration: int8: "minmax" or "moving-average" (see quantize.py).
+        calibration: int8: "minmax", "moving-average" or "dynamic" (activations quantized at
+            run time; see quantize.py).
         weight_granularity: int8 weights: "channelwise" or "tensorwise".
         int4_group_size: int4 FULLY_CONNECTED weights: "auto" (per layer), "channel", or
             "32" / "64" / "128" / "256" inputs per scale (see quantize.py).
@@ -69,7 +70,7 @@ class TfliteTarget(base.Target):
         install="pip install 'edgecomp[tflite]'",
         packages=("litert-torch", "ai-edge-quantizer", "ai-edge-litert", "torch"),
         calibration_option="calibration",
-        calibration_methods=("moving-average",),
+        calibration_methods=("moving-average", "dynamic"),
     )
 
     def check(self, request: base.Request) -> None:
@@ -109,8 +110,9 @@ class TfliteTarget(base.Target):
         int4 = request.precision is base.Precision.INT4
         groups = settings.groups(graph, layers, kept) if int4 else {}
         grouped = {la.op.scope: groups[la.name] for la in layers if la.name in groups}
-        final = quantize(source, str(request.precision), request.windows, settings, scopes, grouped)
-        return _finish(request, lowered, final, kept, request.precision, groups)
+        precision = base.Precision(settings.effective(str(request.precision)))
+        final = quantize(source, str(precision), request.windows, settings, scopes, grouped)
+        return _finish(request, lowered, final, kept, precision, groups)
 
     @classmethod
     def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
