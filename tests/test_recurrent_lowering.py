@@ -22,6 +22,7 @@ from edgecomp.targets.onnx.recurrent import (
 )
 from edgecomp.workflow import build_artifact
 from edgecomp_runtime.step import StepRunner
+from helpers.testing import run_onnx
 
 ort = pytest.importorskip("onnxruntime", reason="the lowering is checked on onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -49,15 +50,6 @@ def _module(cls, features, hidden, layers, targets, residual, *, length=10):
     return module.eval()
 
 
-def _run(proto, x: np.ndarray) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, {"window": x})[0]
-
-
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
 def test_hoisted_graph_equals_torch(case, scan):
@@ -72,7 +64,7 @@ def test_hoisted_graph_equals_torch(case, scan):
     assert ops.count("Scan") == (case[3] if scan else 0)
     with torch.no_grad():
         expected = module(x).numpy()
-    np.testing.assert_allclose(_run(proto, x.numpy()), expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(run_onnx(proto, x.numpy()), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [LSTMForecaster, GRUForecaster])
@@ -88,7 +80,7 @@ def test_int8_hoisted_graph_is_quantized_and_close_to_torch(cls):
     assert ops.count("MatMulInteger") >= 2 * 12 - 1 and "MatMul" not in ops
     with torch.no_grad():
         expected = module(x).numpy()
-    got = _run(proto, x.numpy())
+    got = run_onnx(proto, x.numpy())
     assert np.abs(got - expected).max() < 0.1
     assert np.abs(got - expected).max() > 0  # int8 really changes the numbers
 
@@ -112,7 +104,7 @@ def test_int8_scan_graph_matches_torch_and_stores_each_weight_once(case):
         assert [n.op_type for n in body.node].count("MatMulInteger") == 1
     with torch.no_grad():
         expected = module(x).numpy()
-    diff = np.abs(_run(proto, x.numpy()) - expected).max()
+    diff = np.abs(run_onnx(proto, x.numpy()) - expected).max()
     assert 0 < diff < 0.1  # int8, within the int8 tolerance of edgecomp.testing (scaled units)
 
 

@@ -137,3 +137,15 @@ def assert_close(
         rtol=default_rtol if rtol is None else rtol,
         err_msg=f"{dtype}: max abs diff {diff:.3g}",
     )
+
+
+def run_onnx(proto: Any, x: np.ndarray) -> np.ndarray:
+    """The first output of an in-memory ONNX model on ``x`` (input "window"), one ORT thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {"window": x})[0]

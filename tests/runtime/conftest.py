@@ -229,6 +229,20 @@ def _write_artifact(
 
 
 @pytest.fixture(scope="session")
+def pieces() -> Callable[[Any, Any], np.ndarray]:
+    """``predict`` through the public pieces: scale_window, run_scaled, unscale_forecast."""
+
+    def run(model: Any, window: Any) -> np.ndarray:
+        x = np.asarray(window)
+        batched = x.ndim == 3
+        x = x if batched else x[None]
+        y = model.unscale_forecast(model.run_scaled(model.scale_window(x)), copy=False)
+        return y if batched else y[0]
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def set_path() -> Callable[[Any, str, Any], None]:
     """set_path(obj, "spec.scaler.mean", value); the value DELETE removes the key."""
     return _set_path

@@ -16,14 +16,6 @@ import edgecomp_runtime as ecr
 import edgecomp_runtime.model as runtime_model
 
 
-def pieces(model, window):
-    x = np.asarray(window)
-    batched = x.ndim == 3
-    x = x if batched else x[None]
-    y = model.unscale_forecast(model.run_scaled(model.scale_window(x)), copy=False)
-    return y if batched else y[0]
-
-
 def warmed(make_artifact, toy, batch=2):
     """A model whose predict already ran (and bound the engine) at ``batch``."""
     model = ecr.load(make_artifact())
@@ -58,7 +50,7 @@ def _read_only(w):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("batch", [None, 3])
-def test_layouts_and_dtypes_give_the_pieces_values(make_artifact, toy, layout, batch):
+def test_layouts_and_dtypes_give_the_pieces_values(pieces, make_artifact, toy, layout, batch):
     # setup: a model already bound at this batch size, a window in an odd layout or dtype
     model = warmed(make_artifact, toy, batch=batch or 1)
     window = LAYOUTS[layout](toy.window(batch=batch, seed=3).astype(np.float32))
@@ -153,7 +145,7 @@ def test_nan_after_bound_calls_is_imputed_like_the_general_path(make_artifact, t
     np.testing.assert_array_equal(got, model.predict(gappy.tolist()))
 
 
-def test_batches_past_the_chunk_size_match_the_pieces(make_artifact, toy):
+def test_batches_past_the_chunk_size_match_the_pieces(pieces, make_artifact, toy):
     # setup: more windows than one chunk holds, in float64 and Fortran order
     model = warmed(make_artifact, toy, batch=2)
     n = runtime_model._CHUNK_ELEMENTS // (toy.input_len * len(toy.features)) + 3
@@ -166,7 +158,7 @@ def test_batches_past_the_chunk_size_match_the_pieces(make_artifact, toy):
     np.testing.assert_array_equal(got[:5], pieces(model, window[:5]))
 
 
-def test_more_batch_sizes_than_slots_cycle_without_mixing(make_artifact, toy):
+def test_more_batch_sizes_than_slots_cycle_without_mixing(pieces, make_artifact, toy):
     # setup: twice as many batch sizes as a thread keeps buffers for, each visited three times
     model = ecr.load(make_artifact())
     sizes = list(range(1, 2 * runtime_model._SLOTS + 1))
@@ -178,7 +170,7 @@ def test_more_batch_sizes_than_slots_cycle_without_mixing(make_artifact, toy):
             np.testing.assert_array_equal(model.predict(windows[b]), expected[b])
 
 
-def test_threads_of_different_batch_sizes_keep_their_own_forecasts(make_artifact, toy):
+def test_threads_of_different_batch_sizes_keep_their_own_forecasts(pieces, make_artifact, toy):
     # setup: 4 threads at batch sizes 1, 2, 3 and 65 (past the kept buffers), at once
     model = ecr.load(make_artifact())
     sizes = (1, 2, 3, runtime_model._SLOT_BATCH + 1)

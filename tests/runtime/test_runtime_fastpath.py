@@ -17,18 +17,9 @@ from edgecomp_runtime.preprocess import impute_window
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def pieces(model, window):
-    """predict through the public pieces: scale_window, run_scaled, unscale_forecast."""
-    x = np.asarray(window)
-    batched = x.ndim == 3
-    x = x if batched else x[None]
-    y = model.unscale_forecast(model.run_scaled(model.scale_window(x)), copy=False)
-    return y if batched else y[0]
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch", [None, 1, 3, runtime_model._SLOT_BATCH + 1])
-def test_predict_equals_the_documented_pieces_bit_for_bit(make_artifact, toy, dtype, batch):
+def test_predict_equals_the_documented_pieces_bit_for_bit(pieces, make_artifact, toy, dtype, batch):
     # setup
     model = ecr.load(make_artifact())
     windows = [toy.window(batch=batch, seed=s).astype(dtype) for s in (1, 2, 3)]
@@ -59,7 +50,7 @@ def test_forecasts_do_not_share_memory_between_calls(make_artifact, toy):
     assert not np.array_equal(first, second)
 
 
-def test_a_window_to_impute_after_clean_ones_is_imputed(make_artifact, toy):
+def test_a_window_to_impute_after_clean_ones_is_imputed(pieces, make_artifact, toy):
     # setup
     model = ecr.load(make_artifact())
     clean = toy.window(batch=2, seed=4)
@@ -184,7 +175,7 @@ def test_range_factor_changes_apply_to_the_next_call():
         model.predict(far)
 
 
-def test_lists_and_int_arrays_give_what_float_arrays_give(make_artifact, toy):
+def test_lists_and_int_arrays_give_what_float_arrays_give(pieces, make_artifact, toy):
     # setup
     model = ecr.load(make_artifact())
     window = np.round(toy.window(batch=2, seed=8))

@@ -12,6 +12,7 @@ from torch import nn
 
 from edgecomp.models import GRUForecaster, LSTMForecaster, TCNForecaster
 from edgecomp.targets.onnx.export import export_model, lean_recurrent
+from helpers.testing import run_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -33,15 +34,6 @@ def _module(cls, layers, residual, targets):
     return module.eval()
 
 
-def _run(proto, x: np.ndarray) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session.run(["forecast"], {"window": x})[0]
-
-
 def _windows(batch: int) -> np.ndarray:
     return np.random.default_rng(batch).standard_normal((batch, LENGTH, FEATURES), np.float32)
 
@@ -60,8 +52,8 @@ def test_lean_export_equals_torch_with_fewer_ops(case):
         x = _windows(batch)
         with torch.no_grad():
             expected = module(torch.from_numpy(x)).numpy()
-        np.testing.assert_allclose(_run(lean, x), expected, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(_run(plain, x), expected, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(run_onnx(lean, x), expected, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(run_onnx(plain, x), expected, atol=1e-5, rtol=0)
     ops = _ops(lean)
     # the input's Transpose to time-major stays (ONNX Runtime has no layout=1 kernel)
     assert ops.count("Transpose") == 1 and ops[0] == "Transpose"
@@ -114,7 +106,7 @@ def test_reads_other_than_the_last_step_are_left_alone(factory):
     x = _windows(2)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(_run(proto, x), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(run_onnx(proto, x), expected, atol=1e-5, rtol=0)
     lstm = next(node for node in proto.graph.node if node.op_type == "LSTM")
     assert lstm.output[0]  # Y still written and read
 
@@ -148,7 +140,7 @@ def test_int8_of_the_lean_graph_is_close_to_torch_and_keeps_its_records(cls):
     x = _windows(4)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    error = np.abs(_run(quantized.proto, x) - expected).max()
+    error = np.abs(run_onnx(quantized.proto, x) - expected).max()
     assert error < 0.05 * np.abs(expected).max()
 
 
@@ -162,7 +154,7 @@ def test_openvino_runs_the_lean_int8_lstm_like_onnxruntime():
     engine = OpenVinoEngine(proto.SerializeToString(), {"model_file": "model.onnx"}, threads=1)
     for batch in (1, 5):
         x = _windows(batch)
-        np.testing.assert_allclose(engine.run(x), _run(proto, x), atol=5e-3, rtol=0)
+        np.testing.assert_allclose(engine.run(x), run_onnx(proto, x), atol=5e-3, rtol=0)
 
 
 def test_a_recurrent_op_with_sequence_lengths_keeps_its_y():
@@ -196,4 +188,4 @@ def test_a_recurrent_op_with_sequence_lengths_keeps_its_y():
     lean = lean_recurrent(proto)
     assert [n.op_type for n in lean.graph.node] == [n.op_type for n in nodes]
     x = _windows(2)
-    np.testing.assert_array_equal(_run(lean, x), _run(proto, x))
+    np.testing.assert_array_equal(run_onnx(lean, x), run_onnx(proto, x))
