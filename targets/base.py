@@ -170,6 +170,11 @@ class Target(abc.ABC):
                 f"{cls.name}: option 'keep_float' is not supported by this backend (it keeps no "
                 f"single layer in float); got {list(options.keep_float)}"
             )
+        if options.keep_int8 and not cls.capabilities.keeps_layers:
+            raise TargetError(
+                f"{cls.name}: option 'keep_int8' is not supported by this backend (it keeps no "
+                f"single layer in int8); got {list(options.keep_int8)}"
+            )
         return options
 
     @classmethod
@@ -279,6 +284,11 @@ class Target(abc.ABC):
             raise TargetError(
                 f"{self.name}: precision '{wanted}' is not supported for target "
                 f"'{profile.name}'{f' ({why})' if why else ''}; supported: {allowed}"
+            )
+        if options.keep_int8 and wanted is not Precision.INT4:
+            raise TargetError(
+                f"{self.name}: option 'keep_int8' {list(options.keep_int8)} is for precision int4 "
+                f"only (it keeps those layers in int8 instead of int4); got precision '{wanted}'"
             )
         if options.stream and not self.capabilities.streaming:
             raise TargetError(f"{self.name}: option 'stream': this backend cannot stream")

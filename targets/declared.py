@@ -138,6 +138,8 @@ class TargetOptions:
 
     Attributes:
         keep_float: Layers left in float (names, patterns, op types, "input", "output").
+        keep_int8: int4 builds only: layers quantized as the target's int8 build does instead
+            of int4 (names or patterns, as ``keep_float``; ``keep_float`` wins where both match).
         threads: Intra-op threads the device runs the engine with (recorded in the lowering).
         memory_budget_mb: The device's memory for the model: the build refuses an artifact
             whose files exceed it (0: no limit).
@@ -148,6 +150,7 @@ class TargetOptions:
     VERSION: ClassVar[int] = 1
 
     keep_float: tuple[str, ...] = ()
+    keep_int8: tuple[str, ...] = ()
     threads: int = 1
     memory_budget_mb: int = 0
     stream: bool = False
