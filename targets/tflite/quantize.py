@@ -45,6 +45,10 @@ _EDGE_REASONS = {
     "output": "output layer kept in float (option keep_float: 'output'): its rounding lands "
     "directly in the forecast",
 }
+INT8_REASON = (
+    "dynamic range: int8 weights (per channel), activations quantized at run time by the "
+    "kernel; int8 in an int4 build (option keep_int8: {entry!r})"
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class QuantSettings:
             and record ranges (``head``, ``rnn[3]``, ``rnn[1..7]``), fnmatch patterns over them
             (``blocks.0.*``) or TFLite op types (``CONV_2D``). A name or pattern that matches
             no layer is an error.
+        keep_int8: int4 builds only: layers whose weights are int8 (per channel, activations
+            quantized at run time) instead of int4, named as in ``keep_float``; a layer in
+            both stays float.
         calibration: "minmax" (default: min and max over all windows), "moving-average"
             (ai-edge-quantizer's default, for comparison) or "dynamic": int8 weights per channel
             with activations quantized per row at run time by the kernel (the recipe of
@@ -74,16 +81,12 @@ class QuantSettings:
     calibration: str = "minmax"
     weight_granularity: str = "channelwise"
     int4_group_size: str = "auto"
+    keep_int8: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> QuantSettings:
         """Pick the known keys of ``options``; raise TargetError naming a bad one."""
-        keep = options.get("keep_float", ())
-        if not isinstance(keep, list | tuple) or not all(isinstance(k, str) and k for k in keep):
-            raise TargetError(
-                f"tflite: option 'keep_float' must be a list of layer names, patterns, op types "
-                f"or {list(EDGES)}; got {keep!r}"
-            )
+        keep, int8 = (_layer_list(options, key) for key in ("keep_float", "keep_int8"))
         calibration = options.get("calibration", "minmax")
         if calibration not in CALIBRATIONS:
             raise TargetError(
@@ -102,7 +105,7 @@ class QuantSettings:
                 f"tflite: option 'int4_group_size' must be 'auto', 'channel' or one of "
                 f"{list(GROUP_SIZES)}; got {options.get('int4_group_size')!r}"
             )
-        return cls(tuple(keep), calibration, granularity, group)
+        return cls(tuple(keep), calibration, granularity, group, tuple(int8))
 
     def groups(self, graph: Graph, layers: list[Layer], kept: dict[str, str]) -> dict[str, int]:
         """Layer name -> int4 group size, for the FULLY_CONNECTED layers that get groups."""
@@ -127,15 +130,35 @@ class QuantSettings:
             if entry in EDGES:  # as in the onnx backend, an edge without layers is no error
                 kept |= dict.fromkeys(graph.edge_layers(layers, entry), _EDGE_REASONS[entry])
                 continue
-            names = [la.name for la in layers if _matches(entry, la)]
             reason = f"kept in float (option keep_float: {entry!r})"
-            if not names:
-                raise TargetError(
-                    f"tflite: keep_float entry {entry!r} matches no layer; layers: "
-                    f"{[la.name for la in layers]}"
-                )
+            names = _matching("keep_float", entry, layers)
             kept |= {name: kept.get(name, reason) for name in names}
         return kept
+
+    def int8(
+        self, graph: Graph, layers: list[Layer], kept: dict[str, str], precision: str
+    ) -> dict[str, str]:
+        """Layer name -> why its weights are int8, for every entry of ``keep_int8`` (layers in
+        ``kept`` stay float).
+
+        Raises:
+            TargetError: ``keep_int8`` at a precision other than int4, or an entry that
+                matches no layer (names the entry and lists the layers).
+        """
+        if self.keep_int8 and precision != "int4":
+            raise TargetError(
+                f"tflite: option 'keep_int8' is for precision int4 only (it moves int4 layers "
+                f"to int8); got precision {precision!r} with keep_int8 {list(self.keep_int8)}"
+            )
+        int8: dict[str, str] = {}
+        for entry in self.keep_int8:
+            found = (
+                graph.edge_layers(layers, entry)
+                if entry in EDGES
+                else _matching("keep_int8", entry, layers)
+            )
+            int8 |= {n: int8.get(n, INT8_REASON.format(entry=entry)) for n in found}
+        return {name: reason for name, reason in int8.items() if name not in kept}
 
     def effective(self, precision: str) -> str:
         """The recipe that quantizes ``precision``: "int8-dynamic" for int8 with calibration
@@ -156,21 +179,49 @@ class QuantSettings:
             **dataclasses.asdict(self),
             "weight_granularity": self.granularity(precision),
             "keep_float": list(self.keep_float),
+            "keep_int8": list(self.keep_int8),
             "n_calibration_windows": n_windows,
         }
 
-    def lowering_int4(self, groups: dict[str, int], n_layers: int) -> dict[str, Any]:
-        """The int4 group record: the option and how many layers got each group size."""
+    def lowering_int4(
+        self, groups: dict[str, int], n_layers: int, int8: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The int4 group record: the option, how many layers got each group size and which
+        layers are int8 (option ``keep_int8``)."""
         counts = {str(n): sum(1 for g in groups.values() if g == n) for n in set(groups.values())}
+        int8 = int8 or {}
         return {
             "int4_group_size": self.int4_group_size,
-            "int4_groups": counts | {"channel": n_layers - len(groups)},
+            "int4_groups": counts | {"channel": n_layers - len(groups) - len(int8)},
+            "int8_layers": sorted(int8),
         }
 
 
 def request_settings(request: Any) -> QuantSettings:
     """The quantization settings of a build request (its target options)."""
     return QuantSettings.from_options(request.options.to_dict())
+
+
+def _layer_list(options: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """Option ``key``: a list of non-empty strings; raise TargetError naming the option."""
+    value = options.get(key, ())
+    if not isinstance(value, list | tuple) or not all(isinstance(k, str) and k for k in value):
+        raise TargetError(
+            f"tflite: option '{key}' must be a list of layer names, patterns, op types "
+            f"or {list(EDGES)}; got {value!r}"
+        )
+    return tuple(value)
+
+
+def _matching(option: str, entry: str, layers: list[Layer]) -> list[str]:
+    """Names of the layers ``entry`` of ``option`` matches; raise TargetError if none."""
+    names = [la.name for la in layers if _matches(entry, la)]
+    if not names:
+        raise TargetError(
+            f"tflite: {option} entry {entry!r} matches no layer; layers: "
+            f"{[la.name for la in layers]}"
+        )
+    return names
 
 
 def _matches(pattern: str, layer: Layer) -> bool:
