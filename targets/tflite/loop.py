@@ -82,6 +82,7 @@ def emit_loop(
     precision: str,
     kept: frozenset[str] = frozenset(),
     groups: dict[str, int] | None = None,
+    int8: frozenset[str] = frozenset(),
 ) -> bytes:
     """The .tflite bytes of ``module`` as a WHILE loop at ``precision`` (see the module docstring).
 
@@ -91,6 +92,7 @@ def emit_loop(
         kept: Record names (``rnn[1]``, ``head``) whose weights stay float.
         groups: int4: record name -> inputs per scale (TFLite's blockwise int4, float16
             scales); the other int4 weights get one float32 scale per output channel.
+        int8: Record names whose weights are int8 per channel in an int4 build (keep_int8).
 
     Raises:
         ValueError: An unknown precision or module.
@@ -100,7 +102,12 @@ def emit_loop(
     bits = _BITS.get(precision)
     weights = {la.name: la for la in loop_layers(module)}
     schemes = {
-        n: None if n in kept or bits is None else (bits, (groups or {}).get(n)) for n in weights
+        n: None
+        if n in kept or bits is None
+        else (8, None)
+        if n in int8
+        else (bits, (groups or {}).get(n))
+        for n in weights
     }
     return _Emitter(module, schemes, weights).model()
 
@@ -563,11 +570,12 @@ def quantize_loop(request: Any, lowered: Any) -> Any:
     settings, module = request_settings(request), request.model.module
     kept = settings.kept(_Edges(), layers)
     precision = str(request.precision)
+    int8 = settings.int8(_Edges(), layers, kept, precision)  # option keep_int8 (int4 only)
     groups = {}
     if precision == "int4":
-        groups = int4_groups(settings.int4_group_size, loop_layers(module), kept)
-    final = emit_loop(module, precision, frozenset(kept), groups)
-    return _finish(request, final, layers, precision, kept, groups)
+        groups = int4_groups(settings.int4_group_size, loop_layers(module), kept | int8)
+    final = emit_loop(module, precision, frozenset(kept), groups, frozenset(int8))
+    return _finish(request, final, layers, precision, kept, groups, int8)
 
 
 class _Edges:
@@ -591,6 +599,7 @@ def _finish(
     precision: str,
     kept: dict[str, str] | None = None,
     groups: dict[str, int] | None = None,
+    int8: dict[str, str] | None = None,
 ) -> Any:
     from edgecomp.targets import base
 
@@ -599,7 +608,7 @@ def _finish(
     from .quantize import request_settings
 
     spec = request.model.spec
-    records = loop_records(model, layers, precision, kept or {})
+    records = loop_records(model, layers, precision, kept or {}, int8 or {})
     lowering = {
         "converter": "edgecomp loop emitter (ai_edge_litert flatbuffer schema)",
         "recurrent_lowering": DESCRIPTION,
@@ -607,7 +616,7 @@ def _finish(
         "xnnpack": request.options.xnnpack,
         "threads": request.options.threads,
         "quantization": _quantization(
-            request_settings(request), precision, groups or {}, len(layers)
+            request_settings(request), precision, groups or {}, len(layers), int8 or {}
         ),
         "n_calibration_windows": 0 if request.windows is None else len(request.windows),
     }
@@ -616,7 +625,7 @@ def _finish(
 
 
 def _quantization(
-    settings: Any, precision: str, groups: dict[str, int], n_layers: int
+    settings: Any, precision: str, groups: dict[str, int], n_layers: int, int8: dict[str, str]
 ) -> dict[str, Any] | None:
     """The manifest's record of how the loop's weights were quantized (None: fp32)."""
     if precision not in _BITS:
@@ -629,12 +638,16 @@ def _quantization(
         "n_calibration_windows": 0,
     }
     if precision == "int4":
-        record |= settings.lowering_int4(groups, n_layers)
+        record |= settings.lowering_int4(groups, n_layers, int8)
     return record
 
 
 def loop_records(
-    model: bytes, layers: list[Any], precision: str, kept: dict[str, str]
+    model: bytes,
+    layers: list[Any],
+    precision: str,
+    kept: dict[str, str],
+    int8: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Layer records read off the written model: each FULLY_CONNECTED weight's stored dtype and
     int4 group size.
@@ -652,26 +665,28 @@ def loop_records(
             f"tflite: the loop model has {len(found)} FULLY_CONNECTED ops, expected "
             f"{len(layers)} ({[la.name for la in layers]})"
         )
-    return _merge([_record(la, *w, precision, kept) for la, w in zip(layers, found, strict=True)])
+    pairs = zip(layers, found, strict=True)
+    return _merge([_record(la, *w, precision, kept, int8 or {}) for la, w in pairs])
 
 
 def _record(
-    layer: Any, dtype: str, group: int, precision: str, kept: dict[str, str]
+    layer: Any, dtype: str, group: int, precision: str, kept: dict[str, str], int8: dict[str, str]
 ) -> dict[str, Any]:
     from edgecomp.targets.base import TargetError
 
     bits = {"INT8": "int8", "INT4": "int4"}.get(dtype)
     got = (bits, "dynamic") if bits else ("fp32", None)
     quantized = precision in _BITS and layer.name not in kept
-    want = ({8: "int8", 4: "int4"}[_BITS[precision]], "dynamic") if quantized else ("fp32", None)
+    wanted = 8 if layer.name in int8 else _BITS.get(precision)
+    want = ({8: "int8", 4: "int4"}[wanted], "dynamic") if quantized else ("fp32", None)
     if got != want:
         raise TargetError(
             f"tflite: layer '{layer.name}' of the loop model became {got[0]} (needs {want[0]})"
         )
     if precision not in _BITS:
         reason = "fp32 build"
-    elif layer.name in kept:
-        reason = kept[layer.name]
+    elif layer.name in kept or layer.name in int8:
+        reason = kept.get(layer.name) or int8[layer.name]
     else:
         per = f"groups of {group}" if group else "per channel"
         reason = _METHOD.format(bits=bits, per=per) + (_INT8_NOTE if precision == "int8" else "")
