@@ -35,6 +35,7 @@ def layer_records(
     n_windows: int = 0,
     granularity: str = "channelwise",
     groups: dict[str, int] | None = None,
+    int8: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per compute layer of the fp32 graph, as found in ``final``.
 
@@ -46,6 +47,7 @@ def layer_records(
         n_windows: Number of calibration windows (for the static reason).
         granularity: Weight granularity (for the reasons).
         groups: Layer name -> int4 group size (inputs per scale) where weights are group-wise.
+        int8: int4 builds: layer name -> why it has dynamic int8 weights (option keep_int8).
 
     Returns:
         Records ``{"name", "op_type", "precision", "method", "reason", "ops"}``: consecutive
@@ -69,7 +71,7 @@ def layer_records(
             )
         got = _classify(final, op)
         record = {"name": layer.name, "op_type": op.op_type, "precision": got[0]}
-        reason = _reason(precision, got, layer.name, kept)
+        reason = _reason(precision, got, layer.name, kept, (int8 or {}).get(layer.name))
         group = (groups or {}).get(layer.name)
         reason = reason.format(n=n_windows, bits=got[0], per=f"groups of {group}" if group else per)
         records.append(record | {"method": got[1], "reason": reason})
@@ -122,8 +124,11 @@ def _classify(graph: Graph, op: Any) -> tuple[str, str | None]:
     return bits, "dynamic"
 
 
-def _reason(precision: str, got: tuple[str, str | None], name: str, kept: dict[str, str]) -> str:
-    """The record's reason; a template with {n}, {bits} and {per} for quantized layers."""
+def _reason(
+    precision: str, got: tuple[str, str | None], name: str, kept: dict[str, str], int8: str | None
+) -> str:
+    """The record's reason; a template with {n}, {bits} and {per} for quantized layers (the
+    reason of a ``keep_int8`` layer, ``int8``, is final)."""
     if precision == "fp32":
         return "fp32 build"
     if name in kept:
@@ -133,6 +138,13 @@ def _reason(precision: str, got: tuple[str, str | None], name: str, kept: dict[s
                 f"made it {got[1]} {got[0]}"
             )
         return kept[name].replace("{", "{{").replace("}", "}}")
+    if int8 is not None:
+        if got != EXPECTED["int8-dynamic"]:
+            raise TargetError(
+                f"tflite: layer '{name}' was to have int8 weights (keep_int8) but became "
+                f"{got[1] or 'float'} {got[0]} in ai-edge-quantizer's output"
+            )
+        return int8.replace("{", "{{").replace("}", "}}")
     if got != EXPECTED[precision]:
         became = "float" if got[1] is None else f"{got[1]} {got[0]}"
         raise TargetError(

@@ -247,7 +247,8 @@ def quantize(
 ) -> bytes:
     """Quantize fp32 .tflite bytes to ``precision``; ops whose scope is in ``kept_scopes`` stay
     float. ``windows`` (scaled [N, L, F]) calibrate the static recipe. int4: ops whose scope is
-    in ``grouped`` get group-wise weights of that many inputs per scale.
+    in ``grouped`` get group-wise weights of that many inputs per scale, or int8 weights per
+    channel where that is 0 (option keep_int8).
 
     Raises:
         TargetError: ai-edge-quantizer failed (its first line is in the message).
@@ -284,9 +285,10 @@ def _recipe(
         manager.add_static_config(".*", every, *bits, per)
     else:
         manager.add_dynamic_config(".*", every, recipe["weight_bits"], per)
-        for scope, size in grouped.items():
-            block = qtyping.QuantGranularity[f"BLOCKWISE_{size}"]
-            manager.add_dynamic_config(f"^{re.escape(scope)}$", every, recipe["weight_bits"], block)
+        for scope, size in grouped.items():  # size 0: int8 per channel (keep_int8)
+            block = qtyping.QuantGranularity[f"BLOCKWISE_{size}" if size else "CHANNELWISE"]
+            bits = recipe["weight_bits"] if size else 8
+            manager.add_dynamic_config(f"^{re.escape(scope)}$", every, bits, block)
     for scope in kept_scopes:  # later entries win: these ops stay float
         manager.add_quantization_config(
             f"^{re.escape(scope)}$",

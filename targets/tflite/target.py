@@ -96,7 +96,8 @@ class TfliteTarget(base.Target):
         return _finish(request, lowered, source, {}, base.Precision.FP32)
 
     def quantize(self, request: base.Request, lowered: base.Lowered) -> base.Lowered:
-        """ai-edge-quantizer at ``request.precision``; ``keep_float`` layers stay float."""
+        """ai-edge-quantizer at ``request.precision``; ``keep_float`` layers stay float, int4
+        ``keep_int8`` layers get int8 weights."""
         from .quantize import quantize
 
         if _loop(request):
@@ -106,13 +107,15 @@ class TfliteTarget(base.Target):
         source, graph, layers = lowered.ir
         settings = _settings(request)
         kept = settings.kept(graph, layers)
+        int8 = settings.int8(graph, layers, kept, str(request.precision))
         scopes = [layer.op.scope for layer in layers if layer.name in kept]
         int4 = request.precision is base.Precision.INT4
-        groups = settings.groups(graph, layers, kept) if int4 else {}
+        groups = settings.groups(graph, layers, kept | int8) if int4 else {}
         grouped = {la.op.scope: groups[la.name] for la in layers if la.name in groups}
+        grouped |= {la.op.scope: 0 for la in layers if la.name in int8}
         precision = base.Precision(settings.effective(str(request.precision)))
         final = quantize(source, str(precision), request.windows, settings, scopes, grouped)
-        return _finish(request, lowered, final, kept, precision, groups)
+        return _finish(request, lowered, final, kept, precision, groups, int8)
 
     @classmethod
     def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
@@ -157,6 +160,7 @@ def _finish(
     kept: dict[str, str],
     precision: base.Precision,
     groups: dict[str, int] | None = None,
+    int8: dict[str, str] | None = None,
 ) -> base.Lowered:
     """Layer records of ``final`` at ``precision``, compacted bytes, io and the lowering record."""
     from .convert import compact
@@ -175,6 +179,7 @@ def _finish(
         n_windows=n_windows,
         granularity=settings.granularity(str(precision)),
         groups=groups,
+        int8=int8,
     )
     final, batching = _batch(shrink(compact(final)), request)
     quantized = precision is not base.Precision.FP32
@@ -184,7 +189,7 @@ def _finish(
         **batching,
         "xnnpack": request.options.xnnpack,
         "threads": request.options.threads,
-        "quantization": _quantization(settings, str(precision), n_windows, groups, layers)
+        "quantization": _quantization(settings, str(precision), n_windows, groups, layers, int8)
         if quantized
         else None,
         "n_calibration_windows": n_windows,
@@ -194,11 +199,16 @@ def _finish(
 
 
 def _quantization(
-    settings: Any, precision: str, n_windows: int, groups: dict[str, int] | None, layers: list
+    settings: Any,
+    precision: str,
+    n_windows: int,
+    groups: dict[str, int] | None,
+    layers: list,
+    int8: dict[str, str] | None,
 ) -> dict[str, Any]:
     record = settings.lowering(precision, n_windows)
     if precision == "int4":
-        record |= settings.lowering_int4(groups or {}, len(layers))
+        record |= settings.lowering_int4(groups or {}, len(layers), int8)
     return record
 
 
