@@ -212,6 +212,10 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf: refused, no warning
+            return self._predict(window, times, future)
+
+    def _predict(self, window: Any, times: Any, future: Any) -> np.ndarray:
         fast = self._fast_input(window)
         if fast and (y := self._fast(window)) is not None:
             return y
@@ -440,11 +444,12 @@ class Model:
             The scaled float32 values (``out`` when given).
         """
         mean, inv_std = self._scalers[np.float32 if window.dtype == np.float32 else np.float64]
-        scaled = window - mean
-        scaled *= inv_std
-        if out is None:
-            return scaled.astype(np.float32, copy=False)
-        out[...] = scaled
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused later
+            scaled = window - mean
+            scaled *= inv_std
+            if out is None:
+                return scaled.astype(np.float32, copy=False)
+            out[...] = scaled
         return out
 
     def unscale_forecast(self, y: np.ndarray, *, copy: bool = True) -> np.ndarray:

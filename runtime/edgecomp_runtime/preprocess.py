@@ -97,9 +97,9 @@ def _fill_columns(block: np.ndarray, limit: int) -> np.ndarray:
     before = block[np.maximum(last, 0), cols]
     after = block[np.minimum(ahead, block.shape[0] - 1), cols]
     inside = ~valid & (last >= 0) & (ahead < block.shape[0]) & (steps - last <= limit)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (after - before) / (ahead - last)
-    out = np.where(inside, before + slope * (steps - last), block)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # huge readings: inf,
+        slope = (after - before) / (ahead - last)  # which predict refuses as out of range
+        out = np.where(inside, before + slope * (steps - last), block)
     source = np.maximum.accumulate(np.where(np.isnan(out), -1, steps), axis=0)
     carried = out[np.maximum(source, 0), cols]  # forward fill of values and interpolations
     first = block[np.argmax(valid, axis=0), cols]  # each column's first value
