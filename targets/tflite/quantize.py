@@ -271,6 +271,61 @@ def quantize(
         ) from exc
 
 
+def check_scales(final: bytes, source: bytes, layers: list[Layer]) -> None:
+    """Refuse an int4 model whose float16 group scales overflowed (LiteRT refuses an inf scale
+    only when the file is loaded).
+
+    ai-edge-quantizer stores a blockwise int4 weight's scales as float16 (largest 65504), from
+    the group's largest magnitude / 7 rounded to a 7-bit mantissa; past that they become inf.
+
+    Args:
+        final: The quantized model.
+        source: The fp32 model it was quantized from (for the weight's magnitude).
+        layers: The compute layers of ``source``.
+
+    Raises:
+        TargetError: Naming the first layer with a non-finite scale and its largest weight.
+    """
+    from .graph import Graph
+
+    model, graph = _flat(final), Graph(final)
+    by_scope = {op.scope: op for op in graph.ops}
+    for layer in layers:
+        op = by_scope.get(layer.op.scope)
+        scales = None if op is None else _block_scales(model, op.inputs[1])
+        if scales is None or np.isfinite(scales).all():
+            continue
+        peak = np.abs(_tensor(_flat(source), layer.op.inputs[1], np.float32)).max(initial=0)
+        raise TargetError(
+            f"tflite: int4 layer '{layer.name}': {int((~np.isfinite(scales)).sum())} of its "
+            f"{scales.size} group scales overflow float16 (a weight of magnitude {peak:.3g} "
+            f"needs a scale above 65504); keep it in float (option keep_float), int8 (option "
+            f"keep_int8) or give it per-channel float32 scales (int4_group_size channel)"
+        )
+
+
+def _flat(model: bytes) -> Any:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+
+
+def _block_scales(model: Any, index: int) -> np.ndarray | None:
+    """The float16 scales of tensor ``index`` of the main subgraph if it is blockwise."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    quant = model.subgraphs[0].tensors[index].quantization
+    if quant is None or quant.detailsType != schema.QuantizationDetails.BlockwiseQuantization:
+        return None
+    return _tensor(model, quant.details.scales, np.float16)
+
+
+def _tensor(model: Any, index: int, dtype: Any) -> np.ndarray:
+    """The constant data of tensor ``index`` of the main subgraph as ``dtype``."""
+    buffer = model.buffers[model.subgraphs[0].tensors[index].buffer]
+    return np.frombuffer(bytes(bytearray(buffer.data if buffer.data is not None else [])), dtype)
+
+
 def _recipe(
     precision: str, kept_scopes: list[str], granularity: str, grouped: dict[str, int]
 ) -> Any:

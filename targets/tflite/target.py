@@ -98,7 +98,7 @@ class TfliteTarget(base.Target):
     def quantize(self, request: base.Request, lowered: base.Lowered) -> base.Lowered:
         """ai-edge-quantizer at ``request.precision``; ``keep_float`` layers stay float, int4
         ``keep_int8`` layers get int8 weights."""
-        from .quantize import quantize
+        from .quantize import check_scales, quantize
 
         if _loop(request):
             from .loop import quantize_loop
@@ -115,6 +115,8 @@ class TfliteTarget(base.Target):
         grouped |= {la.op.scope: 0 for la in layers if la.name in int8}
         precision = base.Precision(settings.effective(str(request.precision)))
         final = quantize(source, str(precision), request.windows, settings, scopes, grouped)
+        if groups:
+            check_scales(final, source, layers)
         return _finish(request, lowered, final, kept, precision, groups, int8)
 
     @classmethod
