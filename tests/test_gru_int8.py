@@ -1,0 +1,134 @@
+"""The int8-compute GRU (targets/onnx/gru_int8.py): torch semantics, int8 GEMMs, the candidate."""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import edgecomp_runtime as ecr
+from edgecomp.models import GRUForecaster, LSTMForecaster
+from edgecomp.pipeline import BuildConfig
+from edgecomp.targets.onnx.gru_int8 import calibrate, gru_int8_graph
+from edgecomp.targets.onnx.recurrent import RecurrentLoweringError
+from edgecomp.workflow import build_artifact
+from helpers.testing import run_onnx
+
+ort = pytest.importorskip("onnxruntime", reason="the lowering is checked on onnxruntime")
+onnx = pytest.importorskip("onnx")
+CASES = [  # (features, hidden, layers, target_index, residual)
+    (5, 8, 2, [4, 0], True),
+    (3, 6, 1, None, False),
+    (4, 16, 3, None, True),
+]
+
+
+def _module(features, hidden, layers, targets, residual, *, cls=GRUForecaster, length=10):
+    torch.manual_seed(0)
+    n_targets = len(targets) if targets else features
+    module = cls(
+        features,
+        n_targets,
+        length,
+        4,
+        hidden=hidden,
+        layers=layers,
+        residual=residual,
+        target_index=targets,
+    )
+    return module.eval()
+
+
+def _reference(module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("h_mode", ["fixed", "dynamic"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[2]}layers-h{c[1]}")
+def test_integer_form_follows_torch_gru(case, h_mode):
+    # setup
+    module = _module(*case)
+    x = np.random.default_rng(0).standard_normal((7, 10, case[0])).astype(np.float32)
+    # execute
+    proto = gru_int8_graph(module, 10, case[0], h_mode=h_mode)
+    out = run_onnx(proto, x)
+    # assert: int8 rounding only (a wrong gate or bias would be off by the output's own size)
+    ref = _reference(module, x)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < 0.03 * np.abs(ref).max()
+
+
+def test_qdq_form_follows_torch_gru_with_calibrated_scales():
+    # setup
+    module = _module(*CASES[0])
+    x = np.random.default_rng(1).standard_normal((9, 10, 5)).astype(np.float32)
+    # execute
+    proto = gru_int8_graph(module, 10, 5, form="qdq", scales=calibrate(module, x))
+    out = run_onnx(proto, x)
+    # assert
+    ref = _reference(module, x)
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_every_gemm_is_int8_and_each_weight_is_stored_once():
+    # setup
+    features, hidden, layers = 5, 8, 2
+    module = _module(features, hidden, layers, [4, 0], True)
+    # execute
+    proto = gru_int8_graph(module, 10, features)
+    # assert: no float GEMM or GRU op; one int8 initializer per weight matrix (W, U per layer,
+    # the head), the recurrent GEMM every step after the first (h starts at zero)
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert not {"GRU", "MatMul", "Gemm"} & set(ops)
+    int8 = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8) == 2 * layers + 1
+    # the window's projection (and its residual) + layer 2's + head + 9 steps x 2 layers
+    assert ops["MatMulInteger"] == 2 + 1 + 1 + 9 * layers
+    used = collections.Counter(i for n in proto.graph.node for i in n.input)
+    recurrent = [i.name for i in int8 if re.match(r"w_h\d", i.name)]
+    assert len(recurrent) == layers and all(used[name] == 9 for name in recurrent)
+
+
+def test_refuses_what_it_does_not_lower():
+    lstm = _module(5, 8, 1, None, True, cls=LSTMForecaster)
+    with pytest.raises(RecurrentLoweringError, match="GRU"):
+        gru_int8_graph(lstm, 10, 5)
+    gru = _module(*CASES[0])
+    with pytest.raises(RecurrentLoweringError, match="needs scales"):
+        gru_int8_graph(gru, 10, 5, form="qdq")
+    with pytest.raises(RecurrentLoweringError, match="unknown"):
+        gru_int8_graph(gru, 10, 5, form="int4")
+
+
+@pytest.mark.parametrize("lowering", ["gru_int8", "auto"])
+def test_build_records_the_gru_int8_candidate(
+    lowering, tmp_path, traffic_path, traffic_checkpoints
+):
+    # execute
+    config = BuildConfig(precision="int8", options={"lowering": lowering, "engine": "onnx"})
+    result = build_artifact(
+        str(traffic_checkpoints["gru"]), traffic_path, config, tmp_path / "a.edgepkg"
+    )
+    # assert: measured (and recorded) at build; when named, chosen, its layers int8, runnable
+    model = ecr.load(result.path)
+    recorded = model.manifest["recipe"]["lowering"]
+    measured = {m["lowering"]: m for m in recorded["candidates"]["measured"]}
+    assert measured["gru_int8"]["passed"] and measured["gru_int8"]["latency_ms"]["b1"] > 0
+    if lowering == "gru_int8":
+        assert recorded["candidate_lowering"] == "gru_int8"
+        ops = {n.op_type for n in onnx.load_from_string(_model_bytes(result.path)).graph.node}
+        assert "GRU" not in ops and "MatMulInteger" in ops
+        assert {r["name"]: r["precision"] for r in model.manifest["layers"]} == {
+            "rnn": "int8",
+            "head": "int8",
+        }
+    window = np.full((model.input_len, len(model.features)), 100.0)
+    assert np.isfinite(model.predict(window)).all()
+
+
+def _model_bytes(path) -> bytes:
+    return ecr.read_artifact(path)[1]["model.onnx"]
