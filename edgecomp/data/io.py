@@ -5,7 +5,8 @@ Rules, in the order ``load_table`` applies them:
 * Time column: ``time_col`` if given, else the first column named one of ``TIME_NAMES``
   (case-insensitive), else the only datetime-typed column. Timestamps are parsed to UTC (naive
   strings are taken as UTC, offsets are converted) and the timezone is then dropped: the returned
-  index is tz-naive UTC. A numeric time column is read as Unix seconds.
+  index is tz-naive UTC. A numeric time column is read as Unix time in seconds, milliseconds,
+  microseconds or nanoseconds, told apart by magnitude.
 * Layout: ``"long"`` when ``id_col`` is given, or (with ``layout="auto"``) when a column named
   one of ``ID_NAMES`` (or ending in ``_id``) exists and timestamps repeat; else ``"wide"``.
 * Value columns, unless given: the numeric columns minus the time and id columns and minus the
@@ -46,7 +47,8 @@ naming the file and the column:
 * Mixed types: the markers ``MISSING_MARKERS`` (empty, NA, N/A, nan, null, none, -; any case,
   spaces ignored) are missing values; any other text in a numeric column is refused naming the
   value, its timestamp and data row. Decimal commas ("12,5") are refused with a hint, not
-  guessed. Infinite values are refused.
+  guessed, in a comma-delimited file; a file delimited by ';' or tabs (its header has no comma)
+  reads them as decimal points when its first lines hold one. Infinite values are refused.
 * Time zones: offsets (``Z``, ``+02:00``, mixed ones too) are converted to UTC; naive timestamps
   are taken as UTC as given; a column mixing naive and offset timestamps is refused.
 * Daylight-saving changes: naive local times lose an hour in spring (a reported gap) and repeat
@@ -57,6 +59,7 @@ naming the file and the column:
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import re
 import warnings
 import zlib
@@ -82,6 +85,9 @@ _OFFSET = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:\d\d|[+-]\d{4})$", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+(?:,\d+)+$")
 _LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
 _DAY_NS = 86_400 * 10**9
+_SNIFF_LINES = 200  # lines read to tell the delimiter and decimal mark of a CSV
+_EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))  # numeric times: unit by magnitude
+_NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # the range of a nanosecond timestamp
 
 
 class DataError(ValueError):
@@ -209,7 +215,7 @@ def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        df = reader(path)
+        df = reader(path) if reader is pd.read_parquet else reader(path, **_csv_dialect(path))
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read: {first}") from None
@@ -219,6 +225,23 @@ def _read(path: Path) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
     return df
+
+
+def _csv_dialect(path: Path) -> dict[str, str]:
+    """``read_csv`` options for the file's delimiter: ',' unless the header has none and has ';',
+    a tab or '|'; with ';' or a tab, cells such as "12,5" make ',' the decimal mark."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        head = [line for _, line in zip(range(_SNIFF_LINES), f, strict=False)]
+    if not head or "," in head[0]:
+        return {}
+    sep = next((c for c in (";", "\t", "|") if c in head[0]), None)
+    if sep is None:
+        return {}
+    cells = (cell.strip().strip('"') for line in head[1:] for cell in line.split(sep))
+    if sep != "|" and any(_DECIMAL_COMMA.match(cell) for cell in cells):
+        return {"sep": sep, "decimal": ","}
+    return {"sep": sep}
 
 
 def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:
@@ -257,7 +280,7 @@ def _looks_like_times(col: pd.Series) -> bool:
 
 def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
     if ptypes.is_numeric_dtype(col) and not ptypes.is_bool_dtype(col):
-        parsed = pd.to_datetime(col, unit="s", utc=True, errors="coerce")
+        parsed = _epoch_times(col, path, name)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "could not infer format": retried below
@@ -267,12 +290,43 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         i = int(bad[0])
-        what = "empty timestamp" if pd.isna(col.iloc[i]) else f"cannot parse {col.iloc[i]!r}"
+        value = col.iloc[i]
+        shown = repr(value) if isinstance(value, str) else str(value)  # not np.float64(...)
+        what = "empty timestamp" if pd.isna(value) else f"cannot parse {shown}"
         raise DataError(
             f"{path}: column '{name}': {what} (data row {i + 1}; {bad.size} unparsable)"
         )
     _check_offsets(col, path, name)
-    return pd.DatetimeIndex(parsed).tz_localize(None).as_unit("ns")
+    index = pd.DatetimeIndex(parsed).tz_localize(None)
+    far = np.flatnonzero((index < _NS_MIN) | (index > _NS_MAX))
+    if far.size:  # beyond what a nanosecond timestamp holds (years 1677 to 2262)
+        i = int(far[0])
+        unit = (
+            f" (read as Unix times in {_epoch_unit(col)})" if ptypes.is_numeric_dtype(col) else ""
+        )
+        raise DataError(
+            f"{path}: column '{name}': timestamp {index[i]} out of range{unit}, data row {i + 1} "
+            f"({far.size} such); timestamps must lie between 1677 and 2262"
+        )
+    return index.as_unit("ns")
+
+
+def _epoch_times(col: pd.Series, path: Path, name: str) -> pd.Series:
+    """Unix times in seconds, milliseconds, microseconds or nanoseconds (``_epoch_unit``)."""
+    try:
+        return pd.to_datetime(col, unit=_epoch_unit(col), utc=True, errors="coerce")
+    except (OverflowError, ValueError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
+        raise DataError(
+            f"{path}: column '{name}': Unix times in {_epoch_unit(col)} out of range ({exc}); "
+            f"expected seconds, milliseconds, microseconds or nanoseconds since 1970"
+        ) from None
+
+
+def _epoch_unit(col: pd.Series) -> str:
+    """The unit of numeric Unix times, told apart by their median size (seconds up to 1e11,
+    about the year 5138; each next unit 1000 times larger)."""
+    size = float(np.nanmedian(np.abs(col.to_numpy(dtype="float64", na_value=np.nan))))
+    return next((u for u, top in _EPOCH_UNITS if not size >= top), "ns")  # NaN: all empty
 
 
 def _check_offsets(col: pd.Series, path: Path, name: str) -> None:
@@ -313,6 +367,7 @@ def _value_columns(
     body: pd.DataFrame, times: pd.DatetimeIndex, exclude: set[str], requested: Any, path: Path
 ) -> tuple[list[str], list[str]]:
     if requested is not None:
+        requested = _split_names(requested, body.columns)
         unknown = [c for c in requested if c not in body.columns or c in exclude]
         if unknown:
             raise DataError(
@@ -335,6 +390,16 @@ def _value_columns(
         )
     notes = [f"skipped {kind} columns: {', '.join(cols)}" for kind, cols in skipped.items() if cols]
     return chosen, notes
+
+
+def _split_names(requested: Any, columns: pd.Index) -> list[str]:
+    """Value column names as given, a comma-separated one (``--value-col a,b``) split in parts
+    unless a column has that very name."""
+    out = []
+    for name in requested:
+        parts = [p.strip() for p in str(name).split(",") if p.strip()]
+        out += [name] if name in columns or len(parts) < 2 else parts
+    return out
 
 
 def _column_kind(col: pd.Series, name: str, path: Path, times: pd.DatetimeIndex) -> str:

@@ -284,7 +284,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         on_duplicate=config.on_duplicate,
         keep_empty=config.drop_sparse is not None,
     )
-    bounds = _bounds(len(frame), config, path)
+    bounds = _bounds(len(frame), config, path, report.period_s)
     frame, notes = _drop_sparse(frame, bounds, config, path)
     features, targets = _select(list(frame.columns), config, path)
     raw = frame[features]
@@ -434,21 +434,46 @@ def _drop_sparse(
     return frame.drop(columns=[c for c, _ in drop]), [note + f"missing): {listed}"]
 
 
-def _bounds(rows: int, config: DataConfig, path: Path) -> dict[str, tuple[int, int]]:
+def _bounds(
+    rows: int, config: DataConfig, path: Path, period_s: float
+) -> dict[str, tuple[int, int]]:
     need = config.input_len + config.horizon
-    if rows < need:
-        raise DataError(f"{path}: {rows} rows, fewer than input_len + horizon = {need}")
     n_train = round(rows * config.split[0])
     n_val = min(round(rows * config.split[1]), rows - n_train)
     edges = [0, n_train, n_train + n_val, rows]
     bounds = {s: (edges[i], edges[i + 1]) for i, s in enumerate(SPLITS)}
+    shortest = min(b - a for i, (a, b) in enumerate(bounds.values()) if config.split[i] > 0)
+    if rows < need:
+        raise DataError(
+            f"{path}: {rows} rows, fewer than input_len + horizon = {need}"
+            + _shorter_hint(shortest, rows, period_s)
+        )
     for i, (name, (a, b)) in enumerate(bounds.items()):
         if config.split[i] > 0 and b - a < need:
             raise DataError(
                 f"{path}: the {name} split has {b - a} rows ({config.split[i]:g} of {rows}); it "
                 f"needs at least {need} (input_len {config.input_len} + horizon {config.horizon})"
+                + _shorter_hint(shortest, rows, period_s)
             )
     return bounds
+
+
+def _shorter_hint(fits: int, rows: int, period_s: float) -> str:
+    """'; pass a shorter -L/-H, e.g. -L a -H b ...' when a window of at least 2 + 1 steps fits
+    in ``fits`` rows (the shortest split), else a hint that the file is too short."""
+    from edgecomp.data.summary import suggest_windows
+
+    if fits < 3:
+        return "; the file is too short to window: add rows or change --split"
+    s = suggest_windows(period_s, rows)
+    length, horizon = s["input_len"], s["horizon"]
+    if length + horizon > fits or length < 2:
+        horizon = max(1, min(horizon, fits // 4))
+        length = fits - horizon
+    return (
+        f"; pass a shorter window: input_len + horizon <= {fits} fits every split "
+        f"(e.g. -L {length} -H {horizon})"
+    )
 
 
 def _impute(

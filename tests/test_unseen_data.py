@@ -1,0 +1,150 @@
+"""Files shaped unlike the shipped examples, as a new user brings them: a European CSV (';' and
+decimal commas), Unix times in milliseconds, several value columns in one --value-col, a table
+too short for the default window. Each reads right or is refused with a message that says what
+to pass instead."""
+
+from __future__ import annotations
+
+import gzip
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edgecomp.data import DataConfig, DataError, load_table, prepare
+
+
+def _frame(n: int = 60) -> pd.DataFrame:
+    t = pd.date_range("2024-03-01", periods=n, freq="h")
+    i = np.arange(n, dtype=float)
+    return pd.DataFrame({"time": t, "a": i / 4, "b": 50 + np.round(np.sin(i), 2)})
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("semicolon.csv", {"sep": ";", "decimal": ","}),
+        ("semicolon.csv.gz", {"sep": ";", "decimal": ","}),
+        ("tabs.csv", {"sep": "\t", "decimal": ","}),
+        ("semicolon-dot.csv", {"sep": ";"}),
+        ("pipes.csv", {"sep": "|"}),
+    ],
+)
+def test_a_csv_delimited_otherwise_reads_as_the_comma_file(tmp_path, name, options):
+    # setup: the same table written with ',' and with another delimiter (and decimal mark)
+    df = _frame()
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    df.to_csv(tmp_path / name, index=False, **options)
+    # execute
+    want, _ = load_table(tmp_path / "plain.csv")
+    got, report = load_table(tmp_path / name)
+    # assert
+    assert report.columns == ["a", "b"]
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_decimal_commas_in_a_comma_delimited_file_are_still_refused(tmp_path):
+    # setup: "12,5" cannot be told from two cells here
+    path = tmp_path / "ambiguous.csv"
+    path.write_text('time,a\n2024-01-01 00:00,"12,5"\n2024-01-01 01:00,"13,0"\n')
+    # execute / assert
+    with pytest.raises(DataError, match=r"'a'.*decimal comma"):
+        load_table(path)
+
+
+@pytest.mark.parametrize("scale", [1, 1_000, 1_000_000, 1_000_000_000])
+def test_unix_times_in_any_unit_give_the_same_grid(tmp_path, scale):
+    # setup: seconds, milliseconds, microseconds, nanoseconds since 1970
+    df = _frame()
+    seconds = (df["time"] - pd.Timestamp("1970-01-01")) // pd.Timedelta("1s")
+    df["time"] = seconds * scale
+    df.to_csv(tmp_path / "epoch.csv", index=False)
+    # execute
+    frame, report = load_table(tmp_path / "epoch.csv")
+    # assert
+    assert report.period_s == 3600 and report.n_gap_steps == 0
+    assert frame.index[0] == pd.Timestamp("2024-03-01") and len(frame) == 60
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        (
+            "1713398400\n1713402000\n1713405600000",
+            r"timestamp 56265-.* out of range \(read as Unix times in s\), data row 3",
+        ),
+        ("1e25\n2e25\n3e25", r"cannot parse 1e\+25 \(data row 1"),
+        ("2262-04-11\n2262-04-12\n2262-04-13", r"timestamp 2262-04-12 00:00:00 out of range, data"),
+        ("1500-01-01\n1500-01-02\n1500-01-03", r"timestamp 1500-01-01 00:00:00 out of range, data"),
+    ],
+)
+def test_unix_times_out_of_range_name_the_file_and_column(tmp_path, cells, message):
+    # setup: one time in milliseconds among seconds; floats beyond any unit
+    path = tmp_path / "far.csv"
+    path.write_text("stamp,a\n" + "".join(f"{c},1\n" for c in cells.split("\n")))
+    # execute / assert: a DataError, not pandas' OutOfBoundsDatetime without the file
+    with pytest.raises(DataError, match=r"far\.csv: column 'stamp': " + message):
+        load_table(path, time_col="stamp")
+
+
+def test_value_columns_given_comma_separated_are_split(tmp_path):
+    # setup: a long table with three value columns
+    t = pd.date_range("2024-01-01", periods=30, freq="h")
+    rows = [(s, o, i, 2 * i, 3 * i) for i, s in enumerate(t) for o in ("X", "Y")]
+    long = pd.DataFrame(rows, columns=["time", "origin", "p", "q", "r"])
+    long.to_csv(tmp_path / "long.csv", index=False)
+    # execute
+    _, split = load_table(tmp_path / "long.csv", id_col="origin", value_cols=["p, q"])
+    _, repeated = load_table(tmp_path / "long.csv", id_col="origin", value_cols=["p", "q"])
+    # assert
+    assert split.columns == repeated.columns == ["X_p", "X_q", "Y_p", "Y_q"]
+
+
+def test_a_column_whose_name_has_a_comma_is_still_one_column(tmp_path):
+    # setup
+    df = _frame().rename(columns={"a": "x, y"})
+    df.to_csv(tmp_path / "comma-name.csv", index=False)
+    # execute
+    _, report = load_table(tmp_path / "comma-name.csv", value_cols=["x, y"])
+    # assert
+    assert report.columns == ["x, y"]
+
+
+def _suggested(message: str) -> tuple[int, int]:
+    found = re.search(r"-L (\d+) -H (\d+)", message)
+    assert found, message
+    return int(found.group(1)), int(found.group(2))
+
+
+@pytest.mark.parametrize("rows", [60, 200])
+def test_a_table_too_short_for_the_window_suggests_one_that_fits(tmp_path, rows):
+    # setup: 60 rows give no split 56 rows; 200 rows give a test split of 30
+    _frame(rows).to_csv(tmp_path / "short.csv", index=False)
+    # execute
+    with pytest.raises(DataError, match="pass a shorter window") as info:
+        prepare(tmp_path / "short.csv", DataConfig(input_len=48, horizon=8))
+    length, horizon = _suggested(str(info.value))
+    dataset = prepare(tmp_path / "short.csv", DataConfig(input_len=length, horizon=horizon))
+    # assert: the suggestion windows every split
+    assert length >= 2 and horizon >= 1
+    assert all(len(dataset.split(s).x) > 0 for s in ("train", "val", "test"))
+
+
+def test_a_table_too_short_for_any_window_says_so(tmp_path):
+    # setup
+    _frame(8).to_csv(tmp_path / "tiny.csv", index=False)
+    # execute / assert
+    with pytest.raises(DataError, match="too short to window"):
+        prepare(tmp_path / "tiny.csv", DataConfig(input_len=48, horizon=8))
+
+
+def test_a_gzipped_semicolon_file_is_sniffed_without_reading_it_whole(tmp_path):
+    # setup: a header and one short line; the sniffer must not fail on fewer lines than it reads
+    path = tmp_path / "two.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("time;a\n2024-01-01 00:00;1,5\n2024-01-01 01:00;2,5\n")
+    # execute
+    frame, _ = load_table(path)
+    # assert
+    assert frame["a"].tolist() == [1.5, 2.5]
