@@ -6,8 +6,7 @@ Candidates are every combination of
   where ``targets/onnx/recurrent.py`` provides one, ``hoisted`` (each recurrent layer's input
   projection taken out of the recurrence as one GEMM over all steps, the recurrence unrolled)
   and ``scan`` (the same projection, then an ONNX Scan with one step in its body: at int8 every
-  GEMM int8 with each weight stored once); for an int8 GRU also ``gru_int8``
-  (``targets/onnx/gru_int8.py``: unrolled, every GEMM int8, each weight stored once);
+  GEMM int8 with each weight stored once);
 * an engine of the runtime that is installed on the build host (``ENGINE_KEYS``: onnxruntime,
   and OpenVINO where ``openvino`` is installed);
 * the threads 1 and the profile's ``threads``;
@@ -75,7 +74,6 @@ LOWERINGS: dict[str, str] = {
     DEFAULT_LOWERING: "",
     "hoisted": "edgecomp.targets.onnx.recurrent:hoisted_lowering",
     "scan": "edgecomp.targets.onnx.recurrent:scan_lowering",
-    "gru_int8": "edgecomp.targets.onnx.gru_int8:gru_int8_lowering",
 }
 ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file on a CPU
 # engines "auto" measures a lowering on (default: every installed one). The hoisted lowering is
@@ -84,14 +82,12 @@ ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file
 # OpenVINO runs the scan lowering (as a TensorIterator) but 6.6x slower than onnxruntime at batch 1
 # and 5.8x at batch 64 (traffic GRU int8: 1.97 / 6.51 ms against 0.30 / 1.12 ms, build-time
 # candidates); option engine=openvino still measures it there.
-# gru_int8 (int8 GRU unrolled, benchmarks/gru_int8.py): its QDQ form compiles on OpenVINO with
-# int8 FullyConnected layers but ran 40x slower than onnxruntime's fused GRU at batch 1 (one
-# oneDNN primitive per step); only onnxruntime measures it under "auto".
-LOWERING_ENGINES: dict[str, tuple[str, ...]] = {
-    "hoisted": ("onnx",),
-    "scan": ("onnx",),
-    "gru_int8": ("onnx",),
-}
+# NOTE: the int8 GRU unrolled over L (targets/onnx/gru_int8.py) is not a candidate: it computes
+# what the int8 Scan computes, in 8x the file, no faster (traffic GRU, build-time candidates:
+# 0.63 / 11.6 ms at b1 / b64 against the Scan's 0.69 / 12.1, default 0.12 / 13.9, OpenVINO bf16
+# 0.22 / 8.6); its QDQ form on OpenVINO runs int8 FullyConnected layers but 40x slower than
+# onnxruntime at b1 (benchmarks/gru_int8.py).
+LOWERING_ENGINES: dict[str, tuple[str, ...]] = {"hoisted": ("onnx",), "scan": ("onnx",)}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ MODEL_FILE = "model.onnx"
 QTYPES = ("uint8", "int8")  # the keys of quantize._QTYPES (that module imports onnxruntime)
 METHODS = ("minmax", "entropy", "percentile")  # the keys of quantize._METHODS
 ENGINES = ("auto", "onnx", "openvino")  # "auto" + candidates.ENGINE_KEYS
-LOWERINGS = ("auto", "default", "hoisted", "scan", "gru_int8")  # "auto" + candidates.LOWERINGS
+LOWERINGS = ("auto", "default", "hoisted", "scan")  # "auto" + the keys of candidates.LOWERINGS
 
 
 def export_onnx(
@@ -95,8 +95,7 @@ class OnnxOptions(base.TargetOptions):
             measured at build; see candidates.py), "onnx" (onnxruntime) or "openvino".
         lowering: "auto" (measured), "default", "hoisted" (recurrent input projections as
             one GEMM over all steps, where targets/onnx/recurrent.py provides it) or "scan"
-            (the same, the recurrence an ONNX Scan; int8: every GEMM int8, weights stored once)
-            or "gru_int8" (int8 GRU: unrolled, every GEMM int8; see targets/onnx/gru_int8.py).
+            (the same, the recurrence an ONNX Scan; int8: every GEMM int8, weights stored once).
     """
 
     VERSION: ClassVar[int] = 1
