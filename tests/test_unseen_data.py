@@ -148,3 +148,15 @@ def test_a_gzipped_semicolon_file_is_sniffed_without_reading_it_whole(tmp_path):
     frame, _ = load_table(path)
     # assert
     assert frame["a"].tolist() == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(("freq", "grid"), [("B", "business-day"), ("D", None)])
+def test_the_spec_records_a_business_day_grid(tmp_path, freq, grid):
+    # setup: daily returns on weekdays only (weekends are no gaps) and on every day
+    t = pd.date_range("2024-01-01", periods=120, freq=freq)
+    df = pd.DataFrame({"date": t, "r": np.sin(np.arange(120.0))})
+    df.to_csv(tmp_path / "daily.csv", index=False)
+    # execute
+    data = prepare(tmp_path / "daily.csv", DataConfig(input_len=10, horizon=3)).spec_fields()
+    # assert: the runtime's stream refuses such artifacts by this field
+    assert data["data"].get("grid") == grid

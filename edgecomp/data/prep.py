@@ -220,7 +220,8 @@ class Dataset:
             }
             | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {})
             | ({"exclude": list(cfg.exclude)} if cfg.exclude else {})
-            | ({"drop_sparse": cfg.drop_sparse} if cfg.drop_sparse is not None else {}),
+            | ({"drop_sparse": cfg.drop_sparse} if cfg.drop_sparse is not None else {})
+            | ({"grid": "business-day"} if _BUSINESS_DAYS in rep.notes else {}),
         }
 
     def summary(self) -> dict[str, Any]:

@@ -517,6 +517,11 @@ def _choose_mode(model: Model, mode: str) -> tuple[str, str, StepRunner | None]:
 
 
 def _period(model: Model, period_s: float | None) -> float:
+    if (model.spec.get("data") or {}).get("grid") == "business-day":  # weekends are no slots
+        raise StreamError(
+            "the artifact was trained on a business-day grid (weekdays only); a stream would "
+            "count weekends as missing slots: call predict on the last L weekday readings"
+        )
     value = period_s if period_s is not None else model.spec.get("period_s")
     if value is None:
         raise StreamError("the artifact has no sampling period (spec.period_s); pass period_s=")
