@@ -160,3 +160,64 @@ def test_the_spec_records_a_business_day_grid(tmp_path, freq, grid):
     data = prepare(tmp_path / "daily.csv", DataConfig(input_len=10, horizon=3)).spec_fields()
     # assert: the runtime's stream refuses such artifacts by this field
     assert data["data"].get("grid") == grid
+
+
+@pytest.mark.parametrize(
+    ("fmt", "start"),
+    [("%d/%m/%Y", "2024-05-01"), ("%d.%m.%Y", "2024-05-01"), ("%m/%d/%Y", "2024-01-05")],
+)
+def test_day_month_order_is_told_from_the_dates(tmp_path, fmt, start):
+    # setup: daily values written day first (Europe) or month first (US), the first dates
+    # readable either way; read as the other order they scattered over a year
+    t = pd.date_range(start, periods=40, freq="D")
+    df = pd.DataFrame({"date": t.strftime(fmt), "a": np.arange(40.0)})
+    df.to_csv(tmp_path / "dates.csv", index=False)
+    # execute
+    frame, report = load_table(tmp_path / "dates.csv")
+    # assert
+    assert report.n_gap_steps == 0 and list(frame.index) == list(t)
+    assert frame["a"].tolist() == list(range(40))
+
+
+def test_dates_no_value_of_which_tells_day_from_month_are_refused(tmp_path):
+    # setup
+    path = tmp_path / "ambiguous.csv"
+    path.write_text("date,a\n01/02/2024,1\n02/02/2024,2\n03/02/2024,3\n")
+    # execute / assert
+    with pytest.raises(DataError, match=r"'date': dates such as '01/02/2024' could be day/month"):
+        load_table(path)
+
+
+@pytest.mark.parametrize("header", ["", "index"])
+def test_a_saved_row_index_is_no_feature(tmp_path, header):
+    # setup: DataFrame.to_csv's default writes the index under a blank header
+    df = _frame()
+    if header:
+        df.index.name = header
+    df.to_csv(tmp_path / "indexed.csv")
+    # execute
+    frame, report = load_table(tmp_path / "indexed.csv")
+    # assert
+    assert report.columns == ["a", "b"]
+    assert any("row index" in note for note in report.notes)
+
+
+def test_a_blank_header_column_of_readings_is_kept(tmp_path):
+    # setup: a blank header over real (non-integer) readings is a sensor without a name
+    df = _frame().rename(columns={"b": ""})
+    df.to_csv(tmp_path / "blank.csv", index=False)
+    # execute
+    _, report = load_table(tmp_path / "blank.csv")
+    # assert
+    assert report.columns == ["a", "Unnamed: 2"]
+
+
+def test_a_windows_1252_csv_reads(tmp_path):
+    # setup: station names with accents, as a spreadsheet on Windows saves them
+    df = _frame().rename(columns={"a": "Séminaire °C", "b": "Côte-des-Neiges"})
+    df.to_csv(tmp_path / "cp1252.csv", index=False, encoding="cp1252")
+    # execute
+    frame, report = load_table(tmp_path / "cp1252.csv")
+    # assert
+    assert report.columns == ["Séminaire °C", "Côte-des-Neiges"]
+    assert frame["Séminaire °C"].tolist() == _frame()["a"].tolist()

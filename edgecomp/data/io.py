@@ -13,7 +13,9 @@ Rules, in the order ``load_table`` applies them:
   calendar columns ``CALENDAR_NAMES`` (year, month, day, hour, minute), which are derived from the
   timestamp. Text columns are skipped; a column holding numbers and some text is an error. An
   integer column that is constant over the whole file (a label such as ``intersection``) is
-  skipped too. Every skipped column is listed in ``TableReport.notes``.
+  skipped too, and so is a saved row index (distinct integers under a blank header, as
+  ``DataFrame.to_csv`` writes by default, or an ``index`` column counting up by one). Every
+  skipped column is listed in ``TableReport.notes``.
 * Feature names: wide: the column names; long: ``f"{id}"`` with one value column, else
   ``f"{id}_{value_col}"``, ordered by id then value column.
 * Grid: the sampling period is the most common step between sorted timestamps; missing grid steps
@@ -49,6 +51,8 @@ naming the file and the column:
   value, its timestamp and data row. Decimal commas ("12,5") are refused with a hint, not
   guessed, in a comma-delimited file; a file delimited by ';' or tabs (its header has no comma)
   reads them as decimal points when its first lines hold one. Infinite values are refused.
+* Day/month order: dates written NN/NN/YYYY are read day first when a first number exceeds 12,
+  month first when a second one does, and refused when none does (write ISO 8601 dates).
 * Time zones: offsets (``Z``, ``+02:00``, mixed ones too) are converted to UTC; naive timestamps
   are taken as UTC as given; a column mixing naive and offset timestamps is refused.
 * Daylight-saving changes: naive local times lose an hour in spring (a reported gap) and repeat
@@ -83,6 +87,8 @@ MAX_GRID_GROWTH = 10  # refuse a grid more than this many times the observed row
 MISSING_MARKERS = MISSING_TEXT  # case-insensitive; the runtime reads CSV cells by the same rule
 _OFFSET = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:\d\d|[+-]\d{4})$", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+(?:,\d+)+$")
+_BLANK_HEADER = re.compile(r"^Unnamed: \d+$")  # pandas' name for a column with no header
+_SLASH_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{4}(?:\D|$)")  # 05/01/2024 ...
 _LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
 _DAY_NS = 86_400 * 10**9
 _SNIFF_LINES = 200  # lines read to tell the delimiter and decimal mark of a CSV
@@ -215,7 +221,7 @@ def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        df = reader(path) if reader is pd.read_parquet else reader(path, **_csv_dialect(path))
+        df = reader(path) if reader is pd.read_parquet else _read_csv(path)
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read: {first}") from None
@@ -225,6 +231,16 @@ def _read(path: Path) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
     return df
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """``read_csv`` in the file's dialect; a file that is not UTF-8 is read as Windows-1252
+    (what spreadsheets on Windows write: station names with accents, units such as °C)."""
+    options = _csv_dialect(path)
+    try:
+        return pd.read_csv(path, **options)
+    except UnicodeDecodeError:
+        return pd.read_csv(path, encoding="cp1252", **options)
 
 
 def _csv_dialect(path: Path) -> dict[str, str]:
@@ -282,11 +298,14 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
     if ptypes.is_numeric_dtype(col) and not ptypes.is_bool_dtype(col):
         parsed = _epoch_times(col, path, name)
     else:
+        dayfirst = _day_first(col, path, name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "could not infer format": retried below
-            parsed = pd.to_datetime(col, utc=True, errors="coerce")
+            parsed = pd.to_datetime(col, utc=True, errors="coerce", dayfirst=dayfirst)
             if (parsed.isna() & col.notna()).any():
-                parsed = pd.to_datetime(col, utc=True, errors="coerce", format="mixed")
+                parsed = pd.to_datetime(
+                    col, utc=True, errors="coerce", format="mixed", dayfirst=dayfirst
+                )
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         i = int(bad[0])
@@ -309,6 +328,24 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
             f"({far.size} such); timestamps must lie between 1677 and 2262"
         )
     return index.as_unit("ns")
+
+
+def _day_first(col: pd.Series, path: Path, name: str) -> bool:
+    """For dates written NN/NN/YYYY (or with '.' or '-'): True when the first number is the day
+    (some exceed 12), False when the second is; refused when no value tells them apart."""
+    text = col.dropna().astype(str)
+    parts = text.str.extract(_SLASH_DATE)
+    if text.empty or parts[0].isna().any():  # not (all) such dates: pandas' own rules
+        return False
+    first, second = parts[0].astype(int).max(), parts[1].astype(int).max()
+    if first > 12 >= second:
+        return True
+    if second > 12 >= first:
+        return False
+    raise DataError(
+        f"{path}: column '{name}': dates such as {text.iloc[0]!r} could be day/month or "
+        f"month/day and no value tells them apart; write ISO 8601 dates (YYYY-MM-DD)"
+    )
 
 
 def _epoch_times(col: pd.Series, path: Path, name: str) -> pd.Series:
@@ -374,7 +411,12 @@ def _value_columns(
                 f"{path}: value column(s) {unknown} not found; columns: {_few(body.columns)}"
             )
         return list(requested), []
-    skipped: dict[str, list[str]] = {"calendar": [], "text": [], "constant integer (label)": []}
+    skipped: dict[str, list[str]] = {
+        "calendar": [],
+        "text": [],
+        "constant integer (label)": [],
+        "row index": [],
+    }
     chosen = []
     for col in body.columns:
         if col in exclude:
@@ -405,6 +447,8 @@ def _split_names(requested: Any, columns: pd.Index) -> list[str]:
 def _column_kind(col: pd.Series, name: str, path: Path, times: pd.DatetimeIndex) -> str:
     if name.lower() in CALENDAR_NAMES:
         return "calendar"
+    if _is_row_index(col, name):
+        return "row index"
     if not ptypes.is_numeric_dtype(col):
         cleaned = _drop_markers(col)
         parsed = pd.to_numeric(cleaned, errors="coerce")
@@ -416,6 +460,17 @@ def _column_kind(col: pd.Series, name: str, path: Path, times: pd.DatetimeIndex)
     if ptypes.is_integer_dtype(col) and col.nunique(dropna=False) == 1:
         return "constant integer (label)"
     return "value"
+
+
+def _is_row_index(col: pd.Series, name: str) -> bool:
+    """A saved row index, not a sensor: a column with a blank header (pandas names it
+    'Unnamed: N') holding distinct integers, or one named 'index' counting 0 or 1, 2, 3, ..."""
+    if not ptypes.is_integer_dtype(col) or len(col) < 2:
+        return False
+    if _BLANK_HEADER.match(name):
+        return bool(col.is_unique)
+    values = col.to_numpy()
+    return name.lower() == "index" and values[0] in (0, 1) and bool((np.diff(values) == 1).all())
 
 
 def _drop_markers(col: pd.Series) -> pd.Series:
