@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from edgecomp_runtime.errors import InputError
 BOOL_TEXT = {"true": 1.0, "false": 0.0}
 MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
 TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
+_DECIMAL_COMMA = re.compile(r"^\s*([+-]?\d+),(\d+)\s*$")
 
 
 def cell_value(value: Any) -> float:
@@ -81,7 +83,10 @@ def read_csv(
             the message names the file, the column and the row.
     """
     path = Path(path)
-    rows = [row for row in csv.reader(path.read_text().splitlines()) if row]
+    lines, sep = _lines(path)
+    rows = [row for row in csv.reader(lines, delimiter=sep) if row]
+    if sep != ",":  # ';' or tab: "12,5" is a decimal comma, as the compiler reads it
+        rows = [[_DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in row] for row in rows]
     if not rows:
         raise InputError(f"{path}: the CSV file is empty")
     headerless = all(_parses(cell_value, cell) for cell in rows[0])
@@ -138,6 +143,19 @@ def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]
     return out
 
 
+def _lines(path: Path) -> tuple[list[str], str]:
+    """The file's lines (UTF-8, else Windows-1252, as the compiler reads them) and delimiter:
+    ',' unless the header has none and has ';', a tab or '|'."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    lines = text.splitlines()
+    head = lines[0] if lines else ","
+    return lines, "," if "," in head else next((c for c in ";\t|" if c in head), ",")
+
+
 def _time_column(path: Path, header: list[str], time_col: str | None) -> str:
     if time_col is not None:
         if time_col not in header:
@@ -152,11 +170,14 @@ def _time_column(path: Path, header: list[str], time_col: str | None) -> str:
 
 
 def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
-    """An ISO-8601 timestamp or Unix seconds, as a naive UTC datetime (as the compiler reads it)."""
+    """An ISO-8601 timestamp or Unix time, as a naive UTC datetime (as the compiler reads it)."""
     text = text.strip()
     try:
-        if _parses(float, text):
-            return datetime.fromtimestamp(float(text), tz=timezone.utc).replace(tzinfo=None)
+        if _parses(float, text):  # Unix s, ms, us or ns, told apart by size as the compiler does
+            seconds = float(text)
+            for _ in range(3):  # at most ns -> s (inf stays inf, refused below)
+                seconds = seconds / 1000 if abs(seconds) >= 1e11 else seconds
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
         stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except (ValueError, OverflowError, OSError):
         raise InputError(f"{path}: column '{column}', row {row}: cannot parse {text!r}") from None

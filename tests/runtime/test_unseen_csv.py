@@ -1,0 +1,78 @@
+"""A window CSV on the gateway reads as the compiler reads the training file: ';' or tab
+delimited with decimal commas, Windows-1252 or UTF-8 with a byte-order mark, Unix times in
+milliseconds. Before, each was refused (or, for the BOM, lost the time column's name)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from edgecomp_runtime.errors import InputError
+from edgecomp_runtime.tabular import read_csv
+
+FEATURES = ["Séminaire °C", "b"]
+VALUES = np.array([[1.5, 2.0], [-3.25, 4.0], [5.0, np.nan]])
+TIMES = [datetime(2024, 4, 18, h) for h in range(3)]
+STAMPS = ["2024-04-18T00:00:00", "2024-04-18T01:00:00", "2024-04-18T02:00:00"]
+
+
+def _write(tmp_path, sep, encoding, cells):
+    lines = [sep.join(["time", *FEATURES])]
+    lines += [sep.join([t, *row]) for t, row in zip(STAMPS, cells, strict=True)]
+    path = tmp_path / "window.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sep", "encoding", "cells"),
+    [
+        (";", "utf-8", [["1,5", "2"], ["-3,25", "4"], ["5", ""]]),
+        ("\t", "utf-8", [["1,5", "2"], ["-3,25", "4"], ["5", ""]]),
+        (";", "utf-8", [["1.5", "2"], ["-3.25", "4"], ["5", "NA"]]),
+        (",", "cp1252", [["1.5", "2"], ["-3.25", "4"], ["5", ""]]),
+        (",", "utf-8-sig", [["1.5", "2"], ["-3.25", "4"], ["5", ""]]),
+    ],
+)
+def test_a_window_csv_reads_in_the_dialects_the_compiler_reads(tmp_path, sep, encoding, cells):
+    # setup
+    path = _write(tmp_path, sep, encoding, cells)
+    # execute
+    values, stamps = read_csv(path, FEATURES, times=True)
+    # assert
+    np.testing.assert_array_equal(values, VALUES)
+    assert stamps == TIMES
+
+
+@pytest.mark.parametrize("scale", [1, 1_000, 1_000_000, 1_000_000_000])
+def test_unix_times_in_any_unit_read_as_the_same_times(tmp_path, scale):
+    # setup
+    seconds = [int((t - datetime(1970, 1, 1)).total_seconds()) for t in TIMES]
+    lines = ["time,Séminaire °C,b"] + [f"{s * scale},1,2" for s in seconds]
+    path = tmp_path / "epoch.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # execute
+    _, stamps = read_csv(path, FEATURES, times=True)
+    # assert
+    assert stamps == TIMES
+
+
+def test_an_infinite_unix_time_is_refused_naming_the_row(tmp_path):
+    # setup
+    path = tmp_path / "inf.csv"
+    path.write_text("time,Séminaire °C,b\n1713398400,1,2\ninf,1,2\n", encoding="utf-8")
+    # execute / assert
+    with pytest.raises(InputError, match=r"column 'time', row 2: cannot parse 'inf'"):
+        read_csv(path, FEATURES, times=True)
+
+
+def test_a_comma_in_a_comma_delimited_file_still_splits_cells(tmp_path):
+    # setup: here "1,5" is two cells, as before
+    path = tmp_path / "plain.csv"
+    path.write_text("Séminaire °C,b\n1,5\n2,6\n", encoding="utf-8")
+    # execute
+    values, _ = read_csv(path, FEATURES)
+    # assert
+    np.testing.assert_array_equal(values, [[1.0, 5.0], [2.0, 6.0]])
