@@ -13,9 +13,10 @@ edgecomp GRU forecaster so that the GEMMs compute in int8:
 * the gates stay elementwise float (``n = tanh(x W_n + b_in + r (h U_n + b_hn))``, torch's
   linear-before-reset form); the recurrence is unrolled over L with each weight stored once.
 
-Two forms: ``integer`` (MatMulInteger, the form ONNX Runtime fuses into
-MatMulIntegerToFloat / DynamicQuantizeMatMul) and ``qdq`` (QuantizeLinear -> DequantizeLinear ->
-MatMul with static scales, the form OpenVINO turns into FakeQuantize + int8 FullyConnected).
+Two forms: ``integer`` (MatMulInteger; ONNX Runtime 1.32 fuses the dynamic GEMMs into
+DynamicQuantizeMatMul and leaves the fixed-scale ``h @ U`` as MatMulInteger + Cast + Mul) and
+``qdq`` (QuantizeLinear -> DequantizeLinear -> MatMul with static scales, the form OpenVINO turns
+into FakeQuantize + int8 FullyConnected).
 In the integer form the window's projection is two int8 GEMMs, the window and its quantization
 residual (one per-tensor scale spans every feature's outliers: traffic GRU max |error| 0.035 ->
 0.020; the int8 Scan lowering of ``recurrent.py`` does the same).
