@@ -193,6 +193,7 @@ def cell(
         "model_file_bare_bytes": bare_bytes,
         "model_file_bare_vs_fp32_pct": 100 * bare_bytes / fp32["model_file_bare"],
         "kept_float": _kept_float(result.manifest),
+        "int8_layers": _int8_layers(result.manifest),
         "storage_only": _storage_only(result.manifest),
         "p50_b1_ms": latency(result.path, dataset),
         "plain_s": round(marks["gate"] - start, 2),
@@ -218,6 +219,14 @@ def _kept_float(manifest: dict[str, Any]) -> list[str]:
         for layer in manifest["layers"]
         if layer["precision"] == "fp32" and manifest["precision"] != "fp32"
     ]
+
+
+def _int8_layers(manifest: dict[str, Any]) -> list[str]:
+    """Layers of an int4 build computing in int8 (the mixed rung's ``keep_int8``): quantized,
+    not float, but not int4 either."""
+    if manifest["precision"] != "int4":
+        return []
+    return [layer["name"] for layer in manifest["layers"] if layer["precision"] == "int8"]
 
 
 def _storage_only(manifest: dict[str, Any]) -> list[str]:
@@ -392,6 +401,9 @@ def _summary(cells: list[dict[str, Any]]) -> dict[str, Any]:
             and c.get(field or "model_file_bare_vs_fp32_pct", c.get("model_file_vs_fp32_pct")) <= 20
         ]
         out[f"int4_met_all_quantized_at_most_20pct_{key}"] = f"{len(small)}/{len(int4)}"
+        # of those, how many keep some layers in int8 (mixed int4/int8: no float layer)
+        mixed8 = sum(bool(c.get("int8_layers")) for c in small)
+        out[f"int4_met_all_quantized_at_most_20pct_{key}_with_int8_layers"] = mixed8
     not_needed = [c for c in written if c["met_by"] == "plain" and c["plain_s"] > 0]
     ratios = sorted(c["total_s"] / c["plain_s"] for c in not_needed)
     out["ladder_not_needed_time_ratio_max"] = round(ratios[-1], 2) if ratios else None
@@ -459,7 +471,19 @@ def _md_cells(c: dict[str, Any] | None) -> list[str]:
     if len(floats) > 3:  # a long list: how many, how many of them stored quantized
         stored = sum(n in storage for n in floats)
         floated = f"{len(floats)} layers" + ("*" if stored == len(floats) else f" ({stored}*)")
-    return [change_text, c["met_by"], size, floated, f"{c['p50_b1_ms']:.3f}", seconds]
+    return [change_text, _met_by_text(c), size, floated, f"{c['p50_b1_ms']:.3f}", seconds]
+
+
+def _met_by_text(c: dict[str, Any]) -> str:
+    """The rung, and for an int4 cell with int8 layers how many (``mixed int4/int8, 2 layers
+    int8``): quantized throughout, but not all of it int4."""
+    int8 = c.get("int8_layers") or []
+    if not int8:
+        return c["met_by"]
+    layers = f"{len(int8)} layer{'s' if len(int8) > 1 else ''} int8"
+    if c.get("kept_float"):
+        return f"{c['met_by']} int4/int8/float, {layers}"
+    return f"{c['met_by']} int4/int8, {layers}"
 
 
 def main() -> None:

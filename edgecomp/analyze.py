@@ -40,6 +40,7 @@ class Measurement:
 
     Attributes:
         kept_float: Layers left in float.
+        kept_int8: Layers of an int4 build quantized as int8 instead (option ``keep_int8``).
         mae: Per-horizon MAE in raw units (averaged over targets).
         size_bytes: Sum of the artifact's file sizes.
         precisions: Layer name -> precision the target gave it.
@@ -54,6 +55,7 @@ class Measurement:
     precisions: dict[str, str]
     op_types: dict[str, str]
     stored: tuple[str, ...] = ()
+    kept_int8: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,22 @@ class Sensitivity:
 
 
 def measure(
-    model: Model, dataset: Dataset, config: BuildConfig, kept_float: list[str]
+    model: Model,
+    dataset: Dataset,
+    config: BuildConfig,
+    kept_float: list[str],
+    kept_int8: list[str] | None = None,
 ) -> Measurement:
-    """Compile with ``kept_float`` added to the target's ``keep_float`` and measure it."""
+    """Compile with ``kept_float`` added to the target's ``keep_float`` (and ``kept_int8`` to
+    its ``keep_int8``: int4 builds) and measure it."""
     keep = [*config.options.get("keep_float", ()), *kept_float]
     options = {**config.options, "keep_float": keep}
+    if kept_int8:
+        options["keep_int8"] = [*config.options.get("keep_int8", ()), *kept_int8]
     manifest, files = compile_artifact(model, dataset, replace(config, options=options))
     return Measurement(
         kept_float=list(kept_float),
+        kept_int8=list(kept_int8 or ()),
         mae=[float(v) for v in manifest["metrics"]["artifact"]["mae"]],
         size_bytes=sum(len(data) for data in files.values()),
         precisions={layer["name"]: layer["precision"] for layer in manifest["layers"]},
@@ -148,7 +158,8 @@ def analyze(
     )
     say = log or (lambda _: None)
     everything = measure(model, dataset, base, [])  # first: a target refusing ``precision``
-    reference = measure(model, dataset, replace(base, precision="fp32"), [])  # fails fast
+    floats = {k: v for k, v in base.options.items() if k != "keep_int8"}  # int4 builds only
+    reference = measure(model, dataset, replace(base, precision="fp32", options=floats), [])
     # the quantized build's layer names: a target may merge float layers in its records (the
     # ARM loop records one fp32 "rnn" but quantized "rnn[0]", "rnn[1..3]")
     names = list(everything.precisions)

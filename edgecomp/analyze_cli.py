@@ -174,7 +174,7 @@ def _write_plan(plan, out_dir: Path, console) -> None:
 
     final = plan.final
     console.print(
-        f"budget {plan.budget.describe()} holds with {plan.kept_float or 'no layer'} in float: "
+        f"budget {plan.budget.describe()} holds with {plan.describe().removeprefix('keep ')}: "
         f"{plan.sensitivity.split} MAE {[round(v, 4) for v in final.mae]}, "
         f"{final.size_bytes:,} B"
     )
@@ -197,8 +197,7 @@ def _build_mixed(model, dataset, plan, kw: dict, out: str, console) -> None:
             f"would be the float artifact, so it is not emitted; build with --precision fp32. "
             f"Nothing was written."
         )
-    options = {**kw["options"]}
-    options["keep_float"] = [*options.get("keep_float", ()), *plan.kept_float]
+    options = plan.options(kw["options"])
     config = BuildConfig(sens.target, sens.precision, kw["calibration_windows"], options=options)
     result = build_within_budget(
         model, dataset, config, out, budget=plan.budget, mixed=plan.record(), rungs=()

@@ -9,10 +9,11 @@ breach are the rungs tried, in order, each building on the best candidate so far
 2. ``bias-correction``: the mean output error of the quantized artifact on calibration windows
    (training split) is taken out of the head's bias;
 3. ``qat``: a short quantization-aware fine-tune on the training split (``edgecomp.qat``);
-4. ``mixed``: keep the most sensitive layers in float (``edgecomp.mixed``), never emitted unless
-   it is smaller than the float artifact; planned for the best model so far and, when a rung
-   changed it (bias shift, fine-tune), for the model as given too: a fine-tune can drift on the
-   test split where validation does not see it.
+4. ``mixed``: keep the most sensitive layers in int8 (int4 builds: option ``keep_int8``), then
+   in float (``edgecomp.mixed``), never emitted unless it is smaller than the float artifact;
+   planned for the best model so far and, when a rung changed it (bias shift, fine-tune), for
+   the model as given too: a fine-tune can drift on the test split where validation does not
+   see it.
 
 Every choice is made on the validation split; the test split only gates: a rung's candidates that
 meet the budget on validation are gated in validation's order, and the first that also meets it
@@ -388,7 +389,7 @@ def _check_smaller_than_float(
     model: Model, dataset: Dataset, config: BuildConfig, files: dict[str, bytes]
 ) -> None:
     """Refuse a mixed-precision artifact that is not smaller than the float one."""
-    options = {k: v for k, v in config.options.items() if k != "keep_float"}
+    options = {k: v for k, v in config.options.items() if k not in KEEP_OPTIONS}
     _, float_files = compile_artifact(
         model, dataset, replace(config, precision="fp32", options=options)
     )
@@ -401,8 +402,11 @@ def _check_smaller_than_float(
         )
 
 
+KEEP_OPTIONS = ("keep_float", "keep_int8")  # per-layer precision: the mixed rung's to choose
+
+
 def _without_keep(candidate: Candidate) -> dict[str, Any]:
-    return {k: v for k, v in candidate.config.options.items() if k != "keep_float"}
+    return {k: v for k, v in candidate.config.options.items() if k not in KEEP_OPTIONS}
 
 
 # ---- rungs: each returns candidates built on the best trial so far
@@ -520,18 +524,17 @@ def _mixed_plan(ladder: _Ladder, base: Trial, model: Model, note: str) -> Candid
         model, ladder.dataset, target=config.target, precision=config.precision, split="val", **kw
     )
     plan = plan_mixed(model, ladder.dataset, sens, ladder.budget, **kw)
-    keep = [*config.options.get("keep_float", ()), *plan.kept_float]
-    detail = f"keep {plan.kept_float or 'no layer'} in float{note}"
     return replace(
         base.candidate,
         rung="mixed",
-        detail=detail,
+        detail=f"{plan.describe()}{note}",
         model=model,
-        config=replace(config, options={**config.options, "keep_float": keep}),
+        config=replace(config, options=plan.options(config.options)),
         mixed=plan.record(),
         extra={
             "seconds": time.perf_counter() - start,
             "kept_float": plan.kept_float,
+            "kept_int8": plan.kept_int8,
             "all_float": set(plan.kept_float) >= set(sens.quantizable),
         },
     )

@@ -228,7 +228,8 @@ def _format_recipe(recipe: dict[str, Any], out: io.StringIO) -> None:
     if mixed:
         print(
             f"mixed       {mixed['base_precision']} under {mixed['budget']['text']}; "
-            f"kept in float: {mixed['kept_float'] or 'none'}",
+            f"kept in float: {mixed['kept_float'] or 'none'}"
+            + (f"; kept in int8: {mixed['kept_int8']}" if mixed.get("kept_int8") else ""),
             file=out,
         )
 

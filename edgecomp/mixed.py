@@ -1,13 +1,18 @@
-"""Error-budget-driven mixed precision: keep the most sensitive layers in float until it holds.
+"""Error-budget-driven mixed precision: keep the most sensitive layers in int8, then in float,
+until the budget holds.
 
 Greedy and measured: start with every layer quantized; while the budget fails on the analysis
-split, move the most sensitive still-quantized layer (by ``analyze.Sensitivity``) to float and
-compile again. Each step is a real compile for the target, so interactions between layers count.
+split, move the most sensitive layer (by ``analyze.Sensitivity``) one step up and compile again.
+In an int4 build a layer first goes int4 -> int8 (option ``keep_int8``: the target's own int8
+for that layer), most sensitive first; only when every layer is int8 and the budget still fails
+does a layer go to float, most sensitive first (a target that refuses ``keep_int8`` gets the
+float steps alone). Other precisions go straight to float. Each step is a real compile for the
+target, so interactions between layers count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgecomp.analyze import Log, Measurement, Sensitivity, measure
@@ -33,6 +38,9 @@ class MixedPlan:
         steps: Every compile measured, in order.
         limits: Allowed MAE per horizon step.
         sensitivity: The analysis the order came from.
+        kept_int8: Layers of an int4 build quantized as int8 instead, most sensitive first.
+        int8_refused: Why the int8 step was not taken although the build is int4 (the target
+            refused option ``keep_int8``), else "".
     """
 
     budget: Budget
@@ -40,10 +48,38 @@ class MixedPlan:
     steps: list[Measurement]
     limits: list[float]
     sensitivity: Sensitivity
+    kept_int8: list[str] = field(default_factory=list)
+    int8_refused: str = ""
 
     @property
     def final(self) -> Measurement:
         return self.steps[-1]
+
+    def precisions(self) -> dict[str, str]:
+        """Layer -> its final precision: the base one ("int4"), "int8" or "float"."""
+        return {
+            name: "float"
+            if name in self.kept_float
+            else "int8"
+            if name in self.kept_int8
+            else self.sensitivity.precision
+            for name in self.sensitivity.quantizable
+        }
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Build options ``options`` with the plan's layers added to ``keep_float`` and (int4)
+        ``keep_int8``: what compiles the planned artifact."""
+        out = {**options, "keep_float": [*options.get("keep_float", ()), *self.kept_float]}
+        if self.kept_int8:
+            out["keep_int8"] = [*options.get("keep_int8", ()), *self.kept_int8]
+        return out
+
+    def describe(self) -> str:
+        """The plan in words, as the ladder logs it: which layers went int8, which float."""
+        parts = [f"{self.kept_int8} in int8"] if self.kept_int8 else []
+        if self.kept_float or not parts:
+            parts.append(f"{self.kept_float or 'no layer'} in float")
+        return "keep " + ", ".join(parts)
 
     def record(self) -> dict[str, Any]:
         """The plan as stored in the manifest (``recipe.mixed_precision``): budget, steps, the
@@ -57,8 +93,16 @@ class MixedPlan:
             "limits": [v if v != float("inf") else None for v in self.limits],
             "final_mae": self.final.mae,
             "kept_float": self.kept_float,
+            "kept_int8": self.kept_int8,
+            "precisions": self.precisions(),
+            **({"int8_refused": self.int8_refused} if self.int8_refused else {}),
             "steps": [
-                {"kept_float": s.kept_float, "mae": s.mae, "size_bytes": s.size_bytes}
+                {
+                    "kept_float": s.kept_float,
+                    "kept_int8": s.kept_int8,
+                    "mae": s.mae,
+                    "size_bytes": s.size_bytes,
+                }
                 for s in self.steps
             ],
             "sensitivity": sens.to_dict(),
@@ -73,10 +117,11 @@ class MixedPlan:
             increase = [sens.increase(name)[h] for h in checked]
             worst = max(range(len(checked)), key=increase.__getitem__)
             cost = f"{increase[worst] * 100:+.2f} % {sens.split} MAE at h{checked[worst] + 1}"
+            kept = "float" if name in self.kept_float else "int8" if name in self.kept_int8 else ""
             notes[name] = (
-                f"kept in float by the mixed-precision search ({self.budget.describe()}): "
+                f"kept in {kept} by the mixed-precision search ({self.budget.describe()}): "
                 f"{sens.precision} alone costs {cost}"
-                if name in self.kept_float
+                if kept
                 else f"mixed precision: {sens.precision} within the budget "
                 f"({self.budget.describe()}); alone it costs {cost}"
             )
@@ -93,7 +138,8 @@ def plan_mixed(
     calibration_windows: int = 256,
     log: Log | None = None,
 ) -> MixedPlan:
-    """Keep the most sensitive layers in float until ``budget`` holds on the analysis split.
+    """Keep the most sensitive layers in int8 (int4 builds), then in float, until ``budget``
+    holds on the analysis split.
 
     Raises:
         BudgetError: Even with every layer the target quantizes left in float the budget fails
@@ -110,16 +156,61 @@ def plan_mixed(
     limits = budget.limits(sens.float_mae)
     order = _by_cost(sens, budget)
     kept: list[str] = []
-    steps = []
+    int8: list[str] = []
+    steps: list[Measurement] = []
+    refused = "" if sens.precision == "int4" else "not an int4 build"
     while True:
-        step = measure(model, dataset, config, kept)
+        try:
+            step = _checked(measure(model, dataset, config, kept, int8), sens.precision)
+        except ValueError as exc:  # TargetError: the target cannot keep layers in int8
+            if not int8 or any(s.kept_int8 for s in steps):
+                raise
+            refused, int8 = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", []
+            say(f"int8 step refused by the target ({refused}): float only")
+            following = _next_step(order, kept, int8, int8_step=False)
+            if following is None:  # cannot happen: the step before had a layer at int4
+                raise
+            kept, int8 = following
+            continue
         steps.append(step)
-        say(f"float {kept or '[]'}: worst {_worst(step.mae, limits)}")
+        say(f"int8 {int8 or '[]'}, float {kept or '[]'}: worst {_worst(step.mae, limits)}")
         if _holds(step.mae, limits):
-            return MixedPlan(budget, kept, steps, limits, sens)
-        if len(kept) == len(order):
+            note = refused if sens.precision == "int4" else ""
+            return MixedPlan(budget, kept, steps, limits, sens, int8, note)
+        following = _next_step(order, kept, int8, int8_step=not refused)
+        if following is None:
             raise BudgetError(_cannot(budget, step.mae, limits, sens))
-        kept = [*kept, order[len(kept)]]
+        kept, int8 = following
+
+
+def _checked(step: Measurement, precision: str) -> Measurement:
+    """``step``, unless a layer asked for in int8 stayed at ``precision``: a target that ignores
+    option ``keep_int8`` would make every int8 step a repeat of the one before.
+
+    Raises:
+        BuildError: Naming the layers the target left at ``precision``.
+    """
+    ignored = [name for name in step.kept_int8 if step.precisions.get(name) == precision]
+    if ignored:
+        raise BuildError(f"the target ignored option keep_int8: {ignored} stayed {precision}")
+    return step
+
+
+def _next_step(
+    order: list[str], kept: list[str], int8: list[str], *, int8_step: bool
+) -> tuple[list[str], list[str]] | None:
+    """(float, int8) layers after one more greedy step, or None when every layer is float: the
+    most sensitive layer still at the base precision goes int8 (``int8_step``); when none is
+    left, the most sensitive int8 layer goes float (without ``int8_step``: the base one)."""
+    base = [n for n in order if n not in kept and n not in int8]
+    if int8_step and base:
+        return kept, [*int8, base[0]]
+    upgraded = [n for n in order if n in int8]
+    if upgraded:
+        return [*kept, upgraded[0]], [n for n in int8 if n != upgraded[0]]
+    if base:
+        return [*kept, base[0]], int8
+    return None
 
 
 def _holds(mae: list[float], limits: list[float]) -> bool:

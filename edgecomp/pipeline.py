@@ -238,7 +238,7 @@ def resolve(ctx: BuildContext) -> None:
         raise TargetError(f"target '{profile.name}': {target.missing_reason()}")
     ctx.profile, ctx.target = profile, target
     _check_data_matches(ctx.model, ctx.dataset)
-    if config.precision in target.needs_calibration:
+    if config.precision in target.needs_calibration or getattr(ctx.options, "keep_int8", ()):
         ctx.calibration = calibration_set(ctx.dataset, config.calibration_windows)
 
 

@@ -55,7 +55,8 @@ def test_search_stops_as_soon_as_the_budget_holds(lstm):
         all(v <= lim * (1 + 1e-6) for v, lim in zip(s.mae, limits, strict=True)) for s in plan.steps
     ]
     assert held[-1] and not any(held[:-1])
-    assert len(plan.steps) == len(plan.kept_float) + 1
+    # one layer one rung per step: int4 -> int8 first (every layer), then int8 -> float
+    assert len(plan.steps) == 1 + len(plan.kept_int8) + 2 * len(plan.kept_float)
     assert plan.kept_float[0] == max(
         sens.quantizable,
         key=lambda n: max(a - b for a, b in zip(sens.layer_mae[n], sens.float_mae, strict=True)),

@@ -159,7 +159,7 @@ class Evaluator:
         kw = {"options": options, "calibration_windows": lower.get("calibration_windows", 256)}
         sens = analyze(model, self.dataset, target=lower["target"], precision=base, **kw)
         plan = plan_mixed(model, self.dataset, sens, self.constraints.budget(), **kw)
-        options["keep_float"] = list(plan.kept_float)
+        options = plan.options({k: v for k, v in options.items() if k != "keep_float"})
         lower = {**lower, "precision": base, "options": options}
         return {**recipe, "lower": [lower]}, plan.record()
 

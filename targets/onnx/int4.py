@@ -15,7 +15,7 @@ weight-only."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -527,38 +527,72 @@ def _ops(proto: onnx.ModelProto, names: list[str]) -> set[str]:
     return {node.op_type for node in proto.graph.node if node.name in names}
 
 
+@dataclass(frozen=True)
+class Int8Layers:
+    """The layers of an int4 build that go int8 instead (option ``keep_int8``).
+
+    Attributes:
+        nodes: Node name of the exported graph -> why it goes int8.
+        windows: Calibration windows [N, L, F] for the static int8 layers.
+        features: Input feature names (the int8 rule's heavy-tailed input check names them).
+    """
+
+    nodes: dict[str, str]
+    windows: Any = None
+    features: list[str] | None = None
+
+
 def lower_int4(
     exported: onnx.ModelProto,
     module: Any,
     options: dict[str, Any],
     keep: dict[str, str],
+    int8: Int8Layers | None = None,
 ) -> tuple[onnx.ModelProto, list[dict[str, Any]], dict[str, Any]]:
-    """int4 graph, layer records and the lowering record for the manifest's recipe."""
+    """int4 graph, layer records and the lowering record for the manifest's recipe.
+
+    ``keep`` names the nodes left in float; ``int8`` the nodes quantized as the int8 build
+    quantizes them (``quantize.quantize_int8``: int8 weights, int8 compute where ONNX Runtime has
+    the kernel), before every other layer goes int4.
+    """
     from .layers import layer_records
 
     block_size = block_size_option(options)
     group = group_size_option(options)
     rounding = rounding_option(options)
-    graph = quantize_int4_graph(exported, set(keep), block_size, group, rounding)
+    wanted = {n: why for n, why in (int8.nodes if int8 else {}).items() if n not in keep}
+    source, int8_record, steps = exported, {}, []
+    if wanted:
+        chosen = replace(int8, nodes=wanted)
+        source, int8_record = _int8_layers(exported, module, options, keep, chosen)
+        steps = [f"int8 for {sorted(int8_record['layers'])} (option keep_int8)"]
+    graph = quantize_int4_graph(
+        source, set(keep) | _int8_names(wanted), block_size, group, rounding
+    )
     reasons = {
         "int4-matmulnbits": f"int4 weight-only, block-wise (blocks of up to {block_size} along K, "
         "symmetric float32 scales): ONNX Runtime MatMulNBits computes with the int4 weights",
         "int4-storage": STORAGE_NOTE,
     }
     layers = layer_records(
-        exported, graph.proto, module, precision="int4", kept_float=keep, method_reasons=reasons
+        exported,
+        graph.proto,
+        module,
+        precision="int4",
+        static_reason=int8_record.get("static", ""),
+        kept_float=keep,
+        method_reasons=reasons,
     )
-    named = {layer["node"] for layer in layers}
-    for node in graph.proto.graph.node:  # only layer nodes need names: every byte shows at int4
-        if node.name not in named:
-            node.name = ""
+    _note_int8(layers, exported, module, wanted)
+    kept_float = sorted({layer["name"] for layer in layers if layer["node"] in keep})
+    _name_layer_nodes(graph.proto, layers)
     storage = [layer["name"] for layer in layers if layer["method"] == "int4-storage"]
     lowering = {
         "tool": "edgecomp int4 (MatMulNBits for ONNX Runtime, DequantizeLinear storage)",
         "block_size": block_size,
         "rounding": rounding,
-        "steps": graph.steps,
-        "keep_float": sorted({layer["name"] for layer in layers if layer["node"] in keep}),
+        "steps": [*steps, *graph.steps],
+        "keep_float": kept_float,
         "int4_storage": {
             "layers": storage,
             "expand_at_load": bool(storage),
@@ -567,4 +601,70 @@ def lower_int4(
             "groups": graph.groups,
         },
     }
+    if wanted:
+        lowering["keep_int8"] = {k: v for k, v in int8_record.items() if k != "static"}
     return graph.proto, layers, lowering
+
+
+def _int8_layers(
+    exported: onnx.ModelProto,
+    module: Any,
+    options: dict[str, Any],
+    keep: dict[str, str],
+    int8: Int8Layers,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """``exported`` with the ``int8`` nodes quantized by the x86 int8 rules (every other compute
+    node left as it is, for int4 next) and what was done, for the lowering record."""
+    from .layers import COMPUTE_OPS, layer_names
+    from .quantize import MAX_CALIBRATION_WINDOWS, Int8Settings, quantize_int8, select_windows
+
+    if int8.windows is None:
+        raise TargetError(
+            "onnx: option 'keep_int8' needs calibration windows (the int8 layers' activation "
+            "ranges); the build passes them when the option is set"
+        )
+    settings = Int8Settings.from_options(options)
+    others = {
+        n.name: "int4 build: quantized to int4 after the int8 layers"
+        for n in exported.graph.node
+        if n.op_type in COMPUTE_OPS and n.name not in int8.nodes
+    }
+    windows = select_windows(int8.windows, MAX_CALIBRATION_WINDOWS)
+    quantized = quantize_int8(exported, windows, settings, int8.features, {**others, **keep})
+    names = layer_names(exported, module)
+    record = {
+        "layers": sorted(names.get(n, n) for n in int8.nodes),
+        **settings.lowering(len(windows)),
+        "steps": quantized.steps,
+        "static": settings.describe(len(windows)),
+    }
+    record.pop("keep_float", None)
+    return quantized.proto, record
+
+
+def _int8_names(nodes: dict[str, str]) -> set[str]:
+    """The int8 nodes' names, and the MatMul ONNX Runtime's dynamic quantizer splits a Gemm into."""
+    return set(nodes) | {f"{name}_MatMul" for name in nodes}
+
+
+def _note_int8(
+    layers: list[dict[str, Any]], exported: onnx.ModelProto, module: Any, nodes: dict[str, str]
+) -> None:
+    """Prefix the records of the ``keep_int8`` layers with why they went int8, in place."""
+    from .layers import layer_names
+
+    why = {layer_names(exported, module)[n]: reason for n, reason in nodes.items()}
+    for layer in layers:
+        if layer["name"] in why:
+            layer["reason"] = f"{why[layer['name']]}: {layer['reason']}"
+
+
+def _name_layer_nodes(proto: onnx.ModelProto, layers: list[dict[str, Any]]) -> None:
+    """Only layer nodes keep a name, and it is the layer's own (``blocks.0.conv1``, not the
+    exporter's ``/blocks/blocks.0/conv1/Conv``; records follow): every byte shows at int4."""
+    named = {layer["node"]: layer for layer in layers}
+    for node in proto.graph.node:
+        layer = named.get(node.name)
+        node.name = "" if layer is None else layer["name"]
+        if layer is not None:
+            layer["node"] = node.name

@@ -23,7 +23,7 @@ import re
 
 import onnx
 
-__all__ = ["QDQ_OPS", "name_graph", "rename_tensors", "short_node_name"]
+__all__ = ["QDQ_OPS", "name_graph", "node_scope", "rename_tensors", "short_node_name"]
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _GENERATED = re.compile(r"^(onnx::|_v_\d|/)|::")
@@ -40,6 +40,16 @@ def short_node_name(name: str, op_type: str) -> str:
     for part in parts[:-1]:
         path = part if not path or part.startswith(f"{path}.") else f"{path}.{part}"
     return f"{path}/{parts[-1]}" if path else parts[-1]
+
+
+def node_scope(name: str, op_type: str) -> str:
+    """The scope a named node gives the tensors around it: its short name's path
+    ('/blocks/blocks.0/conv1/Conv' -> 'blocks.0.conv1'), or the whole name of a node named after
+    its layer alone ('blocks.0.conv1', as int4 files name them: no exporter path)."""
+    short = short_node_name(name, op_type)
+    if "/" not in name and name:
+        return short
+    return short.rpartition("/")[0]
 
 
 def name_graph(graph: onnx.GraphProto) -> dict[str, str]:
@@ -90,12 +100,13 @@ def _name_outputs(graph: onnx.GraphProto, namer: _Namer, initializers: set[str])
     for node in graph.node:
         for tensor in node.input:
             users.setdefault(tensor, []).append(node)
+    producers = {t: node for node in graph.node for t in node.output}
     for node in graph.node:
         if node.op_type in QDQ_OPS:
             continue
         base = short_node_name(node.name, node.op_type)
         if not node.name.strip("/"):
-            scope = _scope(node, namer, initializers, users)
+            scope = _scope(node, namer, initializers, users, producers)
             base = f"{scope}/{node.op_type}" if scope else node.op_type
         for k, tensor in enumerate(node.output):
             namer.assign(tensor, base if k == 0 else f"{base}_out{k}")
@@ -106,18 +117,22 @@ def _scope(
     namer: _Namer,
     initializers: set[str],
     users: dict[str, list[onnx.NodeProto]],
+    producers: dict[str, onnx.NodeProto],
 ) -> str:
     """An unnamed node's scope: its first input's, a weight's module ("head.bias" -> "head"),
     else that of the first named node reading its output."""
     first = next((t for t in node.input if t), "")
     scope = namer.current(first).rpartition("/")[0]
+    maker = producers.get(first)
+    if not scope and maker is not None and maker.op_type not in QDQ_OPS and maker.name:
+        scope = node_scope(maker.name, maker.op_type)
     if not scope and first in initializers and not _GENERATED.search(first):
         scope = first.rpartition(".")[0]
     if not scope and node.output:
         named = (n for n in users.get(node.output[0], []) if n.name.strip("/"))
         reader = next(named, None)
         if reader is not None and reader.op_type not in QDQ_OPS:
-            scope = short_node_name(reader.name, reader.op_type).rpartition("/")[0]
+            scope = node_scope(reader.name, reader.op_type)
     return scope
 
 

@@ -158,8 +158,8 @@ class OnnxTarget(base.Target):
 
     def quantize(self, request: base.Request, lowered: base.Lowered) -> base.Lowered:
         """int8 by a rule per op type (calibrated), or int4 weight-only."""
-        from .int4 import lower_int4
-        from .keep import kept_nodes
+        from .int4 import Int8Layers, lower_int4
+        from .keep import kept_nodes, option_entries
         from .quantize import keep_float_entries
 
         exported, module = lowered.ir, request.model.module
@@ -167,7 +167,10 @@ class OnnxTarget(base.Target):
         with_edges = request.precision is base.Precision.INT4
         keep = kept_nodes(exported, module, keep_float_entries(options), with_edges=with_edges)
         if request.precision is base.Precision.INT4:
-            final, layers, quantization = lower_int4(exported, module, options, keep)
+            entries = option_entries(options, "keep_int8")
+            int8 = kept_nodes(exported, module, entries, with_edges=True, option="keep_int8")
+            layers8 = Int8Layers(int8, request.windows, request.model.spec.features)
+            final, layers, quantization = lower_int4(exported, module, options, keep, layers8)
             lowering = {**lowered.lowering, "quantization": quantization}
             final_lowered = _finish(final, lowered.io, layers, lowering, exported)
             return self._choose(request, lowered, final_lowered)
