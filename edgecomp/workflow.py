@@ -13,6 +13,7 @@ from rich.table import Table
 
 from edgecomp._io import atomic_write_text
 from edgecomp.data import DataConfig, Dataset, config_from_spec, prepare
+from edgecomp.data.prep import warn_if_other_source
 from edgecomp.data.summary import display_steps
 from edgecomp.dataflags import read_overrides
 from edgecomp.frontend import load_model, reference_predict, source_kind
@@ -135,6 +136,7 @@ def _cell(value: float | None) -> str:
 def dataset_for(spec: ModelSpec, data: str | Path) -> Dataset:
     """Window ``data`` the way ``spec`` says, scaled with the spec's own scaler statistics."""
     dataset = prepare(data, config_from_spec(spec.to_dict()))
+    warn_if_other_source(dataset, spec.to_dict())  # build, analyze, tune: scored on other data?
     return dataset.with_scaler(np.asarray(spec.scaler["mean"]), np.asarray(spec.scaler["std"]))
 
 

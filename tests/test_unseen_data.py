@@ -221,3 +221,40 @@ def test_a_windows_1252_csv_reads(tmp_path):
     # assert
     assert report.columns == ["Séminaire °C", "Côte-des-Neiges"]
     assert frame["Séminaire °C"].tolist() == _frame()["a"].tolist()
+
+
+def _spec_of(path, config):
+    from edgecomp.spec import ModelSpec
+
+    return ModelSpec(arch="lstm", **prepare(path, config).spec_fields())
+
+
+def test_scoring_a_model_on_another_file_warns(tmp_path):
+    # setup: trained on one file; build, analyze, tune and bench are pointed at another (the
+    # same readings in other units: tenths)
+    from edgecomp.workflow import dataset_for
+
+    config = DataConfig(input_len=6, horizon=2)
+    _frame(200).to_csv(tmp_path / "trained.csv", index=False)
+    other = _frame(200).assign(a=lambda d: d["a"] / 10, b=lambda d: d["b"] / 10)
+    other.to_csv(tmp_path / "other.csv", index=False)
+    spec = _spec_of(tmp_path / "trained.csv", config)
+    # execute / assert
+    with pytest.warns(UserWarning, match=r"other\.csv is not the file the model was trained on"):
+        dataset_for(spec, tmp_path / "other.csv")
+
+
+@pytest.mark.filterwarnings("error")
+def test_the_training_file_or_its_rows_re_saved_raise_no_warning(tmp_path):
+    # setup: the same rows as CSV and as gzipped CSV (other bytes, other sha256)
+    from edgecomp.workflow import dataset_for
+
+    config = DataConfig(input_len=6, horizon=2)
+    _frame(200).to_csv(tmp_path / "trained.csv", index=False)
+    _frame(200).to_csv(tmp_path / "again.csv.gz", index=False)
+    spec = _spec_of(tmp_path / "trained.csv", config)
+    # execute
+    same = dataset_for(spec, tmp_path / "trained.csv")
+    resaved = dataset_for(spec, tmp_path / "again.csv.gz")
+    # assert
+    assert same.source["sha256"] != resaved.source["sha256"]

@@ -331,10 +331,12 @@ def _score(model: Any, data: Path, split: str) -> tuple[dict[str, Any], np.ndarr
     (or refused) by the runtime's own per-window imputation, as a gateway would see them.
     """
     from edgecomp.data import config_from_spec, prepare
+    from edgecomp.data.prep import warn_if_other_source
     from edgecomp.metrics import horizon_metrics, observed_targets
 
     spec = model.manifest["spec"]
     dataset = prepare(data, config_from_spec(spec))
+    warn_if_other_source(dataset, spec)
     filled = dataset.raw_inputs(split, imputed=True)
     truth = dataset.raw_targets(split)
     observed = observed_targets(dataset, split)  # imputed truth is never scored

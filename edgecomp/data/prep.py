@@ -253,6 +253,31 @@ class Dataset:
         }
 
 
+def warn_if_other_source(dataset: Dataset, spec: dict[str, Any]) -> str | None:
+    """Warn when ``dataset`` was not read from the file the spec's model was trained on: another
+    sha256 and other training-split statistics (the same rows re-saved raise no warning). Its
+    test split may then overlap the model's training data or hold data of another scale, so the
+    figures scored on it compare the model with other data. Returns the warning, else None."""
+    recorded = (spec.get("data") or {}).get("sha256")
+    mean = np.asarray((spec.get("scaler") or {}).get("mean", ()), dtype=np.float64)
+    std = np.asarray((spec.get("scaler") or {}).get("std", ()), dtype=np.float64)
+    if not recorded or recorded == dataset.source["sha256"] or mean.shape != dataset.mean.shape:
+        return None
+    gap = np.abs(dataset.mean - mean) / std  # in the model's own std units
+    if std.shape != mean.shape or not np.nanmax(gap, initial=0.0) > 1e-3:
+        return None
+    i = int(np.nanargmax(gap))
+    text = (
+        f"{dataset.source['file']} is not the file the model was trained on "
+        f"({spec['data'].get('file')}, sha256 {recorded[:12]}): the mean of "
+        f"'{dataset.features[i]}' over its training split is {dataset.mean[i]:.4g}, the model's "
+        f"{mean[i]:.4g}; its test split may overlap the model's training data or hold other "
+        f"data, so the figures scored on it compare the model with other data"
+    )
+    warnings.warn(text, stacklevel=2)
+    return text
+
+
 def _sparsest(raw: pd.DataFrame, most: int = 5) -> dict[str, float]:
     """The ``most`` columns missing the largest share of their values (none when complete)."""
     share = raw.isna().mean().sort_values(ascending=False, kind="stable")
