@@ -188,6 +188,7 @@ def _finish(
     lowering = {
         "converter": "litert-torch",
         "recurrent_lowering": _recurrent_lowering(request.model.module),
+        **_cone_lowering(request.model.module),
         **batching,
         "xnnpack": request.options.xnnpack,
         "threads": request.options.threads,
@@ -226,6 +227,12 @@ def _recurrent_lowering(module: Any) -> str | None:
     from .lowering import DESCRIPTION, rewrites
 
     return DESCRIPTION if rewrites(module) else None
+
+
+def _cone_lowering(module: Any) -> dict[str, str]:
+    from .lowering import TCN_DESCRIPTION, cone_rewrites
+
+    return {"tcn_lowering": TCN_DESCRIPTION} if cone_rewrites(module) else {}
 
 
 def _encode(array: np.ndarray) -> str:

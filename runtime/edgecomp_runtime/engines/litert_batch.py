@@ -4,9 +4,11 @@ litert-torch converts at a fixed batch of one (its dynamic-shape path rejects sy
 and a model whose batch is left symbolic (-1) loses most of XNNPACK's speed on LiteRT (measured:
 README). So the artifact keeps its fast batch-1 graph and the engine makes a static batch-N copy
 of it on first use: every activation tensor with a leading 1 gets N, and so does the leading entry
-of every RESHAPE target and SLICE size on the batch path. Only graphs made of ops whose batch
-handling is known are pinned (``pin_batch`` returns None otherwise); the build checks that the
-pinned copy gives what one invoke per window gives before it records ``batch_rows``.
+of every RESHAPE target, SLICE size and STRIDED_SLICE end on the batch path (a STRIDED_SLICE there
+must start at row 0 with stride 1 and leave axis 0 in place: no ellipsis or new axis, axis 0 not
+shrunk). Only graphs made of ops whose batch handling is known are pinned (``pin_batch`` returns
+None otherwise); the build checks that the pinned copy gives what one invoke per window gives
+before it records ``batch_rows``.
 
 Uses ``ai_edge_litert.tools.flatbuffer_utils`` (ai-edge-litert and its ``flatbuffers``
 dependency); no torch, no edgecomp.
@@ -24,11 +26,13 @@ ROW_WISE = frozenset(
         "ADD", "SUB", "MUL", "DIV", "LOGISTIC", "TANH", "RELU", "RELU6", "MAXIMUM", "MINIMUM",
         "FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "QUANTIZE", "DEQUANTIZE", "PAD",
         "TRANSPOSE", "CONCATENATION", "PACK", "GATHER", "MEAN", "SUM", "SQUARE", "SQRT", "RSQRT",
-        "EXP", "NEG", "ABS", "HARD_SWISH", "GELU", "LEAKY_RELU", "SOFTMAX",
+        "EXP", "NEG", "ABS", "HARD_SWISH", "GELU", "LEAKY_RELU", "SOFTMAX", "MAX_POOL_2D",
+        "AVERAGE_POOL_2D",
     }
 )  # fmt: skip
 _AXIS_OPTION = ("CONCATENATION", "PACK", "GATHER")  # builtin option ``axis``
 _REDUCE = ("MEAN", "SUM")  # axes in input 1
+_AXIS_MASKS = ("ellipsisMask", "newAxisMask")  # StridedSliceOptions that may move axis 0
 _INT64 = 4  # schema TensorType.INT64
 
 
@@ -73,12 +77,29 @@ class _Pinner:
     def _pin_op(self, code: str, op: Any) -> bool:
         first = self.graph.tensors[op.inputs[0]]
         if self._data(first) is not None or not len(first.shape) or first.shape[0] != 1:
-            return code in ROW_WISE or code in ("RESHAPE", "SLICE")  # not on the batch path
+            return code in ROW_WISE or code in ("RESHAPE", "SLICE", "STRIDED_SLICE")  # off the path
         if code == "RESHAPE":
             return self._leading(op.inputs[1]) and self._reshape_option(op)
         if code == "SLICE":
             return self._const(op.inputs[1])[0] == 0 and self._leading(op.inputs[2])
+        if code == "STRIDED_SLICE":
+            return self._strided_rows(op)
         return code in ROW_WISE and self._keeps_axis0(code, op)
+
+    def _strided_rows(self, op: Any) -> bool:
+        """A STRIDED_SLICE that keeps every row: begin 0, stride 1, end 1 (pinned to ``rows``),
+        no ellipsis or new axis (which would move axis 0), axis 0 not shrunk."""
+        options = op.builtinOptions
+        moves = [getattr(options, name, 0) for name in _AXIS_MASKS] + [
+            getattr(options, "shrinkAxisMask", 0) & 1,
+            getattr(options, "offset", False),
+        ]
+        if any(moves) or len(op.inputs) != 4:
+            return False
+        begin, strides = self._const(op.inputs[1]), self._const(op.inputs[3])
+        if not len(begin) or begin[0] != 0 or not len(strides) or strides[0] != 1:
+            return False
+        return self._leading(op.inputs[2])
 
     def _keeps_axis0(self, code: str, op: Any) -> bool:
         if code == "TRANSPOSE":
