@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,15 +146,16 @@ def _val_mae(data, config: DataConfig, outcome: TrainOutcome) -> float:
 
 
 def _full(data, configs, names, train_config, out_dir, console, say) -> TrainOutcome:
-    outcomes = []
-    for config, label in zip(configs, ("without", "with"), strict=True):
-        say(f"calendar auto: training {label} calendar features ({', '.join(names)})")
-        folder = out_dir.with_name(f"{out_dir.name}.{label}")
-        outcomes.append(train_checkpoint(data, config, train_config, folder, console=console))
-    maes = [_val_mae(data, c, o) for c, o in zip(configs, outcomes, strict=True)]
-    win = int(maes[1] < maes[0])
-    shutil.rmtree(outcomes[1 - win].path)
-    kept = _move(outcomes[win], out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgecomp-calendar-", dir=out_dir) as tmp:
+        outcomes = []  # both trained inside out_dir (one filesystem), the winner moved up
+        for config, label in zip(configs, ("without", "with"), strict=True):
+            say(f"calendar auto: training {label} calendar features ({', '.join(names)})")
+            folder = Path(tmp) / label
+            outcomes.append(train_checkpoint(data, config, train_config, folder, console=console))
+        maes = [_val_mae(data, c, o) for c, o in zip(configs, outcomes, strict=True)]
+        win = int(maes[1] < maes[0])
+        kept = _move(outcomes[win], out_dir)
     choice = CalendarChoice(names if win else (), names, _pair(maes), "full")
     return _finish(kept, choice, say)
 
@@ -192,9 +192,19 @@ def _finish(outcome: TrainOutcome, choice: CalendarChoice, say):
 
 
 def _move(outcome: TrainOutcome, out: Path) -> TrainOutcome:
-    """Put a trained checkpoint folder at ``out`` (replacing what is there)."""
-    if out.exists():
-        shutil.rmtree(out)
-    outcome.path.rename(out)
+    """Move a trained checkpoint's files into the folder ``out``, as training there writes them:
+    each replaces the entry of its name (folders such as ``tb`` merge); nothing else in ``out``
+    is touched (it may be the user's own folder, holding the data file)."""
+    _merge(outcome.path, out)
     outcome.path = out
     return outcome
+
+
+def _merge(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        target = dst / item.name
+        if item.is_dir() and target.is_dir():
+            _merge(item, target)
+        else:
+            item.replace(target)  # a folder where a file goes (or back): an OSError naming it
