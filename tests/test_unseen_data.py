@@ -258,3 +258,23 @@ def test_the_training_file_or_its_rows_re_saved_raise_no_warning(tmp_path):
     resaved = dataset_for(spec, tmp_path / "again.csv.gz")
     # assert
     assert same.source["sha256"] != resaved.source["sha256"]
+
+
+def test_column_names_with_commas_can_be_named_in_comma_separated_flags(tmp_path):
+    # setup: "Temp, C" and "RH,%" given as --features/--targets/--exclude split them at commas
+    df = _frame().rename(columns={"a": "Temp, C", "b": "RH,%"}).assign(x=1.5, y=np.arange(60.0))
+    df.to_csv(tmp_path / "units.csv", index=False)
+    config = DataConfig(
+        input_len=6,
+        horizon=2,
+        features=("Temp", "C", "RH", "%", "y"),  # what parse_names makes of "Temp, C,RH,%,y"
+        targets=("Temp", "C"),
+        exclude=("x",),
+        drop_sparse=0.5,
+    )
+    # execute
+    dataset = prepare(tmp_path / "units.csv", config)
+    _, report = load_table(tmp_path / "units.csv", exclude=("RH", "%"))
+    # assert
+    assert dataset.features == ["Temp, C", "RH,%", "y"] and dataset.targets == ["Temp, C"]
+    assert report.columns == ["Temp, C", "x", "y"]

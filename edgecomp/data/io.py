@@ -175,6 +175,7 @@ def load_table(
     if on_duplicate not in ON_DUPLICATE:
         raise DataError(f"on_duplicate '{on_duplicate}' unknown; expected one of {ON_DUPLICATE}")
     df = _read(path)
+    exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     tcol = _time_column(df, time_col, path)
     times = _parse_times(df[tcol], path, tcol)
     body = df.drop(columns=[tcol])
@@ -432,6 +433,25 @@ def _value_columns(
         )
     notes = [f"skipped {kind} columns: {', '.join(cols)}" for kind, cols in skipped.items() if cols]
     return chosen, notes
+
+
+def rejoin_names(names: Any, known: Any) -> list[str]:
+    """``names`` with the parts of a known name that has commas joined back: a comma-separated
+    flag (``--targets "Temp, C"``) splits the column ``Temp, C`` into ``Temp`` and ``C``. A name
+    that is known as it is stays as it is."""
+    known, names, out, i = set(known), list(names), [], 0
+    while i < len(names):
+        found = None
+        if names[i] not in known:
+            spans = ((j, sep) for j in range(len(names), i + 1, -1) for sep in (", ", ","))
+            found = next(((j, sep) for j, sep in spans if sep.join(names[i:j]) in known), None)
+        if found is None:
+            out.append(names[i])
+            i += 1
+        else:
+            out.append(found[1].join(names[i : found[0]]))
+            i = found[0]
+    return out
 
 
 def _split_names(requested: Any, columns: pd.Index) -> list[str]:

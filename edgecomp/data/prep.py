@@ -40,7 +40,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edgecomp.data.config import DataConfig
-from edgecomp.data.io import DataError, TableReport, _few, load_table
+from edgecomp.data.io import DataError, TableReport, _few, load_table, rejoin_names
 from edgecomp.data.windows import Windows
 from edgecomp_runtime.calendar import calendar_features, lead_names
 from edgecomp_runtime.transform import clamp_forecast
@@ -395,11 +395,11 @@ def _with_leads(
 
 
 def _select(columns: list[str], config: DataConfig, path: Path) -> tuple[list[str], list[str]]:
-    features = list(config.features) if config.features else columns
+    features = rejoin_names(config.features, columns) if config.features else columns
     unknown = [f for f in features if f not in columns]
     if unknown:
         raise DataError(f"{path}: unknown feature(s) {unknown}; available: {_few(columns)}")
-    targets = list(config.targets) if config.targets else list(features)
+    targets = rejoin_names(config.targets, features) if config.targets else list(features)
     unknown = [t for t in targets if t not in features]
     if unknown:
         raise DataError(
@@ -443,7 +443,7 @@ def _drop_sparse(
     """Drop the columns missing more than ``config.drop_sparse`` in any split (not named ones)."""
     if config.drop_sparse is None:
         return frame, []
-    named = set(config.features or ()) | set(config.targets or ())
+    named = set(rejoin_names((*(config.features or ()), *(config.targets or ())), frame.columns))
     missing = frame.isna().to_numpy()
     worst = np.max([missing[a:b].mean(axis=0) for a, b in bounds.values() if b > a], axis=0)
     drop = [(c, f) for c, f in zip(frame.columns, worst, strict=True) if f > config.drop_sparse]
