@@ -50,6 +50,8 @@ NOISY_LOGGERS = (
     "modelopt",
     "flwr",
 )
+#: Packages whose records on the root logger are noise at a build (errors stay).
+_ROOT_NOISE = ("onnxruntime", "onnx", "tensorflow", "ai_edge_quantizer", "litert_torch", "nncf")
 #: Modules whose DeprecationWarning/FutureWarning/UserWarning are hidden.
 NOISY_MODULES = (
     r"(tensorflow|tf_keras|keras|jax|absl|torchao|torch|onnxscript|onnx|litert_torch|"
@@ -59,6 +61,13 @@ NOISY_MODULES = (
 
 def _errors_only(record: Any) -> bool:
     return record.levelno >= 40  # logging.ERROR
+
+
+def _toolchain_errors_only(record: Any) -> bool:
+    """For the root logger: a toolchain's ``logging.warning(...)`` (onnxruntime's quantizer
+    logs "Please consider to run pre-processing" that way) only at error level."""
+    path = record.pathname.replace("\\", "/")
+    return record.levelno >= 40 or not any(f"/{name}/" in path for name in _ROOT_NOISE)
 
 
 def configure(*, quiet: bool | None = None, verbose: bool | None = None) -> None:
@@ -82,6 +91,8 @@ def _silence() -> None:
         logger = logging.getLogger(name)
         if _errors_only not in logger.filters:
             logger.addFilter(_errors_only)  # a filter: libraries reset levels, not filters
+    if _toolchain_errors_only not in logging.getLogger().filters:
+        logging.getLogger().addFilter(_toolchain_errors_only)
     for category in (DeprecationWarning, FutureWarning, UserWarning, RuntimeWarning):
         warnings.filterwarnings("ignore", category=category, module=NOISY_MODULES)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
