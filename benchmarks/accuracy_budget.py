@@ -224,7 +224,8 @@ def _kept_float(manifest: dict[str, Any]) -> list[str]:
 def _int8_layers(manifest: dict[str, Any]) -> list[str]:
     """Layers of an int4 build computing in int8 (the mixed rung's ``keep_int8``): quantized,
     not float, but not int4 either."""
-    if manifest["precision"] != "int4":
+    mixed = manifest["recipe"].get("mixed_precision") or {}
+    if mixed.get("base_precision", manifest["precision"]) != "int4":  # a mixed plan: "mixed"
         return []
     return [layer["name"] for layer in manifest["layers"] if layer["precision"] == "int8"]
 

@@ -56,15 +56,19 @@ class MixedPlan:
         return self.steps[-1]
 
     def precisions(self) -> dict[str, str]:
-        """Layer -> its final precision: the base one ("int4"), "int8" or "float"."""
-        return {
-            name: "float"
-            if name in self.kept_float
-            else "int8"
-            if name in self.kept_int8
-            else self.sensitivity.precision
-            for name in self.sensitivity.quantizable
-        }
+        """Layer -> its final precision: the base one ("int4"), "int8" or "float"; an int8 layer
+        the target computes in float (an x86 GRU: int8 weights expanded at load) says so."""
+        measured = self.final.precisions
+        out = {}
+        for name in self.sensitivity.quantizable:
+            if name in self.kept_float:
+                out[name] = "float"
+            elif name in self.kept_int8:
+                computed = measured.get(name, "int8")
+                out[name] = "int8" if computed == "int8" else f"int8 weights, {computed} compute"
+            else:
+                out[name] = self.sensitivity.precision
+        return out
 
     def options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Build options ``options`` with the plan's layers added to ``keep_float`` and (int4)

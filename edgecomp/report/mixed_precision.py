@@ -51,9 +51,12 @@ def mixed_sections(report: dict[str, Any]) -> list[tuple[str, str, tuple[list[st
         columns, rows = sensitivity_table(record["sensitivity"])
         final = record["final_precision"]
         cells = [[(c, "") for c in row] + [(final.get(row[0], ""), "")] for row in rows]
+        int8 = ", ".join(record.get("kept_int8") or ())
         note = (
             f"Budget {record['budget']['text']} on the {record['split']} split; kept in float: "
-            f"{', '.join(record['kept_float']) or 'nothing'}. Each row: {record['base_precision']} "
+            f"{', '.join(record['kept_float']) or 'nothing'}"
+            + (f"; kept in int8: {int8}" if int8 else "")
+            + f". Each row: {record['base_precision']} "
             "on that layer alone, MAE change against the all-float artifact."
         )
         sections.append(
