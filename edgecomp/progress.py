@@ -70,6 +70,13 @@ def _toolchain_errors_only(record: Any) -> bool:
     return record.levelno >= 40 or not any(f"/{name}/" in path for name in _ROOT_NOISE)
 
 
+def _no_traceback(record: Any) -> bool:
+    """Optuna's "Trial n failed ... because of the following error: ..." in one line: the
+    error is in the message (and the study's trial record), its traceback is not for users."""
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
 def configure(*, quiet: bool | None = None, verbose: bool | None = None) -> None:
     """Set ``--quiet``/``--verbose`` (None: keep); without verbose, silence third-party logs."""
     if quiet is not None:
@@ -93,6 +100,9 @@ def _silence() -> None:
             logger.addFilter(_errors_only)  # a filter: libraries reset levels, not filters
     if _toolchain_errors_only not in logging.getLogger().filters:
         logging.getLogger().addFilter(_toolchain_errors_only)
+    trials = logging.getLogger("optuna.study._optimize")  # where optuna logs a failed trial
+    if _no_traceback not in trials.filters:
+        trials.addFilter(_no_traceback)
     for category in (DeprecationWarning, FutureWarning, UserWarning, RuntimeWarning):
         warnings.filterwarnings("ignore", category=category, module=NOISY_MODULES)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -44,3 +44,28 @@ def test_root_logger_records_of_toolchains_are_errors_only(quiet, caplog, path, 
     _log_from(path, level, "Please consider to run pre-processing before quantization.")
     # assert
     assert bool(caplog.records) is shown
+
+
+def test_a_failed_tune_trial_is_one_line_without_its_traceback(quiet):
+    import optuna
+
+    # setup: a handler of our own on optuna's logger (it does not propagate to the root)
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(logging.Formatter().format(record))
+    logging.getLogger("optuna").addHandler(handler)
+
+    def objective(trial):
+        trial.suggest_categorical("lowering", ["hoisted"])
+        raise ValueError("onnx: lowering 'hoisted' does not apply to a TCN")
+
+    # execute
+    try:
+        study = optuna.create_study()
+        study.optimize(objective, n_trials=1, catch=(ValueError,))
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    # assert: the reason is said, no traceback is printed
+    failed = [line for line in lines if "failed with parameters" in line]
+    assert failed and "does not apply to a TCN" in failed[0]
+    assert not any("Traceback" in line for line in lines)
