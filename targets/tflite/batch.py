@@ -5,7 +5,10 @@ batch of ``BATCH_ROWS`` windows on first use (edgecomp_runtime/engines/litert_ba
 records ``batch_rows`` only when that copy exists for the graph, gives, over ``BATCH_ROWS``
 windows in one invoke, what one invoke per window gives, and is faster than those invokes on the
 build host (measured side by side: for some graphs, e.g. an fp32 TCN, XNNPACK's batch-64 kernels
-were slower than 64 batch-1 invokes).
+were slower than 64 batch-1 invokes). The two are timed in CPU time (``time.process_time``; the
+interpreters run one thread), so a loaded build host does not decide it: on a 2-core host shared
+by other builds, wall-clock medians chose one invoke per window for an int4 TCN whose batch copy
+takes about half the CPU time of 64 invokes (benchmarks/arm_compare.py --quick: 10.2 ms at b64).
 """
 
 from __future__ import annotations
@@ -64,8 +67,8 @@ def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
 
 
 def _timing(model: bytes, pinned: bytes, x: np.ndarray, rows: int = 0) -> dict[str, float]:
-    """Median ms for ``x`` in one invoke of ``pinned`` (resized to ``rows`` when not 0) and in
-    one invoke per window."""
+    """Median CPU ms for ``x`` in one invoke of ``pinned`` (resized to ``rows`` when not 0) and
+    in one invoke per window."""
     from .convert import quiet
 
     with quiet():
@@ -74,9 +77,9 @@ def _timing(model: bytes, pinned: bytes, x: np.ndarray, rows: int = 0) -> dict[s
     times: dict[str, list[float]] = {"one_invoke": [], "per_window": []}
     for _ in range(TIMING_ROUNDS):
         for key, call in (("one_invoke", lambda: one(x)), ("per_window", lambda: _each(each, x))):
-            start = time.perf_counter()
+            start = time.process_time()
             call()
-            times[key].append((time.perf_counter() - start) * 1e3)
+            times[key].append((time.process_time() - start) * 1e3)
     return {key: round(float(np.median(v)), 4) for key, v in times.items()}
 
 
