@@ -55,6 +55,18 @@ class Readings:
             self._index = np.asarray(layout["index"], dtype=np.intp)
             self._shape = node_shape(layout)
             self._globals = len(layout["globals"]) - lead_count(spec)
+        self._scaled_range(spec.get("scaler") or {})
+
+    def _scaled_range(self, scaler: dict[str, Any]) -> None:
+        """The raw values each feature may take so that it stays within float32 once scaled,
+        and ``_safe``: a bound on |value| within which every feature does (one test per row)."""
+        width = len(self.features)
+        mean = np.asarray(scaler.get("mean", np.zeros(width)), dtype=np.float64)[:width]
+        std = np.asarray(scaler.get("std", np.ones(width)), dtype=np.float64)[:width]
+        self._std = std
+        self._low, self._high = mean - _FLOAT32_MAX * std, mean + _FLOAT32_MAX * std
+        inner = np.minimum(-self._low, self._high)
+        self._safe = max(0.0, min(_FLOAT32_MAX, float(np.min(inner, initial=_FLOAT32_MAX))))
 
     def row(self, values: Any) -> np.ndarray:
         """float64 [F] raw values of one reading (NaN where missing).
@@ -76,14 +88,26 @@ class Readings:
             if len(values) == len(self.features):  # the common case first: a flat array
                 row = values.astype(np.float64)
                 # NOTE: NaN carries through maximum: one test for range and missing values
-                if np.maximum.reduce(np.abs(row)) <= _FLOAT32_MAX:
+                if np.maximum.reduce(np.abs(row)) <= self._safe:
                     return row, 0
             row = self._array(values)
         else:
             row = self._row(values)
+        self._check_scaled(row)
         # NOTE: every value is within float32 range, so the sum is finite unless one is NaN
         missing = math.isnan(np.add.reduce(row))
         return row, int(np.count_nonzero(np.isnan(row))) if missing else 0
+
+    def _check_scaled(self, row: np.ndarray) -> None:
+        """Refuse a value that scales beyond float32 (a sensor's FLT_MAX error sentinel on a
+        feature of small std): in the window it would make the next L forecasts refuse."""
+        outside = (row < self._low) | (row > self._high)
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            raise InputError(
+                f"reading: feature '{self.features[k]}' is {row[k]:.6g}, beyond the float32 "
+                f"range once scaled by the model (std {self._std[k]:.3g}); an error sentinel?"
+            )
 
     def _row(self, values: Any) -> np.ndarray:
         if isinstance(values, Mapping):

@@ -95,3 +95,39 @@ def test_in_range_windows_still_forecast_as_the_toy_does(make_artifact, toy):
     got = model.predict(window)
     # assert
     np.testing.assert_allclose(got, toy.reference(window), rtol=1e-4, atol=1e-3)
+
+
+T0 = 1_700_000_000.0
+
+
+@pytest.mark.parametrize("form", ["array", "list", "dict"])
+def test_a_reading_that_scales_beyond_float32_is_refused_at_push(make_artifact, toy, form):
+    # setup: 'b' has std 0.5: a sensor's FLT_MAX sentinel is within float32 raw, not scaled
+    model = ecr.load(make_artifact())
+    rows = toy.window(batch=2, seed=5).reshape(-1, len(toy.features))
+    stream = model.stream(max_ahead_s=float("inf"))
+    for i, row in enumerate(rows[: toy.input_len]):
+        stream.push(T0 + i * 900, row)
+    bad = rows[toy.input_len].copy()
+    bad[1] = 3.0e38
+    given = {"array": bad, "list": bad.tolist(), "dict": dict(zip(toy.features, bad, strict=True))}[
+        form
+    ]
+    # execute
+    with pytest.raises(ecr.InputError, match=r"feature 'b' is 3e\+38, beyond the float32 range"):
+        stream.push(T0 + toy.input_len * 900, given)
+    after = stream.push(T0 + toy.input_len * 900, rows[toy.input_len])
+    # assert: the refused reading left the window as it was; the next forecast is predict's
+    np.testing.assert_array_equal(after, model.predict(rows[1 : toy.input_len + 1]))
+
+
+def test_readings_within_the_scaled_range_still_take_the_fast_test(make_artifact, toy):
+    # setup: 'a' (mean 10, std 2) may reach 2 * FLT_MAX - 10 below zero once scaled: a large
+    # but acceptable value
+    model = ecr.load(make_artifact())
+    stream = model.stream(max_ahead_s=float("inf"))
+    row = np.array([1e38, -2.0, 100.0])
+    # execute
+    got = stream.push(T0, row)
+    # assert
+    assert got is None and stream.window[-1, 0] == 1e38
