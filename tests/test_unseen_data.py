@@ -278,3 +278,33 @@ def test_column_names_with_commas_can_be_named_in_comma_separated_flags(tmp_path
     # assert
     assert dataset.features == ["Temp, C", "RH,%", "y"] and dataset.targets == ["Temp, C"]
     assert report.columns == ["Temp, C", "x", "y"]
+
+
+@pytest.mark.parametrize("clock", ["%H:%M", "%H:%M:%S"])
+def test_a_loggers_date_and_time_columns_are_joined(tmp_path, clock):
+    # setup: "Date;Time" as data loggers write them (read alone, the dates repeat 24 times)
+    df = _frame(72).assign(time=pd.date_range("2024-03-20", periods=72, freq="h"))
+    logger = pd.DataFrame(
+        {
+            "Date": df["time"].dt.strftime("%d.%m.%Y"),
+            "Time": df["time"].dt.strftime(clock),
+            "a": df["a"],
+        }
+    )
+    logger.to_csv(tmp_path / "logger.csv", sep=";", decimal=",", index=False)
+    # execute
+    frame, report = load_table(tmp_path / "logger.csv")
+    # assert
+    assert list(frame.index) == list(df["time"]) and report.columns == ["a"]
+    assert any("joined with the clock times in 'Time'" in note for note in report.notes)
+
+
+def test_a_daily_file_keeps_a_column_of_clock_times_as_it_is(tmp_path):
+    # setup: one row a day; "sunrise" is text data, not the time of the row
+    t = pd.date_range("2024-03-01", periods=20, freq="D")
+    daily = pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "sunrise": "06:12", "a": 1.0})
+    daily.to_csv(tmp_path / "daily.csv", index=False)
+    # execute
+    frame, report = load_table(tmp_path / "daily.csv")
+    # assert
+    assert list(frame.index) == list(t) and report.columns == ["a"]

@@ -3,10 +3,11 @@
 Rules, in the order ``load_table`` applies them:
 
 * Time column: ``time_col`` if given, else the first column named one of ``TIME_NAMES``
-  (case-insensitive), else the only datetime-typed column. Timestamps are parsed to UTC (naive
-  strings are taken as UTC, offsets are converted) and the timezone is then dropped: the returned
-  index is tz-naive UTC. A numeric time column is read as Unix time in seconds, milliseconds,
-  microseconds or nanoseconds, told apart by magnitude.
+  (case-insensitive), else the only datetime-typed column. A time column of dates only is joined
+  with a column of clock times (``Date;Time``, ``07:05`` or ``07:05:00``), with a note.
+  Timestamps are parsed to UTC (naive strings are taken as UTC, offsets are converted) and the
+  timezone is then dropped: the returned index is tz-naive UTC. A numeric time column is read
+  as Unix time in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude.
 * Layout: ``"long"`` when ``id_col`` is given, or (with ``layout="auto"``) when a column named
   one of ``ID_NAMES`` (or ending in ``_id``) exists and timestamps repeat; else ``"wide"``.
 * Value columns, unless given: the numeric columns minus the time and id columns and minus the
@@ -87,6 +88,7 @@ MAX_GRID_GROWTH = 10  # refuse a grid more than this many times the observed row
 MISSING_MARKERS = MISSING_TEXT  # case-insensitive; the runtime reads CSV cells by the same rule
 _OFFSET = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:\d\d|[+-]\d{4})$", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+(?:,\d+)+$")
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?")  # 7:05, 07:05:00, 07:05:00.250
 _BLANK_HEADER = re.compile(r"^Unnamed: \d+$")  # pandas' name for a column with no header
 _SLASH_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{4}(?:\D|$)")  # 05/01/2024 ...
 _LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
@@ -177,11 +179,13 @@ def load_table(
     df = _read(path)
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     tcol = _time_column(df, time_col, path)
+    df, clock_notes = _join_clock(df, tcol)
     times = _parse_times(df[tcol], path, tcol)
     body = df.drop(columns=[tcol])
     resolved, icol = _resolve_layout(body, times, layout, id_col, path)
     dropped = [c for c in exclude if c in body.columns and c != icol]
     vcols, notes = _value_columns(body, times, {icol, *dropped} - {None}, value_cols, path)
+    notes = clock_notes + notes
     data = pd.DataFrame({c: _to_float(body[c], c, path, times) for c in vcols}, index=times)
     if icol:
         data.index = pd.MultiIndex.from_arrays([times, _ids(body, icol, path)], names=[tcol, icol])
@@ -280,6 +284,29 @@ def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:
         f"{path}: missing time column (no column named one of {list(TIME_NAMES)} and no single "
         f"column of timestamps); pass --time-col (time_col); columns: {_few(df.columns)}"
     )
+
+
+def _join_clock(df: pd.DataFrame, tcol: str) -> tuple[pd.DataFrame, list[str]]:
+    """A time column of dates only, with the clock times in another column (a logger's
+    ``Date;Time``): the two joined into timestamps in ``tcol``, the clock column dropped."""
+    dates = df[tcol]
+    if not (ptypes.is_object_dtype(dates) or ptypes.is_string_dtype(dates)):
+        return df, []
+    text = dates.dropna().astype(str).str.strip()
+    if text.empty or text.str.contains(":").any() or not text.str.contains(r"\d{4}").all():
+        return df, []
+    if not text.duplicated().any():  # one row a day: a daily file (a clock column is data)
+        return df, []
+    for col in df.columns:
+        values = df[col]
+        if col == tcol or not (ptypes.is_object_dtype(values) or ptypes.is_string_dtype(values)):
+            continue
+        clock = values.astype(str).str.strip()
+        if values.notna().all() and clock.str.fullmatch(_CLOCK).all():
+            joined = dates.astype(str).str.strip() + " " + clock
+            out = df.drop(columns=[col]).assign(**{tcol: joined.where(dates.notna())})
+            return out, [f"time: dates in '{tcol}' joined with the clock times in '{col}'"]
+    return df, []
 
 
 def _looks_like_times(col: pd.Series) -> bool:
