@@ -308,3 +308,14 @@ def test_a_daily_file_keeps_a_column_of_clock_times_as_it_is(tmp_path):
     frame, report = load_table(tmp_path / "daily.csv")
     # assert
     assert list(frame.index) == list(t) and report.columns == ["a"]
+
+
+def test_dates_that_mostly_repeat_ask_where_the_clock_time_is(tmp_path):
+    # setup: hourly rows whose time column holds the date only (the clock is not in the file)
+    t = pd.date_range("2024-03-20", periods=72, freq="h")
+    pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "a": np.arange(72.0)}).to_csv(
+        tmp_path / "dates.csv", index=False
+    )
+    # execute / assert
+    with pytest.raises(DataError, match="dates only and most repeat: is the clock time"):
+        load_table(tmp_path / "dates.csv")

@@ -613,6 +613,8 @@ def _duplicate_message(data: pd.DataFrame, dup: np.ndarray, path: Path, keys: li
     times = data.index.get_level_values(0)
     clock = bool((times.asi8 % _DAY_NS).any())
     hint = f"; {_LOCAL_HINT}" if clock else ""
+    if not clock and 2 * dup.size > len(data):  # most rows repeat a date: finer data?
+        hint = "; the timestamps are dates only and most repeat: is the clock time elsewhere?"
     return (
         f"{path}: {where}; {dup.size} duplicates); pass --on-duplicate first|last|mean to "
         f"resolve them{hint}"
