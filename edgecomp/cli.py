@@ -226,7 +226,9 @@ def data_cmd(path: str, input_len: int, horizon: int, **kw) -> dict:
 
     dataset = prepare(path, _data_config(input_len, horizon, kw))
     summary = dataset.summary()
-    summary["suggested"] = suggest_windows(summary["period_s"], summary["rows"])
+    summary["suggested"] = suggest_windows(
+        summary["period_s"], summary["rows"], business_days=summary["business_days"]
+    )
     if not progress.STATE["json"]:
         click.echo(format_summary(summary), nl=False)
     return summary

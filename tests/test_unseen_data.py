@@ -6,6 +6,7 @@ to pass instead."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 
 import numpy as np
@@ -319,3 +320,31 @@ def test_dates_that_mostly_repeat_ask_where_the_clock_time_is(tmp_path):
     # execute / assert
     with pytest.raises(DataError, match="dates only and most repeat: is the clock time"):
         load_table(tmp_path / "dates.csv")
+
+
+def test_the_suggested_window_counts_business_days_on_a_business_day_grid():
+    from edgecomp.data.summary import suggest_windows
+
+    # execute
+    business = suggest_windows(86_400, 1300, business_days=True)
+    calendar = suggest_windows(86_400, 1300)
+    # assert: four weeks and one week are 20 and 5 steps on weekdays, 28 and 7 on every day
+    assert (business["input_len"], business["horizon"]) == (20, 5)
+    assert (calendar["input_len"], calendar["horizon"]) == (28, 7)
+
+
+def test_edgecomp_data_suggests_business_day_windows(tmp_path):
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+
+    # setup: five years of weekday returns
+    t = pd.bdate_range("2013-02-11", periods=1257)
+    returns = pd.DataFrame({"date": t, "MSFT": np.sin(np.arange(1257.0))})
+    returns.to_csv(tmp_path / "returns.csv", index=False)
+    # execute
+    result = CliRunner().invoke(main, ["data", str(tmp_path / "returns.csv"), "--json"])
+    # assert
+    summary = json.loads(result.stdout)
+    assert summary["business_days"] is True
+    assert (summary["suggested"]["input_len"], summary["suggested"]["horizon"]) == (20, 5)

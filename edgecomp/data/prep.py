@@ -235,6 +235,7 @@ class Dataset:
             "targets": len(self.targets),
             "period_s": rep.period_s,
             "seasonal_period": rep.seasonal_period,
+            "business_days": _BUSINESS_DAYS in rep.notes,
             "seasons": {self.season_name(s): s for s in self.seasons},
             "n_gap_steps": rep.n_gap_steps,
             "gaps": [list(g) for g in rep.gaps],

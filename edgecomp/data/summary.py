@@ -45,14 +45,21 @@ def display_steps(horizon: int) -> list[int]:
     return [*steps, horizon]
 
 
-def suggest_windows(period_s: float, rows: int) -> dict[str, Any]:
+def suggest_windows(period_s: float, rows: int, *, business_days: bool = False) -> dict[str, Any]:
     """An input length and horizon for the sampling period, capped so the test split has windows.
+
+    Args:
+        period_s: The sampling period in seconds.
+        rows: Rows of the regular grid.
+        business_days: A business-day grid (5 steps a week).
 
     Returns:
         ``{"input_len": L, "horizon": H, "why": text}``.
     """
     fit = next((s for s in _SUGGESTIONS if period_s <= s[0]), (None, 24, 4, "24 steps for 4"))
     _, length, horizon, why = fit
+    if business_days and period_s == 86_400:
+        length, horizon, why = 20, 5, "four weeks of history for the next week, on business days"
     cap = max(2, int(rows * 0.15) - 8)  # a 15 % test split keeps at least 9 windows
     if length + horizon > cap:
         scale = cap / (length + horizon)
