@@ -348,3 +348,26 @@ def test_edgecomp_data_suggests_business_day_windows(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["business_days"] is True
     assert (summary["suggested"]["input_len"], summary["suggested"]["horizon"]) == (20, 5)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("readings.tsv", {"sep": "\t"}),
+        ("readings.tsv.gz", {"sep": "\t"}),
+        ("readings.txt", {"sep": ";", "decimal": ","}),
+        ("readings.csv.bz2", {}),
+        ("readings.csv.xz", {}),
+        ("readings.csv.zip", {}),
+    ],
+)
+def test_text_tables_under_other_suffixes_and_compressions_read(tmp_path, name, options):
+    # setup
+    df = _frame()
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    df.to_csv(tmp_path / name, index=False, **options)
+    # execute
+    want, _ = load_table(tmp_path / "plain.csv")
+    got, _ = load_table(tmp_path / name)
+    # assert
+    pd.testing.assert_frame_equal(got, want)

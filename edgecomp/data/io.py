@@ -1,4 +1,5 @@
-"""Read a sensor table (CSV, CSV.gz or Parquet; wide or long) into a wide frame on a regular grid.
+"""Read a sensor table (CSV, TSV or TXT, plain or compressed, or Parquet; wide or long) into a
+wide frame on a regular grid.
 
 Rules, in the order ``load_table`` applies them:
 
@@ -63,8 +64,10 @@ naming the file and the column:
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import gzip
+import lzma
 import re
 import warnings
 import zlib
@@ -93,6 +96,11 @@ _BLANK_HEADER = re.compile(r"^Unnamed: \d+$")  # pandas' name for a column with 
 _SLASH_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{4}(?:\D|$)")  # 05/01/2024 ...
 _LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
 _DAY_NS = 86_400 * 10**9
+_TEXT_SUFFIXES = tuple(
+    f".{kind}{packed}"
+    for kind in ("csv", "tsv", "txt")
+    for packed in ("", ".gz", ".bz2", ".xz", ".zip")
+)
 _SNIFF_LINES = 200  # lines read to tell the delimiter and decimal mark of a CSV
 _EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))  # numeric times: unit by magnitude
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # the range of a nanosecond timestamp
@@ -219,10 +227,13 @@ def _read(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         reader = pd.read_parquet
-    elif name.endswith((".csv", ".csv.gz")):
+    elif name.endswith(_TEXT_SUFFIXES):
         reader = pd.read_csv
     else:
-        raise DataError(f"{path}: unsupported file type; expected .csv, .csv.gz or .parquet")
+        raise DataError(
+            f"{path}: unsupported file type; expected .csv, .tsv or .txt (plain, or .gz, .bz2, "
+            ".xz, .zip), or .parquet"
+        )
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -251,7 +262,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _csv_dialect(path: Path) -> dict[str, str]:
     """``read_csv`` options for the file's delimiter: ',' unless the header has none and has ';',
     a tab or '|'; with ';' or a tab, cells such as "12,5" make ',' the decimal mark."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    suffix = path.suffix.lower()
+    if suffix == ".zip":  # pandas opens it; the sniffer does not: commas
+        return {}
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         head = [line for _, line in zip(range(_SNIFF_LINES), f, strict=False)]
     if not head or "," in head[0]:
