@@ -371,3 +371,39 @@ def test_text_tables_under_other_suffixes_and_compressions_read(tmp_path, name, 
     got, _ = load_table(tmp_path / name)
     # assert
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_loggers_jittered_timestamps_are_snapped_to_the_grid(tmp_path):
+    # setup: hourly readings written a few seconds late or early
+    t = pd.date_range("2024-03-20", periods=72, freq="h")
+    jitter = pd.to_timedelta(np.tile([0, 1, 3, -2], 18), unit="s")
+    pd.DataFrame({"time": t + jitter, "a": np.arange(72.0)}).to_csv(
+        tmp_path / "jitter.csv", index=False
+    )
+    # execute
+    frame, report = load_table(tmp_path / "jitter.csv")
+    # assert
+    assert list(frame.index) == list(t) and report.period_s == 3600
+    assert frame["a"].tolist() == list(range(72))
+    assert any("snapped to a 3600-second grid (off by up to 3 s)" in n for n in report.notes)
+
+
+def test_timestamps_far_off_the_grid_are_still_refused(tmp_path):
+    # setup: a logger that switched from :00 to :20 halfway
+    t = pd.date_range("2024-03-20", periods=72, freq="h")
+    shift = pd.to_timedelta(np.where(np.arange(72) < 36, 0, 20), unit="min")
+    pd.DataFrame({"time": t + shift, "a": np.arange(72.0)}).to_csv(
+        tmp_path / "shift.csv", index=False
+    )
+    # execute / assert
+    with pytest.raises(DataError, match="off the regular 3600-second grid"):
+        load_table(tmp_path / "shift.csv")
+
+
+def test_timestamps_on_a_grid_get_no_snapping_note(tmp_path):
+    # setup
+    _frame().to_csv(tmp_path / "plain.csv", index=False)
+    # execute
+    _, report = load_table(tmp_path / "plain.csv")
+    # assert
+    assert not any("snapped" in n for n in report.notes)

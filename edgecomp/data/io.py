@@ -20,6 +20,8 @@ Rules, in the order ``load_table`` applies them:
   skipped column is listed in ``TableReport.notes``.
 * Feature names: wide: the column names; long: ``f"{id}"`` with one value column, else
   ``f"{id}_{value_col}"``, ordered by id then value column.
+* Jitter: timestamps at most 5 % of the period off a grid (the median step rounded to a whole
+  minute or second) are snapped onto it, with a note.
 * Grid: the sampling period is the most common step between sorted timestamps; missing grid steps
   are inserted as NaN rows (``regularize=True``) and reported as gaps. Daily data with no weekend
   rows is a business-day series: its grid holds weekdays only, so weekends are not gaps.
@@ -102,6 +104,7 @@ _TEXT_SUFFIXES = tuple(
     for packed in ("", ".gz", ".bz2", ".xz", ".zip")
 )
 _SNIFF_LINES = 200  # lines read to tell the delimiter and decimal mark of a CSV
+_MAX_JITTER = 0.05  # timestamps at most this share of the period off its grid are snapped
 _EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))  # numeric times: unit by magnitude
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # the range of a nanosecond timestamp
 
@@ -188,7 +191,8 @@ def load_table(
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     tcol = _time_column(df, time_col, path)
     df, clock_notes = _join_clock(df, tcol)
-    times = _parse_times(df[tcol], path, tcol)
+    times, snap_notes = _snap_jitter(_parse_times(df[tcol], path, tcol))
+    clock_notes += snap_notes
     body = df.drop(columns=[tcol])
     resolved, icol = _resolve_layout(body, times, layout, id_col, path)
     dropped = [c for c in exclude if c in body.columns and c != icol]
@@ -406,6 +410,33 @@ def _epoch_unit(col: pd.Series) -> str:
     about the year 5138; each next unit 1000 times larger)."""
     size = float(np.nanmedian(np.abs(col.to_numpy(dtype="float64", na_value=np.nan))))
     return next((u for u, top in _EPOCH_UNITS if not size >= top), "ns")  # NaN: all empty
+
+
+def _snap_jitter(times: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, list[str]]:
+    """Timestamps a logger wrote a little off its period (07:00:01, 08:00:03, 08:59:58) put on
+    the grid of the median step rounded to a whole minute (or second), with a note, when none
+    is more than ``_MAX_JITTER`` of the period away; else as they are (``_grid`` refuses)."""
+    stamps = times.asi8
+    unique = np.unique(stamps)
+    if len(unique) < 3:
+        return times, []
+    diffs = np.diff(unique)
+    steps, counts = np.unique(diffs, return_counts=True)
+    if not ((unique - unique[0]) % steps[np.argmax(counts)]).any():  # on a grid already
+        return times, []
+    median = float(np.median(diffs))
+    unit = 60 * 10**9 if median >= 60e9 else 10**9
+    period = max(unit, round(median / unit) * unit)
+    anchor = round(unique[0] / unit) * unit
+    slots = np.round((stamps - anchor) / period).astype(np.int64)
+    off = np.abs(stamps - anchor - slots * period)
+    if off.max() > _MAX_JITTER * period:
+        return times, []
+    snapped = pd.DatetimeIndex(anchor + slots * period, name=times.name).as_unit("ns")
+    return snapped, [
+        f"time: timestamps snapped to a {period / 1e9:g}-second grid (off by up to "
+        f"{off.max() / 1e9:g} s)"
+    ]
 
 
 def _check_offsets(col: pd.Series, path: Path, name: str) -> None:
