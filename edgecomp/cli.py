@@ -221,11 +221,14 @@ def _data_config(input_len: int, horizon: int, kw: dict):
 def data_cmd(path: str, input_len: int, horizon: int, **kw) -> dict:
     """Inspect a CSV/Parquet file: period, gaps, missing values, windows per split, and an
     input length and horizon suggested for its sampling period."""
-    from edgecomp.data import prepare
-    from edgecomp.data.summary import format_summary, suggest_windows
+    from edgecomp.data.summary import format_summary, prepare_summary, suggest_windows
 
-    dataset = prepare(path, _data_config(input_len, horizon, kw))
+    source = click.get_current_context().get_parameter_source
+    default = {source(p) for p in ("input_len", "horizon")} == {click.core.ParameterSource.DEFAULT}
+    config = _data_config(input_len, horizon, kw)
+    dataset, note = prepare_summary(path, config, default_window=default)
     summary = dataset.summary()
+    summary["notes"] = [note, *summary["notes"]] if note else summary["notes"]
     summary["suggested"] = suggest_windows(
         summary["period_s"], summary["rows"], business_days=summary["business_days"]
     )

@@ -407,3 +407,25 @@ def test_timestamps_on_a_grid_get_no_snapping_note(tmp_path):
     _, report = load_table(tmp_path / "plain.csv")
     # assert
     assert not any("snapped" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(("given", "ok"), [([], True), (["-L", "48"], False), (["-H", "8"], False)])
+def test_edgecomp_data_on_a_short_file_counts_a_window_that_fits(tmp_path, given, ok):
+    from click.testing import CliRunner
+
+    from edgecomp.cli import main
+
+    # setup: 196 days (the BIXI season): a 15 % split holds 29 rows, the default needs 56
+    t = pd.date_range("2019-04-15", periods=196, freq="D")
+    pd.DataFrame({"date": t, "a": np.sin(np.arange(196.0))}).to_csv(
+        tmp_path / "season.csv", index=False
+    )
+    # execute
+    result = CliRunner().invoke(main, ["data", str(tmp_path / "season.csv"), "--json", *given])
+    # assert: the defaults give way to a window that fits; a window the user gave does not
+    if ok:
+        summary = json.loads(result.stdout)
+        assert summary["windows"]["test"] > 0
+        assert "(the defaults) do not fit this file" in summary["notes"][0]
+    else:
+        assert result.exit_code == 2 and "pass a shorter window" in result.output

@@ -461,6 +461,15 @@ def _drop_sparse(
     return frame.drop(columns=[c for c, _ in drop]), [note + f"missing): {listed}"]
 
 
+class WindowTooLongError(DataError):
+    """The window (input_len + horizon) does not fit the file or a split; ``fitting`` is an
+    (input_len, horizon) that fits every split, or None when none does."""
+
+    def __init__(self, message: str, fitting: tuple[int, int] | None) -> None:
+        super().__init__(message)
+        self.fitting = fitting
+
+
 def _bounds(
     rows: int, config: DataConfig, path: Path, period_s: float
 ) -> dict[str, tuple[int, int]]:
@@ -470,36 +479,45 @@ def _bounds(
     edges = [0, n_train, n_train + n_val, rows]
     bounds = {s: (edges[i], edges[i + 1]) for i, s in enumerate(SPLITS)}
     shortest = min(b - a for i, (a, b) in enumerate(bounds.values()) if config.split[i] > 0)
+    fitting = _fitting(shortest, rows, period_s)
     if rows < need:
-        raise DataError(
+        raise WindowTooLongError(
             f"{path}: {rows} rows, fewer than input_len + horizon = {need}"
-            + _shorter_hint(shortest, rows, period_s)
+            + _shorter_hint(shortest, fitting),
+            fitting,
         )
     for i, (name, (a, b)) in enumerate(bounds.items()):
         if config.split[i] > 0 and b - a < need:
-            raise DataError(
+            raise WindowTooLongError(
                 f"{path}: the {name} split has {b - a} rows ({config.split[i]:g} of {rows}); it "
                 f"needs at least {need} (input_len {config.input_len} + horizon {config.horizon})"
-                + _shorter_hint(shortest, rows, period_s)
+                + _shorter_hint(shortest, fitting),
+                fitting,
             )
     return bounds
 
 
-def _shorter_hint(fits: int, rows: int, period_s: float) -> str:
-    """'; pass a shorter -L/-H, e.g. -L a -H b ...' when a window of at least 2 + 1 steps fits
-    in ``fits`` rows (the shortest split), else a hint that the file is too short."""
+def _fitting(fits: int, rows: int, period_s: float) -> tuple[int, int] | None:
+    """The suggested (input_len, horizon), shortened to ``fits`` rows (the shortest split);
+    None when not even 2 + 1 steps fit."""
     from edgecomp.data.summary import suggest_windows
 
     if fits < 3:
-        return "; the file is too short to window: add rows or change --split"
+        return None
     s = suggest_windows(period_s, rows)
     length, horizon = s["input_len"], s["horizon"]
     if length + horizon > fits or length < 2:
         horizon = max(1, min(horizon, fits // 4))
         length = fits - horizon
+    return length, horizon
+
+
+def _shorter_hint(fits: int, fitting: tuple[int, int] | None) -> str:
+    if fitting is None:
+        return "; the file is too short to window: add rows or change --split"
     return (
         f"; pass a shorter window: input_len + horizon <= {fits} fits every split "
-        f"(e.g. -L {length} -H {horizon})"
+        f"(e.g. -L {fitting[0]} -H {fitting[1]})"
     )
 
 

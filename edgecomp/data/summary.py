@@ -7,6 +7,7 @@ a console table shows when the horizon is long (the JSON keeps every step).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 MAX_FULL_STEPS = 8  # tables show every step up to this horizon, selected steps beyond
@@ -66,6 +67,29 @@ def suggest_windows(period_s: float, rows: int, *, business_days: bool = False) 
         length, horizon = max(1, int(length * scale)), max(1, int(horizon * scale))
         why += f", shortened to fit the {rows}-row table"
     return {"input_len": length, "horizon": horizon, "why": why}
+
+
+def prepare_summary(path: Any, config: Any, *, default_window: bool) -> tuple[Any, str | None]:
+    """``prepare(path, config)`` for ``edgecomp data``, and a note: with the default window
+    (``default_window``) on a file too short for it, the windows are counted with one that fits
+    every split (the note says which) instead of refusing the file.
+
+    Raises:
+        DataError: As ``prepare``; too short a file when the window was given, or when none fits.
+    """
+    from edgecomp.data.prep import WindowTooLongError, prepare
+
+    try:
+        return prepare(path, config), None
+    except WindowTooLongError as exc:
+        if not default_window or exc.fitting is None:
+            raise
+        length, horizon = exc.fitting
+        fitted = dataclasses.replace(config, input_len=length, horizon=horizon)
+        return prepare(path, fitted), (
+            f"-L {config.input_len} -H {config.horizon} (the defaults) do not fit this file: "
+            f"windows counted with -L {length} -H {horizon}"
+        )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
