@@ -89,8 +89,12 @@ class ConeTCN(nn.Module):
         self.source = [source]  # not a submodule: its own blocks must not be converted
         plan = cone_plan(list(source.dilations))
         self.first = plan[0][0]
+        length = source.input_len
         self.blocks = nn.Sequential(
-            *(_ConeBlock(block, a, s) for block, (a, s) in zip(source.blocks, plan, strict=True))
+            *(
+                _ConeBlock(block, a, s, (length - 1) // a + 1)
+                for block, (a, s) in zip(source.blocks, plan, strict=True)
+            )
         )
         self.head = source.head
 
@@ -100,22 +104,20 @@ class ConeTCN(nn.Module):
 
 
 class _ConeBlock(nn.Module):
-    """A ``TemporalBlock`` on every ``a``-th step, giving every ``s``-th (None: the last)."""
+    """A ``TemporalBlock`` on every ``a``-th step (``n`` of them), giving every ``s``-th (None:
+    the last alone, as a stride of ``n``)."""
 
-    def __init__(self, block: nn.Module, a: int, s: int | None) -> None:
+    def __init__(self, block: nn.Module, a: int, s: int | None, n: int) -> None:
         super().__init__()
         kernel, dilation = block.conv1.kernel_size[0], block.conv1.dilation[0]
         self.span = (kernel - 1) * dilation // a  # left padding of each convolution
-        self.step = None if s is None else s // a
+        self.step = n if s is None else s // a
         self.conv1 = _conv(block.conv1, dilation // a, 1)
-        self.conv2 = _conv(block.conv2, dilation // a, self.step or 1)
+        self.conv2 = _conv(block.conv2, dilation // a, self.step)
         self.skip = block.skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.conv1(F.pad(x, (self.span, 0))))
-        if self.step is None:  # one output: the last ``span + 1`` steps, padded if fewer
-            h = _last(h, self.span + 1)
-            return torch.relu(torch.relu(self.conv2(h)) + self.skip(x[:, :, -1:]))
         # the first output position that the stride lands on the last step from
         first = (h.shape[2] - 1) % self.step
         h = F.pad(h, (self.span - first, 0)) if first <= self.span else h[:, :, first - self.span :]
@@ -145,11 +147,6 @@ def _every(x: torch.Tensor, step: int) -> torch.Tensor:
     if step == 1:
         return x
     return F.max_pool1d(x[:, :, (x.shape[2] - 1) % step :], kernel_size=1, stride=step)
-
-
-def _last(x: torch.Tensor, n: int) -> torch.Tensor:
-    """The last ``n`` steps of ``x``, zero-padded on the left when it has fewer."""
-    return x[:, :, x.shape[2] - n :] if x.shape[2] >= n else F.pad(x, (n - x.shape[2], 0))
 
 
 class UnrolledRecurrent(nn.Module):

@@ -59,10 +59,12 @@ def unshrunk(model: Model, precision: str, *, channel_head: bool = False) -> byt
     settings), names dropped; ``channel_head``: int4 FULLY_CONNECTED per channel, as before."""
     from edgecomp.targets.tflite.convert import compact, convert_module
     from edgecomp.targets.tflite.graph import Graph
+    from edgecomp.targets.tflite.lowering import rewrite
     from edgecomp.targets.tflite.quantize import QuantSettings, quantize
 
     spec, settings = model.spec, QuantSettings.from_options(PROFILE.options)
-    source = convert_module(model.module, spec.input_len, spec.n_features)
+    module = rewrite(model.module) or model.module  # the TCN's receptive cone, as the build
+    source = convert_module(module, spec.input_len, spec.n_features)
     if precision == "fp32":
         return compact(source)
     graph = Graph(source)
