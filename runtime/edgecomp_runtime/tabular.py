@@ -59,7 +59,8 @@ def as_numeric(window: Any, features: list[str]) -> Any:
         absent = [f for f in features if f not in names]
         if absent:
             raise InputError(f"window: DataFrame lacks feature column(s) {absent}; has {names}")
-        window = window.to_numpy(dtype=object)[:, [names.index(f) for f in features]]
+        cells = window.to_numpy(dtype=object, na_value=np.nan)  # pandas' NA (Int64...) is NaN
+        window = cells[:, [names.index(f) for f in features]]
     array = window if isinstance(window, np.ndarray) else None
     if array is None or array.dtype.kind not in "bO":
         return window

@@ -76,3 +76,21 @@ def test_a_comma_in_a_comma_delimited_file_still_splits_cells(tmp_path):
     values, _ = read_csv(path, FEATURES)
     # assert
     np.testing.assert_array_equal(values, [[1.0, 5.0], [2.0, 6.0]])
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "Float64"])
+def test_a_dataframe_with_pandas_missing_values_predicts_as_nan(make_artifact, toy, dtype):
+    pd = pytest.importorskip("pandas")
+    import edgecomp_runtime as ecr
+
+    # setup: a nullable column (pd.NA marks the missing reading), as read_parquet may give it
+    model = ecr.load(make_artifact())
+    window = np.round(toy.window(seed=3))
+    frame = pd.DataFrame(window, columns=list(toy.features)).astype({"b": dtype})
+    frame.loc[2, "b"] = pd.NA
+    expected = window.copy()
+    expected[2, 1] = np.nan
+    # execute
+    got = model.predict(frame)
+    # assert: what the float window with NaN gives (was InputDtypeError 'dtype object')
+    np.testing.assert_array_equal(got, model.predict(expected))
