@@ -373,19 +373,27 @@ def test_text_tables_under_other_suffixes_and_compressions_read(tmp_path, name, 
     pd.testing.assert_frame_equal(got, want)
 
 
-def test_a_loggers_jittered_timestamps_are_snapped_to_the_grid(tmp_path):
-    # setup: hourly readings written a few seconds late or early
-    t = pd.date_range("2024-03-20", periods=72, freq="h")
-    jitter = pd.to_timedelta(np.tile([0, 1, 3, -2], 18), unit="s")
-    pd.DataFrame({"time": t + jitter, "a": np.arange(72.0)}).to_csv(
+@pytest.mark.parametrize(
+    ("freq", "jitter", "note"),
+    [
+        ("1h", [0, 1, 3, -2], "snapped to a 3600-second grid (off by up to 3 s)"),
+        ("100ms", [0, 0.002, -0.003, 0.001], "snapped to a 0.1-second grid (off by up to 0.003 s)"),
+        ("90min", [0, 40, -55, 20], "snapped to a 5400-second grid (off by up to 55 s)"),
+    ],
+)
+def test_a_loggers_jittered_timestamps_are_snapped_to_the_grid(tmp_path, freq, jitter, note):
+    # setup: readings written a little late or early (hourly: a few seconds; 10 Hz: ms)
+    t = pd.date_range("2024-03-20", periods=200, freq=freq)
+    stamps = t + pd.to_timedelta(np.tile(jitter, 50), unit="s")
+    pd.DataFrame({"time": stamps, "a": np.arange(200.0)}).to_csv(
         tmp_path / "jitter.csv", index=False
     )
     # execute
     frame, report = load_table(tmp_path / "jitter.csv")
     # assert
-    assert list(frame.index) == list(t) and report.period_s == 3600
-    assert frame["a"].tolist() == list(range(72))
-    assert any("snapped to a 3600-second grid (off by up to 3 s)" in n for n in report.notes)
+    assert list(frame.index) == list(t) and report.period_s == pd.Timedelta(freq).total_seconds()
+    assert frame["a"].tolist() == list(range(200))
+    assert any(note in n for n in report.notes)
 
 
 def test_timestamps_far_off_the_grid_are_still_refused(tmp_path):

@@ -21,7 +21,8 @@ Rules, in the order ``load_table`` applies them:
 * Feature names: wide: the column names; long: ``f"{id}"`` with one value column, else
   ``f"{id}_{value_col}"``, ordered by id then value column.
 * Jitter: timestamps at most 5 % of the period off a grid (the median step rounded to a whole
-  minute or second) are snapped onto it, with a note.
+  day, hour, ..., minute, second, ... or millisecond, the coarsest that fits) are snapped onto
+  it, with a note.
 * Grid: the sampling period is the most common step between sorted timestamps; missing grid steps
   are inserted as NaN rows (``regularize=True``) and reported as gaps. Daily data with no weekend
   rows is a business-day series: its grid holds weekdays only, so weekends are not gaps.
@@ -105,6 +106,9 @@ _TEXT_SUFFIXES = tuple(
 )
 _SNIFF_LINES = 200  # lines read to tell the delimiter and decimal mark of a CSV
 _MAX_JITTER = 0.05  # timestamps at most this share of the period off its grid are snapped
+_ROUNDINGS = tuple(  # ns: the period of a jittered grid is its median step rounded to one of these
+    int(s * 1e9) for s in (1e-3, 1e-2, 0.1, 1, 10, 60, 300, 600, 900, 1800, 3600, 86_400)
+)
 _EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))  # numeric times: unit by magnitude
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # the range of a nanosecond timestamp
 
@@ -414,8 +418,10 @@ def _epoch_unit(col: pd.Series) -> str:
 
 def _snap_jitter(times: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, list[str]]:
     """Timestamps a logger wrote a little off its period (07:00:01, 08:00:03, 08:59:58) put on
-    the grid of the median step rounded to a whole minute (or second), with a note, when none
-    is more than ``_MAX_JITTER`` of the period away; else as they are (``_grid`` refuses)."""
+    a grid, with a note: the median step rounded to the coarsest of ``_ROUNDINGS`` that leaves
+    no timestamp more than ``_MAX_JITTER`` of the period off; else as they are (``_grid``
+    refuses).
+    """
     stamps = times.asi8
     unique = np.unique(stamps)
     if len(unique) < 3:
@@ -425,18 +431,17 @@ def _snap_jitter(times: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, list[str]]:
     if not ((unique - unique[0]) % steps[np.argmax(counts)]).any():  # on a grid already
         return times, []
     median = float(np.median(diffs))
-    unit = 60 * 10**9 if median >= 60e9 else 10**9
-    period = max(unit, round(median / unit) * unit)
-    anchor = round(unique[0] / unit) * unit
-    slots = np.round((stamps - anchor) / period).astype(np.int64)
-    off = np.abs(stamps - anchor - slots * period)
-    if off.max() > _MAX_JITTER * period:
-        return times, []
-    snapped = pd.DatetimeIndex(anchor + slots * period, name=times.name).as_unit("ns")
-    return snapped, [
-        f"time: timestamps snapped to a {period / 1e9:g}-second grid (off by up to "
-        f"{off.max() / 1e9:g} s)"
-    ]
+    for unit in (u for u in reversed(_ROUNDINGS) if u <= median):  # the roundest period first
+        period, anchor = round(median / unit) * unit, round(unique[0] / unit) * unit
+        slots = np.round((stamps - anchor) / period).astype(np.int64)
+        off = np.abs(stamps - anchor - slots * period)
+        if off.max() <= _MAX_JITTER * period:
+            snapped = pd.DatetimeIndex(anchor + slots * period, name=times.name).as_unit("ns")
+            return snapped, [
+                f"time: timestamps snapped to a {period / 1e9:g}-second grid (off by up to "
+                f"{off.max() / 1e9:g} s)"
+            ]
+    return times, []
 
 
 def _check_offsets(col: pd.Series, path: Path, name: str) -> None:
