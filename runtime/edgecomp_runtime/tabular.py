@@ -27,6 +27,7 @@ BOOL_TEXT = {"true": 1.0, "false": 0.0}
 MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
 TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
 _DECIMAL_COMMA = re.compile(r"^\s*([+-]?\d+),(\d+)\s*$")
+_CLOCK = re.compile(r"^\s*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*$")  # 7:05, 07:05:00.250
 
 
 def cell_value(value: Any) -> float:
@@ -105,11 +106,28 @@ def read_csv(
         return values, None
     tcol = _time_column(path, header, time_col)
     at = header.index(tcol)
+    clock = _clock_column(rows[1:], at)
     stamps = [
-        _timestamp(path, tcol, row[at] if at < len(row) else "", i)
-        for i, row in enumerate(rows[1:], 1)
+        _timestamp(path, tcol, _stamp_text(row, at, clock), i) for i, row in enumerate(rows[1:], 1)
     ]
     return values, stamps
+
+
+def _clock_column(rows: list[list[str]], at: int) -> int | None:
+    """A column of clock times beside a time column of dates only that repeat (a logger's
+    ``Date;Time``), joined to it as the compiler does; else None."""
+    dates = [row[at].strip() for row in rows if at < len(row)]
+    if not dates or any(":" in d for d in dates) or len(set(dates)) == len(dates):
+        return None
+    width = min(len(row) for row in rows)
+    return next(
+        (i for i in range(width) if i != at and all(_CLOCK.match(row[i]) for row in rows)), None
+    )
+
+
+def _stamp_text(row: list[str], at: int, clock: int | None) -> str:
+    text = row[at] if at < len(row) else ""
+    return text if clock is None else f"{text.strip()} {row[clock].strip()}"
 
 
 def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:

@@ -94,3 +94,28 @@ def test_a_dataframe_with_pandas_missing_values_predicts_as_nan(make_artifact, t
     got = model.predict(frame)
     # assert: what the float window with NaN gives (was InputDtypeError 'dtype object')
     np.testing.assert_array_equal(got, model.predict(expected))
+
+
+def test_a_loggers_date_and_time_columns_give_the_window_its_times(tmp_path):
+    # setup: "Date;Time" as the logger writes them (the date alone repeats)
+    lines = ["Date;Time;Séminaire °C;b"]
+    lines += [f"2024-04-18;{t.hour:02d}:00;1,5;2" for t in TIMES]
+    path = tmp_path / "logger.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # execute
+    values, stamps = read_csv(path, FEATURES, times=True)
+    # assert: each row's clock time, not midnight three times (wrong calendar inputs)
+    assert stamps == TIMES
+    np.testing.assert_array_equal(values, [[1.5, 2.0]] * 3)
+
+
+def test_a_daily_windows_clock_column_is_not_its_time(tmp_path):
+    # setup: one row a day, a column of sunrise times
+    lines = ["date,sunrise,Séminaire °C,b"]
+    lines += [f"2024-04-{d},06:1{d - 18},1,2" for d in (18, 19, 20)]
+    path = tmp_path / "daily.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # execute
+    _, stamps = read_csv(path, FEATURES, times=True)
+    # assert
+    assert stamps == [datetime(2024, 4, d) for d in (18, 19, 20)]
