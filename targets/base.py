@@ -161,6 +161,12 @@ class Target(abc.ABC):
         return f"target backend '{cls.name}': {names} is not installed: {cls.install}"
 
     @classmethod
+    def option_applies(cls, name: str, value: Any, module_type: type, precision: str) -> bool:
+        """Whether option ``name`` set to ``value`` applies to a forecaster class at
+        ``precision`` (`edgecomp tune` offers only what applies); True unless a backend says."""
+        return True
+
+    @classmethod
     def parse_options(cls, profile: TargetProfile) -> TargetOptions:
         """The profile's options, typed (see ``TargetOptions.parse``); ``keep_float`` only where
         ``capabilities.keeps_layers`` (elsewhere it would be ignored)."""

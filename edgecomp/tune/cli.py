@@ -141,7 +141,7 @@ def _run(model, dataset, config, constraints, out_dir, space_file, students, bui
         )
     if result.interrupted:
         console.print("[yellow]interrupted:[/yellow] finished trials are kept in the study")
-    console.print(f"{len(result.rows)} distinct recipes measured; results in {out_dir}/")
+    console.print(f"{_tally(result)}; results in {out_dir}/")
     if result.chosen is None:
         raise TuneError(result.error or "no recipe chosen")
     m = result.chosen["measured"]
@@ -164,6 +164,19 @@ def _run(model, dataset, config, constraints, out_dir, space_file, students, bui
         if (out_dir / "results.json").is_file()
         else None,
     }
+
+
+def _tally(result) -> str:
+    """'N distinct recipes measured', with the failed trials counted and the first one's error."""
+    text = f"{len(result.rows)} distinct recipes measured"
+    if not result.failed:
+        return text
+    first = result.failed[0]
+    plural = "s" if len(result.failed) > 1 else ""
+    return (
+        f"{text}, {len(result.failed)} trial{plural} failed (first: trial {first['trial']} "
+        f"{first['summary']}: {first['error']})"
+    )
 
 
 class _Progress:

@@ -9,7 +9,15 @@ from typing import Any
 from edgecomp._io import atomic_write_text
 from edgecomp.tune.evaluate import TuneError
 
-__all__ = ["choose", "pareto_rows", "plot_front", "results_json", "to_toml", "trial_rows"]
+__all__ = [
+    "choose",
+    "failed_trials",
+    "pareto_rows",
+    "plot_front",
+    "results_json",
+    "to_toml",
+    "trial_rows",
+]
 
 _AXES = ("error_increase", "p50_ms", "size_bytes")
 
@@ -41,6 +49,20 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     for row, on_front in zip(out, front, strict=True):
         row["pareto"] = on_front
     return out
+
+
+def failed_trials(study: Any) -> list[dict[str, Any]]:
+    """One entry per trial that failed: its number, recipe summary and error (first line)."""
+    from optuna.trial import TrialState
+
+    return [
+        {
+            "trial": t.number,
+            "summary": summarize(t.user_attrs["recipe"]) if "recipe" in t.user_attrs else "",
+            "error": t.user_attrs.get("error", "failed"),
+        }
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    ]
 
 
 def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ again and verified on the test split.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from edgecomp.spec import Model
 from edgecomp.tune.evaluate import Constraints, Evaluator, TuneError
 from edgecomp.tune.output import (
     choose,
+    failed_trials,
     pareto_rows,
     plot_front,
     results_json,
@@ -50,6 +51,7 @@ class TuneResult:
         artifact: The chosen artifact, built and verified on the test split (None if not built).
         interrupted: True when Ctrl-C stopped the search (the study is kept).
         error: Why nothing was chosen (lists the closest recipes).
+        failed: The trials that failed: trial number, recipe summary, error.
     """
 
     rows: list[dict[str, Any]]
@@ -57,6 +59,7 @@ class TuneResult:
     artifact: Path | None
     interrupted: bool
     error: str | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def tune(
@@ -81,7 +84,10 @@ def tune(
     out = Path(out_dir)
     profile = get_profile(config.target)
     space = default_space(
-        profile, students=students, mixed=constraints.max_error_increase is not None
+        profile,
+        students=students,
+        mixed=constraints.max_error_increase is not None,
+        model_type=type(model.module),
     )
     if space_file is not None:
         space = load_space(space_file, space)
@@ -90,18 +96,18 @@ def tune(
     study, interrupted = run_study(
         config, space, evaluator, needs_calibration=needs, on_trial=on_trial
     )
-    rows = trial_rows(study)
+    rows, failed = trial_rows(study), failed_trials(study)
     chosen, error = None, None
     try:
         chosen = choose(rows, OBJECTIVES[config.objective])
     except TuneError as exc:
         error = str(exc)
-    _write(out, rows, chosen, config, constraints, evaluator, space)
+    _write(out, rows, chosen, config, constraints, evaluator, space, failed)
     artifact = None
     if chosen is not None and build_chosen and not interrupted:
         recipe = chosen["measured"]["recipe"]
         artifact = _build_chosen(model, dataset, recipe, out, constraints.budget())
-    return TuneResult(rows, chosen, artifact, interrupted, error)
+    return TuneResult(rows, chosen, artifact, interrupted, error, failed)
 
 
 def _write(
@@ -112,6 +118,7 @@ def _write(
     constraints: Constraints,
     evaluator: Evaluator,
     space: dict[str, tuple],
+    failed: list[dict[str, Any]],
 ) -> None:
     results_json(
         out / "results.json",
@@ -122,6 +129,7 @@ def _write(
             "space": {k: list(v) for k, v in space.items()},
             "reference_val_mae": evaluator.reference_mae,
             "chosen": None if chosen is None else chosen["trial"],
+            "failed": failed,
         },
     )
     atomic_write_text(out / "pareto.md", pareto_markdown(rows, constraints))

@@ -28,7 +28,11 @@ class SpaceError(ValueError):
 
 
 def default_space(
-    profile: TargetProfile, *, students: bool = True, mixed: bool = False
+    profile: TargetProfile,
+    *,
+    students: bool = True,
+    mixed: bool = False,
+    model_type: type | None = None,
 ) -> dict[str, tuple]:
     """The dimensions the passes and ``profile``'s backend offer, with their choices.
 
@@ -37,6 +41,10 @@ def default_space(
         students: Offer distilled students (one training run per student: the costly dimension).
         mixed: Offer "mixed-<precision>": the most sensitive layers kept in float until the
             relative error limit holds (edgecomp.mixed), for backends that keep layers by name.
+        model_type: The input model's class; a tuned option's choice is offered only where the
+            backend says it applies to this class or an offered student at some precision
+            (``Target.option_applies``: onnx ``lowering=hoisted`` only for LSTM/GRU). None:
+            every choice.
 
     The backend's capabilities decide the rest: ``keeps_layers`` offers mixed precision and
     ``keep_float``; a ``calibration_method`` option with choices offers those choices.
@@ -59,7 +67,16 @@ def default_space(
         space[CALIBRATION_OPTION] = methods
     if keeps_layers:
         space["keep_float"] = tuple(_KEEP_FLOAT)
-    space.update(tuned_options(target_cls))
+    types = [model_type] if model_type is not None else []
+    types += [MODELS[arch] for arch in sorted(MODELS)] if students and types else []
+    bases = {p.removeprefix("mixed-") for p in precisions}
+    for name, choices in tuned_options(target_cls).items():
+        space[name] = tuple(
+            c
+            for c in choices
+            if not types
+            or any(target_cls.option_applies(name, c, t, b) for t in types for b in bases)
+        )
     return space
 
 
@@ -103,17 +120,27 @@ def load_space(path: str | Path, base: dict[str, tuple]) -> dict[str, tuple]:
             raise SpaceError(f"{path}: space.{name}: expected a non-empty list of choices")
         bad = [c for c in choices if c not in base[name]]
         if bad:
-            raise SpaceError(f"{path}: space.{name}: {bad[0]!r} is not one of {list(base[name])}")
+            raise SpaceError(
+                f"{path}: space.{name}: {bad[0]!r} is not one of {list(base[name])} (the "
+                f"choices that apply to this target and model)"
+            )
         space[name] = tuple(choices)
     return space
 
 
 def recipe_for(
-    params: dict[str, Any], *, target: str, finetune_epochs: int, needs_calibration: frozenset
+    params: dict[str, Any],
+    *,
+    target: str,
+    finetune_epochs: int,
+    needs_calibration: frozenset,
+    model_type: type | None = None,
 ) -> dict[str, Any]:
     """The recipe (as `edgecomp build --recipe` reads it) for one point of the space.
 
     Order: distill into a student (if any), prune (if any) and fine-tune, then one lowering.
+    A tuned option whose choice does not apply to the model that is lowered (the student, else
+    ``model_type``) at the trial's precision is left at "auto" (``Target.option_applies``).
     """
     passes: list[dict[str, Any]] = []
     student = params.get("student", "none")
@@ -136,7 +163,14 @@ def recipe_for(
         mixed = base != params["precision"]  # the mixed search picks the float layers itself
         if params.get("keep_float", "none") != "none" and not mixed:
             options["keep_float"] = _KEEP_FLOAT[params["keep_float"]]
-    options.update({k: params[k] for k in sorted(_TUNED & set(params)) if params[k] != "auto"})
+    lowered = MODELS[student.rpartition("-")[0]] if student != "none" else model_type
+    options.update(
+        {
+            k: params[k]
+            for k in sorted(_TUNED & set(params))
+            if params[k] != "auto" and _applies(target, k, params[k], lowered, base)
+        }
+    )
     if options:
         lower["options"] = options
     return {"eval_split": "val", "passes": passes, "lower": [lower]}
@@ -144,6 +178,15 @@ def recipe_for(
 
 # every backend's tuned option names (recipe_for gets a profile name, not the backend)
 _TUNED = {name for key in TARGETS for name in tuned_options(get_target(key))}
+
+
+def _applies(target: str, name: str, value: Any, model_type: type | None, precision: str) -> bool:
+    if model_type is None:
+        return True
+    from edgecomp.targets import get_profile
+
+    backend = get_target(get_profile(target).backend)
+    return backend.option_applies(name, value, model_type, precision)
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:

@@ -254,6 +254,7 @@ def _objective(
             target=config.target,
             finetune_epochs=config.finetune_epochs,
             needs_calibration=needs_calibration,
+            model_type=type(evaluator.model.module),
         )
         key = recipe_key(recipe)
         trial.set_user_attr("recipe", recipe)

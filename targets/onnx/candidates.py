@@ -218,6 +218,18 @@ def available_lowerings() -> dict[str, Callable[..., Any] | None]:
     return found
 
 
+def applicable_lowerings(module_type: type, precision: str) -> tuple[str, ...]:
+    """The lowerings importable here that apply to a forecaster class at ``precision`` ("fp32",
+    "int8", "int4"): the default always; another where its module's ``applies`` says so."""
+    found = []
+    for name, function in available_lowerings().items():
+        module = None if function is None else importlib.import_module(function.__module__)
+        applies = getattr(module, "applies", None)
+        if applies is None or applies(module_type, precision):
+            found.append(name)
+    return tuple(found)
+
+
 def available_precisions(engines: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Engine key -> the ``EXTRA_PRECISIONS`` its engine can run on this host's CPU."""
     found: dict[str, tuple[str, ...]] = {}
@@ -276,6 +288,7 @@ def choose(
     from edgecomp.frontend import reference_predict
 
     functions = available_lowerings()
+    _check_applies(request)
     engines = available_engines()
     wanted = candidates(request.options, engines, list(functions), available_precisions(engines))
     files, failed = _lowerings(request, fp32, default, functions, {c.lowering for c in wanted})
@@ -296,6 +309,18 @@ def choose(
         if not crossover["confirmed"]:  # a batch-64 gain that did not hold: one engine serves
             best, routed = select(results), None
     return _record(files[best.candidate.lowering], best, results, routed, crossover)
+
+
+def _check_applies(request: Request) -> None:
+    """A lowering asked for by name that does not apply to the model is refused as such."""
+    asked, precision = request.options.lowering, str(request.precision)
+    applicable = applicable_lowerings(type(request.model.module), precision)
+    if asked in (AUTO, *applicable) or asked not in available_lowerings():
+        return
+    raise base.TargetError(
+        f"onnx: option 'lowering' is {asked!r}, which is not applicable to "
+        f"{request.model.spec.arch} at {precision}; applicable: {[AUTO, *applicable]}"
+    )
 
 
 def _narrow(what: str, value: str, found: Sequence[str], known: Sequence[str]) -> list[str]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOWERINGS",
     "RecurrentLoweringError",
+    "applies",
     "hoisted_graph",
     "hoisted_lowering",
     "lower_recurrent",
@@ -432,16 +433,23 @@ def scan_graph(module: nn.Module, input_len: int, n_features: int) -> onnx.Model
     return hoisted_graph(module, input_len, n_features, scan=True, int8=True)
 
 
+def applies(module_type: type, precision: str) -> bool:
+    """Whether the hoisted and Scan lowerings apply to a forecaster class at ``precision``: an
+    edgecomp LSTM/GRU forecaster at fp32 or int8 (``candidates.applicable_lowerings`` asks)."""
+    from edgecomp.models import _RecurrentForecaster
+
+    return issubclass(module_type, _RecurrentForecaster) and precision in ("fp32", "int8")
+
+
 def scan_lowering(request: Any, fp32: Any) -> Any:
     """The Scan lowering at the request's precision (int8: ``scan_graph``; fp32: the float Scan
     graph), for ``candidates.py``; None where it does not apply (not an edgecomp LSTM/GRU
     forecaster, or int4)."""
-    from edgecomp.models import _RecurrentForecaster
     from edgecomp.targets import base
 
     module, spec = request.model.module, request.model.spec
     int8 = request.precision is base.Precision.INT8
-    if not isinstance(module, _RecurrentForecaster) or request.precision is base.Precision.INT4:
+    if not applies(type(module), str(request.precision)):
         return None
     proto = hoisted_graph(module, spec.input_len, spec.n_features, scan=True, int8=int8)
     quantization = None
@@ -473,12 +481,11 @@ def hoisted_lowering(request: Any, fp32: Any) -> Any:
         A ``targets.base.Lowered`` whose model is the hoisted graph (int8: every MatMul and the
         head dynamically quantized), or None.
     """
-    from edgecomp.models import _RecurrentForecaster
     from edgecomp.targets import base
 
     module, spec = request.model.module, request.model.spec
     int8 = request.precision is base.Precision.INT8
-    if not isinstance(module, _RecurrentForecaster) or request.precision is base.Precision.INT4:
+    if not applies(type(module), str(request.precision)):
         return None
     proto = lower_recurrent(module, spec.input_len, spec.n_features, int8=int8)
     quantization = None

@@ -137,6 +137,15 @@ class OnnxTarget(base.Target):
         int4_blocks=(16,),  # MatMulNBits block sizes are powers of two >= 16
     )
 
+    @classmethod
+    def option_applies(cls, name: str, value: Any, module_type: type, precision: str) -> bool:
+        """A named ``lowering`` applies where ``candidates.applicable_lowerings`` lists it."""
+        if name != "lowering" or value == "auto":
+            return True
+        from .candidates import applicable_lowerings
+
+        return value in applicable_lowerings(module_type, precision)
+
     def lower(self, request: base.Request) -> base.Lowered:
         """Export (or import) the graph, simplified; fp32 layer records."""
         from .export import EXPORTER, SIMPLIFIER, io_spec
