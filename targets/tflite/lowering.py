@@ -17,9 +17,9 @@ TCN forecasters are rewritten to compute only the receptive cone of the last ste
 the head reads the last step alone, so the last block's second convolution needs one output, its
 first the steps ``L-1, L-1-d, ...`` and so on back. Each block runs on the steps of its input
 that are ``a`` apart (``a`` = gcd of its dilation and the spacing its output needs), with
-dilation ``d / a`` and, for the second convolution, the stride that spacing asks for; the same
-weights, the same sums per output step (exact in float), 2.8x fewer convolution outputs for the
-default 48 steps and dilations 1, 2, 4, 8 (138 instead of 384).
+dilation ``d / a`` and, for the second convolution (and a 1x1 skip convolution), the stride that
+spacing asks for; the same weights, the same sums per output step (equal up to float rounding),
+2.8x fewer convolution outputs for the default 48 steps and dilations 1, 2, 4, 8 (138, not 384).
 
 Other modules are converted as they are.
 """
@@ -114,14 +114,17 @@ class _ConeBlock(nn.Module):
         self.step = 1 if s is None else s // a
         self.conv1 = _conv(block.conv1, dilation // a, 1)
         self.conv2 = _conv(block.conv2, dilation // a, self.step)
-        self.skip = block.skip
+        # a 1x1 skip convolution takes the stride itself (one op less than a max pool)
+        self.strided = isinstance(block.skip, nn.Conv1d) and self.step > 1
+        self.skip = _conv(block.skip, 1, self.step) if self.strided else block.skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.conv1(F.pad(x, (self.span, 0))))
         # the first output position that the stride lands on the last step from
         first = (h.shape[2] - 1) % self.step
         h = F.pad(h, (self.span - first, 0)) if first <= self.span else h[:, :, first - self.span :]
-        return torch.relu(torch.relu(self.conv2(h)) + self.skip(_every(x, self.step)))
+        skip = self.skip(_tail(x, self.step) if self.strided else _every(x, self.step))
+        return torch.relu(torch.relu(self.conv2(h)) + skip)
 
 
 def _conv(conv: nn.Conv1d, dilation: int, stride: int) -> nn.Conv1d:
@@ -146,7 +149,13 @@ def _every(x: torch.Tensor, step: int) -> torch.Tensor:
     (LiteRT's MAX_POOL_2D, which XNNPACK runs; a strided slice is slower there in int8)."""
     if step == 1:
         return x
-    return F.max_pool1d(x[:, :, (x.shape[2] - 1) % step :], kernel_size=1, stride=step)
+    return F.max_pool1d(_tail(x, step), kernel_size=1, stride=step)
+
+
+def _tail(x: torch.Tensor, step: int) -> torch.Tensor:
+    """``x`` from the first step that a stride of ``step`` takes to the last."""
+    first = (x.shape[2] - 1) % step
+    return x[:, :, first:] if first else x
 
 
 class UnrolledRecurrent(nn.Module):
