@@ -258,7 +258,7 @@ def keep_budget(
     ladder = _Ladder(dataset, budget, passes, log or (lambda _: None))
     ladder.reference["test"] = manifest["metrics"]["reference"]
     ladder.log(f"budget {budget.describe()} missed: {plain.describe()}; trying the ladder")
-    asked = Candidate("plain", "as asked", model, replace(config, eval_split="val"), mixed)
+    asked = Candidate(*_asked(mixed), model, replace(config, eval_split="val"), mixed)
     base = _scored(ladder, asked, manifest, files)
     base.test = plain
     for name, propose in RUNGS:
@@ -270,6 +270,16 @@ def keep_budget(
         if winner is not None:
             return _chosen(ladder, winner, name), winner.files, winner.candidate.model
     raise BudgetNotMet(_refusal(ladder, plain), [t.record() for t in ladder.trials])
+
+
+def _asked(mixed: dict[str, Any] | None) -> tuple[str, str]:
+    """(rung, detail) naming the artifact as compiled: a mixed plan (its int8 and float layers
+    are in its files) or the plain build."""
+    if mixed is None:
+        return "plain", "as asked"
+    from edgecomp.mixed import describe_record
+
+    return "mixed", f"{describe_record(mixed)}, as planned"
 
 
 def _chosen(ladder: _Ladder, winner: Trial, rung: str) -> dict[str, Any]:
@@ -353,7 +363,7 @@ def _scored(
     trial = Trial(candidate, {**manifest, "metrics": metrics}, files, ladder.gate(metrics), 0.0)
     trial.seconds = time.perf_counter() - start
     ladder.trials.append(trial)
-    ladder.log(f"  plain: {trial.val.describe()} ({trial.size_bytes:,} B)")
+    ladder.log(f"  {candidate.rung}: {trial.val.describe()} ({trial.size_bytes:,} B)")
     return trial
 
 
@@ -574,8 +584,9 @@ def _refusal(ladder: _Ladder, plain: GateResult) -> str:
         f"{t.size_bytes:,} B"
         for t in ranked
     )
+    built = "mixed plan" if ladder.trials and ladder.trials[0].candidate.mixed else "plain build"
     text = (
-        f"no candidate meets {ladder.budget.describe()}: the plain build's worst step is "
+        f"no candidate meets {ladder.budget.describe()}: the {built}'s worst step is "
         f"{plain.describe()}. Closest: {closest}."
     )
     if ladder.float_only is not None:

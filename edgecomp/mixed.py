@@ -21,7 +21,14 @@ from edgecomp.data import Dataset
 from edgecomp.pipeline import BuildConfig, BuildError
 from edgecomp.spec import Model
 
-__all__ = ["Budget", "BudgetError", "MixedPlan", "plan_mixed", "parse_increase"]
+__all__ = [
+    "Budget",
+    "BudgetError",
+    "MixedPlan",
+    "describe_record",
+    "plan_mixed",
+    "parse_increase",
+]
 
 
 class BudgetError(BuildError):
@@ -80,10 +87,7 @@ class MixedPlan:
 
     def describe(self) -> str:
         """The plan in words, as the ladder logs it: which layers went int8, which float."""
-        parts = [f"{self.kept_int8} in int8"] if self.kept_int8 else []
-        if self.kept_float or not parts:
-            parts.append(f"{self.kept_float or 'no layer'} in float")
-        return "keep " + ", ".join(parts)
+        return describe_record({"kept_int8": self.kept_int8, "kept_float": self.kept_float})
 
     def record(self) -> dict[str, Any]:
         """The plan as stored in the manifest (``recipe.mixed_precision``): budget, steps, the
@@ -130,6 +134,15 @@ class MixedPlan:
                 f"({self.budget.describe()}); alone it costs {cost}"
             )
         return notes
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """A plan record (``MixedPlan.record``) in words: "keep ['head'] in int8, no layer in ..."."""
+    kept_int8, kept_float = record.get("kept_int8") or [], record.get("kept_float") or []
+    parts = [f"{kept_int8} in int8"] if kept_int8 else []
+    if kept_float or not parts:
+        parts.append(f"{kept_float or 'no layer'} in float")
+    return "keep " + ", ".join(parts)
 
 
 def plan_mixed(
