@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["STATE", "bar", "configure", "enabled", "json_mode", "log_line"]
+__all__ = ["STATE", "bar", "configure", "enabled", "json_mode", "log_line", "native_quiet"]
 
 STATE: dict[str, bool] = {"quiet": False, "verbose": False, "json": False}
 
@@ -29,6 +31,9 @@ QUIET_ENV: dict[str, str] = {
     # is verified either way.
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
+#: Lines native code writes straight to file descriptor 2, at no log level the variables above
+#: reach (LiteRT's first interpreter in a process); ``native_quiet`` drops them.
+NATIVE_NOISE = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
 #: Python loggers whose warnings are noise at a build (they stay, with --verbose).
 NOISY_LOGGERS = (
     "absl",
@@ -112,6 +117,35 @@ def _silence() -> None:
 
 
 _SAID: set[str] = set()
+
+
+@contextlib.contextmanager
+def native_quiet() -> Iterator[None]:
+    """Unless ``--verbose``: hold what is written to file descriptor 2 during the block, then
+    write it back without the ``NATIVE_NOISE`` lines (errors and warnings stay, after the block).
+
+    For the compiler process only, around calls that create a runtime engine (LiteRT prints
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." there); nothing outside changes.
+    """
+    if STATE["verbose"]:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines = sink.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not NATIVE_NOISE.fullmatch(line.strip()))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def _one_line(message: Any, category: type, filename: str, lineno: int, *_: Any) -> None:

@@ -131,7 +131,10 @@ def bench_artifact(
         BenchError: An argument is out of range or the memory child failed.
     """
     path = _check_args(artifact, data, batch_sizes, min_iters, min_seconds, warmup)
-    model = edgecomp_runtime.load(path, threads=threads)  # first load pays the engine import
+    from edgecomp.progress import native_quiet
+
+    with native_quiet():  # LiteRT's first interpreter says "INFO: Created ... XNNPACK delegate"
+        model = edgecomp_runtime.load(path, threads=threads)  # first load: the engine import
     load_ms = _timed_load(path, threads)
     accuracy, raw, scaled = None, None, None
     if data is not None:
