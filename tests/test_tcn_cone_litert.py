@@ -19,6 +19,7 @@ CASES = [  # (features, targets, length, kernel, dilations, residual)
     (3, None, 48, 5, [1, 2, 4], True),
     (3, None, 12, 3, [2, 3], True),
     (3, None, 9, 2, [1], True),  # one block
+    (3, None, 30, 2, [1, 9], True),  # a stride past the padding: conv2 reads a slice of h
 ]
 
 
