@@ -145,7 +145,14 @@ def pruned(model: Any, dataset: Any, epochs: int) -> tuple[Any, list[dict[str, A
 
 
 def cell(
-    model, dataset, target: str, precision: str, passes, fp32: dict, folder: Path
+    model,
+    dataset,
+    target: str,
+    precision: str,
+    passes,
+    fp32: dict,
+    folder: Path,
+    options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build one cell under the default budget; what it measured. The plain compile's wall time
     is the gated build's own stages up to verify (where its gate starts), not a second compile."""
@@ -154,7 +161,7 @@ def cell(
     from edgecomp.ladder import build_within_budget
     from edgecomp.pipeline import BuildConfig
 
-    config = BuildConfig(target=target, precision=precision)
+    config = BuildConfig(target=target, precision=precision, options=dict(options or {}))
     out = folder / f"{target}-{precision}.edgepkg"
     marks: dict[str, float] = {}
     hook = _gate_mark(marks)
@@ -311,9 +318,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     model, dataset, passes = _model(models, all_data, name, arch, variant, args)
                     sizes = fp32.setdefault((name, arch, str(VARIANTS[variant][1]), tname), {})
                     measured = _measure_cell(
-                        model, dataset, TARGETS[tname], variant, passes, sizes, folder
+                        model, dataset, TARGETS[tname], variant, passes, sizes, folder, args.option
                     )
                     row = {**key, **_described(model), **measured}
+                    if args.option:
+                        row["options"] = args.option
                     print(json.dumps(row), flush=True)
                     cells.append(row)
     return {
@@ -350,13 +359,20 @@ def _described(model: Any) -> dict[str, Any]:
 
 
 def _measure_cell(
-    model, dataset, target: str, variant: str, passes, fp32: dict[str, int], folder: Path
+    model,
+    dataset,
+    target: str,
+    variant: str,
+    passes,
+    fp32: dict[str, int],
+    folder: Path,
+    options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One cell; ``fp32`` caches the float artifact's sizes of this model and target."""
     try:
         if not fp32:
             fp32.update(fp32_size(model, dataset, target, passes, folder))
-        row = cell(model, dataset, target, VARIANTS[variant][0], passes, fp32, folder)
+        row = cell(model, dataset, target, VARIANTS[variant][0], passes, fp32, folder, options)
         return {"fp32_model_file_bytes": fp32["model_file"], **row}
     except ValueError as exc:  # a target that cannot build the cell says why
         return {"met_by": "error", "written": False, "message": str(exc).splitlines()[0]}
@@ -504,6 +520,14 @@ def main() -> None:
     parser.add_argument(
         "--train-only", action="store_true", help="Train (cache) the checkpoints and stop."
     )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A build option for every quantized cell (as edgecomp build --option), e.g. "
+        "lowering=scan; recorded in each cell. The fp32 reference is built without it.",
+    )
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=OUT / "accuracy_budget.json")
     parser.add_argument(
@@ -523,11 +547,23 @@ def main() -> None:
         return
     for key in ("datasets", "archs", "variants", "targets"):
         setattr(args, key, [v for v in getattr(args, key).split(",") if v])
+    args.option = _options(args.option)
     WORK.mkdir(parents=True, exist_ok=True)
     if args.train_only:
         train_all(args)
         return
     _write(args.out, run(args))
+
+
+def _options(items: list[str]) -> dict[str, str]:
+    """``["lowering=scan"]`` -> ``{"lowering": "scan"}``; a malformed entry exits naming it."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--option {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def train_all(args: argparse.Namespace) -> None:
