@@ -41,7 +41,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from edgecomp.data.config import DataConfig
 from edgecomp.data.io import DataError, TableReport, _few, load_table, rejoin_names
-from edgecomp.data.windows import Windows
+from edgecomp.data.windows import Windows, suggest_windows
 from edgecomp_runtime.calendar import calendar_features, lead_names
 from edgecomp_runtime.transform import clamp_forecast
 
@@ -500,8 +500,6 @@ def _bounds(
 def _fitting(fits: int, rows: int, period_s: float) -> tuple[int, int] | None:
     """The suggested (input_len, horizon), shortened to ``fits`` rows (the shortest split);
     None when not even 2 + 1 steps fit."""
-    from edgecomp.data.summary import suggest_windows
-
     if fits < 3:
         return None
     s = suggest_windows(period_s, rows)

@@ -10,19 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-MAX_FULL_STEPS = 8  # tables show every step up to this horizon, selected steps beyond
+from edgecomp.data.windows import suggest_windows  # noqa: F401 (re-exported)
 
-# (largest period in seconds, input steps, horizon steps, why): the first row that fits applies
-_SUGGESTIONS = (
-    (60, 120, 15, "2 hours of history for the next 15 minutes"),
-    (300, 144, 12, "12 hours of history for the next hour"),
-    (900, 96, 8, "one day of history for the next 2 hours"),
-    (1800, 96, 12, "two days of history for the next 6 hours"),
-    (3600, 168, 24, "one week of history for the next day"),
-    (3 * 3600, 112, 8, "two weeks of history for the next day"),
-    (86_400, 28, 7, "four weeks of history for the next week"),
-    (7 * 86_400, 52, 4, "one year of history for the next 4 weeks"),
-)
+MAX_FULL_STEPS = 8  # tables show every step up to this horizon, selected steps beyond
 
 
 def default_calendar(period_s: float) -> tuple[str, ...]:
@@ -44,29 +34,6 @@ def display_steps(horizon: int) -> list[int]:
         steps.append(step)
         step *= 2
     return [*steps, horizon]
-
-
-def suggest_windows(period_s: float, rows: int, *, business_days: bool = False) -> dict[str, Any]:
-    """An input length and horizon for the sampling period, capped so the test split has windows.
-
-    Args:
-        period_s: The sampling period in seconds.
-        rows: Rows of the regular grid.
-        business_days: A business-day grid (5 steps a week).
-
-    Returns:
-        ``{"input_len": L, "horizon": H, "why": text}``.
-    """
-    fit = next((s for s in _SUGGESTIONS if period_s <= s[0]), (None, 24, 4, "24 steps for 4"))
-    _, length, horizon, why = fit
-    if business_days and period_s == 86_400:
-        length, horizon, why = 20, 5, "four weeks of history for the next week, on business days"
-    cap = max(2, int(rows * 0.15) - 8)  # a 15 % test split keeps at least 9 windows
-    if length + horizon > cap:
-        scale = cap / (length + horizon)
-        length, horizon = max(1, int(length * scale)), max(1, int(horizon * scale))
-        why += f", shortened to fit the {rows}-row table"
-    return {"input_len": length, "horizon": horizon, "why": why}
 
 
 def prepare_summary(path: Any, config: Any, *, default_window: bool) -> tuple[Any, str | None]:

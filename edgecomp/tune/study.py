@@ -245,6 +245,9 @@ def _objective(
     evaluator: Evaluator,
     needs_calibration: frozenset,
 ) -> Callable[[Any], Any]:
+    model = getattr(evaluator, "model", None)  # an evaluator without one tunes every option
+    model_type = type(model.module) if model is not None else None
+
     def objective(trial: Any) -> Any:
         _claim_slot(trial, config.trials)
         trial.set_user_attr("host", host())
@@ -254,7 +257,7 @@ def _objective(
             target=config.target,
             finetune_epochs=config.finetune_epochs,
             needs_calibration=needs_calibration,
-            model_type=type(evaluator.model.module),
+            model_type=model_type,
         )
         key = recipe_key(recipe)
         trial.set_user_attr("recipe", recipe)
