@@ -44,7 +44,7 @@ import torch
 from edgecomp.checkpoint import load_checkpoint
 from edgecomp.metrics import horizon_metrics
 from edgecomp.pipeline import calibration_windows
-from edgecomp.targets.onnx.gru_int8 import calibrate, gru_int8_graph
+from edgecomp.targets.onnx.gru_int8 import calibrate, gru_int8_graph, layer_io
 from edgecomp.targets.onnx.quantize import Int8Settings, quantize_int8, select_windows
 from edgecomp.targets.onnx.recurrent import scan_graph
 from edgecomp.targets.onnx.target import export_onnx
@@ -88,10 +88,7 @@ def main() -> None:
 def compare_gru(model, args: argparse.Namespace) -> dict:
     """Every GRU variant: latency (interleaved), error, size, OpenVINO's layer precisions."""
     spec, module = model.spec, model.module.eval()
-    dataset = dataset_for(spec, DATA)
-    fp32 = _export(module, spec)
-    windows = select_windows(dataset.train.x.astype(np.float32), 512)
-    default = quantize_int8(onnx.load_from_string(fp32), windows, Int8Settings(), spec.features)
+    dataset, fp32, default = _baseline(module, spec)
     scales = calibrate(module, calibration_windows(dataset, 512))
 
     def ours(form: str, h_mode: str) -> bytes:
@@ -117,13 +114,19 @@ def compare_gru(model, args: argparse.Namespace) -> dict:
     return _compare(model, dataset, models, args)
 
 
-def compare_lstm(model, args: argparse.Namespace) -> dict:
-    """The LSTM: ORT's default int8 against OpenVINO's int8 LSTMSequence (see doc)."""
-    spec, module = model.spec, model.module.eval()
+def _baseline(module, spec):
+    """The dataset, the fp32 ONNX bytes and edgecomp's default int8 build (512 train windows)."""
     dataset = dataset_for(spec, DATA)
     fp32 = _export(module, spec)
     windows = select_windows(dataset.train.x.astype(np.float32), 512)
     default = quantize_int8(onnx.load_from_string(fp32), windows, Int8Settings(), spec.features)
+    return dataset, fp32, default
+
+
+def compare_lstm(model, args: argparse.Namespace) -> dict:
+    """The LSTM: ORT's default int8 against OpenVINO's int8 LSTMSequence (see doc)."""
+    spec, module = model.spec, model.module.eval()
+    dataset, fp32, default = _baseline(module, spec)
     scales = calibrate_lstm(module, calibration_windows(dataset, 512))
     models = {
         "ort fp32": ("ort", fp32),
@@ -244,18 +247,10 @@ def _interleaved(runners: dict, x: np.ndarray, rounds: int, iters: int) -> dict:
 
 def calibrate_lstm(module, windows: np.ndarray) -> list[dict]:
     """Per LSTM layer: its input's range and max |h|, on ``windows``."""
-    rnn = module.rnn
-    x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-    found = []
-    with torch.no_grad():
-        for k in range(rnn.num_layers):
-            one = torch.nn.LSTM(x.shape[-1], rnn.hidden_size, batch_first=True)
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(one, f"{name}_l0").copy_(getattr(rnn, f"{name}_l{k}"))
-            out, _ = one(x)
-            found.append({"lo": float(x.min()), "hi": float(x.max()), "h": float(out.abs().max())})
-            x = out
-    return found
+    return [
+        {"lo": float(x.min()), "hi": float(x.max()), "h": float(out.abs().max())}
+        for x, out in layer_io(module.rnn, windows)
+    ]
 
 
 def ov_lstm_int8(module, spec, scales: list[dict]):
@@ -266,12 +261,7 @@ def ov_lstm_int8(module, spec, scales: list[dict]):
     from openvino import opset13 as ops
 
     rnn, hidden = module.rnn, module.rnn.hidden_size
-    x_in = ops.parameter([-1, spec.input_len, spec.n_features], np.float32, name="window")
-    batch = ops.gather(ops.shape_of(x_in), ops.constant(np.array([0])), ops.constant(0))
-    zeros = ops.broadcast(
-        ops.constant(np.float32(0)), ops.concat([batch, ops.constant(np.array([1, hidden]))], 0)
-    )
-    seq_len = ops.broadcast(ops.constant(np.int32(spec.input_len)), batch)
+    x_in, zeros, seq_len = _ov_inputs(spec, hidden)
     x = x_in
     order = np.r_[hidden : 2 * hidden, 0:hidden, 2 * hidden : 4 * hidden]  # torch ifgo -> fico
     with torch.no_grad():
@@ -293,6 +283,20 @@ def ov_lstm_int8(module, spec, scales: list[dict]):
             )
             x = ops.squeeze(seq.output(0), ops.constant(np.array([1])))
     return ov.Model([_ov_head(module, spec, x, x_in)], [x_in], "lstm_int8")
+
+
+def _ov_inputs(spec, hidden: int):
+    """The window parameter [batch, L, F], a zero initial state [batch, 1, hidden] and the
+    sequence lengths [batch] (all L) an OpenVINO RNN sequence op takes."""
+    from openvino import opset13 as ops
+
+    x_in = ops.parameter([-1, spec.input_len, spec.n_features], np.float32, name="window")
+    batch = ops.gather(ops.shape_of(x_in), ops.constant(np.array([0])), ops.constant(0))
+    zeros = ops.broadcast(
+        ops.constant(np.float32(0)), ops.concat([batch, ops.constant(np.array([1, hidden]))], 0)
+    )
+    seq_len = ops.broadcast(ops.constant(np.int32(spec.input_len)), batch)
+    return x_in, zeros, seq_len
 
 
 def _ov_head(module, spec, x, x_in):
@@ -320,12 +324,7 @@ def ov_gru_int8(module, spec, scales):
     from openvino import opset13 as ops
 
     rnn, hidden = module.rnn, module.rnn.hidden_size
-    x_in = ops.parameter([-1, spec.input_len, spec.n_features], np.float32, name="window")
-    batch = ops.gather(ops.shape_of(x_in), ops.constant(np.array([0])), ops.constant(0))
-    zeros = ops.broadcast(
-        ops.constant(np.float32(0)), ops.concat([batch, ops.constant(np.array([1, hidden]))], 0)
-    )
-    seq_len = ops.broadcast(ops.constant(np.int32(spec.input_len)), batch)
+    x_in, zeros, seq_len = _ov_inputs(spec, hidden)
     x = x_in
     order = np.r_[hidden : 2 * hidden, 0:hidden, 2 * hidden : 3 * hidden]  # torch rzn -> zrh
     with torch.no_grad():

@@ -364,6 +364,19 @@ def check_windows(name: str, calibration: Any, spec: Any, needed: bool) -> np.nd
     return windows.astype(np.float32)
 
 
+def layer_list(options: Any, key: str, option: str, special: list[str]) -> tuple[str, ...]:
+    """Option ``key`` (``keep_float``, ``keep_int8``) as a tuple of non-empty strings; raise
+    TargetError naming it as ``option`` (e.g. "onnx: profile option") and the ``special`` entries
+    it also takes."""
+    value = options.get(key, ())
+    if not isinstance(value, list | tuple) or not all(isinstance(k, str) and k for k in value):
+        raise TargetError(
+            f"{option} '{key}' must be a list of layer names, patterns, op types "
+            f"or {special}; got {value!r}"
+        )
+    return tuple(value)
+
+
 def check_io(name: str, io: dict[str, Any], spec: Any) -> None:
     """The artifact's output must be [batch, horizon, targets]."""
     want = ["batch", spec.horizon, len(spec.targets)]

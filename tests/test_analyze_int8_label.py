@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from edgecomp.analyze import Sensitivity, measure
+from edgecomp.analyze import measure
 from edgecomp.budget import Budget, BudgetNotMet
 from edgecomp.mixed import MixedPlan
 from edgecomp.pipeline import BuildConfig
 from edgecomp.targets.onnx import OnnxTarget
+from helpers.testing import int4_sensitivity
 
 pytestmark = pytest.mark.skipif(not OnnxTarget.is_available(), reason=OnnxTarget.missing_reason())
 
@@ -28,16 +29,7 @@ def test_a_refused_int8_plan_is_named_and_sized_as_the_plan(traffic_tcn, tmp_pat
     int8 = layers[:3]
     planned = measure(model, dataset, config, [], int8)
     assert planned.size_bytes > all_int4.size_bytes, "setup: int8 layers must add bytes"
-    sens = Sensitivity(
-        target="x86-64-avx2",
-        precision="int4",
-        split="val",
-        layers=all_int4.op_types,
-        float_mae=all_int4.mae,
-        layer_mae={n: all_int4.mae for n in layers},
-        quantizable=layers,
-        all_mae=all_int4.mae,
-    )
+    sens = int4_sensitivity(all_int4, all_int4.mae, {n: all_int4.mae for n in layers})
     budget = Budget(max_increase=None, max_error=1e-9)
     plan = MixedPlan(budget, [], [all_int4, planned], [1e-9] * len(planned.mae), sens, int8)
     kw = {"options": {}, "calibration_windows": 256}

@@ -13,7 +13,7 @@ import torch
 from edgecomp.models import GRUForecaster, LSTMForecaster
 from edgecomp.targets.onnx.gru_int8 import calibrate, gru_int8_graph
 from edgecomp.targets.onnx.recurrent import RecurrentLoweringError, scan_graph
-from helpers.testing import run_onnx
+from helpers.testing import recurrent_module, run_onnx
 
 ort = pytest.importorskip("onnxruntime", reason="the lowering is checked on onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -22,22 +22,6 @@ CASES = [  # (features, hidden, layers, target_index, residual)
     (3, 6, 1, None, False),
     (4, 16, 3, None, True),
 ]
-
-
-def _module(features, hidden, layers, targets, residual, *, cls=GRUForecaster, length=10):
-    torch.manual_seed(0)
-    n_targets = len(targets) if targets else features
-    module = cls(
-        features,
-        n_targets,
-        length,
-        4,
-        hidden=hidden,
-        layers=layers,
-        residual=residual,
-        target_index=targets,
-    )
-    return module.eval()
 
 
 def _reference(module, x: np.ndarray) -> np.ndarray:
@@ -49,7 +33,7 @@ def _reference(module, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[2]}layers-h{c[1]}")
 def test_integer_form_follows_torch_gru(case, h_mode):
     # setup
-    module = _module(*case)
+    module = recurrent_module(GRUForecaster, *case)
     x = np.random.default_rng(0).standard_normal((7, 10, case[0])).astype(np.float32)
     # execute
     proto = gru_int8_graph(module, 10, case[0], h_mode=h_mode)
@@ -62,7 +46,7 @@ def test_integer_form_follows_torch_gru(case, h_mode):
 
 def test_qdq_form_follows_torch_gru_with_calibrated_scales():
     # setup
-    module = _module(*CASES[0])
+    module = recurrent_module(GRUForecaster, *CASES[0])
     x = np.random.default_rng(1).standard_normal((9, 10, 5)).astype(np.float32)
     # execute
     proto = gru_int8_graph(module, 10, 5, form="qdq", scales=calibrate(module, x))
@@ -75,7 +59,7 @@ def test_qdq_form_follows_torch_gru_with_calibrated_scales():
 def test_every_gemm_is_int8_and_each_weight_is_stored_once():
     # setup
     features, hidden, layers = 5, 8, 2
-    module = _module(features, hidden, layers, [4, 0], True)
+    module = recurrent_module(GRUForecaster, features, hidden, layers, [4, 0], True)
     # execute
     proto = gru_int8_graph(module, 10, features)
     # assert: no float GEMM or GRU op; one int8 initializer per weight matrix (W, U per layer,
@@ -92,10 +76,10 @@ def test_every_gemm_is_int8_and_each_weight_is_stored_once():
 
 
 def test_refuses_what_it_does_not_lower():
-    lstm = _module(5, 8, 1, None, True, cls=LSTMForecaster)
+    lstm = recurrent_module(LSTMForecaster, 5, 8, 1, None, True)
     with pytest.raises(RecurrentLoweringError, match="GRU"):
         gru_int8_graph(lstm, 10, 5)
-    gru = _module(*CASES[0])
+    gru = recurrent_module(GRUForecaster, *CASES[0])
     with pytest.raises(RecurrentLoweringError, match="needs scales"):
         gru_int8_graph(gru, 10, 5, form="qdq")
     with pytest.raises(RecurrentLoweringError, match="unknown"):
@@ -105,7 +89,7 @@ def test_refuses_what_it_does_not_lower():
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[2]}layers-h{c[1]}")
 def test_the_int8_scan_lowering_computes_the_same_int8_gru(case):
     # setup
-    module = _module(*case)
+    module = recurrent_module(GRUForecaster, *case)
     x = np.random.default_rng(2).standard_normal((6, 10, case[0])).astype(np.float32)
     # execute
     unrolled = run_onnx(gru_int8_graph(module, 10, case[0]), x)
@@ -117,7 +101,7 @@ def test_the_int8_scan_lowering_computes_the_same_int8_gru(case):
 def test_the_windows_quantization_residual_keeps_an_outlier_feature_accurate():
     # setup: one feature 20x the others' range sets the window's one int8 scale
     features = CASES[1][0]
-    module = _module(*CASES[1])
+    module = recurrent_module(GRUForecaster, *CASES[1])
     x = np.random.default_rng(0).standard_normal((7, 10, features)).astype(np.float32)
     x[:, :, 0] *= 20
     # execute

@@ -13,6 +13,7 @@ from edgecomp.budget import BudgetNotMet
 from edgecomp.mixed import Budget, plan_mixed
 from edgecomp.pipeline import BuildConfig
 from edgecomp.targets.onnx import OnnxTarget
+from helpers.testing import int4_sensitivity
 
 pytestmark = pytest.mark.skipif(not OnnxTarget.is_available(), reason=OnnxTarget.missing_reason())
 
@@ -37,16 +38,8 @@ def planted(traffic_checkpoints, traffic_path):
     worst_all, worst_head = (_worst(m.mae, reference.mae) for m in (all_int4, head_int8))
     assert worst_head < worst_all, "setup: int8 for the head must help"
     layers = list(all_int4.precisions)
-    sens = Sensitivity(
-        target="x86-64-avx2",
-        precision="int4",
-        split="val",
-        layers=all_int4.op_types,
-        float_mae=reference.mae,
-        layer_mae={n: [v * (2.0 if n == "head" else 1.0) for v in all_int4.mae] for n in layers},
-        quantizable=layers,
-        all_mae=all_int4.mae,
-    )
+    layer_mae = {n: [v * (2.0 if n == "head" else 1.0) for v in all_int4.mae] for n in layers}
+    sens = int4_sensitivity(all_int4, reference.mae, layer_mae)
     budget = Budget(max_increase=(worst_all + worst_head) / 2)
     return model, dataset, sens, budget, head_int8
 

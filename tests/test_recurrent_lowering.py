@@ -22,7 +22,7 @@ from edgecomp.targets.onnx.recurrent import (
 )
 from edgecomp.workflow import build_artifact
 from edgecomp_runtime.step import StepRunner
-from helpers.testing import run_onnx
+from helpers.testing import recurrent_module, run_onnx
 
 ort = pytest.importorskip("onnxruntime", reason="the lowering is checked on onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -34,27 +34,11 @@ CASES = [  # (class, features, hidden, layers, target_index, residual)
 ]
 
 
-def _module(cls, features, hidden, layers, targets, residual, *, length=10):
-    torch.manual_seed(0)
-    n_targets = len(targets) if targets else features
-    module = cls(
-        features,
-        n_targets,
-        length,
-        4,
-        hidden=hidden,
-        layers=layers,
-        residual=residual,
-        target_index=targets,
-    )
-    return module.eval()
-
-
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
 def test_hoisted_graph_equals_torch(case, scan):
     # setup
-    module = _module(*case)
+    module = recurrent_module(*case)
     x = torch.randn(7, 10, case[1])
     # execute
     proto = hoisted_graph(module, 10, case[1], scan=scan)
@@ -70,7 +54,7 @@ def test_hoisted_graph_equals_torch(case, scan):
 @pytest.mark.parametrize("cls", [LSTMForecaster, GRUForecaster])
 def test_int8_hoisted_graph_is_quantized_and_close_to_torch(cls):
     # setup: windows of scaled-like values
-    module = _module(cls, 5, 16, 2, [4, 0], True, length=12)
+    module = recurrent_module(cls, 5, 16, 2, [4, 0], True, length=12)
     x = torch.randn(32, 12, 5)
     logging.getLogger().setLevel(logging.ERROR)
     # execute
@@ -88,7 +72,7 @@ def test_int8_hoisted_graph_is_quantized_and_close_to_torch(cls):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}-{c[3]}layers")
 def test_int8_scan_graph_matches_torch_and_stores_each_weight_once(case):
     # setup
-    module = _module(*case, length=12)
+    module = recurrent_module(*case, length=12)
     x = torch.randn(32, 12, case[1])
     # execute
     proto = scan_graph(module, 12, case[1])
@@ -114,7 +98,7 @@ def test_the_runtime_checks_a_scan_body_like_the_graph():
     from edgecomp_runtime.opcheck import check_onnx
 
     # setup: the scan lowering of a GRU, and copies with a refused op in the body or nested
-    module = _module(GRUForecaster, 3, 6, 1, None, False)
+    module = recurrent_module(GRUForecaster, 3, 6, 1, None, False)
     proto = scan_graph(module, 10, 3)
     io = {
         side: [{"name": v.name, "dtype": "float32", "shape": ["batch", *shape]}]
@@ -154,7 +138,7 @@ def test_step_kernel_equals_the_onnx_step_model(case):
     # setup
     from edgecomp.streaming import export_step
 
-    module = _module(*case)
+    module = recurrent_module(*case)
     step, size, _ = step_module(module)
     cell, data = step_kernel(module)
     section = {"step_file": "step.onnx", "state_size": size, "kernel": {"file": "k", "cell": cell}}
@@ -172,7 +156,7 @@ def test_step_kernel_equals_the_onnx_step_model(case):
 
 
 def test_a_kernel_of_the_wrong_shape_is_refused():
-    module = _module(LSTMForecaster, 3, 6, 1, None, False)
+    module = recurrent_module(LSTMForecaster, 3, 6, 1, None, False)
     step, size, _ = step_module(module)
     _, data = step_kernel(module)
     with np.load(io.BytesIO(data)) as arrays:

@@ -9,6 +9,7 @@ import torch
 
 from edgecomp.models import LSTMForecaster, TCNForecaster
 from edgecomp.targets.tflite.lowering import ConeTCN, cone_plan, cone_rewrites, rewrite
+from helpers.testing import forecaster
 
 CASES = [  # (features, targets, length, kernel, dilations, residual)
     (5, [0, 3], 48, 3, None, True),  # the default dilations 1, 2, 4, 8
@@ -24,20 +25,8 @@ CASES = [  # (features, targets, length, kernel, dilations, residual)
 
 
 def _tcn(features, targets, length, kernel, dilations, residual):
-    torch.manual_seed(0)
-    n_targets = len(targets) if targets else features
-    module = TCNForecaster(
-        features,
-        n_targets,
-        length,
-        4,
-        channels=6,
-        kernel=kernel,
-        dilations=dilations,
-        residual=residual,
-        target_index=targets,
-    )
-    return module.eval()
+    hparams = {"channels": 6, "kernel": kernel, "dilations": dilations, "residual": residual}
+    return forecaster(TCNForecaster, features, targets, length, **hparams)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{c[2]}-k{c[3]}-{c[4]}")

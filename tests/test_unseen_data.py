@@ -22,6 +22,16 @@ def _frame(n: int = 60) -> pd.DataFrame:
     return pd.DataFrame({"time": t, "a": i / 4, "b": 50 + np.round(np.sin(i), 2)})
 
 
+def _read_both(tmp_path, name: str, options: dict) -> tuple[pd.DataFrame, tuple]:
+    """``_frame()`` written as plain.csv and as ``name`` (to_csv ``options``): the plain file's
+    table and what load_table gives for ``name`` (table, report)."""
+    df = _frame()
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    df.to_csv(tmp_path / name, index=False, **options)
+    want, _ = load_table(tmp_path / "plain.csv")
+    return want, load_table(tmp_path / name)
+
+
 @pytest.mark.parametrize(
     ("name", "options"),
     [
@@ -33,13 +43,9 @@ def _frame(n: int = 60) -> pd.DataFrame:
     ],
 )
 def test_a_csv_delimited_otherwise_reads_as_the_comma_file(tmp_path, name, options):
-    # setup: the same table written with ',' and with another delimiter (and decimal mark)
-    df = _frame()
-    df.to_csv(tmp_path / "plain.csv", index=False)
-    df.to_csv(tmp_path / name, index=False, **options)
-    # execute
-    want, _ = load_table(tmp_path / "plain.csv")
-    got, report = load_table(tmp_path / name)
+    # setup / execute: the same table written with ',' and with another delimiter (and decimal
+    # mark), both read
+    want, (got, report) = _read_both(tmp_path, name, options)
     # assert
     assert report.columns == ["a", "b"]
     pd.testing.assert_frame_equal(got, want)
@@ -362,13 +368,8 @@ def test_edgecomp_data_suggests_business_day_windows(tmp_path):
     ],
 )
 def test_text_tables_under_other_suffixes_and_compressions_read(tmp_path, name, options):
-    # setup
-    df = _frame()
-    df.to_csv(tmp_path / "plain.csv", index=False)
-    df.to_csv(tmp_path / name, index=False, **options)
-    # execute
-    want, _ = load_table(tmp_path / "plain.csv")
-    got, _ = load_table(tmp_path / name)
+    # setup / execute
+    want, (got, _) = _read_both(tmp_path, name, options)
     # assert
     pd.testing.assert_frame_equal(got, want)
 

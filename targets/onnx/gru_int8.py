@@ -73,22 +73,30 @@ class Scales:
 
 def calibrate(module: nn.Module, windows: np.ndarray) -> Scales:
     """Activation ranges of each GRU layer's input and hidden state on ``windows`` [N, L, F]."""
+    x_min, x_max, h_max = [], [], []
+    for x, out in layer_io(_gru(module), windows):
+        x_min.append(float(x.min()))
+        x_max.append(float(x.max()))
+        h_max.append(float(out.abs().max()))
+    return Scales(tuple(x_min), tuple(x_max), tuple(h_max))
+
+
+def layer_io(rnn: nn.Module, windows: np.ndarray) -> list[tuple[Any, Any]]:
+    """Each layer of the stacked ``rnn`` (``nn.GRU`` or ``nn.LSTM``) run alone on ``windows``
+    [N, L, F]: its input and output sequences, layer by layer."""
     import torch
 
-    rnn = _gru(module)
     x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-    x_min, x_max, h_max = [], [], []
+    found = []
     with torch.no_grad():
         for k in range(rnn.num_layers):
-            one = torch.nn.GRU(x.shape[-1], rnn.hidden_size, batch_first=True)
+            one = type(rnn)(x.shape[-1], rnn.hidden_size, batch_first=True)
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(one, f"{name}_l0").copy_(getattr(rnn, f"{name}_l{k}"))
             out, _ = one(x)
-            x_min.append(float(x.min()))
-            x_max.append(float(x.max()))
-            h_max.append(float(out.abs().max()))
+            found.append((x, out))
             x = out
-    return Scales(tuple(x_min), tuple(x_max), tuple(h_max))
+    return found
 
 
 def gru_int8_graph(

@@ -16,7 +16,7 @@ from typing import Any
 import onnx
 import torch
 
-from edgecomp.targets.base import TargetError
+from edgecomp.targets.base import TargetError, layer_list
 
 from .boundary import REASONS, boundary_layers
 
@@ -60,13 +60,7 @@ def kept_nodes(
 
 def option_entries(options: dict[str, Any], option: str) -> tuple[str, ...]:
     """The list option ``option`` ("keep_float", "keep_int8"), checked to be non-empty strings."""
-    entries = options.get(option, ())
-    if not isinstance(entries, list | tuple) or not all(isinstance(k, str) and k for k in entries):
-        raise TargetError(
-            f"onnx: profile option '{option}' must be a list of layer names, patterns, op types "
-            f"or {sorted(REASONS)}; got {entries!r}"
-        )
-    return tuple(entries)
+    return layer_list(options, option, "onnx: profile option", sorted(REASONS))
 
 
 def _matches(pattern: str, layer: str, op_type: str) -> bool:

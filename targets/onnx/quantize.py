@@ -36,7 +36,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgecomp.targets.base import TargetError
+from edgecomp.targets.base import TargetError, layer_list
 
 from .boundary import REASONS, _input_layers, boundary_layers, heavy_tailed_input
 from .export import INPUT_NAME
@@ -75,13 +75,7 @@ _CHOICES = {
 
 def keep_float_entries(options: dict[str, Any]) -> tuple[str, ...]:
     """The option's entries, checked to be a list of non-empty strings."""
-    keep = options.get("keep_float", ())
-    if not isinstance(keep, list | tuple) or not all(isinstance(k, str) and k for k in keep):
-        raise TargetError(
-            "onnx: profile option 'keep_float' must be a list of layer names, patterns, op types "
-            f"or {sorted(REASONS)}; got {keep!r}"
-        )
-    return tuple(keep)
+    return layer_list(options, "keep_float", "onnx: profile option", sorted(REASONS))
 
 
 @dataclass(frozen=True)

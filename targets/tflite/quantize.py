@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecomp.targets.base import TargetError
+from edgecomp.targets.base import TargetError, layer_list
 
 from .convert import SIGNATURE, first_line, quiet
 from .graph import EDGES, Graph, Layer
@@ -204,13 +204,7 @@ def request_settings(request: Any) -> QuantSettings:
 
 def _layer_list(options: Mapping[str, Any], key: str) -> tuple[str, ...]:
     """Option ``key``: a list of non-empty strings; raise TargetError naming the option."""
-    value = options.get(key, ())
-    if not isinstance(value, list | tuple) or not all(isinstance(k, str) and k for k in value):
-        raise TargetError(
-            f"tflite: option '{key}' must be a list of layer names, patterns, op types "
-            f"or {list(EDGES)}; got {value!r}"
-        )
-    return tuple(value)
+    return layer_list(options, key, "tflite: option", list(EDGES))
 
 
 def _matching(option: str, entry: str, layers: list[Layer]) -> list[str]:

@@ -149,3 +149,39 @@ def run_onnx(proto: Any, x: np.ndarray) -> np.ndarray:
         proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     return session.run(None, {"window": x})[0]
+
+
+def recurrent_module(
+    cls: type, features: int, hidden: int, layers: int, targets: Any, residual: bool, *, length=10
+) -> torch.nn.Module:
+    """A ``cls`` (LSTM/GRU) ``forecaster`` of ``layers`` layers of ``hidden`` units."""
+    return forecaster(
+        cls, features, targets, length, hidden=hidden, layers=layers, residual=residual
+    )
+
+
+def forecaster(
+    cls: type, features: int, targets: Any, length: int, **hparams: Any
+) -> torch.nn.Module:
+    """A ``cls`` forecaster over ``length`` steps, horizon 4, seeded 0, in eval mode; it forecasts
+    ``targets`` (feature indices) or, when None, every feature; ``hparams`` go to ``cls``."""
+    torch.manual_seed(0)
+    n_targets = len(targets) if targets else features
+    return cls(features, n_targets, length, 4, target_index=targets, **hparams).eval()
+
+
+def int4_sensitivity(all_int4: Any, float_mae: list[float], layer_mae: dict[str, Any]) -> Any:
+    """A planted x86-64-avx2 int4 ``Sensitivity`` (val split) over the layers of the all-int4
+    measurement ``all_int4``, with the given float and per-layer MAE."""
+    from edgecomp.analyze import Sensitivity
+
+    return Sensitivity(
+        target="x86-64-avx2",
+        precision="int4",
+        split="val",
+        layers=all_int4.op_types,
+        float_mae=float_mae,
+        layer_mae=layer_mae,
+        quantizable=list(all_int4.precisions),
+        all_mae=all_int4.mae,
+    )
