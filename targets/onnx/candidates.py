@@ -6,7 +6,8 @@ Candidates are every combination of
   where ``targets/onnx/recurrent.py`` provides one, ``hoisted`` (each recurrent layer's input
   projection taken out of the recurrence as one GEMM over all steps, the recurrence unrolled)
   and ``scan`` (the same projection, then an ONNX Scan with one step in its body: at int8 every
-  GEMM int8 with each weight stored once);
+  GEMM int8 with each weight stored once); for a TCN, ``cone`` (``targets/cone.py``: each block
+  computes only the steps the last step's forecast reads, int8 by the default rule);
 * an engine of the runtime that is installed on the build host (``ENGINE_KEYS``: onnxruntime,
   and OpenVINO where ``openvino`` is installed);
 * the threads 1 and the profile's ``threads``;
@@ -74,6 +75,7 @@ LOWERINGS: dict[str, str] = {
     DEFAULT_LOWERING: "",
     "hoisted": "edgecomp.targets.onnx.recurrent:hoisted_lowering",
     "scan": "edgecomp.targets.onnx.recurrent:scan_lowering",
+    "cone": "edgecomp.targets.cone:onnx_lowering",
 }
 ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file on a CPU
 # engines "auto" measures a lowering on (default: every installed one). The hoisted lowering is

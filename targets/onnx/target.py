@@ -19,7 +19,8 @@ MODEL_FILE = "model.onnx"
 QTYPES = ("uint8", "int8")  # the keys of quantize._QTYPES (that module imports onnxruntime)
 METHODS = ("minmax", "entropy", "percentile")  # the keys of quantize._METHODS
 ENGINES = ("auto", "onnx", "openvino")  # "auto" + candidates.ENGINE_KEYS
-LOWERINGS = ("auto", "default", "hoisted", "scan")  # "auto" + the keys of candidates.LOWERINGS
+# "auto" + the keys of candidates.LOWERINGS
+LOWERINGS = ("auto", "default", "hoisted", "scan", "cone")
 
 
 def export_onnx(
@@ -95,7 +96,8 @@ class OnnxOptions(base.TargetOptions):
             measured at build; see candidates.py), "onnx" (onnxruntime) or "openvino".
         lowering: "auto" (measured), "default", "hoisted" (recurrent input projections as
             one GEMM over all steps, where targets/onnx/recurrent.py provides it) or "scan"
-            (the same, the recurrence an ONNX Scan; int8: every GEMM int8, weights stored once).
+            (the same, the recurrence an ONNX Scan; int8: every GEMM int8, weights stored once);
+            "cone" (a TCN's receptive cone of the last step, targets/cone.py).
     """
 
     VERSION: ClassVar[int] = 1

@@ -13,7 +13,8 @@ float rounding) before conversion:
 - The input projection is a 1x1 convolution over the steps and the residual a slice, so no
   reshape merges the batch with another axis.
 
-TCN forecasters are rewritten to compute only the receptive cone of the last step (``ConeTCN``):
+TCN forecasters are rewritten to compute only the receptive cone of the last step (``ConeTCN``,
+in targets/cone.py, which the ONNX target offers as its ``cone`` lowering too):
 the head reads the last step alone, so the last block's second convolution needs one output, its
 first the steps ``L-1, L-1-d, ...`` and so on back. Each block runs on the steps of its input
 that are ``a`` apart (``a`` = gcd of its dilation and the spacing its output needs), with
@@ -26,20 +27,22 @@ Other modules are converted as they are.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+# the cone lives in targets/cone.py (the ONNX target offers it too); re-exported here
+from edgecomp.targets.cone import (  # noqa: F401
+    TCN_DESCRIPTION,
+    ConeTCN,
+    cone_plan,
+    cone_rewrites,
+)
 
 DESCRIPTION = (
     "unrolled by edgecomp: one input projection over all steps holding the foldable biases, "
     "a bias-free hidden matmul per step, no zero-state ops"
-)
-TCN_DESCRIPTION = (
-    "receptive cone by edgecomp: each block computes only the steps the last step's forecast "
-    "reads (strided, re-dilated convolutions with the source weights)"
 )
 
 
@@ -56,106 +59,6 @@ def rewrite(module: nn.Module) -> nn.Module | None:
     if rewrites(module):
         return UnrolledRecurrent(module).eval()
     return ConeTCN(module).eval() if cone_rewrites(module) else None
-
-
-def cone_rewrites(module: nn.Module) -> bool:
-    """Whether ``rewrite`` computes ``module``'s receptive cone (a TCN forecaster)."""
-    from edgecomp.models import TCNForecaster
-
-    return isinstance(module, TCNForecaster)
-
-
-def cone_plan(dilations: list[int]) -> list[tuple[int, int | None]]:
-    """Per block: (``a``, ``s``): its input is every ``a``-th step ending at the last, its output
-    every ``s``-th (None: the last step alone)."""
-    plan: list[tuple[int, int | None]] = []
-    spacing: int | None = None
-    for dilation in reversed(dilations):
-        step = dilation if spacing is None else math.gcd(spacing, dilation)
-        plan.append((step, spacing))
-        spacing = step
-    return plan[::-1]
-
-
-class ConeTCN(nn.Module):
-    """A TCN forecaster that computes the receptive cone of its last step (module docstring).
-
-    Submodule names follow the source (``blocks.k.conv1``, ``blocks.k.conv2``, ``blocks.k.skip``,
-    ``head``), so layer records keep the source's names.
-    """
-
-    def __init__(self, source: nn.Module) -> None:
-        super().__init__()
-        self.source = [source]  # not a submodule: its own blocks must not be converted
-        plan = cone_plan(list(source.dilations))
-        self.first = plan[0][0]
-        self.blocks = nn.Sequential(
-            *(_ConeBlock(block, a, s) for block, (a, s) in zip(source.blocks, plan, strict=True))
-        )
-        self.head = source.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(_every(x.transpose(1, 2), self.first))
-        return self.source[0]._project(h[:, :, -1], x)
-
-
-class _ConeBlock(nn.Module):
-    """A ``TemporalBlock`` on every ``a``-th step, giving every ``s``-th.
-
-    ``s`` None (the last block): every ``a``-th too, and the forecast's slice takes the last. One
-    output would do, but then LiteRT's head reads the convolution's output directly, and
-    litert-torch names that tensor after the convolution: the layer records lose ``head``.
-    """
-
-    def __init__(self, block: nn.Module, a: int, s: int | None) -> None:
-        super().__init__()
-        kernel, dilation = block.conv1.kernel_size[0], block.conv1.dilation[0]
-        self.span = (kernel - 1) * dilation // a  # left padding of each convolution
-        self.step = 1 if s is None else s // a
-        self.conv1 = _conv(block.conv1, dilation // a, 1)
-        self.conv2 = _conv(block.conv2, dilation // a, self.step)
-        # a 1x1 skip convolution takes the stride itself (one op less than a max pool)
-        self.strided = isinstance(block.skip, nn.Conv1d) and self.step > 1
-        self.skip = _conv(block.skip, 1, self.step) if self.strided else block.skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv1(F.pad(x, (self.span, 0))))
-        # the first output position that the stride lands on the last step from
-        first = (h.shape[2] - 1) % self.step
-        h = F.pad(h, (self.span - first, 0)) if first <= self.span else h[:, :, first - self.span :]
-        skip = self.skip(_tail(x, self.step) if self.strided else _every(x, self.step))
-        return torch.relu(torch.relu(self.conv2(h)) + skip)
-
-
-def _conv(conv: nn.Conv1d, dilation: int, stride: int) -> nn.Conv1d:
-    """``conv``'s weights with another dilation and stride."""
-    new = nn.Conv1d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size[0],
-        dilation=dilation,
-        stride=stride,
-        bias=conv.bias is not None,
-    )
-    with torch.no_grad():
-        new.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
-    return new
-
-
-def _every(x: torch.Tensor, step: int) -> torch.Tensor:
-    """Every ``step``-th step of ``x`` [B, C, n], ending at the last: a max pool of one step
-    (LiteRT's MAX_POOL_2D, which XNNPACK runs; a strided slice is slower there in int8)."""
-    if step == 1:
-        return x
-    return F.max_pool1d(_tail(x, step), kernel_size=1, stride=step)
-
-
-def _tail(x: torch.Tensor, step: int) -> torch.Tensor:
-    """``x`` from the first step that a stride of ``step`` takes to the last."""
-    first = (x.shape[2] - 1) % step
-    return x[:, :, first:] if first else x
 
 
 class UnrolledRecurrent(nn.Module):
