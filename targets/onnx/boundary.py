@@ -62,7 +62,8 @@ def heavy_tailed_input(
 
 
 def _input_layers(graph: onnx.GraphProto, ops: tuple[str, ...]) -> list[str]:
-    """``ops`` nodes fed by the graph input through layout-only nodes."""
+    """``ops`` nodes fed by the graph input through layout-only and selecting nodes (a strided
+    Slice of the window, as the TCN cone's skip reads it, still hands the layer raw input)."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for tensor in node.input:
@@ -72,7 +73,7 @@ def _input_layers(graph: onnx.GraphProto, ops: tuple[str, ...]) -> list[str]:
         for node in consumers.get(frontier.pop(), []):
             if node.op_type in ops and node.name not in found:
                 found.append(node.name)
-            elif node.op_type in _PASS_THROUGH:
+            elif node.op_type in (*_PASS_THROUGH, "Slice", "Gather"):
                 frontier.extend(node.output)
     return found
 

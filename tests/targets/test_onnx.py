@@ -206,6 +206,20 @@ def test_keep_float_leaves_the_graph_edges_in_float(tmp_path, arch, edges, kept)
     assert result.lowering["quantization"]["keep_float"] == edges
 
 
+@pytest.mark.parametrize("lowering", ["default", "cone"])
+def test_keep_float_input_finds_the_skip_through_the_cones_slice(tmp_path, lowering):
+    # setup: the cone's skip reads a strided Slice of the window, the default graph the window
+    options = {**PROFILE.options, "keep_float": ["input"], "lowering": lowering}
+    profile = dataclasses.replace(PROFILE, options=options)
+    # execute
+    result = OnnxTarget().emit(
+        make_model("tcn"), profile, tmp_path, precision="int8", calibration=windows()
+    )
+    # assert
+    floats = {r["name"] for r in result.layers if r["precision"] == "fp32"}
+    assert floats == {"blocks.0.conv1", "blocks.0.skip"}
+
+
 def test_int8_tcn_wraps_every_conv_in_qdq(emit):
     # setup
     emitted = emit("tcn", "int8")
