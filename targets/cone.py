@@ -148,18 +148,14 @@ def onnx_lowering(request: Any, fp32: Any) -> Any:
     Returns:
         A ``targets.base.Lowered`` whose model is the cone graph, or None.
     """
+    from dataclasses import replace
+
     from edgecomp.targets import base
     from edgecomp.targets.onnx.export import export_model
     from edgecomp.targets.onnx.keep import kept_nodes
     from edgecomp.targets.onnx.layers import layer_records
-    from edgecomp.targets.onnx.quantize import (
-        MAX_CALIBRATION_WINDOWS,
-        Int8Settings,
-        keep_float_entries,
-        quantize_int8,
-        select_windows,
-    )
-    from edgecomp.targets.onnx.target import _finish
+    from edgecomp.targets.onnx.quantize import keep_float_entries
+    from edgecomp.targets.onnx.target import _finish, _int8
 
     module, spec = request.model.module, request.model.spec
     if not applies(type(module), str(request.precision)):
@@ -172,17 +168,6 @@ def onnx_lowering(request: Any, fp32: Any) -> Any:
         return _finish(exported, fp32.io, layers, lowering, fp32.ir)
     options = request.options.to_dict()
     keep = kept_nodes(exported, cone, keep_float_entries(options), with_edges=False)
-    settings = Int8Settings.from_options(options)
-    calibration = select_windows(request.windows, MAX_CALIBRATION_WINDOWS)
-    quantized = quantize_int8(exported, calibration, settings, spec.features, keep)
-    layers = layer_records(
-        exported,
-        quantized.proto,
-        cone,
-        precision="int8",
-        static_reason=settings.describe(len(calibration)),
-        kept_float=quantized.kept_float,
-    )
-    lowering["quantization"] = {**settings.lowering(len(calibration)), "steps": quantized.steps}
-    lowering["n_calibration_windows"] = len(calibration)
-    return _finish(quantized.proto, fp32.io, layers, lowering, fp32.ir)
+    # the default int8 rule on the cone graph (its ir for quantizing, then the default's ir kept)
+    cone_fp32 = base.Lowered(model=b"", io=fp32.io, layers=[], lowering=lowering, ir=exported)
+    return replace(_int8(request, cone_fp32, options, keep, module=cone), ir=fp32.ir)

@@ -215,8 +215,14 @@ class OnnxTarget(base.Target):
 
 
 def _int8(
-    request: base.Request, lowered: base.Lowered, options: dict[str, Any], keep: dict[str, str]
+    request: base.Request,
+    lowered: base.Lowered,
+    options: dict[str, Any],
+    keep: dict[str, str],
+    module: Any = None,
 ) -> base.Lowered:
+    """int8 by the rule per op type of ``lowered.ir``, whose layers are ``module``'s (default:
+    the request's model; the TCN cone passes its own module)."""
     from .layers import layer_records
     from .quantize import MAX_CALIBRATION_WINDOWS, Int8Settings, quantize_int8, select_windows
 
@@ -227,7 +233,7 @@ def _int8(
     layers = layer_records(
         lowered.ir,
         quantized.proto,
-        request.model.module,
+        request.model.module if module is None else module,
         precision="int8",
         static_reason=settings.describe(len(calibration)),
         kept_float=quantized.kept_float,
