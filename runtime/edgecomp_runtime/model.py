@@ -11,7 +11,7 @@ import numpy as np
 
 from edgecomp_runtime.artifact import read_artifact
 from edgecomp_runtime.calendar import add_future, sensor_features
-from edgecomp_runtime.engines import Engine, choose_engine, route_batches
+from edgecomp_runtime.engines import Engine, choose_engine, engine_input, route_batches
 from edgecomp_runtime.errors import (
     ArtifactError,
     InputDtypeError,
@@ -82,7 +82,7 @@ def load(
     manifest, files = read_artifact(path, trusted_keys=trusted_keys)
     backend, engine_type = choose_engine(manifest, engine)
     input_range = _check_model_file(files[manifest["model_file"]], manifest, backend)
-    runner = engine_type(files[manifest["model_file"]], manifest, threads=threads)
+    runner = engine_type(engine_input(backend, manifest, files), manifest, threads=threads)
     # large batches on the engine the build measured faster there (recipe.lowering.batch_routing)
     runner = route_batches(
         runner, backend, files[manifest["model_file"]], manifest, threads=threads, requested=engine

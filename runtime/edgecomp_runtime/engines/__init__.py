@@ -138,6 +138,31 @@ def choose_engine(manifest: dict[str, Any], requested: str | None = None) -> tup
     )
 
 
+def engine_input(key: str, manifest: dict[str, Any], files: dict[str, bytes]) -> bytes:
+    """The bytes engine ``key`` reads: the file the build wrote for it
+    (``recipe.lowering.engine_files``: engine key -> file name in the artifact), else the
+    artifact's model file.
+
+    Raises:
+        ArtifactError: ``engine_files`` is not a mapping of names, or names a file the artifact
+            does not hold.
+    """
+    named = manifest.get("recipe", {}).get("lowering", {}).get("engine_files", {})
+    if not isinstance(named, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in named.items()
+    ):
+        raise ArtifactError(
+            "manifest recipe.lowering.engine_files must map engine names to file names"
+        )
+    name = named.get(key, manifest["model_file"])
+    if name not in files:
+        raise ArtifactError(
+            f"manifest recipe.lowering.engine_files names '{name}' for engine '{key}', "
+            "which the artifact does not hold"
+        )
+    return files[name]
+
+
 def route_batches(
     engine: Engine,
     key: str,
