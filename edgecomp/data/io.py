@@ -135,6 +135,7 @@ class TableReport:
         id_col: The id column used (long layout), else None.
         value_cols: The value columns used.
         notes: Decisions worth knowing (skipped columns, business-day grid, ...).
+        date_order: "day-first" or "month-first" for dates written NN/NN/YYYY, else None.
     """
 
     path: str
@@ -150,6 +151,7 @@ class TableReport:
     id_col: str | None = None
     value_cols: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    date_order: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -195,7 +197,8 @@ def load_table(
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     tcol = _time_column(df, time_col, path)
     df, clock_notes = _join_clock(df, tcol)
-    times, snap_notes = _snap_jitter(_parse_times(df[tcol], path, tcol))
+    parsed, date_order = _parse_times(df[tcol], path, tcol)
+    times, snap_notes = _snap_jitter(parsed)
     clock_notes += snap_notes
     body = df.drop(columns=[tcol])
     resolved, icol = _resolve_layout(body, times, layout, id_col, path)
@@ -226,6 +229,7 @@ def load_table(
         id_col=icol,
         value_cols=list(vcols),
         notes=notes,
+        date_order=date_order,
         **grid_info,
     )
     return frame, report
@@ -344,11 +348,14 @@ def _looks_like_times(col: pd.Series) -> bool:
     return bool(parsed.notna().all())
 
 
-def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
+def _parse_times(col: pd.Series, path: Path, name: str) -> tuple[pd.DatetimeIndex, str | None]:
+    """The timestamps, and the order of dates written NN/NN/YYYY ("day-first", "month-first")."""
+    order = None
     if ptypes.is_numeric_dtype(col) and not ptypes.is_bool_dtype(col):
         parsed = _epoch_times(col, path, name)
     else:
-        dayfirst = _day_first(col, path, name)
+        order = _date_order(col, path, name)
+        dayfirst = order == "day-first"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "could not infer format": retried below
             parsed = pd.to_datetime(col, utc=True, errors="coerce", dayfirst=dayfirst)
@@ -377,21 +384,22 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> pd.DatetimeIndex:
             f"{path}: column '{name}': timestamp {index[i]} out of range{unit}, data row {i + 1} "
             f"({far.size} such); timestamps must lie between 1677 and 2262"
         )
-    return index.as_unit("ns")
+    return index.as_unit("ns"), order
 
 
-def _day_first(col: pd.Series, path: Path, name: str) -> bool:
-    """For dates written NN/NN/YYYY (or with '.' or '-'): True when the first number is the day
-    (some exceed 12), False when the second is; refused when no value tells them apart."""
+def _date_order(col: pd.Series, path: Path, name: str) -> str | None:
+    """For dates written NN/NN/YYYY (or with '.' or '-'): "day-first" when the first number is
+    the day (some exceed 12), "month-first" when the second is; refused when no value tells them
+    apart. None for other timestamps."""
     text = col.dropna().astype(str)
     parts = text.str.extract(_SLASH_DATE)
     if text.empty or parts[0].isna().any():  # not (all) such dates: pandas' own rules
-        return False
+        return None
     first, second = parts[0].astype(int).max(), parts[1].astype(int).max()
     if first > 12 >= second:
-        return True
+        return "day-first"
     if second > 12 >= first:
-        return False
+        return "month-first"
     raise DataError(
         f"{path}: column '{name}': dates such as {text.iloc[0]!r} could be day/month or "
         f"month/day and no value tells them apart; write ISO 8601 dates (YYYY-MM-DD)"

@@ -221,7 +221,8 @@ class Dataset:
             | ({"spike_threshold": cfg.spike_threshold} if cfg.spike_threshold else {})
             | ({"exclude": list(cfg.exclude)} if cfg.exclude else {})
             | ({"drop_sparse": cfg.drop_sparse} if cfg.drop_sparse is not None else {})
-            | ({"grid": "business-day"} if _BUSINESS_DAYS in rep.notes else {}),
+            | ({"grid": "business-day"} if _BUSINESS_DAYS in rep.notes else {})
+            | ({"date_order": rep.date_order} if rep.date_order else {}),
         }
 
     def summary(self) -> dict[str, Any]:

@@ -28,6 +28,14 @@ MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
 TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
 _DECIMAL_COMMA = re.compile(r"^\s*([+-]?\d+),(\d+)\s*$")
 _CLOCK = re.compile(r"^\s*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*$")  # 7:05, 07:05:00.250
+# NN/NN/YYYY dates (or with '.' or '-'), an optional clock time and AM/PM: 05/01/2024 7:05 PM
+_NUMERIC_DATE = re.compile(
+    r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})"
+    r"(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6})\d*)?)?(?:\s*([AaPp])\.?[Mm]\.?)?)?$"
+)
+_YEAR_FIRST = re.compile(r"^(\d{4})[/.](\d{1,2})[/.](\d{1,2})(?=$|[ T])")  # 2024/01/05 07:00
+_COMPACT_OFFSET = re.compile(r"(\d:\d\d(?::\d\d(?:\.\d+)?)?\s*[+-]\d\d)(\d\d)$")  # +0100
+DATE_ORDERS = ("day-first", "month-first")  # how spec.data.date_order names NN/NN/YYYY dates
 
 
 def cell_value(value: Any) -> float:
@@ -76,9 +84,19 @@ def as_numeric(window: Any, features: list[str]) -> Any:
 
 
 def read_csv(
-    path: str | Path, features: list[str], *, time_col: str | None = None, times: bool = False
+    path: str | Path,
+    features: list[str],
+    *,
+    time_col: str | None = None,
+    times: bool = False,
+    date_order: str | None = None,
 ) -> tuple[np.ndarray, list[datetime] | None]:
     """Read a raw window [L, F] from a CSV file, and (``times=True``) its naive UTC timestamps.
+
+    Timestamps are ISO 8601 (``Z`` or offsets converted to UTC), Unix times, or dates written
+    NN/NN/YYYY: day first when a first number exceeds 12, month first when a second one does,
+    else as ``date_order`` says (``"day-first"`` / ``"month-first"``: the training file's order,
+    ``spec.data.date_order``), refused when nothing tells.
 
     Raises:
         InputError: Empty file, missing feature or time column, an unreadable cell or timestamp;
@@ -107,10 +125,8 @@ def read_csv(
     tcol = _time_column(path, header, time_col)
     at = header.index(tcol)
     clock = _clock_column(rows[1:], at)
-    stamps = [
-        _timestamp(path, tcol, _stamp_text(row, at, clock), i) for i, row in enumerate(rows[1:], 1)
-    ]
-    return values, stamps
+    texts = [_stamp_text(row, at, clock).strip() for row in rows[1:]]
+    return values, _timestamps(path, tcol, texts, date_order)
 
 
 def _clock_column(rows: list[list[str]], at: int) -> int | None:
@@ -139,7 +155,8 @@ def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict
     """
     future = spec.get("future") or {}
     features = spec["features"][: len(spec["features"]) - len(future.get("features", []))]
-    values, stamps = read_csv(path, features, times=bool(future.get("calendar")))
+    order = (spec.get("data") or {}).get("date_order")
+    values, stamps = read_csv(path, features, times=bool(future.get("calendar")), date_order=order)
     length, lead = spec["input_len"], int(future.get("lead", 0))
     if not future.get("columns") or len(values) != length + lead:
         return values, {} if stamps is None else {"times": stamps}
@@ -188,9 +205,67 @@ def _time_column(path: Path, header: list[str], time_col: str | None) -> str:
     return found
 
 
+def _timestamps(
+    path: Path, column: str, texts: list[str], date_order: str | None
+) -> list[datetime]:
+    """The time column's cells as naive UTC datetimes (see ``read_csv``)."""
+    dates = [_NUMERIC_DATE.match(text) for text in texts]
+    if not any(dates):
+        return [_timestamp(path, column, text, i) for i, text in enumerate(texts, 1)]
+    if not all(dates):
+        row = next(i for i, m in enumerate(dates, 1) if m is None)
+        raise InputError(
+            f"{path}: column '{column}', row {row}: {texts[row - 1]!r} is not a NN/NN/YYYY date "
+            f"like the other rows ({texts[0]!r}); use one format, ISO 8601 best"
+        )
+    day_first = _day_first(path, column, dates, texts[0], date_order)
+    return [_numeric_date(path, column, m, day_first, i) for i, m in enumerate(dates, 1)]
+
+
+def _day_first(
+    path: Path, column: str, dates: list[re.Match], first: str, date_order: str | None
+) -> bool:
+    """True when NN/NN/YYYY dates are day first: the rule ``read_csv`` gives, as the compiler's."""
+    one, two = (max(int(m.group(k)) for m in dates) for k in (1, 2))
+    if one > 12 >= two:
+        return True
+    if two > 12 >= one:
+        return False
+    if one <= 12 and date_order in DATE_ORDERS:
+        return date_order == "day-first"
+    why = "no row tells them apart" if one <= 12 else "both numbers exceed 12 in some rows"
+    raise InputError(
+        f"{path}: column '{column}': dates such as {first!r} could be day/month or month/day "
+        f"and {why} (nor does the artifact); write ISO 8601 timestamps (YYYY-MM-DD HH:MM)"
+    )
+
+
+def _numeric_date(path: Path, column: str, m: re.Match, day_first: bool, row: int) -> datetime:
+    one, two, year, hour, minute, second, fraction, half = m.groups()
+    day, month = (one, two) if day_first else (two, one)
+    hours = int(hour or 0)
+    if half is not None:  # 12 AM is midnight, 12 PM noon
+        hours = hours % 12 + (12 if half.lower() == "p" else 0) if 1 <= hours <= 12 else 99
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            hours,
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")),
+        )
+    except ValueError:
+        raise InputError(
+            f"{path}: column '{column}', row {row}: cannot parse {m.group(0)!r} as a "
+            f"{'day/month' if day_first else 'month/day'}/year date"
+        ) from None
+
+
 def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
     """An ISO-8601 timestamp or Unix time, as a naive UTC datetime (as the compiler reads it)."""
-    text = text.strip()
+    text = _COMPACT_OFFSET.sub(r"\1:\2", _YEAR_FIRST.sub(_iso_date, text.strip()))
     try:
         if _parses(float, text):  # Unix s, ms, us or ns, told apart by size as the compiler does
             seconds = float(text)
@@ -203,6 +278,11 @@ def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
     if stamp.tzinfo is not None:
         stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
     return stamp
+
+
+def _iso_date(m: re.Match) -> str:
+    """2024/1/5 (a year-first date with '/' or '.') as ISO 8601's 2024-01-05."""
+    return f"{m.group(1)}-{int(m.group(2)):02d}-{int(m.group(3)):02d}"
 
 
 def _parses(parse: Any, text: str) -> bool:
