@@ -198,6 +198,7 @@ def load_table(
     tcol = _time_column(df, time_col, path)
     df, clock_notes = _join_clock(df, tcol)
     parsed, date_order = _parse_times(df[tcol], path, tcol)
+    _refuse_calendar_months(parsed, path, tcol)  # before snapping: years would fit a 365-day grid
     times, snap_notes = _snap_jitter(parsed)
     clock_notes += snap_notes
     body = df.drop(columns=[tcol])
@@ -769,6 +770,29 @@ def _grid(
         grid = pd.date_range(index[0], periods=n, freq=pd.Timedelta(step)).as_unit("ns")
         notes = []
     return grid.rename(index.name), notes
+
+
+def _refuse_calendar_months(index: pd.DatetimeIndex, path: Path, tcol: str) -> None:
+    """Refuse monthly, quarterly or yearly data (month starts or month ends, at midnight) by
+    name: calendar months are 28 to 31 days, not the fixed period every step here assumes."""
+    midnight = not (index.asi8 % _DAY_NS).any()
+    ends = bool(index.is_month_end.all())
+    if len(index) < 2 or not (midnight and (ends or index.is_month_start.all())):
+        return
+    months = np.diff(np.sort(index.year * 12 + index.month))
+    steps, counts = np.unique(months[months > 0], return_counts=True)
+    if not steps.size:
+        return
+    k = int(steps[np.argmax(counts)])
+    name = {1: "monthly", 3: "quarterly", 6: "half-yearly", 12: "yearly"}.get(k, f"{k}-monthly")
+    season = f" --season {12 // k}" if k < 12 and 12 % k == 0 else ""  # steps in a year
+    raise DataError(
+        f"{path}: column '{tcol}': {name} data (timestamps on month {'ends' if ends else 'starts'}"
+        f", e.g. {index[0].date()}, {index[1].date()}) is not supported: a calendar month is 28 "
+        f"to 31 days and edgecomp needs a fixed sampling period; use the daily or weekly series "
+        f"it was aggregated from, or number the rows (a time column 0, 1, 2, ... reads as one "
+        f"step a second) and train with --calendar off{season}"
+    )
 
 
 def _gap_spans(grid: pd.DatetimeIndex, missing: np.ndarray) -> list[tuple[str, str, int]]:
