@@ -22,6 +22,7 @@ ENGINES: dict[str, str] = {
     "tensorrt": "edgecomp_runtime.engines.tensorrt:TensorRtEngine",
     "executorch": "edgecomp_runtime.engines.refuse:ExecuTorchRefused",
     "null": "edgecomp_runtime.engines.null:NullEngine",
+    "native": "edgecomp_runtime.engines.native:NativeEngine",
 }
 
 
@@ -93,6 +94,10 @@ def get_engine(backend: str) -> type:
             f"backend '{backend}' needs {engine.package}>={engine.min_version}, found {found}: "
             f"{install_line(engine, upgrade=True)}"
         )
+    # an engine that needs more than its package (a kernel compiled at install) says why not
+    why = getattr(engine, "unavailable", lambda: None)()
+    if why:
+        raise EngineUnavailableError(f"backend '{backend}' is unavailable: {why}")
     return engine
 
 

@@ -1,0 +1,48 @@
+"""Recurrent models (stacked LSTM / GRU + Linear head) on edgecomp's own compiled kernel.
+
+The engine reads the artifact's ``.native`` file (``recipe.lowering.engine_files["native"]``;
+format in runtime/FORMAT.md) and runs it on edgecomp_runtime/native/kernel.c, compiled when the
+runtime was installed. Where it was not (no C compiler at install), ``get_engine("native")`` raises
+EngineUnavailableError saying so, and ``choose_engine`` falls back to the build's recorded
+equivalent engine (ONNX Runtime on the artifact's ONNX model file) with one warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgecomp_runtime import native
+from edgecomp_runtime.errors import ArtifactError, InputShapeError
+
+
+class NativeEngine:
+    """One prepared ``.native`` model; ``run`` holds no per-call state and releases the GIL."""
+
+    module: ClassVar[str] = "numpy"  # the kernel is part of edgecomp-runtime; see unavailable()
+    package: ClassVar[str] = "numpy"
+    extra: ClassVar[str] = ""
+    min_version: ClassVar[str] = "1.26"
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why this engine cannot run on this host (None when it can)."""
+        return native.unavailable_reason()
+
+    def __init__(
+        self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None
+    ) -> None:
+        files = manifest.get("recipe", {}).get("lowering", {}).get("engine_files", {})
+        self._name = files.get("native", manifest.get("model_file", "model.native"))
+        if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
+            raise ArtifactError(f"{self._name}: the native engine needs the .native file's bytes")
+        self._kernel = native.Kernel(bytes(model_bytes), self._name)  # ArtifactError if malformed
+        self.threads = 1  # one thread per call; concurrent calls run in parallel (GIL released)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run scaled float32 windows [B, L, F]; returns scaled float32 [B, H, F_out]."""
+        try:
+            return self._kernel.run(x)
+        except ValueError as exc:
+            raise InputShapeError(str(exc)) from None

@@ -1,0 +1,121 @@
+"""A native kernel for stacked LSTM / GRU forecasters with a Linear head (fp32 or int8 per layer).
+
+``pack`` writes the ``.native`` file (format.py, FORMAT.md), ``describe`` reads its validated
+header, ``Kernel`` runs it on the compiled C kernel (kernel.c, built at install where a C compiler
+is present; ``available()`` says whether it was), and ``reference.run`` is the same math in numpy.
+
+int8 maps use symmetric per-output-row int8 weights and quantize their input per row (per window
+and step) at run time, the scheme of ONNX Runtime's dynamic quantization; the kernel multiplies
+on AVX512-VNNI where the CPU has it, else in plain C.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from edgecomp_runtime.native.format import NativeModel, describe, pack, parse
+
+__all__ = ["Kernel", "available", "describe", "pack", "parse", "unavailable_reason"]
+
+_NB = 64  # the kernel's column block (kernel.c NB)
+
+
+def _load() -> tuple[Any, str | None]:
+    try:
+        return importlib.import_module("edgecomp_runtime.native._kernel"), None
+    except ImportError as exc:
+        return None, (
+            f"the native kernel was not built ({exc}); it is compiled when edgecomp-runtime is "
+            "installed on a host with a C compiler: pip install --force-reinstall --no-deps "
+            "edgecomp-runtime there"
+        )
+
+
+_KERNEL, _WHY = _load()
+
+
+def available() -> bool:
+    """Whether the compiled kernel loaded on this host."""
+    return _KERNEL is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernel is not available (None when it is)."""
+    return _WHY
+
+
+class Kernel:
+    """A ``.native`` file prepared for the compiled kernel; ``run`` is thread-safe.
+
+    Raises:
+        ArtifactError: The file is malformed (the message names ``name`` and the field).
+        RuntimeError: The compiled kernel is not available (``unavailable_reason()``).
+    """
+
+    def __init__(self, data: bytes, name: str = "model.native") -> None:
+        if _KERNEL is None:
+            raise RuntimeError(_WHY)
+        self.model = parse(data, name)
+        self.name = name
+        self._capsule = _KERNEL.prepare(*_kernel_arrays(self.model))
+        self._outputs = self.model.horizon * self.model.n_targets
+
+    @property
+    def vnni(self) -> bool:
+        """Whether int8 maps run on AVX512-VNNI."""
+        return bool(_KERNEL.vnni(self._capsule))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Scaled float32 windows [B, L, F] -> float32 [B, horizon, n_targets]."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        model = self.model
+        if x.ndim != 3 or x.shape[1:] != (model.input_len, model.n_features) or not len(x):
+            raise ValueError(
+                f"{self.name}: windows must be [batch, {model.input_len}, {model.n_features}], "
+                f"got {list(x.shape)}"
+            )
+        y = np.empty((len(x), model.horizon, model.n_targets), np.float32)
+        _KERNEL.run(self._capsule, x, y)
+        return y
+
+
+def _kernel_arrays(model: NativeModel) -> tuple[tuple[int, ...], tuple[np.ndarray, ...]]:
+    """The kernel's meta ints and arrays, in kernel.c's layouts (see its header comment)."""
+    meta = [
+        int(model.cell == "gru"), model.input_len, model.n_features, len(model.layers),
+        model.horizon, model.n_targets, int(model.residual), int(model.head.precision == "int8"),
+    ]  # fmt: skip
+    arrays: list[np.ndarray] = []
+    for layer in model.layers:
+        meta += [layer.hidden, int(layer.ih.precision == "int8")]
+        arrays += _linear(layer.ih) + _linear(layer.hh)
+    arrays += _linear(model.head)
+    arrays.append(np.asarray(model.target_index, np.int32))
+    return tuple(meta), tuple(arrays)
+
+
+def _linear(linear) -> list[np.ndarray]:
+    n, k = linear.weight.shape
+    np_ = -(-n // _NB) * _NB
+    bias = _pad(linear.bias, np_)
+    if linear.precision == "fp32":
+        w = np.zeros((np_, k), np.float32)
+        w[:n] = linear.weight
+        # [Np/64][K][64]
+        return [np.ascontiguousarray(w.reshape(np_ // _NB, _NB, k).transpose(0, 2, 1)), bias]
+    kp = -(-k // 4) * 4
+    q = np.zeros((np_, kp), np.int8)
+    q[:n, :k] = linear.weight
+    # [Np/64][Kp/4][64][4]
+    packed = np.ascontiguousarray(q.reshape(np_ // _NB, _NB, kp // 4, 4).transpose(0, 2, 1, 3))
+    comp = (128 * q.astype(np.int32).sum(axis=1)).astype(np.int32)
+    return [packed, _pad(linear.scale, np_), comp, bias]
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, np.float32)
+    out[: len(values)] = values
+    return out

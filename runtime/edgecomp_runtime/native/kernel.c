@@ -1,0 +1,561 @@
+/* edgecomp native recurrent kernel: stacked LSTM / GRU + Linear head, fp32 or int8 per map.
+ *
+ * The math is edgecomp_runtime/native/reference.py's (the test oracle). Python packs and
+ * validates everything (native/__init__.py); prepare() copies the packed arrays into one
+ * aligned block it owns and checks every buffer size again; run() reads it only, so one
+ * prepared model may run in several threads at once (scratch is per call, no global state).
+ *
+ * Layouts (Np = N rounded up to 64, Kp = K rounded up to 4):
+ *   int8 weight  [Np/64][Kp/4][64][4] int8 (the 4-byte groups vpdpbusd multiplies)
+ *   fp32 weight  [Np/64][K][64] float
+ *   comp[n] = 128 * sum_k w[n][k] (activations are stored as q + 128 in uint8)
+ * Sequences are time-major [L][B][width] float.
+ *
+ * x86-64: the int8 GEMM uses AVX512-VNNI where the CPU has it (checked at run time); every other
+ * loop is plain C, compiled for x86-64, x86-64-v3 and x86-64-v4 (target_clones) and picked at
+ * load. Other CPUs (aarch64) run the plain C, auto-vectorized.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EC_X86 1
+#define CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#include <immintrin.h>
+#else
+#define EC_X86 0
+#define CLONES
+#endif
+
+#define MAX_LAYERS 16
+#define NB 64
+
+typedef struct {
+    int int8, K, Kp, N, Np;
+    const void *w;
+    const float *sw;     /* [Np] int8 only */
+    const int32_t *comp; /* [Np] int8 only */
+    const float *bias;   /* [Np] */
+} Lin;
+
+typedef struct {
+    int gru, L, F, n_layers, horizon, n_targets, residual, vnni;
+    int hidden[MAX_LAYERS];
+    Lin ih[MAX_LAYERS], hh[MAX_LAYERS], head;
+    const int32_t *target_index;
+    void *block;
+} Model;
+
+/* ---------------------------------------------------------------- elementwise */
+
+static inline float ec_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float n = (x * 1.44269504088896341f + magic) - magic;
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } bits;
+    bits.i = ((int32_t)n + 127) << 23;
+    return p * bits.f;
+}
+
+static inline float ec_sigmoid(float x) { return 1.0f / (1.0f + ec_exp(-x)); }
+static inline float ec_tanh(float x) { return 2.0f / (1.0f + ec_exp(-2.0f * x)) - 1.0f; }
+
+CLONES static void lstm_cell(const float *restrict xg, const float *restrict hg, float *restrict c,
+                             float *restrict h, int H) {
+    for (int j = 0; j < H; j++) {
+        float i = ec_sigmoid(xg[j] + hg[j]);
+        float f = ec_sigmoid(xg[H + j] + hg[H + j]);
+        float g = ec_tanh(xg[2 * H + j] + hg[2 * H + j]);
+        float o = ec_sigmoid(xg[3 * H + j] + hg[3 * H + j]);
+        float cj = f * c[j] + i * g;
+        c[j] = cj;
+        h[j] = o * ec_tanh(cj);
+    }
+}
+
+CLONES static void gru_cell(const float *restrict xg, const float *restrict hg,
+                            const float *restrict hp, float *restrict h, int H) {
+    for (int j = 0; j < H; j++) {
+        float r = ec_sigmoid(xg[j] + hg[j]);
+        float z = ec_sigmoid(xg[H + j] + hg[H + j]);
+        float n = ec_tanh(xg[2 * H + j] + r * hg[2 * H + j]);
+        h[j] = (1.0f - z) * n + z * hp[j];
+    }
+}
+
+/* Per-row symmetric int8 of A [M][lda] (K used): q + 128 into Q [M][Kp], scale into S [M]. */
+CLONES static void quantize_rows(const float *restrict A, int M, int lda, int K, int Kp,
+                                 uint8_t *restrict Q, float *restrict S) {
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        uint32_t peak_bits = 0;
+        for (int k = 0; k < K; k++) {
+            union { float f; uint32_t u; } v = {a[k]};
+            uint32_t b = v.u & 0x7fffffffu;
+            peak_bits = b > peak_bits ? b : peak_bits;
+        }
+        union { uint32_t u; float f; } peak = {peak_bits};
+        float inv = peak.f > 0.0f ? 127.0f / peak.f : 0.0f;
+        uint8_t *q = Q + (size_t)m * Kp;
+        for (int k = 0; k < K; k++) {
+            float v = rintf(a[k] * inv);
+            v = v < -127.0f ? -127.0f : v;
+            v = v > 127.0f ? 127.0f : v;
+            q[k] = (uint8_t)((int32_t)v + 128);
+        }
+        for (int k = K; k < Kp; k++) q[k] = 128;
+        S[m] = peak.f / 127.0f;
+    }
+}
+
+/* ---------------------------------------------------------------- int8 GEMM */
+
+CLONES static void qgemm_plain(const Lin *W, const uint8_t *restrict Q, const float *restrict S,
+                               int M, float *restrict out, int ldo) {
+    const int kgs = W->Kp / 4;
+    for (int nb = 0; nb < W->Np; nb += NB) {
+        const int8_t *wb = (const int8_t *)W->w + (size_t)nb * W->Kp;
+        for (int m = 0; m < M; m++) {
+            const uint8_t *q = Q + (size_t)m * W->Kp;
+            int32_t acc[NB];
+            for (int n = 0; n < NB; n++) acc[n] = 0;
+            for (int g = 0; g < kgs; g++) {
+                const int8_t *w = wb + (size_t)g * NB * 4;
+                const int32_t a0 = q[4 * g], a1 = q[4 * g + 1], a2 = q[4 * g + 2],
+                              a3 = q[4 * g + 3];
+                for (int n = 0; n < NB; n++)
+                    acc[n] += a0 * w[4 * n] + a1 * w[4 * n + 1] + a2 * w[4 * n + 2] +
+                              a3 * w[4 * n + 3];
+            }
+            float *o = out + (size_t)m * ldo + nb;
+            for (int n = 0; n < NB; n++)
+                o[n] = (float)(acc[n] - W->comp[nb + n]) * (S[m] * W->sw[nb + n]) +
+                       W->bias[nb + n];
+        }
+    }
+}
+
+#if EC_X86
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vl")))
+
+/* MB rows x 64 columns; two accumulator sets (even / odd k groups) hide the dpbusd latency. */
+static inline __attribute__((always_inline)) VNNI void vnni_tile(
+    const int MB, const int8_t *wb, int kgs, const uint8_t *Q, int ldq, const float *S,
+    const Lin *W, int nb, float *out, int ldo) {
+    __m512i acc[4][4], acd[4][4];
+    for (int i = 0; i < MB; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = acd[i][j] = _mm512_setzero_si512();
+    int g = 0;
+    for (; g + 2 <= kgs; g += 2) {
+        const int8_t *w = wb + (size_t)g * 256;
+        __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+        __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+        __m512i v0 = _mm512_loadu_si512(w + 256), v1 = _mm512_loadu_si512(w + 320);
+        __m512i v2 = _mm512_loadu_si512(w + 384), v3 = _mm512_loadu_si512(w + 448);
+        for (int i = 0; i < MB; i++) {
+            int32_t a4, b4;
+            memcpy(&a4, Q + (size_t)i * ldq + 4 * g, 4);
+            memcpy(&b4, Q + (size_t)i * ldq + 4 * g + 4, 4);
+            __m512i a = _mm512_set1_epi32(a4), b = _mm512_set1_epi32(b4);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a, w0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a, w1);
+            acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], a, w2);
+            acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], a, w3);
+            acd[i][0] = _mm512_dpbusd_epi32(acd[i][0], b, v0);
+            acd[i][1] = _mm512_dpbusd_epi32(acd[i][1], b, v1);
+            acd[i][2] = _mm512_dpbusd_epi32(acd[i][2], b, v2);
+            acd[i][3] = _mm512_dpbusd_epi32(acd[i][3], b, v3);
+        }
+    }
+    if (g < kgs) {
+        const int8_t *w = wb + (size_t)g * 256;
+        __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+        __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+        for (int i = 0; i < MB; i++) {
+            int32_t a4;
+            memcpy(&a4, Q + (size_t)i * ldq + 4 * g, 4);
+            __m512i a = _mm512_set1_epi32(a4);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a, w0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a, w1);
+            acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], a, w2);
+            acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], a, w3);
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512i comp = _mm512_loadu_si512(W->comp + nb + 16 * j);
+        __m512 sw = _mm512_loadu_ps(W->sw + nb + 16 * j);
+        __m512 bias = _mm512_loadu_ps(W->bias + nb + 16 * j);
+        for (int i = 0; i < MB; i++) {
+            __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(acc[i][j], acd[i][j]), comp);
+            __m512 scale = _mm512_mul_ps(_mm512_set1_ps(S[i]), sw);
+            __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, bias);
+            _mm512_storeu_ps(out + (size_t)i * ldo + nb + 16 * j, y);
+        }
+    }
+}
+
+VNNI static void qgemm_vnni(const Lin *W, const uint8_t *Q, const float *S, int M, float *out,
+                            int ldo) {
+    const int kgs = W->Kp / 4, ldq = W->Kp;
+    for (int nb = 0; nb < W->Np; nb += NB) {
+        const int8_t *wb = (const int8_t *)W->w + (size_t)nb * W->Kp;
+        int m = 0;
+        for (; m + 4 <= M; m += 4)
+            vnni_tile(4, wb, kgs, Q + (size_t)m * ldq, ldq, S + m, W, nb, out + (size_t)m * ldo, ldo);
+        const uint8_t *q = Q + (size_t)m * ldq;
+        float *o = out + (size_t)m * ldo;
+        switch (M - m) {
+        case 3: vnni_tile(3, wb, kgs, q, ldq, S + m, W, nb, o, ldo); break;
+        case 2: vnni_tile(2, wb, kgs, q, ldq, S + m, W, nb, o, ldo); break;
+        case 1: vnni_tile(1, wb, kgs, q, ldq, S + m, W, nb, o, ldo); break;
+        default: break;
+        }
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------- fp32 GEMM */
+
+CLONES static void fgemm(const Lin *W, const float *restrict A, int M, int lda, float *restrict out,
+                         int ldo) {
+    const int K = W->K;
+    for (int nb = 0; nb < W->Np; nb += NB) {
+        const float *wb = (const float *)W->w + (size_t)nb * K;
+        int m = 0;
+        for (; m + 2 <= M; m += 2) {
+            const float *a0 = A + (size_t)m * lda, *a1 = a0 + lda;
+            float acc0[NB], acc1[NB];
+            for (int n = 0; n < NB; n++) acc0[n] = acc1[n] = W->bias[nb + n];
+            for (int k = 0; k < K; k++) {
+                const float *w = wb + (size_t)k * NB;
+                const float x0 = a0[k], x1 = a1[k];
+                for (int n = 0; n < NB; n++) {
+                    acc0[n] += x0 * w[n];
+                    acc1[n] += x1 * w[n];
+                }
+            }
+            memcpy(out + (size_t)m * ldo + nb, acc0, sizeof acc0);
+            memcpy(out + (size_t)(m + 1) * ldo + nb, acc1, sizeof acc1);
+        }
+        for (; m < M; m++) {
+            const float *a0 = A + (size_t)m * lda;
+            float acc0[NB];
+            for (int n = 0; n < NB; n++) acc0[n] = W->bias[nb + n];
+            for (int k = 0; k < K; k++) {
+                const float *w = wb + (size_t)k * NB;
+                const float x0 = a0[k];
+                for (int n = 0; n < NB; n++) acc0[n] += x0 * w[n];
+            }
+            memcpy(out + (size_t)m * ldo + nb, acc0, sizeof acc0);
+        }
+    }
+}
+
+/* out [M][ldo] = A [M][lda] @ W^T + bias, in W's precision (Q, S: quantization scratch). */
+static void linear(const Model *md, const Lin *W, const float *A, int M, int lda, float *out,
+                   int ldo, uint8_t *Q, float *S) {
+    if (!W->int8) {
+        fgemm(W, A, M, lda, out, ldo);
+        return;
+    }
+    quantize_rows(A, M, lda, W->K, W->Kp, Q, S);
+#if EC_X86
+    if (md->vnni) {
+        qgemm_vnni(W, Q, S, M, out, ldo);
+        return;
+    }
+#endif
+    (void)md;
+    qgemm_plain(W, Q, S, M, out, ldo);
+}
+
+/* ---------------------------------------------------------------- the model */
+
+typedef struct {
+    float *seq_a, *seq_b, *xg, *hg, *c, *zero, *y;
+    uint8_t *q;
+    float *s;
+    int chunk;
+} Scratch;
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static void *scratch_alloc(const Model *md, int B, Scratch *sc) {
+    int widest = md->F, gmax = 0, qk = 0;
+    for (int l = 0; l < md->n_layers; l++) {
+        widest = md->hidden[l] > widest ? md->hidden[l] : widest;
+        gmax = md->ih[l].Np > gmax ? md->ih[l].Np : gmax;
+        qk = md->ih[l].Kp > qk ? md->ih[l].Kp : qk;
+        qk = md->hh[l].Kp > qk ? md->hh[l].Kp : qk;
+    }
+    qk = md->head.Kp > qk ? md->head.Kp : qk;
+    /* hoisted input projection over `chunk` steps, about 256 KiB of gate inputs at a time */
+    int chunk = (int)(65536 / ((size_t)B * gmax));
+    chunk = chunk < 1 ? 1 : (chunk > md->L ? md->L : chunk);
+    size_t seq = round64((size_t)md->L * B * widest * 4), xg = round64((size_t)chunk * B * gmax * 4);
+    size_t hg = round64((size_t)B * gmax * 4), state = round64((size_t)B * widest * 4);
+    size_t qrows = (size_t)chunk * B > (size_t)B ? (size_t)chunk * B : (size_t)B;
+    size_t q = round64(qrows * qk), s = round64(qrows * 4), y = round64((size_t)B * md->head.Np * 4);
+    size_t total = 2 * seq + xg + hg + 2 * state + q + s + y;
+    char *p = aligned_alloc(64, total);
+    if (!p) return NULL;
+    sc->seq_a = (float *)p; p += seq;
+    sc->seq_b = (float *)p; p += seq;
+    sc->xg = (float *)p; p += xg;
+    sc->hg = (float *)p; p += hg;
+    sc->c = (float *)p; p += state;
+    sc->zero = (float *)p; p += state;
+    sc->q = (uint8_t *)p; p += q;
+    sc->s = (float *)p; p += s;
+    sc->y = (float *)p;
+    memset(sc->zero, 0, state);
+    sc->chunk = chunk;
+    return sc->seq_a;
+}
+
+static void run_layer(const Model *md, int l, const float *in, int width, float *out, int B,
+                      Scratch *sc) {
+    const Lin *ih = &md->ih[l], *hh = &md->hh[l];
+    const int H = md->hidden[l], ld = ih->Np;
+    memset(sc->c, 0, (size_t)B * H * 4);
+    for (int t0 = 0; t0 < md->L; t0 += sc->chunk) {
+        const int steps = md->L - t0 < sc->chunk ? md->L - t0 : sc->chunk;
+        linear(md, ih, in + (size_t)t0 * B * width, steps * B, width, sc->xg, ld, sc->q, sc->s);
+        for (int t = t0; t < t0 + steps; t++) {
+            const float *hp = t ? out + (size_t)(t - 1) * B * H : sc->zero;
+            float *ht = out + (size_t)t * B * H;
+            linear(md, hh, hp, B, H, sc->hg, ld, sc->q, sc->s);
+            const float *xg = sc->xg + (size_t)(t - t0) * B * ld;
+            for (int b = 0; b < B; b++) {
+                if (md->gru)
+                    gru_cell(xg + (size_t)b * ld, sc->hg + (size_t)b * ld, hp + (size_t)b * H,
+                             ht + (size_t)b * H, H);
+                else
+                    lstm_cell(xg + (size_t)b * ld, sc->hg + (size_t)b * ld, sc->c + (size_t)b * H,
+                              ht + (size_t)b * H, H);
+            }
+        }
+    }
+}
+
+static int model_run(const Model *md, const float *x, int B, float *y) {
+    Scratch sc;
+    void *block = scratch_alloc(md, B, &sc);
+    if (!block) return -1;
+    const int L = md->L, F = md->F;
+    for (int t = 0; t < L; t++) /* batch-major x -> time-major */
+        for (int b = 0; b < B; b++)
+            memcpy(sc.seq_a + ((size_t)t * B + b) * F, x + ((size_t)b * L + t) * F, (size_t)F * 4);
+    float *in = sc.seq_a, *out = sc.seq_b;
+    int width = F;
+    for (int l = 0; l < md->n_layers; l++) {
+        run_layer(md, l, in, width, out, B, &sc);
+        float *tmp = in; in = out; out = tmp;
+        width = md->hidden[l];
+    }
+    const Lin *head = &md->head;
+    linear(md, head, in + (size_t)(L - 1) * B * width, B, width, sc.y, head->Np, sc.q, sc.s);
+    const int T = md->n_targets, outs = md->horizon * T;
+    for (int b = 0; b < B; b++) {
+        float *yb = y + (size_t)b * outs;
+        memcpy(yb, sc.y + (size_t)b * head->Np, (size_t)outs * 4);
+        if (md->residual) {
+            const float *last = x + ((size_t)b * L + L - 1) * F;
+            for (int k = 0; k < outs; k++) yb[k] += last[md->target_index[k % T]];
+        }
+    }
+    free(block);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Python binding */
+
+static void capsule_free(PyObject *capsule) {
+    Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    if (md) {
+        free(md->block);
+        free(md);
+    }
+}
+
+/* Copy one buffer of exactly `nbytes` into the block; NULL (with ValueError) otherwise. */
+static const void *take(PyObject *arrays, Py_ssize_t *index, size_t nbytes, char **cursor) {
+    PyObject *obj = PyTuple_GetItem(arrays, (*index)++);
+    if (!obj) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if ((size_t)view.len != nbytes) {
+        PyErr_Format(PyExc_ValueError, "native kernel: array %zd holds %zd bytes, expected %zu",
+                     *index - 1, view.len, nbytes);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    char *dst = *cursor;
+    memcpy(dst, view.buf, nbytes);
+    *cursor += round64(nbytes);
+    PyBuffer_Release(&view);
+    return dst;
+}
+
+static size_t lin_bytes(const Lin *W) {
+    size_t w = W->int8 ? (size_t)W->Np * W->Kp : (size_t)W->Np * W->K * 4;
+    return round64(w) + 3 * round64((size_t)W->Np * 4);
+}
+
+static int lin_take(Lin *W, PyObject *arrays, Py_ssize_t *i, char **cur) {
+    size_t w = W->int8 ? (size_t)W->Np * W->Kp : (size_t)W->Np * W->K * 4;
+    if (!(W->w = take(arrays, i, w, cur))) return -1;
+    if (W->int8) {
+        if (!(W->sw = take(arrays, i, (size_t)W->Np * 4, cur))) return -1;
+        if (!(W->comp = take(arrays, i, (size_t)W->Np * 4, cur))) return -1;
+    }
+    return (W->bias = take(arrays, i, (size_t)W->Np * 4, cur)) ? 0 : -1;
+}
+
+static void lin_shape(Lin *W, int int8, int K, int N) {
+    W->int8 = int8;
+    W->K = K;
+    W->Kp = (K + 3) & ~3;
+    W->N = N;
+    W->Np = (N + NB - 1) / NB * NB;
+}
+
+/* prepare(meta: tuple of ints, arrays: tuple of buffers) -> capsule
+ * meta: gru, L, F, n_layers, horizon, n_targets, residual, head_int8, then per layer
+ * (hidden, int8); arrays: per layer ih (w, [sw, comp,] bias), hh (...), head (...),
+ * target_index int32. */
+static PyObject *py_prepare(PyObject *self, PyObject *args) {
+    PyObject *meta, *arrays;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &meta, &PyTuple_Type, &arrays)) return NULL;
+    long v[8 + 2 * MAX_LAYERS];
+    Py_ssize_t nmeta = PyTuple_GET_SIZE(meta);
+    if (nmeta < 10 || nmeta > 8 + 2 * MAX_LAYERS) {
+        PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nmeta; i++) {
+        v[i] = PyLong_AsLong(PyTuple_GET_ITEM(meta, i));
+        if ((v[i] == -1 && PyErr_Occurred()) || v[i] < 0 || v[i] > 100000000) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
+            return NULL;
+        }
+    }
+    Model *md = calloc(1, sizeof(Model));
+    if (!md) return PyErr_NoMemory();
+    md->gru = (int)v[0], md->L = (int)v[1], md->F = (int)v[2], md->n_layers = (int)v[3];
+    md->horizon = (int)v[4], md->n_targets = (int)v[5], md->residual = (int)v[6];
+    if (md->n_layers < 1 || md->n_layers > MAX_LAYERS || nmeta != 8 + 2 * md->n_layers ||
+        md->L < 1 || md->F < 1 || md->horizon < 1 || md->n_targets < 1) {
+        free(md);
+        PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
+        return NULL;
+    }
+    const int G = md->gru ? 3 : 4;
+    int width = md->F;
+    size_t total = 0;
+    for (int l = 0; l < md->n_layers; l++) {
+        const int H = (int)v[8 + 2 * l], int8 = (int)v[9 + 2 * l];
+        md->hidden[l] = H;
+        lin_shape(&md->ih[l], int8, width, G * H);
+        lin_shape(&md->hh[l], int8, H, G * H);
+        total += lin_bytes(&md->ih[l]) + lin_bytes(&md->hh[l]);
+        width = H;
+    }
+    lin_shape(&md->head, (int)v[7], width, md->horizon * md->n_targets);
+    total += lin_bytes(&md->head) + round64((size_t)md->n_targets * 4);
+    char *cur = md->block = aligned_alloc(64, total);
+    if (!cur) {
+        free(md);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t i = 0;
+    int bad = 0;
+    for (int l = 0; l < md->n_layers && !bad; l++)
+        bad = lin_take(&md->ih[l], arrays, &i, &cur) || lin_take(&md->hh[l], arrays, &i, &cur);
+    bad = bad || lin_take(&md->head, arrays, &i, &cur);
+    bad = bad || !(md->target_index = take(arrays, &i, (size_t)md->n_targets * 4, &cur));
+    for (int t = 0; !bad && t < md->n_targets; t++)
+        if (md->target_index[t] < 0 || md->target_index[t] >= md->F) {
+            PyErr_SetString(PyExc_ValueError, "native kernel: target_index out of range");
+            bad = 1;
+        }
+    if (!bad && i != PyTuple_GET_SIZE(arrays)) {
+        PyErr_SetString(PyExc_ValueError, "native kernel: too many arrays");
+        bad = 1;
+    }
+    if (bad) {
+        free(md->block);
+        free(md);
+        return NULL;
+    }
+#if EC_X86
+    __builtin_cpu_init();
+    md->vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+#endif
+    PyObject *capsule = PyCapsule_New(md, "edgecomp.native.model", capsule_free);
+    if (!capsule) {
+        free(md->block);
+        free(md);
+    }
+    return capsule;
+}
+
+/* run(capsule, x: float32 [B, L, F] buffer, y: writable float32 [B, horizon * n_targets]) */
+static PyObject *py_run(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    Py_buffer x, y;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oy*w*", &capsule, &x, &y)) return NULL;
+    const Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    PyObject *result = NULL;
+    if (md) {
+        const size_t row = (size_t)md->L * md->F * 4, outs = (size_t)md->horizon * md->n_targets * 4;
+        const size_t B = (size_t)x.len / row;
+        if (B < 1 || B > 1000000 || (size_t)x.len != B * row || (size_t)y.len != B * outs) {
+            PyErr_SetString(PyExc_ValueError, "native kernel: input or output size mismatch");
+        } else {
+            int rc;
+            Py_BEGIN_ALLOW_THREADS rc = model_run(md, x.buf, (int)B, y.buf);
+            Py_END_ALLOW_THREADS if (rc) PyErr_NoMemory();
+            else result = Py_NewRef(Py_None);
+        }
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    return result;
+}
+
+static PyObject *py_vnni(PyObject *self, PyObject *capsule) {
+    (void)self;
+    const Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    if (!md) return NULL;
+    return PyBool_FromLong(md->vnni);
+}
+
+static PyMethodDef methods[] = {
+    {"prepare", py_prepare, METH_VARARGS, "Copy a packed model into the kernel; a capsule."},
+    {"run", py_run, METH_VARARGS, "Run a prepared model on float32 windows."},
+    {"vnni", py_vnni, METH_O, "Whether the prepared model runs int8 on AVX512-VNNI."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
