@@ -55,7 +55,8 @@ naming the file and the column:
   spaces ignored) are missing values; any other text in a numeric column is refused naming the
   value, its timestamp and data row. Decimal commas ("12,5") are refused with a hint, not
   guessed, in a comma-delimited file; a file delimited by ';' or tabs (its header has no comma)
-  reads them as decimal points when its first lines hold one. Infinite values are refused.
+  reads them as decimal points when its first lines hold one. Infinite values, and values beyond
+  float32's range (what models and the runtime compute in), are refused.
 * Day/month order: dates written NN/NN/YYYY are read day first when a first number exceeds 12,
   month first when a second one does, and refused when none does (write ISO 8601 dates).
 * Time zones: offsets (``Z``, ``+02:00``, mixed ones too) are converted to UTC; naive timestamps
@@ -111,6 +112,7 @@ _ROUNDINGS = tuple(  # ns: the period of a jittered grid is its median step roun
 )
 _EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))  # numeric times: unit by magnitude
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # the range of a nanosecond timestamp
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class DataError(ValueError):
@@ -620,6 +622,15 @@ def _to_float(
         raise DataError(
             f"{path}: column '{name}' has an infinite value at {_where(times, int(inf[0]))} "
             f"({inf.size} such values)"
+        )
+    huge = np.flatnonzero(np.abs(out) > _FLOAT32_MAX)  # NaN compares False
+    if huge.size:
+        i = int(huge[0])
+        raise DataError(
+            f"{path}: column '{name}' has the value {out[i]:.4g} at {_where(times, i)} "
+            f"({huge.size} such values), beyond the float32 range (±{_FLOAT32_MAX:.3g}) that "
+            f"models and the runtime compute in; an error sentinel? set it to missing, or rescale "
+            f"the column"
         )
     return out
 

@@ -63,7 +63,8 @@ class Dataset:
         raw: Regular grid, not imputed (NaN where missing), feature columns only.
         values: float64 [T, F] imputed raw values (each split imputed on its own).
         mean: float64 [F] train mean.
-        std: float64 [F] train std, floored at ``1e-6 * max(1, |mean|)``.
+        std: float64 [F] train std, a constant feature's at ``1e-6 * max(1, |mean|)``
+            (``floored_std``).
         bounds: Row range [start, end) of each split.
         imputed: Per split, per feature: values imputed.
         train: Training windows (scaled).
@@ -565,16 +566,25 @@ def fill_missing(block: np.ndarray, limit: int) -> np.ndarray:
     return frame.ffill().bfill().to_numpy(dtype="float64")
 
 
+def floored_std(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The std features are scaled by, and which are constant: a feature whose std is under a
+    millionth of its |mean| (below float32's resolution) or under 1e-30 is constant, and scaled
+    by ``1e-6 * max(1, |mean|)``. Relative to the mean, so that a series in small units
+    (3e-8 ± 1e-8 farad) is not taken for a constant one."""
+    size = np.abs(np.asarray(mean, dtype=np.float64))
+    constant = np.asarray(std) < np.maximum(1e-6 * size, 1e-30)
+    return np.where(constant, 1e-6 * np.maximum(1.0, size), std), constant
+
+
 def _fit_scaler(train: np.ndarray, features: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    floor = 1e-6 * np.maximum(1.0, np.abs(mean))
-    constant = [features[i] for i in np.flatnonzero(std < floor)]
+    std, flat = floored_std(mean, train.std(axis=0))
+    constant = [features[i] for i in np.flatnonzero(flat)]
     notes = []
     if constant:
         notes.append(f"constant in the train split (std floored): {', '.join(constant)}")
         warnings.warn(notes[-1], stacklevel=3)
-    return mean, np.maximum(std, floor), notes
+    return mean, std, notes
 
 
 def _missing_notes(
@@ -606,7 +616,7 @@ def _spikes(
     loud = np.flatnonzero(peak > SPIKE_NOTE_Z)
     if loud.size:
         found = ", ".join(
-            f"{frame.columns[i]} (z {peak[i]:.0f} at {frame.index[z[:, i].argmax()].isoformat()}, "
+            f"{frame.columns[i]} (z {peak[i]:.3g} at {frame.index[z[:, i].argmax()].isoformat()}, "
             f"value {raw[z[:, i].argmax(), i]:g})"
             for i in loud
         )

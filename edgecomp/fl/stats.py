@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecomp.data.prep import floored_std
+
 __all__ = ["SiteMoments", "pooled_scaler", "site_moments"]
 
 
@@ -47,7 +49,7 @@ def site_moments(values: np.ndarray) -> SiteMoments:
 def pooled_scaler(parts: Sequence[SiteMoments]) -> tuple[np.ndarray, np.ndarray]:
     """Global per-feature (mean, population std) from every site's moments.
 
-    A near-constant feature's std is floored at ``1e-6 * max(1, |mean|)``, as ``prepare`` does.
+    A constant feature's std is floored as ``prepare`` floors it (``floored_std``).
 
     Raises:
         ValueError: No site, a site without rows, or sites with different feature counts.
@@ -67,4 +69,4 @@ def pooled_scaler(parts: Sequence[SiteMoments]) -> tuple[np.ndarray, np.ndarray]
     site_means = sums / counts[:, None]
     m2 = np.sum([p.squares for p in parts], axis=0) + counts @ (site_means - mean) ** 2
     std = np.sqrt(m2 / counts.sum())
-    return mean, np.maximum(std, 1e-6 * np.maximum(1.0, np.abs(mean)))
+    return mean, floored_std(mean, std)[0]
