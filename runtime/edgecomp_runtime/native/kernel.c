@@ -44,7 +44,7 @@ typedef struct {
 } Lin;
 
 typedef struct {
-    int gru, L, F, n_layers, horizon, n_targets, residual, vnni;
+    int gru, L, F, n_layers, horizon, n_targets, residual, vnni, avx512;
     int hidden[MAX_LAYERS];
     Lin ih[MAX_LAYERS], hh[MAX_LAYERS], head;
     const int32_t *target_index;
@@ -160,8 +160,11 @@ static inline __attribute__((always_inline)) VNNI void vnni_tile(
     __m512i acc[4][4], acd[4][4];
     for (int i = 0; i < MB; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = acd[i][j] = _mm512_setzero_si512();
+    (void)acd;
     int g = 0;
-    for (; g + 2 <= kgs; g += 2) {
+    /* up to 2 rows: a second accumulator set for odd groups (4 rows already have 16 chains,
+     * and 32 accumulators would spill) */
+    for (; MB <= 2 && g + 2 <= kgs; g += 2) {
         const int8_t *w = wb + (size_t)g * 256;
         __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
         __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
@@ -182,7 +185,7 @@ static inline __attribute__((always_inline)) VNNI void vnni_tile(
             acd[i][3] = _mm512_dpbusd_epi32(acd[i][3], b, v3);
         }
     }
-    if (g < kgs) {
+    for (; g < kgs; g++) {
         const int8_t *w = wb + (size_t)g * 256;
         __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
         __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
@@ -201,7 +204,8 @@ static inline __attribute__((always_inline)) VNNI void vnni_tile(
         __m512 sw = _mm512_loadu_ps(W->sw + nb + 16 * j);
         __m512 bias = _mm512_loadu_ps(W->bias + nb + 16 * j);
         for (int i = 0; i < MB; i++) {
-            __m512i sum = _mm512_sub_epi32(_mm512_add_epi32(acc[i][j], acd[i][j]), comp);
+            __m512i sum = MB <= 2 ? _mm512_add_epi32(acc[i][j], acd[i][j]) : acc[i][j];
+            sum = _mm512_sub_epi32(sum, comp);
             __m512 scale = _mm512_mul_ps(_mm512_set1_ps(S[i]), sw);
             __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, bias);
             _mm512_storeu_ps(out + (size_t)i * ldo + nb + 16 * j, y);
@@ -225,6 +229,66 @@ VNNI static void qgemm_vnni(const Lin *W, const uint8_t *Q, const float *S, int 
         case 1: vnni_tile(1, wb, kgs, q, ldq, S + m, W, nb, o, ldo); break;
         default: break;
         }
+    }
+}
+/* AVX-512 gates: the same exp polynomial, 1 / d by rcp14 and one Newton step (no divisions). */
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline __attribute__((always_inline)) AVX512 __m512 v_exp(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __attribute__((always_inline)) AVX512 __m512 v_recip(__m512 d) {
+    __m512 r = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+static inline __attribute__((always_inline)) AVX512 __m512 v_sigmoid(__m512 x) {
+    return v_recip(_mm512_add_ps(_mm512_set1_ps(1.0f), v_exp(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+static inline __attribute__((always_inline)) AVX512 __m512 v_tanh(__m512 x) {
+    __m512 s = v_sigmoid(_mm512_add_ps(x, x));
+    return _mm512_fmsub_ps(s, _mm512_set1_ps(2.0f), _mm512_set1_ps(1.0f));
+}
+
+static inline __attribute__((always_inline)) AVX512 __m512 v_load(const float *p, __mmask16 k) {
+    return _mm512_maskz_loadu_ps(k, p);
+}
+
+AVX512 static void lstm_cell_512(const float *xg, const float *hg, float *c, float *h, int H) {
+    for (int j = 0; j < H; j += 16) {
+        const __mmask16 k = H - j >= 16 ? 0xffff : (__mmask16)((1u << (H - j)) - 1);
+        __m512 i = v_sigmoid(_mm512_add_ps(v_load(xg + j, k), v_load(hg + j, k)));
+        __m512 f = v_sigmoid(_mm512_add_ps(v_load(xg + H + j, k), v_load(hg + H + j, k)));
+        __m512 g = v_tanh(_mm512_add_ps(v_load(xg + 2 * H + j, k), v_load(hg + 2 * H + j, k)));
+        __m512 o = v_sigmoid(_mm512_add_ps(v_load(xg + 3 * H + j, k), v_load(hg + 3 * H + j, k)));
+        __m512 cj = _mm512_fmadd_ps(f, v_load(c + j, k), _mm512_mul_ps(i, g));
+        _mm512_mask_storeu_ps(c + j, k, cj);
+        _mm512_mask_storeu_ps(h + j, k, _mm512_mul_ps(o, v_tanh(cj)));
+    }
+}
+
+AVX512 static void gru_cell_512(const float *xg, const float *hg, const float *hp, float *h, int H) {
+    for (int j = 0; j < H; j += 16) {
+        const __mmask16 k = H - j >= 16 ? 0xffff : (__mmask16)((1u << (H - j)) - 1);
+        __m512 r = v_sigmoid(_mm512_add_ps(v_load(xg + j, k), v_load(hg + j, k)));
+        __m512 z = v_sigmoid(_mm512_add_ps(v_load(xg + H + j, k), v_load(hg + H + j, k)));
+        __m512 n = v_tanh(_mm512_fmadd_ps(r, v_load(hg + 2 * H + j, k), v_load(xg + 2 * H + j, k)));
+        __m512 hj = v_load(hp + j, k);
+        _mm512_mask_storeu_ps(h + j, k, _mm512_fmadd_ps(z, _mm512_sub_ps(hj, n), n));
     }
 }
 #endif
@@ -342,6 +406,17 @@ static void run_layer(const Model *md, int l, const float *in, int width, float 
             linear(md, hh, hp, B, H, sc->hg, ld, sc->q, sc->s);
             const float *xg = sc->xg + (size_t)(t - t0) * B * ld;
             for (int b = 0; b < B; b++) {
+#if EC_X86
+                if (md->avx512) {
+                    if (md->gru)
+                        gru_cell_512(xg + (size_t)b * ld, sc->hg + (size_t)b * ld,
+                                     hp + (size_t)b * H, ht + (size_t)b * H, H);
+                    else
+                        lstm_cell_512(xg + (size_t)b * ld, sc->hg + (size_t)b * ld,
+                                      sc->c + (size_t)b * H, ht + (size_t)b * H, H);
+                    continue;
+                }
+#endif
                 if (md->gru)
                     gru_cell(xg + (size_t)b * ld, sc->hg + (size_t)b * ld, hp + (size_t)b * H,
                              ht + (size_t)b * H, H);
@@ -506,6 +581,7 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     }
 #if EC_X86
     __builtin_cpu_init();
+    md->avx512 = __builtin_cpu_supports("avx512f");
     md->vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");
 #endif
