@@ -9,6 +9,11 @@ were slower than 64 batch-1 invokes). The two are timed in CPU time (``time.proc
 interpreters run one thread), so a loaded build host does not decide it: on a 2-core host shared
 by other builds, wall-clock medians chose one invoke per window for an int4 TCN whose batch copy
 takes about half the CPU time of 64 invokes (benchmarks/arm_compare.py --quick: 10.2 ms at b64).
+
+The rest of a batch (fewer than ``BATCH_ROWS`` windows) runs one window per invoke unless the
+build also records ``batch_min_rows``: the smallest of ``REMAINDER_ROWS`` from which every copy
+(2, 4, ... 32 windows) gives what one invoke per window gives and takes less CPU time than those
+invokes; the engine then splits a remainder into such powers of two.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 BATCH_ROWS = 64  # windows per invoke of the pinned copy (the batch size benchmarked)
 BATCH_ATOL = 1e-5  # int8 outputs must agree to the integer
 TIMING_ROUNDS = 5  # interleaved rounds of (one invoke, BATCH_ROWS invokes); medians compared
+REMAINDER_ROWS = (2, 4, 8, 16, 32)  # the powers of two a remainder is split into (< BATCH_ROWS)
 
 
 def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
@@ -56,14 +62,57 @@ def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
             "batch_timing_ms": timing,
         }
     how = "resizes the symbolic batch to" if rows else "pins a copy to a batch of"
+    least, rest = remainder(model, x, resized=bool(rows))
+    split = (
+        f"the rest of a batch runs as one invoke per power of two from {least} windows (checked "
+        "the same way), then one window per invoke"
+        if least
+        else "the rest of a batch runs one window per invoke"
+    )
     return {
         "model_batch": 1,
         "batch_rows": BATCH_ROWS,
         "batching": f"the runtime {how} {BATCH_ROWS} windows per invoke "
         f"(checked at build: max diff {diff:.3g} against one invoke per window, and faster); "
-        "the rest of a batch runs one window per invoke",
+        + split,
         "batch_timing_ms": timing,
+        **({"batch_min_rows": least} if least else {}),
+        "batch_remainder_timing_ms": rest,
     }
+
+
+def remainder(model: bytes, x: np.ndarray, resized: bool) -> tuple[int, dict[str, Any]]:
+    """The smallest of ``REMAINDER_ROWS`` from which every copy (pinned, or resized when
+    ``resized``) agrees with one invoke per window and takes less CPU time (0: none), and what
+    was measured for each size (CPU ms, or why it was refused)."""
+    from edgecomp_runtime.engines.litert_batch import pin_batch
+
+    from .convert import quiet
+
+    measured: dict[str, Any] = {}
+    for n in REMAINDER_ROWS:
+        pinned = model if resized else pin_batch(model, n)
+        if pinned is None:
+            measured[str(n)] = "not pinned"
+            continue
+        try:
+            with quiet():
+                got = _runner(pinned, n if resized else 0)(x[:n])
+                diff = float(np.abs(got - _per_window(model, x[:n])).max())
+        except (RuntimeError, ValueError) as exc:
+            measured[str(n)] = f"LiteRT refused the copy: {str(exc).splitlines()[0]}"
+            continue
+        if not diff <= BATCH_ATOL:
+            measured[str(n)] = f"differs by {diff:.3g} from one invoke per window"
+            continue
+        measured[str(n)] = _timing(model, pinned, x[:n], n if resized else 0)
+    least = 0
+    for n in reversed(REMAINDER_ROWS):  # every size from ``least`` up must pay
+        timing = measured[str(n)]
+        if not isinstance(timing, dict) or timing["one_invoke"] >= timing["per_window"]:
+            break
+        least = n
+    return least, measured
 
 
 def _timing(model: bytes, pinned: bytes, x: np.ndarray, rows: int = 0) -> dict[str, float]:

@@ -273,7 +273,7 @@ def test_batch_rows_run_in_one_invoke_and_equal_one_by_one(
     out = batched.run(x)
     # assert: 8 windows in two invokes of the batch-4 copy, 2 one by one; the same results
     assert batched.batch_rows == 4
-    assert batched._local.pinned.get_input_details()[0]["shape"][0] == 4
+    assert batched._local.by_rows[4].get_input_details()[0]["shape"][0] == 4
     np.testing.assert_allclose(out, single.run(x), rtol=0, atol=1e-6)
     assert pin_batch(data, 4) is not None
 
@@ -290,3 +290,52 @@ def test_a_graph_that_moves_the_batch_axis_is_not_pinned():
 
     data = convert_module(Swap().eval(), 3, 2)
     assert pin_batch(data, 4) is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_remainder_runs_in_power_of_two_copies_and_equals_one_by_one(
+    toy, tflite_fp32, tflite_int8, precision
+):
+    # setup
+    data = {"fp32": tflite_fp32, "int8": tflite_int8}[precision]
+    manifest = tflite_manifest(toy, data)
+    single = LiteRtEngine(data, manifest, threads=1)
+    manifest["recipe"] = {"lowering": {"batch_rows": 8, "batch_min_rows": 2}}
+    split = LiteRtEngine(data, manifest, threads=1)
+    manifest["recipe"] = {"lowering": {"batch_rows": 8}}
+    whole = LiteRtEngine(data, manifest, threads=1)
+    x = np.random.default_rng(6).standard_normal((15, toy.input_len, len(toy.features)))
+    x = x.astype(np.float32)
+    # execute
+    out, rest = split.run(x), whole.run(x)
+    # assert: 15 = 8 + 4 + 2 + 1 with batch_min_rows, 8 + 7 x 1 without; each interpreter holds
+    # its own batch size; the same results as one invoke per window
+    assert sorted(split._local.by_rows) == [1, 2, 4, 8]
+    assert sorted(whole._local.by_rows) == [1, 8]
+    for rows, interpreter in split._local.by_rows.items():
+        assert interpreter.get_input_details()[0]["shape"][0] == rows
+    expected = single.run(x)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rest, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("least", "n", "chunks"),
+    [
+        (2, 63, [32, 16, 8, 4, 2, 1]),
+        (2, 130, [64, 64, 2]),
+        (8, 63, [32, 16, 8] + [1] * 7),
+        (32, 31, [1] * 31),
+        (0, 66, [64, 1, 1]),
+        (64, 3, [1] * 3),  # not below batch_rows: ignored
+        ("2", 3, [1] * 3),  # not an int: ignored
+        (1, 3, [1] * 3),  # one window per invoke is the default anyway
+    ],
+)
+def test_batch_min_rows_splits_the_rest_into_powers_of_two(toy, tflite_fp32, least, n, chunks):
+    # setup
+    manifest = tflite_manifest(toy, tflite_fp32)
+    manifest["recipe"] = {"lowering": {"batch_rows": 64, "batch_min_rows": least}}
+    engine = LiteRtEngine(tflite_fp32, manifest, threads=1)
+    # execute / assert
+    assert engine._chunks(n) == chunks

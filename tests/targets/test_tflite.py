@@ -167,7 +167,7 @@ def test_a_batch_runs_64_windows_per_invoke_and_equals_one_by_one(tmp_path_facto
     # assert: 64 windows went through the pinned batch-64 copy, row by row equal to one invoke
     # per window (int8 outputs: the same integers)
     assert batched.batch_rows == 64 and single.batch_rows == 1
-    assert batched._local.pinned.get_input_details()[0]["shape"][0] == 64
+    assert batched._local.by_rows[64].get_input_details()[0]["shape"][0] == 64
     np.testing.assert_array_equal(out, single.run(x))
 
 
@@ -321,7 +321,7 @@ def test_loop_artifact_batches_in_one_invoke_and_passes_the_runtime_checks(tmp_p
     check_tflite(data, manifest)
     assert "WHILE loop" in result.lowering["recurrent_lowering"]
     assert result.lowering["batch_rows"] == 64 and "resizes" in result.lowering["batching"]
-    assert batched._local.pinned.get_input_details()[0]["shape"][0] == 64
+    assert batched._local.by_rows[64].get_input_details()[0]["shape"][0] == 64
     np.testing.assert_array_equal(out, single.run(x))
     assert_close(torch_forward(model, x), out, dtype="int8")
 

@@ -4,13 +4,17 @@ The model has a fixed batch of one window ([1, L, F], see targets/tflite). When 
 ``recipe.lowering.batch_rows`` is N (the build checked it), a batch runs N windows per invoke on a
 copy of the model pinned to batch N (litert_batch.py, made once per engine), or, for a model whose
 input batch is symbolic (-1: the recurrent WHILE loop), on an interpreter whose input is resized to
-N; the rest runs one window per invoke; otherwise every window is one invoke. Variables are reset
-before each invoke, so a stateful op (a fused LSTM keeps its state across invokes) never carries
-one call into the next.
+N. The rest (fewer than N windows) runs one window per invoke, unless ``batch_min_rows`` is M (the
+build checked that copies of M, 2M, ... N/2 rows give what one invoke per window gives and are
+cheaper): then it runs as one invoke per power of two of at least M rows (a remainder of 63 with
+M = 2: 32 + 16 + 8 + 4 + 2, and one window alone), at most log2(N) more interpreters. Without
+``batch_rows`` every window is one invoke. Variables are reset before each invoke, so a stateful
+op (a fused LSTM keeps its state across invokes) never carries one call into the next.
 
 Thread safety: one interpreter per calling thread (``threading.local``), each built from the same
 model bytes on the thread's first call, so ``run`` may be called from several threads at once;
-memory grows by one interpreter (about the model's size plus its activations) per thread.
+memory grows by one interpreter (about the model's size plus its activations) per thread and
+batch size used.
 """
 
 from __future__ import annotations
@@ -74,9 +78,11 @@ class LiteRtEngine:
         self._interpreter_type = _import_interpreter(self._module)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._pinned: bytes | None = None
+        self._pinned: dict[int, bytes] = {}
         rows = lowering.get("batch_rows", 1)
         self._rows = rows if isinstance(rows, int) and rows > 1 and self._module == PREFERRED else 1
+        least = lowering.get("batch_min_rows", 0)
+        self._min_rows = least if isinstance(least, int) and 1 < least < self._rows else 0
         interpreter = self._interpreter()
         self._input = _tensor(interpreter.get_input_details(), self._name, "input")
         self._output = _tensor(interpreter.get_output_details(), self._name, "output")
@@ -94,16 +100,12 @@ class LiteRtEngine:
                 f"got {list(x.shape)}"
             )
         out = np.empty((len(x), *self._output["shape"][1:]), dtype=np.float32)
-        full = len(x) - len(x) % self._rows if self._rows > 1 else 0
         try:
-            if full:
-                pinned = self._interpreter(pinned=True)
-                for start in range(0, full, self._rows):
-                    out[start : start + self._rows] = self._invoke(
-                        pinned, x[start : start + self._rows]
-                    )
-            for i in range(full, len(x)):
-                out[i] = self._invoke(interpreter, x[i : i + 1])[0]
+            start = 0
+            for rows in self._chunks(len(x)):
+                runner = interpreter if rows == 1 else self._interpreter(rows)
+                out[start : start + rows] = self._invoke(runner, x[start : start + rows])
+                start += rows
         except (RuntimeError, ValueError) as exc:
             raise EdgecompRuntimeError(
                 f"{self._name}: {self._module} failed to run the model ({_first_line(exc)})"
@@ -115,37 +117,53 @@ class LiteRtEngine:
         """Windows per invoke for a batch (1: one invoke per window)."""
         return self._rows
 
+    def _chunks(self, n: int) -> list[int]:
+        """Windows per invoke for a batch of ``n``: full ``batch_rows`` chunks, then powers of
+        two of at least ``batch_min_rows``, then single windows."""
+        if self._rows == 1:
+            return [1] * n
+        chunks = [self._rows] * (n // self._rows)
+        rest, size = n % self._rows, self._rows // 2
+        while self._min_rows and size >= self._min_rows:
+            if rest >= size:
+                chunks.append(size)
+                rest -= size
+            size //= 2
+        return chunks + [1] * rest
+
     def _invoke(self, interpreter: Any, x: np.ndarray) -> np.ndarray:
         interpreter.reset_all_variables()
         interpreter.set_tensor(self._input["index"], _quantize(x, self._input))
         interpreter.invoke()
         return _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
 
-    def _interpreter(self, *, pinned: bool = False) -> Any:
-        key = "pinned" if pinned else "interpreter"
-        interpreter = getattr(self._local, key, None)
+    def _interpreter(self, rows: int = 1) -> Any:
+        """This thread's interpreter for ``rows`` windows per invoke (made on first use)."""
+        interpreters = getattr(self._local, "by_rows", None)
+        if interpreters is None:
+            interpreters = self._local.by_rows = {}
+        interpreter = interpreters.get(rows)
         if interpreter is None:
             # a symbolic (-1) batch (the loop lowering) is resized, not pinned
-            resize = pinned and list(self._input["shape_signature"][:1]) == [-1]
-            model = self._pinned_bytes() if pinned and not resize else self._bytes
-            interpreter = self._open(model, rows=self._rows if resize else 0)
-            setattr(self._local, key, interpreter)
+            resize = rows > 1 and list(self._input["shape_signature"][:1]) == [-1]
+            model = self._pinned_bytes(rows) if rows > 1 and not resize else self._bytes
+            interpreter = interpreters[rows] = self._open(model, rows=rows if resize else 0)
         return interpreter
 
-    def _pinned_bytes(self) -> bytes:
-        """The model pinned to ``batch_rows`` windows (made once, shared by the threads)."""
+    def _pinned_bytes(self, rows: int) -> bytes:
+        """The model pinned to ``rows`` windows (made once, shared by the threads)."""
         with self._lock:
-            if self._pinned is None:
+            if rows not in self._pinned:
                 from edgecomp_runtime.engines.litert_batch import pin_batch
 
-                pinned = pin_batch(self._bytes, self._rows)
+                pinned = pin_batch(self._bytes, rows)
                 if pinned is None:
                     raise ArtifactError(
                         f"{self._name}: recipe.lowering.batch_rows is {self._rows} but the model "
                         "cannot be pinned to a batch"
                     )
-                self._pinned = pinned
-            return self._pinned
+                self._pinned[rows] = pinned
+            return self._pinned[rows]
 
     def _open(self, model: bytes, rows: int = 0) -> Any:
         resolver = self._interpreter_type.__module__
