@@ -98,6 +98,7 @@ _DECIMAL_COMMA = re.compile(r"^[+-]?\d+(?:,\d+)+$")
 _CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?")  # 7:05, 07:05:00, 07:05:00.250
 _BLANK_HEADER = re.compile(r"^Unnamed: \d+$")  # pandas' name for a column with no header
 _SLASH_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{4}(?:\D|$)")  # 05/01/2024 ...
+_ZONE_NAME = re.compile(r"\d\s*\(?[A-Z]{2,5}\)?$|\s[A-Z][a-z]+/[A-Za-z_]+$")  # EST, Europe/Paris
 _LOCAL_HINT = "if these are local times across a DST change, export UTC or timestamps with offsets"
 _DAY_NS = 86_400 * 10**9
 _TEXT_SUFFIXES = tuple(
@@ -211,7 +212,9 @@ def load_table(
     data = pd.DataFrame({c: _to_float(body[c], c, path, times) for c in vcols}, index=times)
     if icol:
         data.index = pd.MultiIndex.from_arrays([times, _ids(body, icol, path)], names=[tcol, icol])
-    data, dup_notes = _dedupe(data, on_duplicate, path, [tcol, icol] if icol else [tcol])
+    keys = [tcol, icol] if icol else [tcol]
+    hint = "" if icol or on_duplicate != "error" else _id_hint(body, times, vcols)
+    data, dup_notes = _dedupe(data, on_duplicate, path, keys, hint)
     frame = _pivot(data, icol, vcols, path) if icol else data
     notes += dup_notes + _exclude(frame, exclude, dropped, list(df.columns), path)
     frame = frame.drop(columns=[c for c in exclude if c in frame.columns])
@@ -312,6 +315,22 @@ def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:
     raise DataError(
         f"{path}: missing time column (no column named one of {list(TIME_NAMES)} and no single "
         f"column of timestamps); pass --time-col (time_col); columns: {_few(df.columns)}"
+        f"{_transposed_hint(df.columns)}"
+    )
+
+
+def _transposed_hint(columns: pd.Index) -> str:
+    """A hint for a table with the time across its header (one row per series)."""
+    names = pd.Series([str(c) for c in columns])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        stamps = pd.to_datetime(names, errors="coerce", format="mixed")
+    dated = names.str.contains(r"\d{4}") & stamps.notna()
+    if dated.sum() < 3 or dated.mean() < 0.5:
+        return ""
+    return (
+        f"; {int(dated.sum())} column names are timestamps: one row per series and one column "
+        f"per time? transpose it (a time column, then one column per series)"
     )
 
 
@@ -374,6 +393,7 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> tuple[pd.DatetimeInde
         what = "empty timestamp" if pd.isna(value) else f"cannot parse {shown}"
         raise DataError(
             f"{path}: column '{name}': {what} (data row {i + 1}; {bad.size} unparsable)"
+            f"{_parse_hint(col, bad)}"
         )
     _check_offsets(col, path, name)
     index = pd.DatetimeIndex(parsed).tz_localize(None)
@@ -388,6 +408,16 @@ def _parse_times(col: pd.Series, path: Path, name: str) -> tuple[pd.DatetimeInde
             f"({far.size} such); timestamps must lie between 1677 and 2262"
         )
     return index.as_unit("ns"), order
+
+
+def _parse_hint(col: pd.Series, bad: np.ndarray) -> str:
+    """Why timestamps may not parse: a summary row last, or time zone names."""
+    if bad.size == 1 and bad[0] == len(col) - 1 and len(col) > 2:
+        return "; it is the last row: a summary (total) row? delete it"
+    value = str(col.iloc[int(bad[0])]).strip()
+    if _ZONE_NAME.search(value) and not _OFFSET.search(value):
+        return "; time zone names are not read: export UTC or UTC offsets (+01:00)"
+    return ""
 
 
 def _date_order(col: pd.Series, path: Path, name: str) -> str | None:
@@ -650,14 +680,14 @@ def _ids(body: pd.DataFrame, icol: str, path: Path) -> pd.Series:
 
 
 def _dedupe(
-    data: pd.DataFrame, policy: str, path: Path, keys: list[str]
+    data: pd.DataFrame, policy: str, path: Path, keys: list[str], hint: str = ""
 ) -> tuple[pd.DataFrame, list[str]]:
     """Resolve rows with the same key (timestamp, or timestamp and id) per ``policy``."""
     dup = np.flatnonzero(data.index.duplicated())
     if not dup.size:
         return data, []
     if policy == "error":
-        raise DataError(_duplicate_message(data, dup, path, keys))
+        raise DataError(_duplicate_message(data, dup, path, keys, hint))
     if policy == "mean":
         out = data.groupby(level=list(range(data.index.nlevels)), sort=False).mean()
     else:
@@ -666,7 +696,23 @@ def _dedupe(
     return out, [f"on_duplicate={policy}: {dup.size} rows with a repeated {what} resolved"]
 
 
-def _duplicate_message(data: pd.DataFrame, dup: np.ndarray, path: Path, keys: list[str]) -> str:
+def _id_hint(body: pd.DataFrame, times: pd.DatetimeIndex, values: list[str]) -> str:
+    """For a table whose timestamps repeat: a hint naming a column that is not a value column
+    and tells the repeated rows apart (a long table's series id under a name not in
+    ``ID_NAMES``, such as 'ticker'), else ''."""
+    if not times.has_duplicates:
+        return ""
+    for col in body.columns:
+        if col in values or body[col].isna().any() or body[col].nunique() < 2:
+            continue
+        if not pd.MultiIndex.from_arrays([times, body[col]]).has_duplicates:
+            return f"; a long (tidy) table with one row per series and time? pass --id-col {col}"
+    return ""
+
+
+def _duplicate_message(
+    data: pd.DataFrame, dup: np.ndarray, path: Path, keys: list[str], id_hint: str = ""
+) -> str:
     key = data.index[dup[0]]
     first = int(np.flatnonzero(data.index == key)[0]) if len(keys) == 1 else None
     if len(keys) == 1:
@@ -685,6 +731,7 @@ def _duplicate_message(data: pd.DataFrame, dup: np.ndarray, path: Path, keys: li
     hint = f"; {_LOCAL_HINT}" if clock else ""
     if not clock and 2 * dup.size > len(data):  # most rows repeat a date: finer data?
         hint = "; the timestamps are dates only and most repeat: is the clock time elsewhere?"
+    hint = id_hint or hint
     return (
         f"{path}: {where}; {dup.size} duplicates); pass --on-duplicate first|last|mean to "
         f"resolve them{hint}"
