@@ -62,13 +62,18 @@ def _windows(batch, input_len=7, n_features=3, seed=1):
 # ------------------------------------------------------------------------------ kernel vs numpy
 
 
+# portable: the plain C loops that CPUs without AVX-512 (aarch64 included) run
+PORTABLE = pytest.mark.parametrize("portable", [False, True], ids=["dispatch", "portable"])
+
+
 @needs_kernel
+@PORTABLE
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("hidden", [(1,), (7,), (33, 64), (64, 7, 33)])
 @pytest.mark.parametrize("batch", [1, 3, 64])
-def test_fp32_kernel_matches_the_reference(cell, hidden, batch):
+def test_fp32_kernel_matches_the_reference(cell, hidden, batch, portable):
     data = _pack(cell, hidden, "fp32", input_len=9, n_features=5, target_index=(4, 1, 0))
-    kernel = native.Kernel(data)
+    kernel = native.Kernel(data, portable=portable)
     x = _windows(batch, 9, 5)
     expected = reference.run(kernel.model, x)
     got = kernel.run(x)
@@ -77,13 +82,14 @@ def test_fp32_kernel_matches_the_reference(cell, hidden, batch):
 
 
 @needs_kernel
+@PORTABLE
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("hidden", [(1,), (7,), (33, 64), (64, 7, 33)])
 @pytest.mark.parametrize("batch", [1, 3, 64])
-def test_int8_kernel_matches_the_reference_and_stays_near_fp32(cell, hidden, batch):
+def test_int8_kernel_matches_the_reference_and_stays_near_fp32(cell, hidden, batch, portable):
     # setup: the same weights in int8 and fp32
     shape = {"input_len": 9, "n_features": 5, "target_index": (4, 1, 0)}
-    int8 = native.Kernel(_pack(cell, hidden, "int8", **shape))
+    int8 = native.Kernel(_pack(cell, hidden, "int8", **shape), portable=portable)
     fp32 = native.Kernel(_pack(cell, hidden, "fp32", **shape))
     x = _windows(batch, 9, 5)
     # execute
@@ -94,6 +100,22 @@ def test_int8_kernel_matches_the_reference_and_stays_near_fp32(cell, hidden, bat
     assert close.mean() >= 0.97, np.abs(got - expected).max()
     assert np.abs(got - expected).max() < 0.05
     assert np.abs(got - reference.run(fp32.model, x)).max() < 0.1
+
+
+@needs_kernel
+@PORTABLE
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_saturating_inputs_and_constant_rows_match_the_reference(cell, portable):
+    # setup: gate inputs far past the nonlinearities' knees, an all-zero and a constant window
+    data = _pack(cell, (16, 5), "fp32")
+    kernel = native.Kernel(data, portable=portable)
+    x = _windows(4) * 60
+    x[1] = 0
+    x[2] = 3.5
+    # assert: the kernel's exp, sigmoid and tanh hold their accuracy where they clamp
+    np.testing.assert_allclose(kernel.run(x), reference.run(kernel.model, x), atol=2e-5)
+    int8 = native.Kernel(_pack(cell, (16, 5), "int8"), portable=portable)
+    np.testing.assert_allclose(int8.run(x[1:3]), reference.run(int8.model, x[1:3]), atol=1e-3)
 
 
 @needs_kernel

@@ -55,17 +55,18 @@ class Kernel:
         RuntimeError: The compiled kernel is not available (``unavailable_reason()``).
     """
 
-    def __init__(self, data: bytes, name: str = "model.native") -> None:
+    def __init__(self, data: bytes, name: str = "model.native", *, portable: bool = False) -> None:
         if _KERNEL is None:
             raise RuntimeError(_WHY)
         self.model = parse(data, name)
         self.name = name
-        self._capsule = _KERNEL.prepare(*_kernel_arrays(self.model))
+        # portable: the plain C loops only (what CPUs without AVX-512 run), for tests
+        self._capsule = _KERNEL.prepare(*_kernel_arrays(self.model), portable)
         self._outputs = self.model.horizon * self.model.n_targets
 
     @property
     def vnni(self) -> bool:
-        """Whether int8 maps run on AVX512-VNNI."""
+        """Whether int8 maps run on AVX512-VNNI (else plain C)."""
         return bool(_KERNEL.vnni(self._capsule))
 
     def run(self, x: np.ndarray) -> np.ndarray:

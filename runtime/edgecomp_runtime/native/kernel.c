@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(EC_PORTABLE)
 #define EC_X86 1
 #define CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #include <immintrin.h>
@@ -330,10 +330,83 @@ CLONES static void fgemm(const Lin *W, const float *restrict A, int M, int lda, 
     }
 }
 
+#if EC_X86
+/* MB rows x 64 columns of the fp32 GEMM; up to 2 rows, a second accumulator set for odd k. */
+static inline __attribute__((always_inline)) AVX512 void f512_tile(
+    const int MB, const float *wb, int K, const float *A, int lda, const Lin *W, int nb,
+    float *out, int ldo) {
+    __m512 acc[4][4], acd[4][4];
+    for (int i = 0; i < MB; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = acd[i][j] = _mm512_setzero_ps();
+    int k = 0;
+    for (; MB <= 2 && k + 2 <= K; k += 2) {
+        const float *w = wb + (size_t)k * NB;
+        __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+        __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+        __m512 v0 = _mm512_loadu_ps(w + 64), v1 = _mm512_loadu_ps(w + 80);
+        __m512 v2 = _mm512_loadu_ps(w + 96), v3 = _mm512_loadu_ps(w + 112);
+        for (int i = 0; i < MB; i++) {
+            __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+            __m512 b = _mm512_set1_ps(A[(size_t)i * lda + k + 1]);
+            acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(a, w3, acc[i][3]);
+            acd[i][0] = _mm512_fmadd_ps(b, v0, acd[i][0]);
+            acd[i][1] = _mm512_fmadd_ps(b, v1, acd[i][1]);
+            acd[i][2] = _mm512_fmadd_ps(b, v2, acd[i][2]);
+            acd[i][3] = _mm512_fmadd_ps(b, v3, acd[i][3]);
+        }
+    }
+    for (; k < K; k++) {
+        const float *w = wb + (size_t)k * NB;
+        __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+        __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+        for (int i = 0; i < MB; i++) {
+            __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+            acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(a, w3, acc[i][3]);
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 bias = _mm512_loadu_ps(W->bias + nb + 16 * j);
+        for (int i = 0; i < MB; i++) {
+            __m512 sum = MB <= 2 ? _mm512_add_ps(acc[i][j], acd[i][j]) : acc[i][j];
+            _mm512_storeu_ps(out + (size_t)i * ldo + nb + 16 * j, _mm512_add_ps(sum, bias));
+        }
+    }
+}
+
+AVX512 static void fgemm_512(const Lin *W, const float *A, int M, int lda, float *out, int ldo) {
+    for (int nb = 0; nb < W->Np; nb += NB) {
+        const float *wb = (const float *)W->w + (size_t)nb * W->K;
+        int m = 0;
+        for (; m + 4 <= M; m += 4)
+            f512_tile(4, wb, W->K, A + (size_t)m * lda, lda, W, nb, out + (size_t)m * ldo, ldo);
+        const float *a = A + (size_t)m * lda;
+        float *o = out + (size_t)m * ldo;
+        switch (M - m) {
+        case 3: f512_tile(3, wb, W->K, a, lda, W, nb, o, ldo); break;
+        case 2: f512_tile(2, wb, W->K, a, lda, W, nb, o, ldo); break;
+        case 1: f512_tile(1, wb, W->K, a, lda, W, nb, o, ldo); break;
+        default: break;
+        }
+    }
+}
+#endif
+
 /* out [M][ldo] = A [M][lda] @ W^T + bias, in W's precision (Q, S: quantization scratch). */
 static void linear(const Model *md, const Lin *W, const float *A, int M, int lda, float *out,
                    int ldo, uint8_t *Q, float *S) {
     if (!W->int8) {
+#if EC_X86
+        if (md->avx512) {
+            fgemm_512(W, A, M, lda, out, ldo);
+            return;
+        }
+#endif
         fgemm(W, A, M, lda, out, ldo);
         return;
     }
@@ -510,14 +583,17 @@ static void lin_shape(Lin *W, int int8, int K, int N) {
     W->Np = (N + NB - 1) / NB * NB;
 }
 
-/* prepare(meta: tuple of ints, arrays: tuple of buffers) -> capsule
+/* prepare(meta: tuple of ints, arrays: tuple of buffers, portable: bool = False) -> capsule
+ * (portable: the plain C loops only, as on CPUs without AVX-512; for tests)
  * meta: gru, L, F, n_layers, horizon, n_targets, residual, head_int8, then per layer
  * (hidden, int8); arrays: per layer ih (w, [sw, comp,] bias), hh (...), head (...),
  * target_index int32. */
 static PyObject *py_prepare(PyObject *self, PyObject *args) {
     PyObject *meta, *arrays;
+    int portable = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &meta, &PyTuple_Type, &arrays)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!O!|p", &PyTuple_Type, &meta, &PyTuple_Type, &arrays, &portable))
+        return NULL;
     long v[8 + 2 * MAX_LAYERS];
     Py_ssize_t nmeta = PyTuple_GET_SIZE(meta);
     if (nmeta < 10 || nmeta > 8 + 2 * MAX_LAYERS) {
@@ -581,9 +657,11 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     }
 #if EC_X86
     __builtin_cpu_init();
-    md->avx512 = __builtin_cpu_supports("avx512f");
-    md->vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+    md->avx512 = !portable && __builtin_cpu_supports("avx512f");
+    md->vnni = md->avx512 && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    (void)portable;
 #endif
     PyObject *capsule = PyCapsule_New(md, "edgecomp.native.model", capsule_free);
     if (!capsule) {
