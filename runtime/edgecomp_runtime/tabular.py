@@ -149,6 +149,7 @@ def _stamp_text(row: list[str], at: int, clock: int | None) -> str:
 def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """A CSV input as ``predict`` takes it: the window [L, F] and its keyword arguments.
 
+    The file holds L rows (``spec.input_len``), else it is refused naming its row count.
     For a model with known-future inputs (``spec.future``) the keyword arguments hold ``times``
     (the time column, for calendar features) and, when the file has L + H rows, ``future``: the
     declared columns' values in the last H rows (the other cells of those rows may be empty).
@@ -158,11 +159,25 @@ def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict
     order = (spec.get("data") or {}).get("date_order")
     values, stamps = read_csv(path, features, times=bool(future.get("calendar")), date_order=order)
     length, lead = spec["input_len"], int(future.get("lead", 0))
+    _check_rows(path, len(values), length, lead if future.get("columns") else 0)
     if not future.get("columns") or len(values) != length + lead:
         return values, {} if stamps is None else {"times": stamps}
     ahead = {c: values[length:, features.index(c)] for c in future["columns"]}
     extra = {"future": ahead} | ({} if stamps is None else {"times": stamps[:length]})
     return values[:length], extra
+
+
+def _check_rows(path: str | Path, rows: int, length: int, lead: int) -> None:
+    """Refuse a window file of other than L rows (or L + H with known-future columns)."""
+    if rows == length or (lead and rows == length + lead):
+        return
+    ahead = (
+        f", or {length + lead} with the known-future columns' next {lead} values" if lead else ""
+    )
+    raise InputError(
+        f"{path}: {rows} data rows; the model takes a window of its last {length} readings "
+        f"(input_len), oldest first{ahead}"
+    )
 
 
 def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]) -> np.ndarray:
