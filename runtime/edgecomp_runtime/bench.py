@@ -339,6 +339,11 @@ def _random_windows(spec: dict[str, Any], n: int) -> np.ndarray:
 
 def _score(model: Any, data: Path, max_windows: int) -> tuple[dict[str, Any], np.ndarray]:
     """Per-step error on every evenly spaced window of ``data``; the windows the runtime took."""
+    if model.spec.get("future"):  # its windows need times and future values: not scored here
+        raise BenchError(
+            f"{data}: the runtime bench does not score a model with known-future inputs "
+            "(calendar or declared columns) on a data file; use edgecomp bench ARTIFACT --data FILE"
+        )
     values, times = read_table(data, model.features)
     targets = values[:, [model.features.index(t) for t in model.targets]]
     span = model.input_len + model.horizon
