@@ -440,7 +440,7 @@ def split_forecasts(
     if len(windows) == 0:
         raise BuildError(f"the {split} split has no windows to verify the artifact on")
     target = get_target(manifest["target"]["backend"])
-    engine = target.runner(files[manifest["model_file"]], manifest)
+    engine = target.artifact_runner(files, manifest)
     out = np.concatenate([engine.run(windows.x[i : i + 256]) for i in range(0, len(windows), 256)])
     return Forecasts(reference_predict(model, windows.x), out)
 

@@ -272,6 +272,14 @@ class Target(abc.ABC):
 
         return get_engine(engine or cls.capabilities.engine)(model_bytes, manifest, threads=1)
 
+    @classmethod
+    def artifact_runner(
+        cls, files: dict[str, bytes], manifest: dict[str, Any], *, engine: str = ""
+    ) -> Any:
+        """``runner`` on the artifact's files by name (a backend whose engine may read a file
+        other than the model file overrides this)."""
+        return cls.runner(files[manifest["model_file"]], manifest, engine=engine)
+
     # --- the shared flow ------------------------------------------------------------------
 
     def check_request(
@@ -319,7 +327,8 @@ class Target(abc.ABC):
         recipe = {"lowering": lowered.lowering}
         manifest = {"model_file": self.model_file, "io": lowered.io, "recipe": recipe}
         try:
-            run = self.runner(lowered.model, manifest, engine=caps.parity_engine or "").run
+            files = {self.model_file: lowered.model, **lowered.extra_files}
+            run = self.artifact_runner(files, manifest, engine=caps.parity_engine or "").run
             out = run(x[:1])
             if len(x) > 1:
                 out = np.concatenate([out, run(x)[1:]])

@@ -7,9 +7,12 @@ Candidates are every combination of
   projection taken out of the recurrence as one GEMM over all steps, the recurrence unrolled)
   and ``scan`` (the same projection, then an ONNX Scan with one step in its body: at int8 every
   GEMM int8 with each weight stored once); for a TCN, ``cone`` (``targets/cone.py``: each block
-  computes only the steps the last step's forecast reads, int8 by the default rule);
+  computes only the steps the last step's forecast reads, int8 by the default rule); for an
+  LSTM/GRU, ``native`` (``targets/onnx/native.py``: the default ONNX file plus the weights packed
+  for the runtime's native recurrent kernel, run only by the engine ``native``; not offered
+  where that kernel was not built on the build host, and the record says so under ``skipped``);
 * an engine of the runtime that is installed on the build host (``ENGINE_KEYS``: onnxruntime,
-  and OpenVINO where ``openvino`` is installed);
+  and OpenVINO where ``openvino`` is installed; ``NATIVE`` for the native lowering);
 * the threads 1 and the profile's ``threads``;
 * the engine's inference precision: float32, and on OpenVINO also bfloat16 where the host's CPU
   has it (OpenVINO's default there; the build accepts it only within the parity limit below).
@@ -66,6 +69,7 @@ EXTRA_PRECISIONS = {"openvino": ("bf16",)}
 AUTO = "auto"
 DEFAULT_LOWERING = "default"
 REFERENCE_ENGINE = "onnx"  # the default candidate's engine: the target's own
+_ANCHOR = (DEFAULT_LOWERING, REFERENCE_ENGINE)  # whose parity error sets the others' limit
 # lowering name -> "module:function" producing the artifact at the request's precision, or "" for
 # the default lowering. The function takes (request, fp32 Lowered) and returns a Lowered, or None
 # when the lowering does not apply to the model (no recurrent layer).
@@ -76,7 +80,9 @@ LOWERINGS: dict[str, str] = {
     "hoisted": "edgecomp.targets.onnx.recurrent:hoisted_lowering",
     "scan": "edgecomp.targets.onnx.recurrent:scan_lowering",
     "cone": "edgecomp.targets.cone:onnx_lowering",
+    "native": "edgecomp.targets.onnx.native:native_lowering",
 }
+NATIVE = "native"  # the lowering and the engine that runs it (its own file), paired only together
 ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file on a CPU
 # engines "auto" measures a lowering on (default: every installed one). The hoisted lowering is
 # written for onnxruntime's MatMulInteger path; on OpenVINO 2026.4 its unrolled recurrence ran 20x
@@ -89,7 +95,11 @@ ENGINE_KEYS = ("onnx", "openvino")  # runtime ENGINES keys that run an ONNX file
 # 0.63 / 11.6 ms at b1 / b64 against the Scan's 0.69 / 12.1, default 0.12 / 13.9, OpenVINO bf16
 # 0.22 / 8.6); its QDQ form on OpenVINO runs int8 FullyConnected layers but 40x slower than
 # onnxruntime at b1 (benchmarks/gru_int8.py).
-LOWERING_ENGINES: dict[str, tuple[str, ...]] = {"hoisted": ("onnx",), "scan": ("onnx",)}
+LOWERING_ENGINES: dict[str, tuple[str, ...]] = {
+    "hoisted": ("onnx",),
+    "scan": ("onnx",),
+    NATIVE: (NATIVE,),
+}
 
 
 @dataclass(frozen=True)
@@ -189,12 +199,12 @@ def _passed(measurements: Sequence[Measurement]) -> list[Measurement]:
 
 
 def available_engines() -> list[str]:
-    """The ``ENGINE_KEYS`` whose engine the runtime can load on this host."""
+    """The ``ENGINE_KEYS`` (and ``NATIVE``) whose engine the runtime can load on this host."""
     from edgecomp_runtime.engines import get_engine
     from edgecomp_runtime.errors import EngineUnavailableError
 
     found = []
-    for key in ENGINE_KEYS:
+    for key in (*ENGINE_KEYS, NATIVE):
         try:
             get_engine(key)
         except EngineUnavailableError:
@@ -227,7 +237,8 @@ def applicable_lowerings(module_type: type, precision: str) -> tuple[str, ...]:
     for name, function in available_lowerings().items():
         module = None if function is None else importlib.import_module(function.__module__)
         applies = getattr(module, "applies", None)
-        if applies is None or applies(module_type, precision):
+        runs = getattr(module, "available", None)  # a lowering whose engine the host may lack
+        if (applies is None or applies(module_type, precision)) and (runs is None or runs()):
             found.append(name)
     return tuple(found)
 
@@ -257,14 +268,15 @@ def candidates(
     Raises:
         TargetError: The option names an engine or lowering this host lacks (with what it has).
     """
-    engines = _narrow("engine", options.engine, engines, ENGINE_KEYS)
+    engines = _narrow("engine", options.engine, engines, (*ENGINE_KEYS, NATIVE))
     lowerings = _narrow("lowering", options.lowering, lowerings, tuple(LOWERINGS))
     threads = sorted({1, options.threads})
     pairs = [
         (lo, en)
         for lo in lowerings
         for en in engines
-        if options.engine != AUTO or en in LOWERING_ENGINES.get(lo, ENGINE_KEYS)
+        if (lo == NATIVE) == (en == NATIVE)  # the native file runs on the native engine only
+        and (options.engine != AUTO or en in LOWERING_ENGINES.get(lo, ENGINE_KEYS))
     ]
     extra = precisions or {}
     return [
@@ -290,6 +302,7 @@ def choose(
     from edgecomp.frontend import reference_predict
 
     functions = available_lowerings()
+    skipped = _native_skipped(request, functions)
     _check_applies(request)
     engines = available_engines()
     wanted = candidates(request.options, engines, list(functions), available_precisions(engines))
@@ -303,6 +316,7 @@ def choose(
             measured[c] = dataclasses.replace(measured[c], error=failed[c.lowering])
     _time(runners, measured, _batch(x))
     results = [measured[c] for c in wanted]
+    checked = [m for c, m in measured.items() if c not in wanted]  # the native file's ONNX one
     best, routed = select_routed(results)
     crossover: dict[str, Any] = {}
     if routed:  # the pair timed again, between its two engines only
@@ -310,7 +324,30 @@ def choose(
         crossover = {**partner, **_crossover(runners[best.candidate], runners[routed.candidate], x)}
         if not crossover["confirmed"]:  # a batch-64 gain that did not hold: one engine serves
             best, routed = select(results), None
-    return _record(files[best.candidate.lowering], best, results, routed, crossover)
+    lowered = _record(files[best.candidate.lowering], best, results, routed, crossover, checked)
+    if skipped:
+        lowered.lowering["candidates"]["skipped"] = skipped
+    return lowered
+
+
+def _native_skipped(request: Request, functions: dict) -> list[dict[str, str]]:
+    """The native candidate, when the options allow it and it applies to the model but its
+    engine cannot run on this host: [{"lowering", "engine", "reason"}] (else []).
+
+    Raises:
+        TargetError: Option ``lowering`` or ``engine`` asks for it by name (with the reason).
+    """
+    options = request.options
+    if NATIVE not in functions or {options.lowering, options.engine} - {AUTO, NATIVE}:
+        return []
+    native = importlib.import_module(functions[NATIVE].__module__)
+    if not native.applies(type(request.model.module), str(request.precision)):
+        return []
+    why = native.unavailable_reason()
+    if why and NATIVE in (options.lowering, options.engine):
+        option = "lowering" if options.lowering == NATIVE else "engine"
+        raise base.TargetError(f"onnx: option '{option}' is 'native', which cannot run here: {why}")
+    return [{"lowering": NATIVE, "engine": NATIVE, "reason": why}] if why else []
 
 
 def _check_applies(request: Request) -> None:
@@ -345,7 +382,8 @@ def _lowerings(
     failed = {}
     for name in sorted(names - {DEFAULT_LOWERING}):
         try:
-            lowered = functions[name](request, fp32)
+            args = (request, fp32, default) if name == NATIVE else (request, fp32)
+            lowered = functions[name](*args)
         except Exception as exc:  # a candidate's failure is recorded, not the build's end
             failed[name] = f"lowering failed: {type(exc).__name__}: {str(exc)[:200]}"
             continue
@@ -370,6 +408,14 @@ def _prepare(
         if runner is not None:
             runners[cand] = runner
         measured[cand] = Measurement(cand, {}, diffs[cand], math.inf, _engine_version(cand), error)
+    anchor = Candidate(*_ANCHOR, 1)
+    if NATIVE in files and not any((c.lowering, c.engine) == _ANCHOR for c in measured):
+        # the native file's ONNX model file (the default one) on onnxruntime: the parity anchor,
+        # and whether onnxruntime is its equivalent engine (not timed, not a candidate)
+        _, diffs[anchor], error = _parity_run(anchor, files[NATIVE], *checks)
+        measured[anchor] = Measurement(
+            anchor, {}, diffs[anchor], math.inf, _engine_version(anchor), error
+        )
     limit = _limit(request, diffs, tolerance)
     for cand, m in measured.items():
         measured[cand] = dataclasses.replace(m, parity_limit=limit)
@@ -384,14 +430,16 @@ def _prepare(
 def _parity_run(
     cand: Candidate, lowered: Lowered, x: np.ndarray, reference: np.ndarray, model_file: str
 ) -> tuple[Any, float, str]:
-    from edgecomp_runtime.engines import get_engine
+    from edgecomp_runtime.engines import engine_input, get_engine
     from edgecomp_runtime.opcheck import check_onnx
 
     recipe = {"lowering": {**lowered.lowering, **_engine_settings(cand)}}
     manifest = {"model_file": model_file, "io": lowered.io, "recipe": recipe}
+    files = {model_file: lowered.model, **lowered.extra_files}
     try:
         check_onnx(lowered.model, manifest, "onnx")  # what the runtime's load() checks first
-        runner = get_engine(cand.engine)(lowered.model, manifest, threads=cand.threads)
+        data = engine_input(cand.engine, manifest, files)  # the native engine: its own file
+        runner = get_engine(cand.engine)(data, manifest, threads=cand.threads)
         out = np.concatenate([runner.run(x[:1]), runner.run(x)[1:]])
     except Exception as exc:  # engines raise their own types; recorded as the reason
         return None, math.inf, str(exc).splitlines()[0][:300]
@@ -402,8 +450,7 @@ def _parity_run(
 def _limit(request: Request, diffs: dict[Candidate, float], tolerance: float) -> float:
     if request.precision is base.Precision.FP32:
         return tolerance
-    key = (DEFAULT_LOWERING, REFERENCE_ENGINE)
-    ref = [d for c, d in diffs.items() if (c.lowering, c.engine) == key]
+    ref = [d for c, d in diffs.items() if (c.lowering, c.engine) == _ANCHOR]
     anchor = min(ref) if ref else min(diffs.values(), default=math.inf)
     return max(tolerance, PARITY_SLACK * anchor) if math.isfinite(anchor) else tolerance
 
@@ -468,6 +515,7 @@ def _record(
     results: list[Measurement],
     routed: Measurement | None = None,
     crossover: dict[str, Any] | None = None,
+    checked: Sequence[Measurement] = (),
 ) -> Lowered:
     chosen = best.candidate
     settings = {
@@ -477,9 +525,9 @@ def _record(
     # an engine is an equivalent when its candidate at the recorded settings passed
     same_file = [
         m.candidate.engine
-        for m in results
+        for m in [*results, *checked]
         if m.passed
-        and m.candidate.lowering == chosen.lowering
+        and m.candidate.lowering in _same_model_file(chosen.lowering)
         and m.candidate.inference_precision == _precision(settings, m.candidate.engine)
     ]
     record = {
@@ -488,6 +536,7 @@ def _record(
         f"routed by batch: the first's b1 and the second's b{BATCH}",
         "rounds": ROUNDS,
         "measured": [m.to_dict() for m in results],
+        **({"model_file_parity": [m.to_dict() for m in checked]} if checked else {}),
     }
     lowering = {
         **lowered.lowering,
@@ -504,6 +553,11 @@ def _record(
         min_batch = (crossover or {}).get("min_batch", BATCH)
         lowering["batch_routing"] = {"engine": routed.candidate.engine, "min_batch": min_batch}
     return dataclasses.replace(lowered, lowering=lowering)
+
+
+def _same_model_file(lowering: str) -> tuple[str, ...]:
+    """The lowerings whose model file is ``lowering``'s (native ships the default ONNX file)."""
+    return (NATIVE, DEFAULT_LOWERING) if lowering == NATIVE else (lowering,)
 
 
 def _engine_settings(cand: Candidate) -> dict[str, Any]:

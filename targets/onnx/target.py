@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.onnx"
 QTYPES = ("uint8", "int8")  # the keys of quantize._QTYPES (that module imports onnxruntime)
 METHODS = ("minmax", "entropy", "percentile")  # the keys of quantize._METHODS
-ENGINES = ("auto", "onnx", "openvino")  # "auto" + candidates.ENGINE_KEYS
+ENGINES = ("auto", "onnx", "openvino", "native")  # "auto" + candidates.ENGINE_KEYS + NATIVE
 # "auto" + the keys of candidates.LOWERINGS
-LOWERINGS = ("auto", "default", "hoisted", "scan", "cone")
+LOWERINGS = ("auto", "default", "hoisted", "scan", "cone", "native")
 
 
 def export_onnx(
@@ -93,11 +93,13 @@ class OnnxOptions(base.TargetOptions):
         int4_rounding: int4 scales: "search" (per group, the clipping ratio with the least weight
             error) or "max" (peak / 7, no clipping).
         engine: The runtime engine: "auto" (the fastest installed one that passes parity,
-            measured at build; see candidates.py), "onnx" (onnxruntime) or "openvino".
+            measured at build; see candidates.py), "onnx" (onnxruntime), "openvino" or "native"
+            (the runtime's recurrent kernel; lowering "native" only).
         lowering: "auto" (measured), "default", "hoisted" (recurrent input projections as
             one GEMM over all steps, where targets/onnx/recurrent.py provides it) or "scan"
             (the same, the recurrence an ONNX Scan; int8: every GEMM int8, weights stored once);
-            "cone" (a TCN's receptive cone of the last step, targets/cone.py).
+            "cone" (a TCN's receptive cone of the last step, targets/cone.py); "native" (an
+            LSTM/GRU packed for the runtime's native recurrent engine, targets/onnx/native.py).
     """
 
     VERSION: ClassVar[int] = 1
@@ -206,11 +208,22 @@ class OnnxTarget(base.Target):
     def runner(cls, model_bytes: bytes, manifest: dict[str, Any], *, engine: str = "") -> Any:
         """The runtime engine the build chose (``recipe.lowering.engine``) unless one is named;
         with its batch routing (``recipe.lowering.batch_routing``), as ``load`` runs it."""
-        from edgecomp_runtime.engines import route_batches
+        files = {manifest.get("model_file", cls.model_file): model_bytes}
+        return cls.artifact_runner(files, manifest, engine=engine)
+
+    @classmethod
+    def artifact_runner(
+        cls, files: dict[str, bytes], manifest: dict[str, Any], *, engine: str = ""
+    ) -> Any:
+        """``runner``, the engine reading its own file where the build wrote one
+        (``recipe.lowering.engine_files``: the native engine's)."""
+        from edgecomp_runtime.engines import engine_input, get_engine, route_batches
 
         chosen = manifest.get("recipe", {}).get("lowering", {}).get("engine", "")
-        runner = super().runner(model_bytes, manifest, engine=engine or chosen)
         key = chosen or cls.capabilities.engine
+        data = engine_input(engine or key, manifest, files)
+        runner = get_engine(engine or key)(data, manifest, threads=1)
+        model_bytes = files[manifest.get("model_file", cls.model_file)]
         return route_batches(runner, key, model_bytes, manifest, threads=1, requested=engine)
 
 

@@ -119,7 +119,9 @@ def test_fp32_matches_torch(emit, arch):
     # assert
     assert np.abs(out - torch_forward(emitted.model, x)).max() <= 1e-4
     assert emitted.result.lowering["parity"]["max_abs_diff"] <= 1e-4
-    assert emitted.result.files == ["model.onnx"] and emitted.path.is_file()
+    # an LSTM/GRU may ship its weights for the native engine too (targets/onnx/native.py)
+    assert emitted.result.files[0] == "model.onnx" and emitted.path.is_file()
+    assert set(emitted.result.files) <= {"model.onnx", "model.native"}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
