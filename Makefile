@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# the runtime's native kernel, compiled by pip install (runtime/setup.py): a change reinstalls
+NATIVE_SRC := runtime/setup.py runtime/edgecomp_runtime/native/kernel.c
 
 .PHONY: demo test examples bench bench-tune bench-passes bench-int4 bench-tensorrt bench-fl \
 	bench-arm bench-stream bench-gateway arm64-check lint clean system-deps runtime-envs
@@ -11,7 +13,7 @@ PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 # Every toolchain extra: the core and the runtime stay light, the tests cover every backend.
 EXTRAS := onnx,tflite,tensorrt,executorch,passes,openvino,tune,fl,track,dev
 
-$(STAMP): pyproject.toml runtime/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml runtime/pyproject.toml constraints.txt $(NATIVE_SRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(PIP) torch==2.13.0
@@ -31,13 +33,13 @@ ORT_MIN     := $(shell sed -n 's/.*"onnxruntime>=\([0-9.]*\)".*/\1/p' runtime/py
 PYENV_ROOT  ?= $(HOME)/.pyenv
 find-python = $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
-.venv-py%/.installed: runtime/pyproject.toml constraints.txt
+.venv-py%/.installed: runtime/pyproject.toml constraints.txt $(NATIVE_SRC)
 	@test -n "$(call find-python,$*)" || { echo "error: Python $* not found on PATH or in $(PYENV_ROOT)/versions (pyenv install $*)" >&2; exit 1; }
 	test -x $(@D)/bin/python || $(call find-python,$*) -m venv $(@D)
 	$(@D)/bin/python -m pip install --quiet -c constraints.txt -e './runtime[$(RT_EXTRAS)]' pytest
 	touch $@
 
-.venv-ort-min/.installed: runtime/pyproject.toml constraints.txt
+.venv-ort-min/.installed: runtime/pyproject.toml constraints.txt $(NATIVE_SRC)
 	@test -n "$(call find-python,3.10)" || { echo "error: Python 3.10 not found on PATH or in $(PYENV_ROOT)/versions (pyenv install 3.10)" >&2; exit 1; }
 	test -x $(@D)/bin/python || $(call find-python,3.10) -m venv $(@D)
 	$(@D)/bin/python -m pip install --quiet -c constraints.txt -e './runtime' 'onnxruntime==$(ORT_MIN)'

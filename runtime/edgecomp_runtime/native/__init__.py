@@ -28,9 +28,9 @@ def _load() -> tuple[Any, str | None]:
         return importlib.import_module("edgecomp_runtime.native._kernel"), None
     except ImportError as exc:
         return None, (
-            f"the native kernel was not built ({exc}); it is compiled when edgecomp-runtime is "
-            "installed on a host with a C compiler: pip install --force-reinstall --no-deps "
-            "edgecomp-runtime there"
+            f"the native kernel was not built ({exc}): it is compiled when edgecomp-runtime is "
+            "installed where a C compiler is; install one (gcc) and reinstall: pip install "
+            "--no-cache-dir --force-reinstall --no-deps edgecomp-runtime"
         )
 
 
