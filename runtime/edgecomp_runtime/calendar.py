@@ -17,6 +17,7 @@ the same arrays. numpy and the standard library only.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +26,22 @@ import numpy as np
 from edgecomp_runtime.errors import ArtifactError, InputError, InputShapeError
 
 _DAY_S = 86_400.0
+
+
+_COMPACT_OFFSET = re.compile(r"(\d:\d\d(?::\d\d(?:\.\d+)?)?\s*[+-]\d\d)(\d\d)$")  # +0100
+
+
+def from_iso(text: str) -> datetime:
+    """``datetime.fromisoformat`` that reads what Python 3.11 reads on 3.10 too for the offsets
+    loggers write: a trailing ``Z`` (UTC) and ``+0100`` (strftime's ``%z``).
+
+    Raises:
+        ValueError: Not an ISO-8601 timestamp.
+    """
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(_COMPACT_OFFSET.sub(r"\1:\2", text))
 
 
 class MissingFutureError(InputError):
@@ -152,7 +169,7 @@ def _utc_seconds(value: Any) -> int:
     if isinstance(value, str):
         text = value.strip()
         try:
-            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+            value = from_iso(text)
         except ValueError:
             raise InputError(f"window: times= holds {value!r}, not an ISO-8601 time") from None
     if isinstance(value, np.datetime64) and not np.isnat(value):

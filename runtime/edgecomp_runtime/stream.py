@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecomp_runtime.calendar import MissingFutureError, add_future
+from edgecomp_runtime.calendar import MissingFutureError, add_future, from_iso
 from edgecomp_runtime.errors import (
     EdgecompRuntimeError,
     EngineUnavailableError,
@@ -536,15 +536,10 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _iso_z(text: str) -> str:
-    # Python 3.10's fromisoformat refuses a trailing "Z" (3.11 reads it as UTC)
-    return text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
-
-
 def _seconds(timestamp: Any) -> float:
     if isinstance(timestamp, str):
         try:
-            timestamp = datetime.fromisoformat(_iso_z(timestamp.strip()))
+            timestamp = from_iso(timestamp)
         except ValueError:
             raise InputError(f"reading: timestamp {timestamp!r:.40} is not ISO 8601") from None
     if isinstance(timestamp, datetime):

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecomp_runtime.calendar import from_iso
 from edgecomp_runtime.errors import InputError
 
 BOOL_TEXT = {"true": 1.0, "false": 0.0}
@@ -34,7 +35,6 @@ _NUMERIC_DATE = re.compile(
     r"(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6})\d*)?)?(?:\s*([AaPp])\.?[Mm]\.?)?)?$"
 )
 _YEAR_FIRST = re.compile(r"^(\d{4})[/.](\d{1,2})[/.](\d{1,2})(?=$|[ T])")  # 2024/01/05 07:00
-_COMPACT_OFFSET = re.compile(r"(\d:\d\d(?::\d\d(?:\.\d+)?)?\s*[+-]\d\d)(\d\d)$")  # +0100
 DATE_ORDERS = ("day-first", "month-first")  # how spec.data.date_order names NN/NN/YYYY dates
 
 
@@ -280,14 +280,14 @@ def _numeric_date(path: Path, column: str, m: re.Match, day_first: bool, row: in
 
 def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:
     """An ISO-8601 timestamp or Unix time, as a naive UTC datetime (as the compiler reads it)."""
-    text = _COMPACT_OFFSET.sub(r"\1:\2", _YEAR_FIRST.sub(_iso_date, text.strip()))
+    text = _YEAR_FIRST.sub(_iso_date, text.strip())
     try:
         if _parses(float, text):  # Unix s, ms, us or ns, told apart by size as the compiler does
             seconds = float(text)
             for _ in range(3):  # at most ns -> s (inf stays inf, refused below)
                 seconds = seconds / 1000 if abs(seconds) >= 1e11 else seconds
             return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
-        stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        stamp = from_iso(text)
     except (ValueError, OverflowError, OSError):
         raise InputError(f"{path}: column '{column}', row {row}: cannot parse {text!r}") from None
     if stamp.tzinfo is not None:
