@@ -321,7 +321,13 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
     cleaned, spikes, spike_notes = _spikes(raw_np, bounds["train"], raw, config.spike_threshold)
     notes += spike_notes
     values, imputed = _impute(
-        cleaned, bounds, features, config.interpolate_limit, path, config.sparse_columns == "fill"
+        cleaned,
+        bounds,
+        features,
+        config.interpolate_limit,
+        path,
+        config.sparse_columns == "fill",
+        _named(config),
     )
     notes += _missing_notes(raw_np, features, config.max_missing_fraction, config.sparse_columns)
     notes += _gap_notes(raw_np, features, config)
@@ -528,6 +534,7 @@ def _impute(
     limit: int,
     path: Path,
     fill_empty: bool = False,
+    named: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     values = raw.copy()
     counts, empty = {}, {}
@@ -548,9 +555,16 @@ def _impute(
         counts[name] = {f: int(n) for f, n in zip(features, holes, strict=True)}
     if empty:
         listed = ", ".join(f"'{c}' ({' and '.join(s)} split)" for c, s in empty.items())
+        kept = [c for c in empty if c in named]
+        hint = (
+            f"'{kept[0]}' is named by --targets/--features: choose a --split whose splits hold "
+            f"its values, or a file where it is observed"
+            if kept
+            else "leave them out with --exclude COL,... or --drop-sparse FRACTION"
+        )
         raise DataError(
             f"{path}: {len(empty)} column(s) with no values in a split, cannot impute: {listed}; "
-            f"leave them out with --exclude COL,... or --drop-sparse FRACTION"
+            f"{hint}"
         )
     return values, counts
 
@@ -701,6 +715,23 @@ def refused_windows(
     return (counts / input_len > max_fraction) | (counts == input_len)
 
 
+def _named(config: DataConfig) -> set[str]:
+    """The columns --targets and --features name (kept by --drop-sparse)."""
+    return {*(config.targets or ()), *(config.features or ())}
+
+
+def _no_window_hint(worst: list[tuple[str, int]], config: DataConfig) -> str:
+    """What to do when a split keeps no window: --drop-sparse, unless a column that refuses
+    every window is named by --targets/--features (which --drop-sparse keeps)."""
+    kept = [c for c, n in worst if n == worst[0][1] and c in _named(config)]
+    if not kept:
+        return "try --drop-sparse FRACTION"
+    return (
+        f"'{kept[0]}' is named by --targets/--features, so --drop-sparse keeps it: choose a "
+        f"--split whose splits hold its values, or a file where it is observed"
+    )
+
+
 def _left_out_notes(
     left_out: dict[str, dict[str, Any]], config: DataConfig, path: Path
 ) -> list[str]:
@@ -716,7 +747,7 @@ def _left_out_notes(
             f"its {config.input_len} values; columns: {_few([f'{c} ({n})' for c, n in worst])})"
         )
         if info["windows"] == info["of"] and config.split[i] > 0:
-            raise DataError(f"{path}: {text}: no window left; try --drop-sparse FRACTION")
+            raise DataError(f"{path}: {text}: no window left; {_no_window_hint(worst, config)}")
         notes.append(text)
     return notes
 
