@@ -371,6 +371,23 @@ def test_load_runs_the_native_file_the_build_named(make_artifact, toy):
         model.engine.run(x[:, :2])
 
 
+@needs_kernel
+def test_predict_through_the_engine_binding_matches_run(make_artifact, toy):
+    # setup
+    model = load(_native_artifact(make_artifact, toy, _toy_native(toy)))
+    raw = toy.window(batch=5)
+    scaled = model.scale_window(raw)
+    # execute: predict twice (the second call reuses the thread's binding), run_scaled once
+    first, second = model.predict(raw), model.predict(raw + 1)
+    # assert
+    np.testing.assert_allclose(first, model.unscale_forecast(model.run_scaled(scaled)), rtol=1e-6)
+    assert not np.allclose(first, second)
+    call = model.engine.bind(np.zeros((2, toy.input_len, 3), np.float32), (2, 2, 2))
+    assert call().shape == (2, 2, 2)
+    with pytest.raises(InputShapeError, match="bind needs float32"):
+        model.engine.bind(np.zeros((2, toy.input_len, 3)), (2, 2, 2))
+
+
 def test_without_the_kernel_the_engine_is_unavailable_and_load_falls_back(
     make_artifact, toy, monkeypatch
 ):

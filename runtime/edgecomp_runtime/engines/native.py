@@ -9,6 +9,7 @@ equivalent engine (ONNX Runtime on the artifact's ONNX model file) with one warn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +40,15 @@ class NativeEngine:
             raise ArtifactError(f"{self._name}: the native engine needs the .native file's bytes")
         self._kernel = native.Kernel(bytes(model_bytes), self._name)  # ArtifactError if malformed
         self.threads = 1  # one thread per call; concurrent calls run in parallel (GIL released)
+
+    def bind(self, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """Bind the float32 input buffer ``x`` [B, L, F] and an output of ``out_shape`` once;
+        each call of the returned function runs what ``x`` holds and returns the output array,
+        overwritten by the next call (see ``engines.Engine``)."""
+        try:
+            return self._kernel.bind(x, out_shape)
+        except ValueError as exc:
+            raise InputShapeError(str(exc)) from None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run scaled float32 windows [B, L, F]; returns scaled float32 [B, H, F_out]."""

@@ -12,6 +12,7 @@ on AVX512-VNNI where the CPU has it, else in plain C.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,33 @@ class Kernel:
         y = np.empty((len(x), model.horizon, model.n_targets), np.float32)
         _KERNEL.run(self._capsule, x, y)
         return y
+
+    def bind(self, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """A call that runs what the float32 C-contiguous ``x`` [B, L, F] holds into one output
+        array of ``out_shape`` and returns it (overwritten by the next call)."""
+        model = self.model
+        shape = (model.input_len, model.n_features)
+        if (
+            not isinstance(x, np.ndarray)
+            or x.dtype != np.float32
+            or not x.flags.c_contiguous
+            or x.ndim != 3
+            or x.shape[1:] != shape
+            or not len(x)
+            or tuple(out_shape) != (len(x), model.horizon, model.n_targets)
+        ):
+            raise ValueError(
+                f"{self.name}: bind needs float32 C-order windows [batch, {shape[0]}, {shape[1]}]"
+                f" and an output [batch, {model.horizon}, {model.n_targets}]"
+            )
+        y = np.empty(out_shape, np.float32)
+        run, capsule = _KERNEL.run, self._capsule
+
+        def call() -> np.ndarray:
+            run(capsule, x, y)
+            return y
+
+        return call
 
 
 def _kernel_arrays(model: NativeModel) -> tuple[tuple[int, ...], tuple[np.ndarray, ...]]:
