@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ _CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this man
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # predict's fast path takes these
 _SLOT_BATCH = 64  # batches up to this size keep per-thread buffers (and an engine binding)
-_SLOTS = 4  # batch sizes one thread keeps buffers for
+_SLOTS = 4  # window shapes one thread keeps buffers for
 _COPY_BYTES = 1 << 16  # run_scaled copies a float32 batch into the bound buffer up to this size
 # backends whose model file is ONNX, checked at load
 _ONNX_BACKENDS = ("onnx", "tensorrt", "openvino")
@@ -152,8 +153,7 @@ class Model:
         self.backend = backend
         self.precision: str = manifest["precision"]
         self._engine = engine
-        self._input_range: tuple[float, float] | None = None  # set by load() from the model
-        self.range_factor: float | None = None
+        self._set_range(None, None)  # load() sets the int8 input's range and range_factor
         self._policy = dict(spec["imputation"])
         mean = np.array(spec["scaler"]["mean"], dtype=np.float64)
         std = np.array(spec["scaler"]["std"], dtype=np.float64)
@@ -175,11 +175,24 @@ class Model:
             None if v is None else _frozen(v, np.float32)
             for v in (np.tile(std[index], self.horizon), np.tile(mean[index], self.horizon), floor)
         )
-        # predict's fast path: plain float windows [L, F] / [B, L, F] (no layout, no lead channels)
+        # predict's fast path: plain float windows [L, F] / [B, L, F] (no layout, no lead channels),
+        # scaled and unscaled by the same values tiled to [L, F] and [1, L, F] (mean, 1 / std per
+        # input dtype) and [1, H, F_out]: a numpy pass over operands of one shape skips the
+        # broadcasting machinery (half the cost of a pass at batch 1), a larger batch broadcasts
+        # over its first axis only
         self._plain = not spec.get("layout") and not spec.get("future")
-        self._window_size = self.input_len * len(self.features)
-        self._local = threading.local()  # per thread: buffers and engine bindings per batch size
-        self._bounds_key: tuple[Any, Any] | None = None
+        self._tiled = {
+            np.dtype(dt): tuple(
+                _frozen(np.tile(v, (*lead, self.input_len, 1)), dt)
+                for lead in ((), (1,))
+                for v in pair
+            )
+            for dt, pair in self._scalers.items()
+        }
+        self._out_tiled = tuple(
+            None if v is None else v.reshape(1, *self._out_shape) for v in self._flat
+        )
+        self._local = threading.local()  # per thread: buffers and engine bindings per shape
 
     @property
     def engine(self) -> Engine:
@@ -212,15 +225,15 @@ class Model:
             MissingValueError: A column misses more values than the policy allows.
             ModelOutputError: The model gave a non-finite forecast for an acceptable window.
         """
+        if self._plain and type(window) is np.ndarray and (y := self._fast(window)) is not None:
+            return y
         with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf: refused, no warning
             return self._predict(window, times, future)
 
     def _predict(self, window: Any, times: Any, future: Any) -> np.ndarray:
-        fast = self._fast_input(window)
-        if fast and (y := self._fast(window)) is not None:
-            return y
         array = _as_real_array(as_numeric(window, self._sensor))
-        if not fast and self._fast_input(array) and (y := self._fast(array)) is not None:
+        fast = self._plain and array is not window and type(array) is np.ndarray
+        if fast and (y := self._fast(array)) is not None:
             return y  # lists, flags, DataFrames read as float arrays
         spec = self.spec
         if spec.get("layout"):
@@ -229,7 +242,7 @@ class Model:
             array = add_future(array, spec, times, future)  # known-future inputs
         batched = self._check_shape(array)
         x = array if batched else array[None]
-        step = max(1, _CHUNK_ELEMENTS // self._window_size)
+        step = max(1, _CHUNK_ELEMENTS // (self.input_len * len(self.features)))
         if len(x) <= step:  # one chunk: the engine's output array is returned as it is
             y = self._predict_chunk(x, 0)
             return y if batched else y[0]
@@ -238,66 +251,84 @@ class Model:
             out[start : start + step] = self._predict_chunk(x[start : start + step], start)
         return out if batched else out[0]
 
-    def _fast_input(self, window: Any) -> bool:
-        """True for a plain float32 / float64 array (no mask) of a model without layout or lead
-        channels: ``_fast`` may take it."""
-        return self._plain and type(window) is np.ndarray and window.dtype in _FAST_DTYPES
-
     def _fast(self, window: np.ndarray) -> np.ndarray | None:
-        """``predict`` of a float32 / float64 array in one chunk, with as few numpy passes as it
-        takes; None (the general path then decides) for any other shape, or a window that needs
-        imputation or a closer look (NaN, infinities, out of range)."""
-        batched = window.ndim == 3
-        x = window if batched else window[None]
-        b = x.shape[0]
-        if x.shape[1:] != self._in_shape or not 1 <= b <= _CHUNK_ELEMENTS // self._window_size:
+        """``predict`` of a float32 / float64 array [L, F] or [B, L, F] in one chunk, in as few
+        numpy calls as it takes; None (the general path then decides) for any other dtype or
+        shape, or a window that needs imputation or a closer look (NaN, infinities, out of range).
+        """
+        scaler = self._tiled.get(window.dtype)
+        if scaler is None or window.size > _CHUNK_ELEMENTS:
             return None
-        z, slot = self._slot(b)
-        if x.dtype == np.float32:  # (x - mean) * (1 / std) in float32, as scale_window
-            mean, inv_std = self._scalers[np.float32]
-            np.subtract(x, mean, out=z)
-            np.multiply(z, inv_std, out=z)
+        slots = getattr(self._local, "slots", None)  # this thread's, by window shape
+        slot = slots.get(window.shape) if slots is not None else None
+        if slot is None and (slot := self._slot(window.shape)) is None:
+            return None
+        if _ERRORS is None:  # no context variable to set (numpy 1.x): the public way
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self._scaled_run(window, scaler, slot)
+        token = _ERRORS.set(_QUIET)  # np.errstate(all="ignore"): overflow -> inf, refused below
+        try:
+            return self._scaled_run(window, scaler, slot)
+        finally:
+            _ERRORS.reset(token)
+
+    def _scaled_run(
+        self, window: np.ndarray, scaler: tuple[np.ndarray, ...], slot: list[Any]
+    ) -> np.ndarray | None:
+        """Scale ``window`` into the slot's buffer, check it, run the engine, unscale: ``_fast``."""
+        view, z, run = slot[0], slot[1], slot[2]
+        mean, inv_std = scaler[2:] if view is z else scaler[:2]  # the window's shape
+        if mean.dtype is _F32:  # (x - mean) * (1 / std) in float32, as scale_window
+            np.subtract(window, mean, view)
+            np.multiply(view, inv_std, view)
         else:  # in float64, rounded to float32 once
-            mean, inv_std = self._scalers[np.float64]
-            np.multiply(x - mean, inv_std, out=z, casting="same_kind")
-        if not self._inside(z):
+            np.multiply(window - mean, inv_std, view, casting="same_kind")
+        low, high = self._limits
+        if high == _FLOAT32_MAX:  # finite float32 is in range
+            if not _seems_finite(z):  # NaN, infinities (or an overflow): look closer
+                return None
+        elif not (_min(z, None) >= low and _max(z, None) <= high):  # NaN fails too
             return None
-        y = self._engine_output(z, slot)
-        std, mean, floor = self._flat
-        out = np.multiply(y.reshape(b, std.size), std)  # a new array: y may be a reused buffer
-        np.add(out, mean, out=out)
+        std, mean, floor = self._out_tiled
+        out = np.multiply(run() if run is not None else self._engine_output(slot), std)  # new
+        np.add(out, mean, out)
         if floor is not None:
             np.maximum(out, floor, out=out)
-        if not finite(out):
+        if not (_seems_finite(out) or np.isfinite(out).all()):
             self._refuse_output(z)
-        out = out.reshape(b, *self._out_shape)
-        return out if batched else out[0]
+        return out if view is z else out[0]
 
-    def _slot(self, b: int) -> tuple[np.ndarray, list[Any] | None]:
-        """A float32 input buffer for batch size ``b``: this thread's own, kept with its engine
-        binding in a slot ``[buffer, bound run or None]``, up to ``_SLOT_BATCH`` windows; else a
-        new one (slot None)."""
-        if b > _SLOT_BATCH:
-            return np.empty((b, *self._in_shape), dtype=np.float32), None
+    def _slot(self, shape: tuple[int, ...]) -> list[Any] | None:
+        """This thread's slot for windows of ``shape`` [L, F] or [B, L, F]: ``[the window's view
+        of the buffer, a float32 buffer [B, L, F], the engine's binding of it or None]``, kept for
+        up to ``_SLOT_BATCH`` windows, else new each call; None for any other shape."""
         slots = getattr(self._local, "slots", None)
         if slots is None:
             slots = self._local.slots = {}
-        slot = slots.get(b)
-        if slot is None:
+        slot = slots.get(shape)
+        if slot is not None:
+            return slot
+        batched = len(shape) == 3 and shape[1:] == self._in_shape and shape[0] >= 1
+        if not batched and shape != self._in_shape:
+            return None
+        z = np.empty((shape[0] if batched else 1, *self._in_shape), dtype=np.float32)
+        slot = [z if batched else z[0], z, None]
+        if len(z) <= _SLOT_BATCH:
             if len(slots) >= _SLOTS:
                 slots.clear()
-            slot = slots[b] = [np.empty((b, *self._in_shape), dtype=np.float32), None]
-        return slot[0], slot
+            slots[shape] = slot
+        return slot
 
-    def _engine_output(self, z: np.ndarray, slot: list[Any] | None) -> np.ndarray:
-        """The engine's scaled forecast for ``z``; through the slot's engine binding when the
-        engine has one (set up after the first call checked the output shape)."""
-        if slot is not None and slot[1] is not None:
-            return slot[1]()
+    def _engine_output(self, slot: list[Any]) -> np.ndarray:
+        """The engine's scaled forecast for the slot's buffer; through the slot's engine binding
+        when the engine has one (set up after the first call checked the output shape)."""
+        if slot[2] is not None:
+            return slot[2]()
+        z = slot[1]
         y = self._run(z)
         bind = getattr(self._engine, "bind", None)
-        if slot is not None and bind is not None:
-            slot[1] = bind(z, y.shape)
+        if bind is not None and len(z) <= _SLOT_BATCH:
+            slot[2] = bind(z, y.shape)
         return y
 
     def _refuse_output(self, z: np.ndarray) -> None:
@@ -327,31 +358,46 @@ class Model:
 
     def _inside(self, z: np.ndarray) -> bool:
         """Fast check that ``_check_range`` and a NaN check would pass (False: look closer)."""
-        low, high = self._bounds()
+        low, high = self._limits
         if high == _FLOAT32_MAX:  # finite float32 is in range: a finite sum says all are
             return math.isfinite(_sum(z, axis=None))  # (an overflow: look closer)
         return bool(_min(z, axis=None) >= low and _max(z, axis=None) <= high)  # NaN fails
 
-    def _bounds(self) -> tuple[float, float]:
-        """The accepted scaled range: float32's, or the int8 input's widened by range_factor."""
-        key = (self._input_range, self.range_factor)
-        cached = self._bounds_key
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        bounds = self._compute_bounds()
-        self._bounds_key = (key, bounds)
-        return bounds
+    @property
+    def range_factor(self) -> float | None:
+        """For a model whose input is quantized (int8): ``predict`` refuses scaled values more
+        than this many times the calibrated range's half-width from its center (InputError);
+        None turns the check off. Set by ``load(range_factor=)``; a change applies to the next
+        call."""
+        return self._range[1]
 
-    def _compute_bounds(self) -> tuple[float, float]:
-        if self._input_range is None or self.range_factor is None:
-            return -_FLOAT32_MAX, _FLOAT32_MAX
-        center = (self._input_range[0] + self._input_range[1]) / 2
-        half = (self._input_range[1] - self._input_range[0]) / 2 * self.range_factor
-        return center - half, center + half
+    @range_factor.setter
+    def range_factor(self, value: float | None) -> None:
+        self._set_range(self._range[0], value)
+
+    @property
+    def _input_range(self) -> tuple[float, float] | None:
+        """The int8 input quantizer's calibrated range of scaled values (set by load), or None."""
+        return self._range[0]
+
+    @_input_range.setter
+    def _input_range(self, value: tuple[float, float] | None) -> None:
+        self._set_range(value, self._range[1])
+
+    def _set_range(self, input_range: tuple[float, float] | None, factor: float | None) -> None:
+        """Keep the accepted scaled range (``_limits``, one attribute: threads read it whole):
+        float32's, or the int8 input's widened by ``range_factor``."""
+        self._range = (input_range, factor)
+        if input_range is None or factor is None:
+            self._limits = (-_FLOAT32_MAX, _FLOAT32_MAX)
+        else:
+            center = (input_range[0] + input_range[1]) / 2
+            half = (input_range[1] - input_range[0]) / 2 * factor
+            self._limits = (center - half, center + half)
 
     def _check_range(self, z: np.ndarray, first: int) -> None:
         """Refuse scaled inputs beyond float32, or far outside the input quantizer's range."""
-        low, high = self._bounds()
+        low, high = self._limits
         outside = ~((z >= low) & (z <= high))  # also catches inf after scaling
         if not outside.any():
             return
@@ -383,9 +429,9 @@ class Model:
         ready = array.dtype == np.float32 and array.flags.c_contiguous
         if len(array) > _SLOT_BATCH or (ready and array.nbytes > _COPY_BYTES):
             return self._run(np.ascontiguousarray(array, dtype=np.float32))  # no copy when ready
-        z, slot = self._slot(len(array))  # the engine binding predict uses, when it has one
-        np.copyto(z, array, casting="unsafe")  # as astype(float32)
-        return self._engine_output(z, slot).copy()  # the caller's: not the reused output buffer
+        slot = self._slot(array.shape)  # the engine binding predict uses, when it has one
+        np.copyto(slot[1], array, casting="unsafe")  # as astype(float32)
+        return self._engine_output(slot).copy()  # the caller's: not the reused output buffer
 
     def stream(
         self,
@@ -527,6 +573,45 @@ class Model:
 
 
 _sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
+_F32 = np.dtype(np.float32)
+_DOT_SIZE = 4096  # _seems_finite's BLAS dot takes up to this many values (one thread below 10k)
+
+
+def _seems_finite(a: np.ndarray) -> bool:
+    """True when every value of the contiguous float32 array ``a`` is finite: a finite sum of
+    squares (one BLAS dot, the cheapest pass for small arrays; NaN and infinities carry through)
+    or, for larger ones, a minimum and a maximum within float32's range. False can also mean
+    that the sum of squares overflowed: the caller then checks every value."""
+    if a.size <= _DOT_SIZE:
+        return math.isfinite(np.vdot(a, a))
+    return bool(_min(a, None) >= -_FLOAT32_MAX and _max(a, None) <= _FLOAT32_MAX)
+
+
+def _error_state() -> tuple[Any, Any]:
+    """numpy's context variable holding its floating-point error state, and a value of it that
+    ignores every error as ``np.errstate(all="ignore")`` does: setting it costs about a third of
+    entering an errstate. (None, None) where numpy has no such variable (1.x) or its value does
+    not silence an overflow: predict then enters ``np.errstate``."""
+    try:  # numpy's private API (2.x); anything unexpected means the public way
+        from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
+
+        quiet = _make_extobj(all="ignore")
+        token = _extobj_contextvar.set(quiet)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            big = np.full(2, _FLOAT32_MAX, dtype=np.float32)
+            silent = bool(np.isinf(np.multiply(big, big)).all())
+    except (RuntimeWarning, FloatingPointError):
+        silent = False
+    finally:
+        _extobj_contextvar.reset(token)
+    return (_extobj_contextvar, quiet) if silent else (None, None)
+
+
+_ERRORS, _QUIET = _error_state()
 
 
 def _as_real_array(window: Any) -> np.ndarray:
