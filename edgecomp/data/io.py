@@ -106,6 +106,7 @@ _TEXT_SUFFIXES = tuple(
     for kind in ("csv", "tsv", "txt")
     for packed in ("", ".gz", ".bz2", ".xz", ".zip")
 )
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SNIFF_LINES = 200  # lines read to tell the delimiter and decimal mark of a CSV
 _MAX_JITTER = 0.05  # timestamps at most this share of the period off its grid are snapped
 _ROUNDINGS = tuple(  # ns: the period of a jittered grid is its median step rounded to one of these
@@ -269,8 +270,11 @@ def _read(path: Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """``read_csv`` in the file's dialect; a file that is not UTF-8 is read as Windows-1252
-    (what spreadsheets on Windows write: station names with accents, units such as °C)."""
+    (what spreadsheets on Windows write: station names with accents, units such as °C), one
+    with a UTF-16 byte-order mark as UTF-16 (Excel's "Unicode Text")."""
     options = _csv_dialect(path)
+    if options.get("encoding"):
+        return pd.read_csv(path, **options)
     try:
         return pd.read_csv(path, **options)
     except UnicodeDecodeError:
@@ -279,22 +283,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _csv_dialect(path: Path) -> dict[str, str]:
     """``read_csv`` options for the file's delimiter: ',' unless the header has none and has ';',
-    a tab or '|'; with ';' or a tab, cells such as "12,5" make ',' the decimal mark."""
+    a tab or '|'; with ';' or a tab, cells such as "12,5" make ',' the decimal mark; and
+    ``encoding`` "utf-16" for a file that starts with a UTF-16 byte-order mark."""
     suffix = path.suffix.lower()
     if suffix == ".zip":  # pandas opens it; the sniffer does not: commas
         return {}
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with opener(path, "rb") as f:
+        wide = f.read(2) in _UTF16_BOMS
+    encoding = {"encoding": "utf-16"} if wide else {}
+    with opener(path, "rt", encoding="utf-16" if wide else "utf-8", errors="replace") as f:
         head = [line for _, line in zip(range(_SNIFF_LINES), f, strict=False)]
     if not head or "," in head[0]:
-        return {}
+        return encoding
     sep = next((c for c in (";", "\t", "|") if c in head[0]), None)
     if sep is None:
-        return {}
+        return encoding
     cells = (cell.strip().strip('"') for line in head[1:] for cell in line.split(sep))
     if sep != "|" and any(_DECIMAL_COMMA.match(cell) for cell in cells):
-        return {"sep": sep, "decimal": ","}
-    return {"sep": sep}
+        return {"sep": sep, "decimal": ",", **encoding}
+    return {"sep": sep, **encoding}
 
 
 def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:

@@ -176,7 +176,7 @@ def _read_window(path: Path, model: Model) -> Any:
         if suffix == ".json":
             return json.loads(path.read_text())
         return csv_window(path, model.manifest["spec"])[0]
-    except (OSError, ValueError, IndexError) as exc:
+    except (OSError, ValueError, IndexError, RecursionError) as exc:  # JSON nested too deep
         raise InputError(f"{path}: cannot read the window ({exc})") from None
 
 

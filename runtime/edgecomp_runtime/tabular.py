@@ -104,7 +104,10 @@ def read_csv(
     """
     path = Path(path)
     lines, sep = _lines(path)
-    rows = [row for row in csv.reader(lines, delimiter=sep) if row]
+    try:
+        rows = [row for row in csv.reader(lines, delimiter=sep) if row]
+    except csv.Error as exc:  # a field over csv's size limit, ...
+        raise InputError(f"{path}: cannot read the CSV file ({exc})") from None
     if sep != ",":  # ';' or tab: "12,5" is a decimal comma, as the compiler reads it
         rows = [[_DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in row] for row in rows]
     if not rows:
@@ -195,11 +198,12 @@ def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]
 
 
 def _lines(path: Path) -> tuple[list[str], str]:
-    """The file's lines (UTF-8, else Windows-1252, as the compiler reads them) and delimiter:
+    """The file's lines (UTF-8, else Windows-1252; UTF-16 after its byte-order mark, as the
+    compiler reads them) and delimiter:
     ',' unless the header has none and has ';', a tab or '|'."""
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
     except UnicodeDecodeError:
         text = data.decode("cp1252", errors="replace")
     lines = text.splitlines()

@@ -51,3 +51,50 @@ def test_a_window_file_of_l_rows_predicts(make_artifact, capsys, tmp_path):
     np.testing.assert_allclose(
         json.loads(out)["forecast"], load(artifact).predict(window), rtol=1e-6
     )
+
+
+def test_a_json_window_nested_too_deep_is_an_input_error(make_artifact, capsys, tmp_path):
+    # setup: hostile input; before, a RecursionError traceback
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    # execute
+    code = main(["predict", str(make_artifact()), "--input", str(path)])
+    # assert
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith(
+        f"edgecomp-runtime: error: {path}: cannot read the window (maximum recursion"
+    )
+
+
+def test_a_csv_cell_over_the_csv_modules_limit_is_an_input_error(make_artifact, capsys, tmp_path):
+    # setup: before, a _csv.Error traceback
+    path = tmp_path / "big.csv"
+    path.write_text("a,b,c\n" + "1,2,3\n" * 5 + '1,2,"' + "9" * 200_000 + '"\n')
+    # execute
+    code = main(["predict", str(make_artifact()), "--input", str(path)])
+    # assert
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        f"edgecomp-runtime: error: {path}: cannot read the CSV file (field larger than field "
+        "limit (131072))"
+    )
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_utf16_window_csv_reads(make_artifact, capsys, tmp_path, sep):
+    # setup: Excel's "Unicode Text" export is UTF-16 with a byte-order mark, tab-delimited
+    artifact = make_artifact()
+    plain = _window_csv(tmp_path, 6)
+    path = tmp_path / "unicode.csv"
+    path.write_bytes(plain.read_text().replace(",", sep).encode("utf-16"))
+    # execute
+    code = main(["predict", str(artifact), "--input", str(path)])
+    # assert
+    out = capsys.readouterr().out
+    assert code == 0
+    window = np.loadtxt(plain, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(
+        json.loads(out)["forecast"], load(artifact).predict(window), rtol=1e-6
+    )
