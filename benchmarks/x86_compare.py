@@ -126,6 +126,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     artifact = build(model, dataset, BuildConfig(precision="int8"), work / "int8.edgepkg").path
     fp32_artifact = build(model, dataset, BuildConfig(precision="fp32"), work / "fp32.edgepkg").path
     runtime_model = edgecomp_runtime.load(artifact, threads=1)
+    native = _native_model(model, dataset, work)  # LSTM/GRU where the native kernel is built
     module = model.module.eval()
     fp32, dyn = _session(fp32_path), _session(dyn_path)
     # Each variant takes (scaled, raw) windows; only the runtime's predict() uses the raw ones.
@@ -138,6 +139,8 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         # the same job as predict(): raw in, raw out, with the user's own numpy scaling
         "ort_quantize_dynamic_raw": lambda s, r: _raw_call(dyn, r, dataset),
     }
+    if native is not None:  # the native lowering's build, side by side with the chosen one
+        variants[NATIVE_ROW] = lambda s, r: native.run_scaled(s)
     if getattr(args, "before", None):
         before = _before_model(args.before, artifact, work)
         variants["edgecomp_int8_predict_before"] = lambda s, r: before.predict(r)
@@ -151,12 +154,15 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "fp32_onnx": fp32_path.stat().st_size,
         "ort_dynamic_onnx": dyn_path.stat().st_size,
         "edgecomp_int8_model": len(edgecomp_runtime.read_artifact(artifact)[1]["model.onnx"]),
+        "edgecomp_int8_native_file": len(
+            edgecomp_runtime.read_artifact(artifact)[1].get("model.native", b"")
+        ),
         "edgecomp_int8_artifact": artifact.stat().st_size,
         "edgecomp_fp32_artifact": fp32_artifact.stat().st_size,
     }
     scaled_out = {
         k: _batched(variants[k], x)
-        for k in ("torch_eager_fp32", "ort_fp32", "ort_quantize_dynamic", *PEERS[2:])
+        for k in ("torch_eager_fp32", "ort_fp32", "ort_quantize_dynamic", *PEERS[2:], NATIVE_ROW)
         if k in variants
     }
     outputs = {k: dataset.unscale_targets(v) for k, v in scaled_out.items()}
@@ -173,6 +179,8 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "peers": peers,
         "edgecomp_engine": {
             "engine": runtime_model.backend,
+            "lowering": lowering.get("candidate_lowering"),
+            "equivalent_engines": lowering.get("equivalent_engines"),
             "chosen": lowering.get("candidates", {}).get("chosen"),
             "measured_at_build": lowering.get("candidates", {}).get("measured"),
         },
@@ -180,6 +188,21 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "floor": floor_multiples(latency, sum(macs.values()), args.throughput),
         "executorch": executorch,
     }
+
+
+NATIVE_ROW = "edgecomp_native_int8_engine"  # ("int8" in the name: timed against the int8 floor)
+
+
+def _native_model(model, dataset, work: Path):
+    """The int8 build with option lowering=native, loaded; None where that lowering does not apply
+    (not an LSTM/GRU) or the native kernel is not built here."""
+    from edgecomp.targets.onnx import native
+
+    if not (native.applies(type(model.module), "int8") and native.available()):
+        return None
+    config = BuildConfig(precision="int8", options={"lowering": "native"})
+    path = build(model, dataset, config, work / "int8_native.edgepkg").path
+    return edgecomp_runtime.load(path, threads=1)
 
 
 def _before_model(rev: str, artifact: Path, work: Path):
@@ -244,9 +267,15 @@ def _peer_ratios(latency: dict, mae: dict) -> dict:
         out[f"engine_vs_fastest_peer_{b}"] = (
             lat[fastest]["p50"] / lat["edgecomp_int8_engine"]["p50"]
         )
+        if NATIVE_ROW in lat:
+            out[f"native_engine_vs_fastest_peer_{b}"] = lat[fastest]["p50"] / lat[NATIVE_ROW]["p50"]
     for name in PEERS[2:]:
         if name in mae:
             out[f"{name}_mae_change_pct"] = ((np.asarray(mae[name]) / ref - 1) * 100).tolist()
+    if NATIVE_ROW in mae:
+        out["native_worst_step_change_pct"] = float(
+            np.max(np.asarray(mae[NATIVE_ROW]) / ref - 1) * 100
+        )
     out["edgecomp_int8_worst_step_change_pct"] = max(
         ((np.asarray(mae["edgecomp_int8_predict"]) / ref - 1) * 100).tolist()
     )
@@ -339,7 +368,8 @@ def _print(arch: str, res: dict) -> None:
     floor = res["floor"]
     print(
         f"\n== {arch} ==  {res['macs']['total_b1'] / 1e6:.2f} M MAC/window; edgecomp engine "
-        f"{res['edgecomp_engine']['engine']}; p50 latency (ms) b1 / b64, x floor b1 / b64"
+        f"{res['edgecomp_engine']['engine']} (lowering {res['edgecomp_engine']['lowering']}); "
+        "p50 latency (ms) b1 / b64, x floor b1 / b64"
     )
     for name in res["latency_ms"]["b1"]:
         print(
