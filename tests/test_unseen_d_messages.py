@@ -87,3 +87,32 @@ def test_a_table_with_dates_across_its_header_says_transpose(tmp_path):
         match=r"30 column names are timestamps: one row per series .* transpose it",
     ):
         load_table(path)
+
+
+@pytest.mark.parametrize("freq", ["D", "h"])
+def test_spreadsheet_serial_dates_are_refused_not_read_as_seconds(tmp_path, freq):
+    # setup: days since 1899-12-30, as a spreadsheet exports unformatted date cells; before,
+    # daily ones read as a 1-second grid on 1970-01-01
+    t = pd.date_range("2023-01-01", periods=60, freq=freq)
+    serial = ((t - pd.Timestamp("1899-12-30")) / pd.Timedelta(days=1)).to_numpy().round(8)
+    path = tmp_path / "x.csv"
+    pd.DataFrame({"Date": serial, "v": np.arange(60.0)}).to_csv(path, index=False)
+    # execute / assert
+    with pytest.raises(DataError) as info:
+        load_table(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: column 'Date': numbers 44927 to ")
+    assert "spreadsheet serial dates (days since 1899-12-30: 44927 is 2023-01-01 00:00)?" in message
+
+
+def test_small_step_counters_still_read_as_seconds(tmp_path):
+    # setup: rows numbered 0, 1, 2, ... (and a counter that starts past 20000 but ends past 80000)
+    path, later = tmp_path / "n.csv", tmp_path / "m.csv"
+    pd.DataFrame({"time": np.arange(60), "v": np.arange(60.0)}).to_csv(path, index=False)
+    pd.DataFrame({"time": np.arange(60) * 1000 + 30_000, "v": 1.0 + np.arange(60)}).to_csv(
+        later, index=False
+    )
+    # execute
+    (_, a), (_, b) = load_table(path), load_table(later)
+    # assert
+    assert (a.period_s, b.period_s) == (1.0, 1000.0)

@@ -8,7 +8,9 @@ Rules, in the order ``load_table`` applies them:
   with a column of clock times (``Date;Time``, ``07:05`` or ``07:05:00``), with a note.
   Timestamps are parsed to UTC (naive strings are taken as UTC, offsets are converted) and the
   timezone is then dropped: the returned index is tz-naive UTC. A numeric time column is read
-  as Unix time in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude.
+  as Unix time in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude;
+  numbers that are all between 20000 and 80000 (spreadsheet serial dates, days since 1899-12-30,
+  which as seconds would all fall on 1970-01-01) are refused.
 * Layout: ``"long"`` when ``id_col`` is given, or (with ``layout="auto"``) when a column named
   one of ``ID_NAMES`` (or ending in ``_id``) exists and timestamps repeat; else ``"wide"``.
 * Value columns, unless given: the numeric columns minus the time and id columns and minus the
@@ -112,6 +114,7 @@ _MAX_JITTER = 0.05  # timestamps at most this share of the period off its grid a
 _ROUNDINGS = tuple(  # ns: the period of a jittered grid is its median step rounded to one of these
     int(s * 1e9) for s in (1e-3, 1e-2, 0.1, 1, 10, 60, 300, 600, 900, 1800, 3600, 86_400)
 )
+_SERIAL_DAYS = (20_000, 80_000)  # spreadsheet serial dates of 1954-10 to 2119-01, as numbers
 _EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))  # numeric times: unit by magnitude
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # the range of a nanosecond timestamp
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -449,6 +452,7 @@ def _date_order(col: pd.Series, path: Path, name: str) -> str | None:
 
 def _epoch_times(col: pd.Series, path: Path, name: str) -> pd.Series:
     """Unix times in seconds, milliseconds, microseconds or nanoseconds (``_epoch_unit``)."""
+    _refuse_serial_days(col, path, name)
     try:
         return pd.to_datetime(col, unit=_epoch_unit(col), utc=True, errors="coerce")
     except (OverflowError, ValueError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
@@ -456,6 +460,21 @@ def _epoch_times(col: pd.Series, path: Path, name: str) -> pd.Series:
             f"{path}: column '{name}': Unix times in {_epoch_unit(col)} out of range ({exc}); "
             f"expected seconds, milliseconds, microseconds or nanoseconds since 1970"
         ) from None
+
+
+def _refuse_serial_days(col: pd.Series, path: Path, name: str) -> None:
+    """Refuse numbers that are all Excel serial dates of 1954 to 2119 (days since 1899-12-30):
+    read as Unix seconds they would all fall on 1 January 1970, a grid of seconds."""
+    values = col.to_numpy(dtype="float64", na_value=np.nan)
+    low, high = np.nanmin(values, initial=np.inf), np.nanmax(values, initial=-np.inf)
+    if not (_SERIAL_DAYS[0] <= low and high <= _SERIAL_DAYS[1]):
+        return
+    first = pd.Timestamp("1899-12-30") + pd.Timedelta(days=float(low))
+    raise DataError(
+        f"{path}: column '{name}': numbers {low:g} to {high:g} read as Unix seconds would all "
+        f"fall on 1970-01-01; spreadsheet serial dates (days since 1899-12-30: {low:g} is "
+        f"{first:%Y-%m-%d %H:%M})? write the column as dates (YYYY-MM-DD hh:mm), or as Unix time"
+    )
 
 
 def _epoch_unit(col: pd.Series) -> str:
