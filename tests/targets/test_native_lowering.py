@@ -84,6 +84,20 @@ def test_the_native_lowering_is_offered_for_lstm_and_gru_only():
         assert not OnnxTarget.option_applies("lowering", "native", cls, "int8")
 
 
+def test_edgecomp_tune_offers_native_where_it_applies():
+    from edgecomp.models import MODELS
+    from edgecomp.tune.space import default_space
+
+    # execute
+    space = {
+        arch: default_space(PROFILE, students=False, model_type=MODELS[arch])["lowering"]
+        for arch in ("lstm", "gru", "tcn", "stgnn")
+    }
+    # assert
+    assert ("native" in space["lstm"]) is BUILT and ("native" in space["gru"]) is BUILT
+    assert "native" not in space["tcn"] and "native" not in space["stgnn"]
+
+
 def test_the_native_engine_pairs_only_with_the_native_lowering():
     # setup
     options = get_target("onnx").parse_options(PROFILE)
