@@ -38,6 +38,7 @@
 typedef struct {
     int int8, K, Kp, N, Np;
     const void *w;
+    const float *wf;     /* fp32 layout for the plain GEMM: w itself, or int8 w as floats */
     const float *sw;     /* [Np] int8 only */
     const int32_t *comp; /* [Np] int8 only */
     const float *bias;   /* [Np] */
@@ -48,7 +49,7 @@ typedef struct {
     int hidden[MAX_LAYERS];
     Lin ih[MAX_LAYERS], hh[MAX_LAYERS], head;
     const int32_t *target_index;
-    void *block;
+    void *block, *fblock;
 } Model;
 
 /* ---------------------------------------------------------------- elementwise */
@@ -98,6 +99,7 @@ CLONES static void gru_cell(const float *restrict xg, const float *restrict hg,
     }
 }
 
+#if EC_X86
 /* Per-row symmetric int8 of A [M][lda] (K used): q + 128 into Q [M][Kp], scale into S [M]. */
 CLONES static void quantize_rows(const float *restrict A, int M, int lda, int K, int Kp,
                                  uint8_t *restrict Q, float *restrict S) {
@@ -122,30 +124,115 @@ CLONES static void quantize_rows(const float *restrict A, int M, int lda, int K,
         S[m] = peak.f / 127.0f;
     }
 }
+#endif
 
-/* ---------------------------------------------------------------- int8 GEMM */
+/* ---------------------------------------------------------------- plain GEMM
+ * Without AVX512-VNNI an int8 map runs as float: its int8 weights and the quantized input are
+ * small integers held exactly in float32, so the products and their sums (|sum| < 2^24 for
+ * K < 1040) are the integer ones; the result is the int8 math of the VNNI path. */
 
-CLONES static void qgemm_plain(const Lin *W, const uint8_t *restrict Q, const float *restrict S,
-                               int M, float *restrict out, int ldo) {
-    const int kgs = W->Kp / 4;
-    for (int nb = 0; nb < W->Np; nb += NB) {
-        const int8_t *wb = (const int8_t *)W->w + (size_t)nb * W->Kp;
-        for (int m = 0; m < M; m++) {
-            const uint8_t *q = Q + (size_t)m * W->Kp;
-            int32_t acc[NB];
-            for (int n = 0; n < NB; n++) acc[n] = 0;
-            for (int g = 0; g < kgs; g++) {
-                const int8_t *w = wb + (size_t)g * NB * 4;
-                const int32_t a0 = q[4 * g], a1 = q[4 * g + 1], a2 = q[4 * g + 2],
-                              a3 = q[4 * g + 3];
-                for (int n = 0; n < NB; n++)
-                    acc[n] += a0 * w[4 * n] + a1 * w[4 * n + 1] + a2 * w[4 * n + 2] +
-                              a3 * w[4 * n + 3];
+typedef float v8f __attribute__((vector_size(32)));
+
+/* unaligned 8-float load / store (macros: no vector crosses a function boundary) */
+#define LD8(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define ST8(p, v) memcpy((p), &(v), sizeof(v8f))
+
+/* Per-row symmetric int8 of A as floats (the integers q) into Q [M][Kp], scale into S [M]. */
+CLONES static void quantize_rows_float(const float *restrict A, int M, int lda, int K, int Kp,
+                                       float *restrict Q, float *restrict S) {
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        uint32_t peak_bits = 0;
+        for (int k = 0; k < K; k++) {
+            union { float f; uint32_t u; } v = {a[k]};
+            uint32_t b = v.u & 0x7fffffffu;
+            peak_bits = b > peak_bits ? b : peak_bits;
+        }
+        union { uint32_t u; float f; } peak = {peak_bits};
+        float inv = peak.f > 0.0f ? 127.0f / peak.f : 0.0f;
+        float *q = Q + (size_t)m * Kp;
+        for (int k = 0; k < K; k++) {
+            float v = rintf(a[k] * inv);
+            v = v < -127.0f ? -127.0f : v;
+            q[k] = v > 127.0f ? 127.0f : v;
+        }
+        for (int k = K; k < Kp; k++) q[k] = 0.0f;
+        S[m] = peak.f / 127.0f;
+    }
+}
+
+/* out [M][ldo] = A [M][lda] @ W (wf: [Np/64][K][64]), no bias; 2 rows x 64 columns at a time */
+CLONES static void fgemm_plain(const float *restrict wf, int K, int Np, const float *restrict A,
+                               int M, int lda, float *restrict out, int ldo) {
+    for (int nb = 0; nb < Np; nb += NB) {
+        const float *wb = wf + (size_t)nb * K;
+        int m = 0;
+        for (; m + 2 <= M; m += 2) {
+            const float *a0 = A + (size_t)m * lda, *a1 = a0 + lda;
+            v8f c0[8], c1[8];
+            for (int j = 0; j < 8; j++) c0[j] = c1[j] = (v8f){0};
+            for (int k = 0; k < K; k++) {
+                const float *w = wb + (size_t)k * NB;
+                const v8f x0 = (v8f){0} + a0[k], x1 = (v8f){0} + a1[k];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    v8f wj;
+                    LD8(wj, w + 8 * j);
+                    c0[j] += x0 * wj;
+                    c1[j] += x1 * wj;
+                }
             }
-            float *o = out + (size_t)m * ldo + nb;
-            for (int n = 0; n < NB; n++)
-                o[n] = (float)(acc[n] - W->comp[nb + n]) * (S[m] * W->sw[nb + n]) +
-                       W->bias[nb + n];
+            for (int j = 0; j < 8; j++) {
+                ST8(out + (size_t)m * ldo + nb + 8 * j, c0[j]);
+                ST8(out + (size_t)(m + 1) * ldo + nb + 8 * j, c1[j]);
+            }
+        }
+        if (m < M) {
+            const float *a0 = A + (size_t)m * lda;
+            v8f c0[8], d0[8];
+            for (int j = 0; j < 8; j++) c0[j] = d0[j] = (v8f){0};
+            int k = 0;
+            for (; k + 2 <= K; k += 2) { /* two chains per column block hide the add latency */
+                const float *w = wb + (size_t)k * NB;
+                const v8f x0 = (v8f){0} + a0[k], x1 = (v8f){0} + a0[k + 1];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    v8f u, v;
+                    LD8(u, w + 8 * j);
+                    LD8(v, w + NB + 8 * j);
+                    c0[j] += x0 * u;
+                    d0[j] += x1 * v;
+                }
+            }
+            for (; k < K; k++) {
+                const float *w = wb + (size_t)k * NB;
+                const v8f x0 = (v8f){0} + a0[k];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    v8f u;
+                    LD8(u, w + 8 * j);
+                    c0[j] += x0 * u;
+                }
+            }
+            for (int j = 0; j < 8; j++) {
+                c0[j] += d0[j];
+                ST8(out + (size_t)m * ldo + nb + 8 * j, c0[j]);
+            }
+        }
+    }
+}
+
+/* out[m][n] = out[m][n] * (S[m] * sw[n]) + bias[n] (int8), or out[m][n] + bias[n] (S NULL) */
+CLONES static void finish_rows(float *restrict out, int M, int ldo, int Np,
+                               const float *restrict S, const float *restrict sw,
+                               const float *restrict bias) {
+    for (int m = 0; m < M; m++) {
+        float *o = out + (size_t)m * ldo;
+        if (S) {
+            const float s = S[m];
+            for (int n = 0; n < Np; n++) o[n] = o[n] * (s * sw[n]) + bias[n];
+        } else {
+            for (int n = 0; n < Np; n++) o[n] += bias[n];
         }
     }
 }
@@ -293,43 +380,6 @@ AVX512 static void gru_cell_512(const float *xg, const float *hg, const float *h
 }
 #endif
 
-/* ---------------------------------------------------------------- fp32 GEMM */
-
-CLONES static void fgemm(const Lin *W, const float *restrict A, int M, int lda, float *restrict out,
-                         int ldo) {
-    const int K = W->K;
-    for (int nb = 0; nb < W->Np; nb += NB) {
-        const float *wb = (const float *)W->w + (size_t)nb * K;
-        int m = 0;
-        for (; m + 2 <= M; m += 2) {
-            const float *a0 = A + (size_t)m * lda, *a1 = a0 + lda;
-            float acc0[NB], acc1[NB];
-            for (int n = 0; n < NB; n++) acc0[n] = acc1[n] = W->bias[nb + n];
-            for (int k = 0; k < K; k++) {
-                const float *w = wb + (size_t)k * NB;
-                const float x0 = a0[k], x1 = a1[k];
-                for (int n = 0; n < NB; n++) {
-                    acc0[n] += x0 * w[n];
-                    acc1[n] += x1 * w[n];
-                }
-            }
-            memcpy(out + (size_t)m * ldo + nb, acc0, sizeof acc0);
-            memcpy(out + (size_t)(m + 1) * ldo + nb, acc1, sizeof acc1);
-        }
-        for (; m < M; m++) {
-            const float *a0 = A + (size_t)m * lda;
-            float acc0[NB];
-            for (int n = 0; n < NB; n++) acc0[n] = W->bias[nb + n];
-            for (int k = 0; k < K; k++) {
-                const float *w = wb + (size_t)k * NB;
-                const float x0 = a0[k];
-                for (int n = 0; n < NB; n++) acc0[n] += x0 * w[n];
-            }
-            memcpy(out + (size_t)m * ldo + nb, acc0, sizeof acc0);
-        }
-    }
-}
-
 #if EC_X86
 /* MB rows x 64 columns of the fp32 GEMM; up to 2 rows, a second accumulator set for odd k. */
 static inline __attribute__((always_inline)) AVX512 void f512_tile(
@@ -400,25 +450,27 @@ AVX512 static void fgemm_512(const Lin *W, const float *A, int M, int lda, float
 /* out [M][ldo] = A [M][lda] @ W^T + bias, in W's precision (Q, S: quantization scratch). */
 static void linear(const Model *md, const Lin *W, const float *A, int M, int lda, float *out,
                    int ldo, uint8_t *Q, float *S) {
-    if (!W->int8) {
 #if EC_X86
-        if (md->avx512) {
-            fgemm_512(W, A, M, lda, out, ldo);
-            return;
-        }
-#endif
-        fgemm(W, A, M, lda, out, ldo);
+    if (!W->int8 && md->avx512) {
+        fgemm_512(W, A, M, lda, out, ldo);
         return;
     }
-    quantize_rows(A, M, lda, W->K, W->Kp, Q, S);
-#if EC_X86
-    if (md->vnni) {
+    if (W->int8 && md->vnni) {
+        quantize_rows(A, M, lda, W->K, W->Kp, Q, S);
         qgemm_vnni(W, Q, S, M, out, ldo);
         return;
     }
 #endif
     (void)md;
-    qgemm_plain(W, Q, S, M, out, ldo);
+    if (!W->int8) {
+        fgemm_plain(W->wf, W->K, W->Np, A, M, lda, out, ldo);
+        finish_rows(out, M, ldo, W->Np, NULL, NULL, W->bias);
+        return;
+    }
+    float *Qf = (float *)Q;
+    quantize_rows_float(A, M, lda, W->K, W->Kp, Qf, S);
+    fgemm_plain(W->wf, W->Kp, W->Np, Qf, M, W->Kp, out, ldo);
+    finish_rows(out, M, ldo, W->Np, S, W->sw, W->bias);
 }
 
 /* ---------------------------------------------------------------- the model */
@@ -447,7 +499,7 @@ static void *scratch_alloc(const Model *md, int B, Scratch *sc) {
     size_t seq = round64((size_t)md->L * B * widest * 4), xg = round64((size_t)chunk * B * gmax * 4);
     size_t hg = round64((size_t)B * gmax * 4), state = round64((size_t)B * widest * 4);
     size_t qrows = (size_t)chunk * B > (size_t)B ? (size_t)chunk * B : (size_t)B;
-    size_t q = round64(qrows * qk), s = round64(qrows * 4), y = round64((size_t)B * md->head.Np * 4);
+    size_t q = round64(qrows * qk * 4), s = round64(qrows * 4), y = round64((size_t)B * md->head.Np * 4);
     size_t total = 2 * seq + xg + hg + 2 * state + q + s + y;
     char *p = aligned_alloc(64, total);
     if (!p) return NULL;
@@ -533,12 +585,47 @@ static int model_run(const Model *md, const float *x, int B, float *y) {
 
 /* ---------------------------------------------------------------- Python binding */
 
+static void model_free(Model *md) {
+    free(md->block);
+    free(md->fblock);
+    free(md);
+}
+
 static void capsule_free(PyObject *capsule) {
     Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
-    if (md) {
-        free(md->block);
-        free(md);
+    if (md) model_free(md);
+}
+
+/* The plain GEMM's weights: fp32 maps read their own; int8 maps (without VNNI) get a float copy
+ * of their int8 weights, [Np/64][Kp][64], in one block. */
+static int float_weights(Model *md) {
+    Lin *lins[2 * MAX_LAYERS + 1];
+    int n = 0;
+    for (int l = 0; l < md->n_layers; l++) lins[n++] = &md->ih[l], lins[n++] = &md->hh[l];
+    lins[n++] = &md->head;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (lins[i]->int8 && !md->vnni) total += round64((size_t)lins[i]->Np * lins[i]->Kp * 4);
+    char *cur = NULL;
+    if (total && !(cur = md->fblock = aligned_alloc(64, total))) return -1;
+    for (int i = 0; i < n; i++) {
+        Lin *W = lins[i];
+        if (!W->int8) {
+            W->wf = W->w;
+            continue;
+        }
+        if (md->vnni) continue;
+        float *wf = (float *)cur;
+        const int8_t *w = W->w;
+        for (int nb = 0; nb < W->Np; nb += NB)
+            for (int k = 0; k < W->Kp; k++)
+                for (int c = 0; c < NB; c++)
+                    wf[(size_t)nb * W->Kp + (size_t)k * NB + c] =
+                        (float)w[(size_t)nb * W->Kp + (size_t)(k / 4) * NB * 4 + c * 4 + k % 4];
+        W->wf = wf;
+        cur += round64((size_t)W->Np * W->Kp * 4);
     }
+    return 0;
 }
 
 /* Copy one buffer of exactly `nbytes` into the block; NULL (with ValueError) otherwise. */
@@ -651,8 +738,7 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
         bad = 1;
     }
     if (bad) {
-        free(md->block);
-        free(md);
+        model_free(md);
         return NULL;
     }
 #if EC_X86
@@ -663,11 +749,12 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
 #else
     (void)portable;
 #endif
-    PyObject *capsule = PyCapsule_New(md, "edgecomp.native.model", capsule_free);
-    if (!capsule) {
-        free(md->block);
-        free(md);
+    if (float_weights(md)) {
+        model_free(md);
+        return PyErr_NoMemory();
     }
+    PyObject *capsule = PyCapsule_New(md, "edgecomp.native.model", capsule_free);
+    if (!capsule) model_free(md);
     return capsule;
 }
 
