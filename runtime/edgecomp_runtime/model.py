@@ -276,18 +276,19 @@ class Model:
         self, window: np.ndarray, scaler: tuple[np.ndarray, ...], slot: list[Any]
     ) -> np.ndarray | None:
         """Scale ``window`` into the slot's buffer, check it, run the engine, unscale: ``_fast``."""
-        view, z, run = slot[0], slot[1], slot[2]
+        view, z, run, flat = slot
         mean, inv_std = scaler[2:] if view is z else scaler[:2]  # the window's shape
         if mean.dtype is _F32:  # (x - mean) * (1 / std) in float32, as scale_window
             np.subtract(window, mean, view)
             np.multiply(view, inv_std, view)
         else:  # in float64, rounded to float32 once
             np.multiply(window - mean, inv_std, view, casting="same_kind")
-        low, high = self._limits
-        if high == _FLOAT32_MAX:  # finite float32 is in range
-            if not _seems_finite(z):  # NaN, infinities (or an overflow): look closer
-                return None
-        elif not (_min(z, None) >= low and _max(z, None) <= high):  # NaN fails too
+        low, high = self._limits  # float32's, or the int8 input's: NaN fails either
+        if flat.size <= _ARG_SIZE:  # argmin / argmax: a NaN is both, and they cost less here
+            inside = flat.item(flat.argmin()) >= low and flat.item(flat.argmax()) <= high
+        else:
+            inside = _min(flat) >= low and _max(flat) <= high
+        if not inside:  # NaN to impute, infinities or values out of range: look closer
             return None
         std, mean, floor = self._out_tiled
         out = np.multiply(run() if run is not None else self._engine_output(slot), std)  # new
@@ -300,8 +301,9 @@ class Model:
 
     def _slot(self, shape: tuple[int, ...]) -> list[Any] | None:
         """This thread's slot for windows of ``shape`` [L, F] or [B, L, F]: ``[the window's view
-        of the buffer, a float32 buffer [B, L, F], the engine's binding of it or None]``, kept for
-        up to ``_SLOT_BATCH`` windows, else new each call; None for any other shape."""
+        of the buffer, a float32 buffer [B, L, F], the engine's binding of it or None, the buffer
+        flat]``, kept for up to ``_SLOT_BATCH`` windows, else new each call; None for any other
+        shape."""
         slots = getattr(self._local, "slots", None)
         if slots is None:
             slots = self._local.slots = {}
@@ -312,7 +314,7 @@ class Model:
         if not batched and shape != self._in_shape:
             return None
         z = np.empty((shape[0] if batched else 1, *self._in_shape), dtype=np.float32)
-        slot = [z if batched else z[0], z, None]
+        slot = [z if batched else z[0], z, None, z.reshape(-1)]
         if len(z) <= _SLOT_BATCH:
             if len(slots) >= _SLOTS:
                 slots.clear()
@@ -575,6 +577,7 @@ class Model:
 _sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
 _F32 = np.dtype(np.float32)
 _DOT_SIZE = 4096  # _seems_finite's BLAS dot takes up to this many values (one thread below 10k)
+_ARG_SIZE = 1 << 15  # up to this many values, argmin + argmax check a range faster than min + max
 
 
 def _seems_finite(a: np.ndarray) -> bool:

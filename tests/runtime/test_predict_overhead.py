@@ -132,3 +132,23 @@ def test_the_int8_input_range_holds_for_every_shape_and_dtype(dtype, batch):
         with pytest.raises(ecr.InputError, match="step 3, feature '2' lies more than 4x"):
             model.predict(far)
         np.testing.assert_array_equal(model.predict(gappy), model.predict(filled))
+
+
+@pytest.mark.parametrize("batch", [2, 2000])  # the quick checks' small and large arrays
+def test_missing_and_infinite_values_anywhere_in_a_batch_take_the_general_path(
+    pieces, make_artifact, toy, batch
+):
+    # setup: 2000 toy windows are 36,000 values, past argmin/argmax and the dot product
+    model = ecr.load(make_artifact())
+    assert batch * toy.input_len * len(toy.features) > runtime_model._ARG_SIZE or batch == 2
+    clean = toy.window(batch=batch, seed=6).astype(np.float32)
+    gappy, infinite = clean.copy(), clean.copy()
+    gappy[-1, -1, -1] = np.nan
+    infinite[-1, 0, 1] = -np.inf
+    policy = model.manifest["spec"]["imputation"]
+    filled = impute_window(gappy, policy, features=model.features).astype(np.float32)
+    # execute / assert
+    np.testing.assert_array_equal(model.predict(clean), pieces(model, clean))
+    np.testing.assert_array_equal(model.predict(gappy), pieces(model, filled))
+    with pytest.raises(ecr.InputError, match=f"infinite value at batch row {batch - 1}, step 0"):
+        model.predict(infinite)
