@@ -260,6 +260,8 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found")
     try:
         df = reader(path) if reader is pd.read_parquet else _read_csv(path)
+    except DataError:
+        raise
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read: {first}") from None
@@ -276,12 +278,32 @@ def _read_csv(path: Path) -> pd.DataFrame:
     (what spreadsheets on Windows write: station names with accents, units such as °C), one
     with a UTF-16 byte-order mark as UTF-16 (Excel's "Unicode Text")."""
     options = _csv_dialect(path)
-    if options.get("encoding"):
-        return pd.read_csv(path, **options)
-    try:
-        return pd.read_csv(path, **options)
-    except UnicodeDecodeError:
-        return pd.read_csv(path, encoding="cp1252", **options)
+    if not options.get("encoding"):
+        try:
+            return _header_checked(pd.read_csv(path, **options), path, options)
+        except UnicodeDecodeError:
+            options["encoding"] = "cp1252"
+    return _header_checked(pd.read_csv(path, **options), path, options)
+
+
+def _header_checked(df: pd.DataFrame, path: Path, options: dict[str, str]) -> pd.DataFrame:
+    """``df`` with its column names as the header writes them, spaces around them stripped (as
+    the runtime reads a header); a name given twice is refused (pandas would rename the second
+    'temp' to 'temp.1', a name the runtime would not find)."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **options)
+    raw = [str(name).strip() for name in header.iloc[0]] if len(header) else []
+    if len(raw) != len(df.columns):  # a header row with fewer cells than the rows: as pandas reads
+        return df
+    names = [name or str(given) for name, given in zip(raw, df.columns, strict=True)]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(
+                f"{path}: the header names column '{name}' twice (columns {seen[name] + 1} and "
+                f"{i + 1}); rename one"
+            )
+        seen[name] = i
+    return df.set_axis(names, axis=1)
 
 
 def _csv_dialect(path: Path) -> dict[str, str]:

@@ -117,6 +117,9 @@ def read_csv(
         positions = list(range(len(rows[0])))
         return _cells(path, rows, positions, [f"column {i + 1}" for i in positions]), None
     header = [name.strip() for name in rows[0]]
+    twice = next((name for name in features if header.count(name) > 1), None)
+    if twice is not None:
+        raise InputError(f"{path}: the CSV header names the feature column '{twice}' twice")
     absent = [name for name in features if name not in header]
     if absent:
         raise InputError(

@@ -1,0 +1,69 @@
+"""Header names as spreadsheets write them: spaces around a name (' temp ') are stripped, as the
+runtime reads a window's header, so the artifact's feature names match its window CSV (before,
+the model was trained on ' temp ' and ``edgecomp-runtime predict`` could not find it); a name
+given twice is refused naming it and both columns (before, pandas renamed the second 'temp.1'
+and the runtime took the first 'temp' of a window)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edgecomp.data import DataError, load_table
+from edgecomp_runtime.errors import InputError
+from edgecomp_runtime.tabular import read_csv
+
+
+def _write(tmp_path, header, name="h.csv", rows=30):
+    t = pd.date_range("2024-01-01", periods=rows, freq="h")
+    lines = [header] + [f"{x:%Y-%m-%d %H:%M},{i},{2 * i},{3 * i}" for i, x in enumerate(t)]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_spaces_around_header_names_are_stripped_on_both_sides(tmp_path):
+    # setup
+    path = _write(tmp_path, "time, temp ,humid , wind")
+    # execute
+    frame, report = load_table(path)
+    values, _ = read_csv(path, report.columns)
+    # assert
+    assert report.columns == ["temp", "humid", "wind"]
+    np.testing.assert_array_equal(values, frame.to_numpy())
+
+
+@pytest.mark.parametrize(("header", "twice", "where"), [
+    ("time,temp,humid,temp", "temp", "columns 2 and 4"),
+    ("time, temp,humid,temp ", "temp", "columns 2 and 4"),
+    ("time,a,a,b", "a", "columns 2 and 3"),
+])  # fmt: skip
+def test_a_header_name_given_twice_is_refused(tmp_path, header, twice, where):
+    # setup
+    path = _write(tmp_path, header)
+    # execute / assert
+    with pytest.raises(DataError) as info:
+        load_table(path)
+    assert (
+        str(info.value) == f"{path}: the header names column '{twice}' twice ({where}); rename one"
+    )
+
+
+def test_the_runtime_refuses_a_window_with_a_feature_column_twice(tmp_path):
+    path = _write(tmp_path, "time,temp,humid,temp")
+    with pytest.raises(
+        InputError, match=r"h\.csv: the CSV header names the feature column 'temp' twice"
+    ):
+        read_csv(path, ["temp", "humid"])
+
+
+def test_blank_headers_keep_pandas_names(tmp_path):
+    # setup: a saved row index (blank header) is still told apart
+    path = tmp_path / "idx.csv"
+    t = pd.date_range("2024-01-01", periods=30, freq="h")
+    pd.DataFrame({"time": t, "v": np.arange(30.0) * 1.5}).to_csv(path)
+    # execute
+    _, report = load_table(path)
+    # assert
+    assert report.columns == ["v"] and any("row index" in n for n in report.notes)
