@@ -34,6 +34,7 @@ _NUMERIC_DATE = re.compile(
     r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})"
     r"(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6})\d*)?)?(?:\s*([AaPp])\.?[Mm]\.?)?)?$"
 )
+_OFFSET = re.compile(r"(?:[Zz]|[+-]\d\d:?\d\d)$")  # as the compiler tells naive from aware
 _YEAR_FIRST = re.compile(r"^(\d{4})[/.](\d{1,2})[/.](\d{1,2})(?=$|[ T])")  # 2024/01/05 07:00
 DATE_ORDERS = ("day-first", "month-first")  # how spec.data.date_order names NN/NN/YYYY dates
 
@@ -90,13 +91,15 @@ def read_csv(
     time_col: str | None = None,
     times: bool = False,
     date_order: str | None = None,
+    hint: str = "",
 ) -> tuple[np.ndarray, list[datetime] | None]:
     """Read a raw window [L, F] from a CSV file, and (``times=True``) its naive UTC timestamps.
 
     Timestamps are ISO 8601 (``Z`` or offsets converted to UTC), Unix times, or dates written
     NN/NN/YYYY: day first when a first number exceeds 12, month first when a second one does,
     else as ``date_order`` says (``"day-first"`` / ``"month-first"``: the training file's order,
-    ``spec.data.date_order``), refused when nothing tells.
+    ``spec.data.date_order``), refused when nothing tells; naive and offset timestamps mixed
+    are refused. ``hint`` ends the error for a missing feature column.
 
     Raises:
         InputError: Empty file, missing feature or time column, an unreadable cell or timestamp;
@@ -123,7 +126,8 @@ def read_csv(
     absent = [name for name in features if name not in header]
     if absent:
         raise InputError(
-            f"{path}: CSV header lacks the artifact's feature column(s) {absent}; columns: {header}"
+            f"{path}: CSV header lacks the artifact's feature column(s) {absent}; columns: "
+            f"{header}{hint}"
         )
     values = _cells(path, rows[1:], [header.index(f) for f in features], features)
     if not times:
@@ -162,8 +166,20 @@ def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict
     """
     future = spec.get("future") or {}
     features = spec["features"][: len(spec["features"]) - len(future.get("features", []))]
-    order = (spec.get("data") or {}).get("date_order")
-    values, stamps = read_csv(path, features, times=bool(future.get("calendar")), date_order=order)
+    data = spec.get("data") or {}
+    hint = (
+        f"; the model was trained on a long table (a row per '{data.get('id_col')}' and time): "
+        f"give the window wide, a column per feature"
+        if data.get("layout") == "long"
+        else ""
+    )
+    values, stamps = read_csv(
+        path,
+        features,
+        times=bool(future.get("calendar")),
+        date_order=data.get("date_order"),
+        hint=hint,
+    )
     length, lead = spec["input_len"], int(future.get("lead", 0))
     _check_rows(path, len(values), length, lead if future.get("columns") else 0)
     if not future.get("columns") or len(values) != length + lead:
@@ -233,6 +249,7 @@ def _timestamps(
     """The time column's cells as naive UTC datetimes (see ``read_csv``)."""
     dates = [_NUMERIC_DATE.match(text) for text in texts]
     if not any(dates):
+        _check_offsets(path, column, texts)
         return [_timestamp(path, column, text, i) for i, text in enumerate(texts, 1)]
     if not all(dates):
         row = next(i for i, m in enumerate(dates, 1) if m is None)
@@ -283,6 +300,20 @@ def _numeric_date(path: Path, column: str, m: re.Match, day_first: bool, row: in
             f"{path}: column '{column}', row {row}: cannot parse {m.group(0)!r} as a "
             f"{'day/month' if day_first else 'month/day'}/year date"
         ) from None
+
+
+def _check_offsets(path: Path, column: str, texts: list[str]) -> None:
+    """Refuse timestamps that mix UTC offsets and naive ones, as the compiler does: a naive one
+    is taken as UTC, so a local time among offsets would be off by the offset."""
+    aware = [bool(_OFFSET.search(t)) for t in texts if not _parses(float, t)]
+    if any(aware) and not all(aware):
+        rows = [i for i, t in enumerate(texts, 1) if not _parses(float, t)]
+        with_, without = rows[aware.index(True)], rows[aware.index(False)]
+        raise InputError(
+            f"{path}: column '{column}': mixes timestamps with a UTC offset (row {with_}: "
+            f"{texts[with_ - 1]!r}) and without (row {without}: {texts[without - 1]!r}); "
+            f"use one convention"
+        )
 
 
 def _timestamp(path: Path, column: str, text: str, row: int) -> datetime:

@@ -105,3 +105,38 @@ def test_csv_window_passes_the_artifacts_date_order(tmp_path):
     # assert
     np.testing.assert_array_equal(values[:, 0], [0, 1, 2])
     assert extra["times"] == [datetime(2024, 2, 1, h) for h in range(3)]
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [["2024-01-05T06:00:00Z", "2024-01-05 07:00"], ["2024-01-05 06:00", "2024-01-05T08:00+0100"]],
+)
+def test_naive_and_offset_timestamps_mixed_are_refused_as_the_compiler_does(tmp_path, stamps):
+    # setup: before, the naive one was taken as UTC beside converted ones
+    path = _csv(tmp_path, stamps)
+    # execute / assert
+    with pytest.raises(
+        InputError, match=r"column 'Date': mixes timestamps with a UTC offset \(row "
+    ):
+        read_csv(path, ["a"], times=True)
+
+
+def test_offsets_alone_or_unix_times_beside_them_read(tmp_path):
+    path = _csv(tmp_path, ["2024-01-05T06:00:00Z", "1704438000", "2024-01-05T08:00+01:00"])
+    _, times = read_csv(path, ["a"], times=True)
+    assert times == [datetime(2024, 1, 5, 6), datetime(2024, 1, 5, 7), datetime(2024, 1, 5, 7)]
+
+
+def test_a_long_window_for_a_long_trained_model_says_give_it_wide(tmp_path):
+    # setup
+    spec = {"features": ["AAPL", "IBM"], "input_len": 2, "horizon": 1,
+            "data": {"layout": "long", "id_col": "symbol"}}  # fmt: skip
+    path = tmp_path / "long.csv"
+    path.write_text("date,symbol,ret\n2024-01-02,AAPL,1\n2024-01-02,IBM,2\n")
+    # execute / assert
+    with pytest.raises(InputError) as info:
+        csv_window(path, spec)
+    assert str(info.value).endswith(
+        "; the model was trained on a long table (a row per 'symbol' and time): give the window "
+        "wide, a column per feature"
+    )
