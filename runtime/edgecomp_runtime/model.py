@@ -118,7 +118,7 @@ class Model:
 
     ``predict`` may be called from several threads at once: the only state it keeps between
     calls is per thread (a float32 input buffer and the engine's binding of it, for up to
-    ``_SLOTS`` batch sizes of at most ``_SLOT_BATCH`` windows); forecasts are new arrays.
+    ``_SLOTS`` window shapes of at most ``_SLOT_BATCH`` windows); forecasts are new arrays.
 
     Attributes:
         manifest: The artifact's manifest.
