@@ -99,32 +99,6 @@ CLONES static void gru_cell(const float *restrict xg, const float *restrict hg,
     }
 }
 
-#if EC_X86
-/* Per-row symmetric int8 of A [M][lda] (K used): q + 128 into Q [M][Kp], scale into S [M]. */
-CLONES static void quantize_rows(const float *restrict A, int M, int lda, int K, int Kp,
-                                 uint8_t *restrict Q, float *restrict S) {
-    for (int m = 0; m < M; m++) {
-        const float *a = A + (size_t)m * lda;
-        uint32_t peak_bits = 0;
-        for (int k = 0; k < K; k++) {
-            union { float f; uint32_t u; } v = {a[k]};
-            uint32_t b = v.u & 0x7fffffffu;
-            peak_bits = b > peak_bits ? b : peak_bits;
-        }
-        union { uint32_t u; float f; } peak = {peak_bits};
-        float inv = peak.f > 0.0f ? 127.0f / peak.f : 0.0f;
-        uint8_t *q = Q + (size_t)m * Kp;
-        for (int k = 0; k < K; k++) {
-            float v = rintf(a[k] * inv);
-            v = v < -127.0f ? -127.0f : v;
-            v = v > 127.0f ? 127.0f : v;
-            q[k] = (uint8_t)((int32_t)v + 128);
-        }
-        for (int k = K; k < Kp; k++) q[k] = 128;
-        S[m] = peak.f / 127.0f;
-    }
-}
-#endif
 
 /* ---------------------------------------------------------------- plain GEMM
  * Without AVX512-VNNI an int8 map runs as float: its int8 weights and the quantized input are
@@ -300,6 +274,32 @@ static inline __attribute__((always_inline)) VNNI void vnni_tile(
     }
 }
 
+/* quantize_rows on AVX-512: the same rounding (to nearest even) and clamp. */
+VNNI static void quantize_rows_512(const float *A, int M, int lda, int K, int Kp, uint8_t *Q,
+                                   float *S) {
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const __m512i zero_point = _mm512_set1_epi32(128);
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        __m512 peak = _mm512_setzero_ps();
+        for (int k = 0; k < K; k += 16) {
+            const __mmask16 mask = K - k >= 16 ? 0xffff : (__mmask16)((1u << (K - k)) - 1);
+            peak = _mm512_max_ps(peak, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, a + k)));
+        }
+        const float top = _mm512_reduce_max_ps(peak);
+        const __m512 inv = _mm512_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
+        uint8_t *q = Q + (size_t)m * Kp;
+        for (int k = 0; k < Kp; k += 16) { /* lanes past K load 0: q = 128, the padding */
+            const __mmask16 mask = K - k >= 16 ? 0xffff : K > k ? (__mmask16)((1u << (K - k)) - 1) : 0;
+            const __mmask16 store = Kp - k >= 16 ? 0xffff : (__mmask16)((1u << (Kp - k)) - 1);
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, a + k), inv));
+            v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
+            _mm_mask_storeu_epi8(q + k, store, _mm512_cvtepi32_epi8(v));
+        }
+        S[m] = top / 127.0f;
+    }
+}
+
 VNNI static void qgemm_vnni(const Lin *W, const uint8_t *Q, const float *S, int M, float *out,
                             int ldo) {
     const int kgs = W->Kp / 4, ldq = W->Kp;
@@ -456,7 +456,7 @@ static void linear(const Model *md, const Lin *W, const float *A, int M, int lda
         return;
     }
     if (W->int8 && md->vnni) {
-        quantize_rows(A, M, lda, W->K, W->Kp, Q, S);
+        quantize_rows_512(A, M, lda, W->K, W->Kp, Q, S);
         qgemm_vnni(W, Q, S, M, out, ldo);
         return;
     }
