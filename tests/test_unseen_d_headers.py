@@ -67,3 +67,30 @@ def test_blank_headers_keep_pandas_names(tmp_path):
     _, report = load_table(path)
     # assert
     assert report.columns == ["v"] and any("row index" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(("sep", "end"), [(",", "\n"), (";", "\r\n"), ("\t", "\n")])
+def test_a_delimiter_ending_every_line_adds_no_column(tmp_path, sep, end):
+    # setup: before, refused as an empty column 'Unnamed: 3' to --exclude
+    t = pd.date_range("2024-01-01", periods=30, freq="h")
+    lines = [sep.join(["time", "a", "b", ""])]
+    lines += [sep.join([f"{x:%Y-%m-%d %H:%M}", str(i), str(i % 5), ""]) for i, x in enumerate(t)]
+    path = tmp_path / "trail.csv"
+    path.write_text(end.join(lines) + end)
+    # execute
+    frame, report = load_table(path)
+    # assert
+    assert report.columns == ["a", "b"]
+    assert "skipped 1 column(s) with no header and no value (a trailing delimiter?)" in report.notes
+
+
+def test_a_blank_header_over_values_is_still_a_value_column_or_an_index(tmp_path):
+    # setup: a blank header over float values is data (named as pandas names it)
+    t = pd.date_range("2024-01-01", periods=30, freq="h")
+    path = tmp_path / "blank.csv"
+    lines = ["time,a,"] + [f"{x:%Y-%m-%d %H:%M},{i},{i * 0.5}" for i, x in enumerate(t)]
+    path.write_text("\n".join(lines) + "\n")
+    # execute
+    _, report = load_table(path)
+    # assert
+    assert report.columns == ["a", "Unnamed: 2"]

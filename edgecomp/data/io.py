@@ -17,9 +17,10 @@ Rules, in the order ``load_table`` applies them:
   calendar columns ``CALENDAR_NAMES`` (year, month, day, hour, minute), which are derived from the
   timestamp. Text columns are skipped; a column holding numbers and some text is an error. An
   integer column that is constant over the whole file (a label such as ``intersection``) is
-  skipped too, and so is a saved row index (distinct integers under a blank header, as
-  ``DataFrame.to_csv`` writes by default, or an ``index`` column counting up by one). Every
-  skipped column is listed in ``TableReport.notes``.
+  skipped too; so is a saved row index (distinct integers under a blank header, as
+  ``DataFrame.to_csv`` writes by default, or an ``index`` column counting up by one), and so is
+  a column with neither a header nor a value (a delimiter ending every line). Every skipped
+  column is listed in ``TableReport.notes``.
 * Feature names: wide: the column names; long: ``f"{id}"`` with one value column, else
   ``f"{id}_{value_col}"``, ordered by id then value column.
 * Jitter: timestamps at most 5 % of the period off a grid (the median step rounded to a whole
@@ -200,7 +201,7 @@ def load_table(
     path = Path(path)
     if on_duplicate not in ON_DUPLICATE:
         raise DataError(f"on_duplicate '{on_duplicate}' unknown; expected one of {ON_DUPLICATE}")
-    df = _read(path)
+    df, blank_notes = _drop_blank(_read(path))
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     tcol = _time_column(df, time_col, path)
     df, clock_notes = _join_clock(df, tcol)
@@ -212,7 +213,7 @@ def load_table(
     resolved, icol = _resolve_layout(body, times, layout, id_col, path)
     dropped = [c for c in exclude if c in body.columns and c != icol]
     vcols, notes = _value_columns(body, times, {icol, *dropped} - {None}, value_cols, path)
-    notes = clock_notes + notes
+    notes = blank_notes + clock_notes + notes
     data = pd.DataFrame({c: _to_float(body[c], c, path, times) for c in vcols}, index=times)
     if icol:
         data.index = pd.MultiIndex.from_arrays([times, _ids(body, icol, path)], names=[tcol, icol])
@@ -271,6 +272,16 @@ def _read(path: Path) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"{path}: the table has no rows")
     return df
+
+
+def _drop_blank(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` without columns that have neither a header nor a value (a delimiter at the end of
+    every line), with a note."""
+    blank = [c for c in df.columns if _BLANK_HEADER.match(c) and df[c].isna().all()]
+    if not blank:
+        return df, []
+    note = f"skipped {len(blank)} column(s) with no header and no value (a trailing delimiter?)"
+    return df.drop(columns=blank), [note]
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
