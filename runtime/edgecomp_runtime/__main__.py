@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         "--input",
         required=True,
         type=Path,
-        help="raw window [L, F] or [B, L, F]: .json (nested list), .npy, or .csv (L rows; a "
-        "header row selects the feature columns by name; empty cells are missing)",
+        help="raw window [L, F] or [B, L, F]: .json (nested list; null is missing), .npy, or "
+        ".csv (L rows; a header row selects the feature columns by name; empty cells are missing)",
     )
     predict.add_argument("--threads", type=_positive_int, default=None, help="engine threads")
     _trusted_key_option(predict)
@@ -174,10 +175,17 @@ def _read_window(path: Path, model: Model) -> Any:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
         if suffix == ".json":
-            return json.loads(path.read_text())
+            return _nulls_as_nan(json.loads(path.read_text()))
         return csv_window(path, model.manifest["spec"])[0]
     except (OSError, ValueError, IndexError, RecursionError) as exc:  # JSON nested too deep
         raise InputError(f"{path}: cannot read the window ({exc})") from None
+
+
+def _nulls_as_nan(value: Any) -> Any:
+    """A JSON window with ``null`` for a missing reading (JSON has no NaN) as NaN there."""
+    if isinstance(value, list):
+        return [_nulls_as_nan(item) for item in value]
+    return math.nan if value is None else value
 
 
 if __name__ == "__main__":

@@ -98,3 +98,25 @@ def test_a_utf16_window_csv_reads(make_artifact, capsys, tmp_path, sep):
     np.testing.assert_allclose(
         json.loads(out)["forecast"], load(artifact).predict(window), rtol=1e-6
     )
+
+
+def test_a_json_window_with_null_for_a_missing_reading_predicts_as_nan(
+    make_artifact, capsys, tmp_path, toy
+):
+    # setup: JSON has no NaN; null is its missing value (before: "dtype object is not a real
+    # number type")
+    artifact = make_artifact()
+    window = np.round(toy.window(), 3)
+    cells = window.tolist()
+    cells[2][1] = None
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(cells))
+    # execute
+    code = main(["predict", str(artifact), "--input", str(path)])
+    # assert
+    out = capsys.readouterr().out
+    assert code == 0
+    window[2, 1] = np.nan
+    np.testing.assert_allclose(
+        json.loads(out)["forecast"], load(artifact).predict(window), rtol=1e-6
+    )
