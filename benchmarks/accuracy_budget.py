@@ -200,6 +200,8 @@ def cell(
         "model_file_bare_bytes": bare_bytes,
         "model_file_bare_vs_fp32_pct": 100 * bare_bytes / fp32["model_file_bare"],
         "kept_float": _kept_float(result.manifest),
+        "lowering": result.manifest["recipe"].get("lowering", {}).get("candidate_lowering"),
+        "engine": result.manifest["recipe"].get("lowering", {}).get("engine"),
         "int8_layers": _int8_layers(result.manifest),
         "storage_only": _storage_only(result.manifest),
         "p50_b1_ms": latency(result.path, dataset),
@@ -220,12 +222,18 @@ def _gate_mark(marks: dict[str, float]):
 
 
 def _kept_float(manifest: dict[str, Any]) -> list[str]:
-    """Compute layers the build left in float (the target's own rules or the mixed rung)."""
+    """Compute layers the build left in float (the target's own rules or the mixed rung), on the
+    engine the build chose (the x86 native engine: each record's ``native`` precision)."""
+    key = "native" if _native(manifest) else "precision"
     return [
         layer["name"]
         for layer in manifest["layers"]
-        if layer["precision"] == "fp32" and manifest["precision"] != "fp32"
+        if layer.get(key, layer["precision"]) == "fp32" and manifest["precision"] != "fp32"
     ]
+
+
+def _native(manifest: dict[str, Any]) -> bool:
+    return manifest["recipe"].get("lowering", {}).get("engine") == "native"
 
 
 def _int8_layers(manifest: dict[str, Any]) -> list[str]:
@@ -240,10 +248,11 @@ def _int8_layers(manifest: dict[str, Any]) -> list[str]:
 def _storage_only(manifest: dict[str, Any]) -> list[str]:
     """Layers whose weights are stored quantized but computed in float (``*-storage`` methods:
     expanded to float32 at load, e.g. ONNX Runtime's int8 GRU or int4 LSTM weights)."""
+    native = _native(manifest)  # the native engine computes from its own file's weights
     return [
         layer["name"]
         for layer in manifest["layers"]
-        if str(layer.get("method", "")).endswith("-storage")
+        if str(layer.get("method", "")).endswith("-storage") and not (native and "native" in layer)
     ]
 
 
