@@ -15,6 +15,7 @@ import pytest
 from edgecomp_runtime import engines as engines_module
 from edgecomp_runtime import load, native
 from edgecomp_runtime.engines import get_engine
+from edgecomp_runtime.engines.native import NativeEngine
 from edgecomp_runtime.errors import ArtifactError, EngineUnavailableError, InputShapeError
 from edgecomp_runtime.native import format as fmt
 from edgecomp_runtime.native import reference
@@ -399,6 +400,8 @@ def test_without_the_kernel_the_engine_is_unavailable_and_load_falls_back(
     # assert: get_engine says why; load runs the recorded equivalent with one warning
     with pytest.raises(EngineUnavailableError, match="'native' is unavailable: .*no C compiler"):
         get_engine("native")
+    with pytest.raises(EngineUnavailableError, match="no C compiler"):
+        NativeEngine(_toy_native(toy), {"model_file": "model.onnx"}, threads=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = load(path)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgecomp_runtime import native
-from edgecomp_runtime.errors import ArtifactError, InputShapeError
+from edgecomp_runtime.errors import ArtifactError, EngineUnavailableError, InputShapeError
 
 
 class NativeEngine:
@@ -34,6 +34,8 @@ class NativeEngine:
     def __init__(
         self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None
     ) -> None:
+        if not native.available():
+            raise EngineUnavailableError(f"backend 'native' is unavailable: {self.unavailable()}")
         files = manifest.get("recipe", {}).get("lowering", {}).get("engine_files", {})
         self._name = files.get("native", manifest.get("model_file", "model.native"))
         if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
