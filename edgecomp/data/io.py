@@ -4,7 +4,8 @@ wide frame on a regular grid.
 Rules, in the order ``load_table`` applies them:
 
 * Time column: ``time_col`` if given, else the first column named one of ``TIME_NAMES``
-  (case-insensitive), else the only datetime-typed column. A time column of dates only is joined
+  (case-insensitive), else the only datetime-typed column, else one built from columns named
+  year, month and day (and hour, minute), with a note. A time column of dates only is joined
   with a column of clock times (``Date;Time``, ``07:05`` or ``07:05:00``), with a note.
   Timestamps are parsed to UTC (naive strings are taken as UTC, offsets are converted) and the
   timezone is then dropped: the returned index is tz-naive UTC. A numeric time column is read
@@ -203,6 +204,8 @@ def load_table(
         raise DataError(f"on_duplicate '{on_duplicate}' unknown; expected one of {ON_DUPLICATE}")
     df, blank_notes = _drop_blank(_read(path))
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
+    df, part_notes = _join_parts(df, time_col, path)
+    blank_notes += part_notes
     tcol = _time_column(df, time_col, path)
     df, clock_notes = _join_clock(df, tcol)
     parsed, date_order = _parse_times(df[tcol], path, tcol)
@@ -376,6 +379,31 @@ def _transposed_hint(columns: pd.Index) -> str:
         f"; {int(dated.sum())} column names are timestamps: one row per series and one column "
         f"per time? transpose it (a time column, then one column per series)"
     )
+
+
+def _join_parts(
+    df: pd.DataFrame, time_col: str | None, path: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """A table with no time column but year, month and day columns (and hour, minute): a
+    ``time`` column built from them, with a note; the parts stay (skipped as calendar columns).
+    """
+    names = {c.lower(): c for c in df.columns}
+    parts = [p for p in ("year", "month", "day", "hour", "minute") if p in names]
+    named = any(n in TIME_NAMES for n in names)
+    if time_col is not None or named or parts[:3] != ["year", "month", "day"]:
+        return df, []
+    cells = {p: pd.to_numeric(df[names[p]], errors="coerce") for p in parts}
+    stamps = pd.to_datetime(pd.DataFrame(cells), errors="coerce")
+    bad = np.flatnonzero(stamps.isna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        given = ", ".join(f"{names[p]} {df[names[p]].astype(str).iloc[i]}" for p in parts)
+        raise DataError(
+            f"{path}: no time column, and columns {', '.join(names[p] for p in parts)} give no "
+            f"date at data row {i + 1} ({given}; {bad.size} such rows)"
+        )
+    used = ", ".join(names[p] for p in parts)
+    return df.assign(time=stamps), [f"time: built from the columns {used} (taken as UTC)"]
 
 
 def _join_clock(df: pd.DataFrame, tcol: str) -> tuple[pd.DataFrame, list[str]]:

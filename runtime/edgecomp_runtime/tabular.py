@@ -99,7 +99,9 @@ def read_csv(
     NN/NN/YYYY: day first when a first number exceeds 12, month first when a second one does,
     else as ``date_order`` says (``"day-first"`` / ``"month-first"``: the training file's order,
     ``spec.data.date_order``), refused when nothing tells; naive and offset timestamps mixed
-    are refused. ``hint`` ends the error for a missing feature column.
+    are refused. With no time column named one of ``TIME_NAMES``, columns named year, month and
+    day (and hour, minute) give the times, as the compiler reads them. ``hint`` ends the error
+    for a missing feature column.
 
     Raises:
         InputError: Empty file, missing feature or time column, an unreadable cell or timestamp;
@@ -132,11 +134,46 @@ def read_csv(
     values = _cells(path, rows[1:], [header.index(f) for f in features], features)
     if not times:
         return values, None
+    parts = _date_parts(header) if time_col is None else None
+    if parts is not None:
+        return values, _part_stamps(path, header, rows[1:], parts)
     tcol = _time_column(path, header, time_col)
     at = header.index(tcol)
     clock = _clock_column(rows[1:], at)
     texts = [_stamp_text(row, at, clock).strip() for row in rows[1:]]
     return values, _timestamps(path, tcol, texts, date_order)
+
+
+def _date_parts(header: list[str]) -> list[str] | None:
+    """The year, month, day (hour, minute) columns a time is built from, as the compiler builds
+    it when no column is named one of ``TIME_NAMES``; else None."""
+    names = {h.lower(): h for h in header}
+    parts = [p for p in ("year", "month", "day", "hour", "minute") if p in names]
+    if any(n in TIME_NAMES for n in names) or parts[:3] != ["year", "month", "day"]:
+        return None
+    return [names[p] for p in parts]
+
+
+def _part_stamps(
+    path: Path, header: list[str], rows: list[list[str]], parts: list[str]
+) -> list[datetime]:
+    """Naive UTC datetimes from the ``parts`` columns of each row."""
+    at = [header.index(p) for p in parts]
+    stamps = []
+    for r, row in enumerate(rows, 1):
+        try:
+            numbers = [int(float(row[i])) for i in at]
+            stamps.append(datetime(*numbers))
+        except (ValueError, IndexError, OverflowError):
+            shown = (
+                f"{p} {row[i]!r}" if i < len(row) else p for p, i in zip(parts, at, strict=True)
+            )
+            cells = ", ".join(shown)
+            raise InputError(
+                f"{path}: no time column, and columns {', '.join(parts)} give no date at row "
+                f"{r} ({cells})"
+            ) from None
+    return stamps
 
 
 def _clock_column(rows: list[list[str]], at: int) -> int | None:
