@@ -135,6 +135,28 @@ def test_mixed_precisions_follow_the_plan(cell):
 
 
 @needs_kernel
+@PORTABLE
+@pytest.mark.parametrize(("precision", "input_precision"), [("int8", "fp32"), ("fp32", "int8")])
+def test_layer_0_input_projection_has_its_own_precision(precision, input_precision, portable):
+    # setup
+    layers, head_w, head_b = _weights("lstm", 3, (8, 5), 4)
+    args = {"input_len": 7, "n_features": 3, "target_index": [2, 0], "residual": True}
+    data = native.pack("lstm", layers, head_w, head_b, precision=precision,
+                       input_precision=input_precision, **args)  # fmt: skip
+    kernel = native.Kernel(data, portable=portable)
+    x = _windows(5)
+    # assert: only layer 0's input map differs from the layer's precision
+    model = kernel.model
+    assert model.layers[0].ih.precision == input_precision
+    assert model.layers[0].hh.precision == model.layers[1].ih.precision == precision
+    assert native.describe(data)["layers"][0]["input_precision"] == input_precision
+    np.testing.assert_allclose(kernel.run(x), reference.run(model, x), atol=1e-3)
+    with pytest.raises(ValueError, match="input_precision must be"):
+        native.pack("lstm", layers, head_w, head_b, precision="int8", input_precision="int4",
+                    **args)  # fmt: skip
+
+
+@needs_kernel
 def test_residual_adds_the_last_reading_of_each_target():
     # setup: the same weights with and without the residual
     with_res = native.Kernel(_pack(residual=True))
@@ -275,6 +297,7 @@ def _scale_entry(header, name):
         ({"target_index": [2, 7]}, "target_index must list 2 feature positions < 3"),
         ({"residual": 1}, "residual must be true or false"),
         ({"layers__0__precision": "int4"}, r"layers\[0\].precision must be one of"),
+        ({"layers__0__input_precision": "fp16"}, r"layers\[0\].input_precision must be one"),
         ({"layers__1__input": 9}, r"layers\[1\].input must be 8"),
         ({"layers": []}, "layers must list"),
         ({"arrays__0__offset": 1 << 40}, "layer0.ih.weight: offset .* runs past the file"),

@@ -119,7 +119,7 @@ def _kernel_arrays(model: NativeModel) -> tuple[tuple[int, ...], tuple[np.ndarra
     ]  # fmt: skip
     arrays: list[np.ndarray] = []
     for layer in model.layers:
-        meta += [layer.hidden, int(layer.ih.precision == "int8")]
+        meta += [layer.hidden, int(layer.hh.precision == "int8"), int(layer.ih.precision == "int8")]
         arrays += _linear(layer.ih) + _linear(layer.hh)
     arrays += _linear(model.head)
     arrays.append(np.asarray(model.target_index, np.int32))

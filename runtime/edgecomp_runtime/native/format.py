@@ -84,11 +84,14 @@ def pack(
     target_index: list[int],
     residual: bool,
     precision: str | list[str],
+    input_precision: str | None = None,
 ) -> bytes:
     """The ``.native`` file of a stacked LSTM/GRU with a Linear head (see native/__init__.py).
 
     int8 maps store symmetric per-output-row int8 weights (scale = row max |w| / 127); the
     kernel quantizes each step's input and hidden vector per batch row the same way.
+    ``input_precision`` ("fp32" / "int8", default: layer 0's precision) sets the precision of
+    layer 0's input projection alone (the window's features -> gates, one GEMM over all steps).
 
     Raises:
         ValueError: An argument is inconsistent; the message names it (and the layer).
@@ -101,10 +104,13 @@ def pack(
     gates = CELLS[cell]
     _check_int("input_len", input_len, LIMITS["input_len"])
     _check_int("n_features", n_features, LIMITS["n_features"])
+    if input_precision not in (None, *PRECISIONS):
+        raise ValueError(f"input_precision must be 'fp32' or 'int8', got {input_precision!r}")
     header_layers, arrays = [], []
     width = n_features
     for i, layer in enumerate(layers):
-        width = _pack_layer(i, layer, width, gates, precisions[i], header_layers, arrays)
+        plan = (precisions[i], input_precision if i == 0 and input_precision else precisions[i])
+        width = _pack_layer(i, layer, width, gates, plan, header_layers, arrays)
     head_weight = _float_array("head_weight", head_weight, 2)
     head_bias = _float_array("head_bias", head_bias, 1)
     if head_weight.shape[1] != width or head_bias.shape != (head_weight.shape[0],):
@@ -137,7 +143,8 @@ def pack(
     return _serialize(header, arrays)
 
 
-def _pack_layer(i, layer, width, gates, precision, header_layers, arrays) -> int:
+def _pack_layer(i, layer, width, gates, plan, header_layers, arrays) -> int:
+    precision, input_precision = plan
     if not isinstance(layer, dict):
         raise ValueError(f"layers[{i}] must be a dict of w_ih, w_hh, b_ih, b_hh")
     try:
@@ -158,8 +165,11 @@ def _pack_layer(i, layer, width, gates, precision, header_layers, arrays) -> int
         )
     if b_ih.shape != (rows,) or b_hh.shape != (rows,):
         raise ValueError(f"layers[{i}].b_ih and b_hh must be [{rows}]")
-    header_layers.append({"input": width, "hidden": hidden, "precision": precision})
-    arrays += _linear_arrays(f"layer{i}.ih", w_ih, b_ih, precision)
+    entry = {"input": width, "hidden": hidden, "precision": precision}
+    if input_precision != precision:
+        entry["input_precision"] = input_precision
+    header_layers.append(entry)
+    arrays += _linear_arrays(f"layer{i}.ih", w_ih, b_ih, input_precision)
     arrays += _linear_arrays(f"layer{i}.hh", w_hh, b_hh, precision)
     return hidden
 
@@ -277,8 +287,10 @@ def _layers(spec: _Spec, arrays: _Arrays, cell: str, n_features: int) -> list[La
             raise ArtifactError(f"{spec.name}: layers[{i}].input must be {width}")
         hidden = layer.integer("hidden", LIMITS["hidden"])
         precision = layer.choice("precision", PRECISIONS)
+        # optional: the input map's own precision (pack's input_precision, layer 0)
+        input_precision = layer.choice("input_precision", PRECISIONS, precision)
         rows = CELLS[cell] * hidden
-        ih = arrays.linear(f"layer{i}.ih", precision, (rows, width))
+        ih = arrays.linear(f"layer{i}.ih", input_precision, (rows, width))
         hh = arrays.linear(f"layer{i}.hh", precision, (rows, hidden))
         layers.append(Layer(width, hidden, ih, hh))
         width = hidden
@@ -329,8 +341,8 @@ class _Spec:
             )
         return value
 
-    def choice(self, key: str, options: tuple[str, ...]) -> str:
-        value = self.header.get(key)
+    def choice(self, key: str, options: tuple[str, ...], default: str | None = None) -> str:
+        value = self.header.get(key, default)
         if value not in options:
             raise ArtifactError(
                 f"{self.name}: {self.where}{key} must be one of {list(options)}, got {value!r}"

@@ -673,7 +673,7 @@ static void lin_shape(Lin *W, int int8, int K, int N) {
 /* prepare(meta: tuple of ints, arrays: tuple of buffers, portable: bool = False) -> capsule
  * (portable: the plain C loops only, as on CPUs without AVX-512; for tests)
  * meta: gru, L, F, n_layers, horizon, n_targets, residual, head_int8, then per layer
- * (hidden, int8); arrays: per layer ih (w, [sw, comp,] bias), hh (...), head (...),
+ * (hidden, hh int8, ih int8); arrays: per layer ih (w, [sw, comp,] bias), hh (...), head (...),
  * target_index int32. */
 static PyObject *py_prepare(PyObject *self, PyObject *args) {
     PyObject *meta, *arrays;
@@ -681,9 +681,9 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "O!O!|p", &PyTuple_Type, &meta, &PyTuple_Type, &arrays, &portable))
         return NULL;
-    long v[8 + 2 * MAX_LAYERS];
+    long v[8 + 3 * MAX_LAYERS];
     Py_ssize_t nmeta = PyTuple_GET_SIZE(meta);
-    if (nmeta < 10 || nmeta > 8 + 2 * MAX_LAYERS) {
+    if (nmeta < 11 || nmeta > 8 + 3 * MAX_LAYERS) {
         PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
         return NULL;
     }
@@ -698,7 +698,7 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     if (!md) return PyErr_NoMemory();
     md->gru = (int)v[0], md->L = (int)v[1], md->F = (int)v[2], md->n_layers = (int)v[3];
     md->horizon = (int)v[4], md->n_targets = (int)v[5], md->residual = (int)v[6];
-    if (md->n_layers < 1 || md->n_layers > MAX_LAYERS || nmeta != 8 + 2 * md->n_layers ||
+    if (md->n_layers < 1 || md->n_layers > MAX_LAYERS || nmeta != 8 + 3 * md->n_layers ||
         md->L < 1 || md->F < 1 || md->horizon < 1 || md->n_targets < 1) {
         free(md);
         PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
@@ -708,9 +708,9 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     int width = md->F;
     size_t total = 0;
     for (int l = 0; l < md->n_layers; l++) {
-        const int H = (int)v[8 + 2 * l], int8 = (int)v[9 + 2 * l];
+        const int H = (int)v[8 + 3 * l], int8 = (int)v[9 + 3 * l], ih8 = (int)v[10 + 3 * l];
         md->hidden[l] = H;
-        lin_shape(&md->ih[l], int8, width, G * H);
+        lin_shape(&md->ih[l], ih8, width, G * H);
         lin_shape(&md->hh[l], int8, H, G * H);
         total += lin_bytes(&md->ih[l]) + lin_bytes(&md->hh[l]);
         width = H;
