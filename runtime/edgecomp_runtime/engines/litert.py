@@ -120,11 +120,12 @@ class LiteRtEngine:
     def _chunks(self, n: int) -> list[int]:
         """Windows per invoke for a batch of ``n``: full ``batch_rows`` chunks, then powers of
         two of at least ``batch_min_rows``, then single windows."""
-        if self._rows == 1:
+        rows, least = self._rows, self._min_rows
+        if n < rows and (n < least or not least):  # batch 1 takes this path: kept short
             return [1] * n
-        chunks = [self._rows] * (n // self._rows)
-        rest, size = n % self._rows, self._rows // 2
-        while self._min_rows and size >= self._min_rows:
+        chunks = [rows] * (n // rows)
+        rest, size = n % rows, rows // 2
+        while least and size >= least:
             if rest >= size:
                 chunks.append(size)
                 rest -= size
