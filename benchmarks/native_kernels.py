@@ -5,7 +5,8 @@ On the traffic LSTM and GRU checkpoints of the accuracy matrix: the native engin
 fp32 session and its default ``quantize_dynamic`` (DynamicQuantizeLSTM for the LSTM; the GRU stays
 float: ORT has no int8 GRU kernel), and PyTorch eager, all on one thread, in one process,
 interleaved round by round on the same test windows, at batch 1 and 64 (engine calls only: scaled
-windows in, scaled forecasts out). Errors: max |difference| from torch fp32 on the test split
+windows in, scaled forecasts out); also int8 with layer 0's input projection kept in fp32
+(``pack(..., input_precision="fp32")``). Errors: max |difference| from torch fp32 on the test split
 (scaled units), and each variant's worst-step MAE change against torch fp32 (raw units, %).
 
     python benchmarks/native_kernels.py [--rounds 15] [--iters 40] [--archs lstm,gru]
@@ -38,7 +39,9 @@ CHECKPOINTS = ROOT / "benchmarks" / "out" / "accuracy_budget" / "ckpt-default" /
 OUT = ROOT / "benchmarks" / "out" / "native_kernels.json"
 
 
-def pack_module(module: torch.nn.Module, precision: str | list[str]) -> bytes:
+def pack_module(
+    module: torch.nn.Module, precision: str | list[str], input_precision: str | None = None
+) -> bytes:
     """The ``.native`` file of an edgecomp LSTM/GRU forecaster (``edgecomp.models``)."""
     rnn = module.rnn
     cell = "lstm" if isinstance(rnn, torch.nn.LSTM) else "gru"
@@ -64,6 +67,7 @@ def pack_module(module: torch.nn.Module, precision: str | list[str]) -> bytes:
         target_index=module.target_index.tolist(),
         residual=module.residual,
         precision=precision,
+        input_precision=input_precision,
     )
 
 
@@ -112,12 +116,15 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     quantize_dynamic(str(fp32_path), str(dyn_path))
     fp32_ort, dyn_ort = _session(fp32_path), _session(dyn_path)
     kernels = {p: native.Kernel(pack_module(module, p)) for p in ("fp32", "int8")}
+    # int8 with layer 0's input projection (the window's features) kept in fp32
+    kernels["int8_fp32_input"] = native.Kernel(pack_module(module, "int8", "fp32"))
     variants = {
         "torch_eager_fp32": lambda s: _torch_call(module, s),
         "ort_fp32": lambda s: fp32_ort.run(None, {"window": s})[0],
         "ort_quantize_dynamic": lambda s: dyn_ort.run(None, {"window": s})[0],
         "native_fp32": kernels["fp32"].run,
         "native_int8": kernels["int8"].run,
+        "native_int8_fp32_input": kernels["int8_fp32_input"].run,
     }
     latency = _interleaved(variants, x, args)
     outputs = {k: _batched(fn, x) for k, fn in variants.items()}
@@ -145,7 +152,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
 def _ratios(latency: dict) -> dict:
     out = {}
     for b, lat in latency.items():
-        for mine in ("native_int8", "native_fp32"):
+        for mine in ("native_int8", "native_int8_fp32_input", "native_fp32"):
             for peer in ("ort_quantize_dynamic", "ort_fp32", "torch_eager_fp32"):
                 out[f"{mine}_vs_{peer}_{b}"] = lat[peer]["p50"] / lat[mine]["p50"]
     return out
@@ -197,7 +204,7 @@ def _print(arch: str, res: dict) -> None:
     lat = res["latency_ms"]
     for name in lat["b1"]:
         print(
-            f"  {name:22s} b1 {lat['b1'][name]['p50']:.4f}  b64 {lat['b64'][name]['p50']:.3f}"
+            f"  {name:24s} b1 {lat['b1'][name]['p50']:.4f}  b64 {lat['b64'][name]['p50']:.3f}"
             f"  max|d| vs torch {res['max_abs_vs_torch'][name]:.2e}"
             f"  worst-step MAE {res['worst_step_mae_change_pct'][name]:+.3f} %"
         )

@@ -90,8 +90,23 @@ def pack(
 
     int8 maps store symmetric per-output-row int8 weights (scale = row max |w| / 127); the
     kernel quantizes each step's input and hidden vector per batch row the same way.
-    ``input_precision`` ("fp32" / "int8", default: layer 0's precision) sets the precision of
-    layer 0's input projection alone (the window's features -> gates, one GEMM over all steps).
+
+    Args:
+        cell: "lstm" (PyTorch gates i, f, g, o) or "gru" (r, z, n).
+        layers: One dict per stacked layer: float arrays "w_ih" [G*hidden, in], "w_hh"
+            [G*hidden, hidden], "b_ih" and "b_hh" [G*hidden] (G = 4 LSTM, 3 GRU).
+        head_weight: [horizon * n_targets, last hidden], applied to the last step's state.
+        head_bias: [horizon * n_targets].
+        input_len: Window length L the engine reads.
+        n_features: Window width F (layer 0's ``in``).
+        target_index: Feature position of each target (the residual's last reading).
+        residual: Add each target's last reading to its forecast.
+        precision: "fp32", "int8", or one per layer then one for the head.
+        input_precision: Layer 0's input projection alone (the window's features -> gates,
+            one GEMM over all steps): "fp32" or "int8"; default: layer 0's precision.
+
+    Returns:
+        The file's bytes: JSON header + raw little-endian arrays (FORMAT.md).
 
     Raises:
         ValueError: An argument is inconsistent; the message names it (and the layer).
