@@ -196,7 +196,8 @@ def _stamp_text(row: list[str], at: int, clock: int | None) -> str:
 def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """A CSV input as ``predict`` takes it: the window [L, F] and its keyword arguments.
 
-    The file holds L rows (``spec.input_len``), else it is refused naming its row count.
+    The file holds L rows (``spec.input_len``), else it is refused naming its row count; when
+    its time column parses, its rows must be one sampling period (``spec.period_s``) apart.
     For a model with known-future inputs (``spec.future``) the keyword arguments hold ``times``
     (the time column, for calendar features) and, when the file has L + H rows, ``future``: the
     declared columns' values in the last H rows (the other cells of those rows may be empty).
@@ -219,11 +220,40 @@ def csv_window(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, dict
     )
     length, lead = spec["input_len"], int(future.get("lead", 0))
     _check_rows(path, len(values), length, lead if future.get("columns") else 0)
+    given = stamps if stamps is not None else _optional_times(path, data.get("date_order"))
+    if given is not None and spec.get("period_s"):
+        _check_steps(path, given, float(spec["period_s"]), data.get("grid") == "business-day")
     if not future.get("columns") or len(values) != length + lead:
         return values, {} if stamps is None else {"times": stamps}
     ahead = {c: values[length:, features.index(c)] for c in future["columns"]}
     extra = {"future": ahead} | ({} if stamps is None else {"times": stamps[:length]})
     return values[:length], extra
+
+
+def _optional_times(path: str | Path, date_order: str | None) -> list[datetime] | None:
+    """The window file's timestamps when it has a time column that parses, else None (a model
+    without calendar inputs does not need them)."""
+    try:
+        return read_csv(path, [], times=True, date_order=date_order)[1]
+    except InputError:
+        return None
+
+
+def _check_steps(path: str | Path, stamps: list[datetime], period_s: float, weekdays: bool) -> None:
+    """Refuse a window whose rows are not one sampling period apart (a missing row would make
+    the model read 24 rows as 24 consecutive steps): a step of 0.5 to 1.5 periods is one, as the
+    stream places readings; on a business-day grid, Friday to Monday is one step too."""
+    for i in range(1, len(stamps)):
+        before, after = stamps[i - 1], stamps[i]
+        step = (after - before).total_seconds() / period_s
+        if weekdays and round(step) > 1:
+            step = float(np.busday_count(before.date(), after.date()))
+        if not 0.5 <= step < 1.5:
+            raise InputError(
+                f"{path}: rows {i} and {i + 1} ({before.isoformat()} and {after.isoformat()}) are "
+                f"{step:g} sampling periods ({period_s:g} s) apart, not one; a missing reading? "
+                "give it a row of empty cells (missing values)"
+            )
 
 
 def _check_rows(path: str | Path, rows: int, length: int, lead: int) -> None:

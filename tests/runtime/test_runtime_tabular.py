@@ -117,8 +117,8 @@ def test_predict_refuses_dataframes_without_the_features_and_bad_cells(make_arti
 
 
 def test_runtime_cli_reads_a_csv_with_a_bool_column(make_artifact, capsys, tmp_path, toy):
-    # setup
-    artifact = make_artifact()
+    # setup: the CSV's rows are an hour apart, the artifact's period too
+    artifact = make_artifact(manifest={"spec.period_s": 3600.0})
     path, expected = _flag_csv(tmp_path, toy, np.round(toy.window(), 3))
     # execute
     code = main(["predict", str(artifact), "--input", str(path)])
