@@ -292,6 +292,7 @@ def _scale_entry(header, name):
         ({"layers__0__hidden": 1 << 30}, r"layers\[0\].hidden must be an int in 1..4096"),
         ({"layers__0__hidden": 4096}, r"array layer0.ih.weight must be int8 \[16384, 3\]"),
         ({"input_len": -1}, "input_len must be an int"),
+        ({"input_len": 100_000, "layers__0__hidden": 4096}, "array layer0.ih.weight must be"),
         ({"horizon": 1 << 40}, "horizon must be an int"),
         ({"horizon": 2000, "n_targets": 1000}, "horizon \\* n_targets exceeds"),
         ({"target_index": [2, 7]}, "target_index must list 2 feature positions < 3"),
@@ -346,6 +347,14 @@ def test_a_truncated_file_is_refused(cut):
 def test_garbage_is_refused(blob):
     with pytest.raises(ArtifactError, match="^net.native: "):
         native.describe(blob, "net.native")
+
+
+def test_a_long_window_of_a_wide_model_is_refused():
+    # setup: a consistent file whose sequence buffer per window would be 100_000 x 256 floats
+    data = _pack("gru", (256,), "int8", input_len=100_000)
+    # assert
+    with pytest.raises(ArtifactError, match="net.native: input_len \\* widest layer = 25600000"):
+        native.describe(data, "net.native")
 
 
 @needs_kernel

@@ -33,6 +33,7 @@ LIMITS = {
     "input_len": 100_000,
     "outputs": 1_000_000,  # horizon * n_targets
     "weights": 64_000_000,  # all weight elements together
+    "sequence": 1 << 24,  # input_len * widest layer: the kernel's per-window sequence buffer
 }
 MAX_HEADER = 1 << 20
 
@@ -282,6 +283,11 @@ def parse(data: bytes, name: str = "model.native") -> NativeModel:
     head = arrays.linear(
         "head", head_spec.choice("precision", PRECISIONS), (outputs, layers[-1].hidden)
     )
+    widest = max(n_features, *(layer.hidden for layer in layers))
+    if input_len * widest > LIMITS["sequence"]:
+        raise ArtifactError(
+            f"{name}: input_len * widest layer = {input_len * widest} exceeds {LIMITS['sequence']}"
+        )
     total = sum(a.size for a in arrays.seen.values())
     if total > LIMITS["weights"]:
         raise ArtifactError(f"{name}: {total} weight elements exceed {LIMITS['weights']}")
