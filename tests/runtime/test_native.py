@@ -157,6 +157,19 @@ def test_layer_0_input_projection_has_its_own_precision(precision, input_precisi
 
 
 @needs_kernel
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_large_batch_projects_the_input_one_step_at_a_time(precision):
+    # setup: 300 windows x 256 gate columns: the hoisted input projection runs per step
+    kernel = native.Kernel(_pack("lstm", (64,), precision))
+    x = _windows(300)
+    # assert
+    expected = reference.run(kernel.model, x)
+    close = np.abs(kernel.run(x) - expected) <= 2e-5 + 1e-4 * np.abs(expected)
+    assert close.mean() >= 0.97
+    np.testing.assert_allclose(kernel.run(x[:7]), kernel.run(x)[:7], atol=1e-6)
+
+
+@needs_kernel
 def test_residual_adds_the_last_reading_of_each_target():
     # setup: the same weights with and without the residual
     with_res = native.Kernel(_pack(residual=True))
