@@ -81,3 +81,33 @@ def test_a_named_time_column_wins_over_the_parts(tmp_path):
     assert frame.index[0] == pd.Timestamp("2013-01-01 06:00") and times[0] == datetime(
         2013, 1, 1, 6
     )
+
+
+def test_a_time_column_of_clock_times_before_its_date_column_is_joined(tmp_path):
+    # setup: "Time" comes first; before, pandas dated the clock times today (a different date
+    # each day the command ran) and the repeats were refused with a hint to --id-col Date
+    t = pd.date_range("2024-01-01 07:00", periods=200, freq="15min")
+    path = tmp_path / "td.csv"
+    df = pd.DataFrame({"Time": t.strftime("%H:%M:%S"), "Date": t.strftime("%Y-%m-%d")})
+    df.assign(v=np.arange(200.0)).to_csv(path, index=False)
+    # execute
+    frame, report = load_table(path)
+    _, times = read_csv(path, ["v"], times=True)
+    # assert
+    assert list(frame.index) == list(t) and report.period_s == 900.0
+    assert "time: dates in 'Date' joined with the clock times in 'Time'" in report.notes
+    assert times == list(t.to_pydatetime())
+
+
+def test_clock_times_with_no_date_are_refused(tmp_path):
+    # setup
+    t = pd.date_range("2024-01-01", periods=50, freq="15min")
+    path = tmp_path / "c.csv"
+    pd.DataFrame({"time": t.strftime("%H:%M"), "v": np.arange(50.0)}).to_csv(path, index=False)
+    # execute / assert
+    with pytest.raises(DataError) as info:
+        load_table(path)
+    assert str(info.value) == (
+        f"{path}: column 'time' holds clock times with no date ('00:00'); give the date too (in "
+        "the column or in a column of dates beside it), or pass --time-col"
+    )

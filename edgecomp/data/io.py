@@ -206,7 +206,7 @@ def load_table(
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     df, part_notes = _join_parts(df, time_col, path)
     blank_notes += part_notes
-    tcol = _time_column(df, time_col, path)
+    tcol = _dated(df, _time_column(df, time_col, path), path)
     df, clock_notes = _join_clock(df, tcol)
     parsed, date_order = _parse_times(df[tcol], path, tcol)
     _refuse_calendar_months(parsed, path, tcol)  # before snapping: years would fit a 365-day grid
@@ -378,6 +378,25 @@ def _transposed_hint(columns: pd.Index) -> str:
     return (
         f"; {int(dated.sum())} column names are timestamps: one row per series and one column "
         f"per time? transpose it (a time column, then one column per series)"
+    )
+
+
+def _dated(df: pd.DataFrame, tcol: str, path: Path) -> str:
+    """``tcol``, or when it holds clock times only ('07:05'), the column of dates beside it
+    (joined with it by ``_join_clock``); refused when there is none: pandas would date the
+    times today, a different date each day the command runs."""
+    col = df[tcol]
+    if not (ptypes.is_object_dtype(col) or ptypes.is_string_dtype(col)):
+        return tcol
+    text = col.dropna().astype(str).str.strip()
+    if text.empty or not text.str.fullmatch(_CLOCK).all():
+        return tcol
+    dates = [c for c in df.columns if c != tcol and _looks_like_times(df[c])]
+    if len(dates) == 1:
+        return dates[0]
+    raise DataError(
+        f"{path}: column '{tcol}' holds clock times with no date ({text.iloc[0]!r}); give the "
+        f"date too (in the column or in a column of dates beside it), or pass --time-col"
     )
 
 

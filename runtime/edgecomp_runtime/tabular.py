@@ -138,7 +138,8 @@ def read_csv(
     if parts is not None:
         return values, _part_stamps(path, header, rows[1:], parts)
     tcol = _time_column(path, header, time_col)
-    at = header.index(tcol)
+    at = _dated(header, rows[1:], header.index(tcol))
+    tcol = header[at]
     clock = _clock_column(rows[1:], at)
     texts = [_stamp_text(row, at, clock).strip() for row in rows[1:]]
     return values, _timestamps(path, tcol, texts, date_order)
@@ -174,6 +175,15 @@ def _part_stamps(
                 f"{r} ({cells})"
             ) from None
     return stamps
+
+
+def _dated(header: list[str], rows: list[list[str]], at: int) -> int:
+    """The time column ``at``, or when it holds clock times only, another column named one of
+    ``TIME_NAMES`` (the dates it is joined with, as the compiler joins them)."""
+    if not rows or not all(at < len(row) and _CLOCK.match(row[at]) for row in rows):
+        return at
+    others = [i for i, h in enumerate(header) if i != at and h.lower() in TIME_NAMES]
+    return others[0] if len(others) == 1 else at
 
 
 def _clock_column(rows: list[list[str]], at: int) -> int | None:
