@@ -812,6 +812,8 @@ def _id_hint(body: pd.DataFrame, times: pd.DatetimeIndex, values: list[str]) -> 
     for col in body.columns:
         if col in values or body[col].isna().any() or body[col].nunique() < 2:
             continue
+        if _looks_like_times(body[col]):  # dates beside a clock column: not a series id
+            continue
         if not pd.MultiIndex.from_arrays([times, body[col]]).has_duplicates:
             return f"; a long (tidy) table with one row per series and time? pass --id-col {col}"
     return ""
