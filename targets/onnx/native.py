@@ -99,9 +99,11 @@ def native_lowering(request: Request, fp32: Lowered, default: Lowered) -> Lowere
     names = _layer_names(fp32.ir, module)
     reasons = _reasons(request, fp32.ir, module)
     pack = _packer(module, spec)
-    plan, fit = _fit(request, default, pack, layer_plan(request, fp32.ir, module))
+    plan, window, fit = _fit(request, default, pack, layer_plan(request, fp32.ir, module))
     reasons |= {names[i]: fit["reason"] for i in fit.get("kept_float", ())}
-    data = pack(plan)
+    if window and plan[0] == "int8":  # the rest of layer 0 int8
+        reasons[names[0]] = f"input projection {fit['reason'].replace('kept', 'computed in')}"
+    data = pack(plan, window)
     header = native.describe(data)
     lowering = {
         **default.lowering,
@@ -111,6 +113,7 @@ def native_lowering(request: Request, fp32: Lowered, default: Lowered) -> Lowere
             "bytes": len(data),
             "cell": header.get("cell"),
             "layers": dict(zip(names, plan, strict=True)),
+            "input_projection": window or plan[0],  # layer 0's: the window's features -> gates
             "method": METHOD if "int8" in plan else "float32",
             "format_version": header.get("version"),
             **(
@@ -128,15 +131,16 @@ def native_lowering(request: Request, fp32: Lowered, default: Lowered) -> Lowere
     )
 
 
-def _packer(module: nn.Module, spec: Any) -> Callable[[list[str]], bytes]:
-    """plan -> the ``.native`` file of ``module`` with that precision per layer (then the head)."""
+def _packer(module: nn.Module, spec: Any) -> Callable[..., bytes]:
+    """(plan, layer 0's input-projection precision or None) -> the ``.native`` file of ``module``
+    with that precision per layer (then the head)."""
     from edgecomp_runtime import native
 
     rnn = module.rnn
     weights = _layer_weights(rnn)
     head = _array(module.head.weight), _array(module.head.bias)
 
-    def pack(plan: list[str]) -> bytes:
+    def pack(plan: list[str], window: str | None = None) -> bytes:
         return native.pack(
             "lstm" if _is_lstm(rnn) else "gru",
             weights,
@@ -146,18 +150,22 @@ def _packer(module: nn.Module, spec: Any) -> Callable[[list[str]], bytes]:
             target_index=[int(i) for i in module.target_index.tolist()],
             residual=bool(module.residual),
             precision=plan[0] if len(set(plan)) == 1 else plan,
+            input_precision=window,
         )
 
     return pack
 
 
 def _fit(
-    request: Request, default: Lowered, pack: Callable[[list[str]], bytes], plan: list[str]
-) -> tuple[list[str], dict[str, Any]]:
-    """``plan``, with int8 layers turned float one at a time (the one whose float form errs
-    least first) while the native file errs more than the candidates' parity limit would allow:
-    ``PARITY_SLACK`` times the default int8 ONNX file's error on ONNX Runtime, on the same
-    parity windows (``candidates.py``). Returns (plan, record: {} when nothing changed)."""
+    request: Request, default: Lowered, pack: Callable[..., bytes], plan: list[str]
+) -> tuple[list[str], str | None, dict[str, Any]]:
+    """``plan`` and layer 0's input-projection precision (None: the layer's), made more precise
+    while the native file errs more than the candidates' parity limit would allow
+    (``PARITY_SLACK`` times the default int8 ONNX file's error on ONNX Runtime, on the same parity
+    windows, as ``candidates.py`` measures): first that input projection in float (the window's
+    one int8 scale per step spans every feature), then int8 layers turned float one at a time,
+    the one whose float form errs least first. Returns (plan, input precision, record: {} when
+    nothing changed)."""
     from edgecomp.frontend import reference_predict
     from edgecomp.targets import base
 
@@ -165,7 +173,7 @@ def _fit(
     from .export import ort_runner
 
     if "int8" not in plan or not available():
-        return plan, {}
+        return plan, None, {}
     import onnx
 
     x = base.parity_windows(request.windows, request.model.spec)
@@ -173,25 +181,31 @@ def _fit(
     onnx_error = _error(ort_runner(onnx.load_from_string(default.model)), x, reference)
     limit = max(base.FP32_TOLERANCE, PARITY_SLACK * onnx_error)
     error = first = _error(_engine(pack(plan)), x, reference)
-    kept: list[int] = []
+    window, kept = None, []
+    if error > limit and plan[0] == "int8":
+        window, error = "fp32", _error(_engine(pack(plan, "fp32")), x, reference)
     while error > limit and "int8" in plan:
         tries = {
-            i: _error(_engine(pack([*plan[:i], "fp32", *plan[i + 1 :]])), x, reference)
+            i: _error(_engine(pack([*plan[:i], "fp32", *plan[i + 1 :]], window)), x, reference)
             for i, p in enumerate(plan)
             if p == "int8"
         }
         best = min(tries, key=tries.__getitem__)
         plan, error = [*plan[:best], "fp32", *plan[best + 1 :]], tries[best]
         kept.append(best)
-    if not kept:
-        return plan, {}
+    if window is None:
+        return plan, None, {}
     reason = (
         f"kept float by the native lowering: with the planned layers int8 its max |error| on the "
         f"parity windows was {first:.3g}, over the limit {limit:.3g} ({PARITY_SLACK} x the "
         "default int8 ONNX file's on ONNX Runtime)"
     )
-    record = {"limit": limit, "all_int8_max_abs_diff": first, "max_abs_diff": error}
-    return plan, {**record, "kept_float": kept, "reason": reason}
+    record = {"limit": limit, "planned_max_abs_diff": first, "max_abs_diff": error}
+    return (
+        plan,
+        window,
+        {**record, "input_projection": window, "kept_float": kept, "reason": reason},
+    )
 
 
 def _engine(data: bytes) -> Any:

@@ -283,3 +283,21 @@ def _run(folder, x: np.ndarray) -> np.ndarray:
     from edgecomp_runtime.engines.native import NativeEngine
 
     return NativeEngine((folder / "model.native").read_bytes(), {}, threads=1).run(x)
+
+
+@needs_kernel
+def test_layers_the_parity_limit_needs_float_are_made_float_and_recorded(tmp_path, monkeypatch):
+    # setup: a parity limit no int8 map meets (the fp32 tolerance: slack ~0)
+    monkeypatch.setattr(cand, "PARITY_SLACK", 1e-9)
+    model = _tiny("gru")
+    # execute
+    result = _emit(model, tmp_path, lowering="native")
+    # assert: first the window's input projection, then every layer went float, each recorded
+    fit = result.lowering["native"]["parity_fit"]
+    assert fit["input_projection"] == "fp32" and fit["planned_max_abs_diff"] > fit["limit"]
+    assert sorted(fit["kept_float"]) == ["head", "rnn.l0", "rnn.l1"]
+    assert fit["max_abs_diff"] <= fit["limit"] == pytest.approx(1e-4)
+    header = kernel.describe((tmp_path / "model.native").read_bytes())
+    assert {layer["precision"] for layer in [*header["layers"], header["head"]]} == {"fp32"}
+    assert all("parity" in r["native_reason"] for r in result.layers if "native" in r)
+    assert result.lowering["parity"]["max_abs_diff"] <= 1e-4
