@@ -94,3 +94,20 @@ def test_a_blank_header_over_values_is_still_a_value_column_or_an_index(tmp_path
     _, report = load_table(path)
     # assert
     assert report.columns == ["a", "Unnamed: 2"]
+
+
+@pytest.mark.parametrize("marker", ["#N/A", "#NA", "<NA>", "#N/A N/A", "1.#IND", "-1.#QNAN"])
+def test_spreadsheet_missing_markers_are_missing_on_both_sides(tmp_path, marker):
+    # setup: pandas reads these as missing; the runtime refused them as "not a number"
+    path = _write(tmp_path, "time,a,b,c")
+    lines = path.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[2] = marker
+    lines[5] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    # execute
+    frame, _ = load_table(path)
+    values, _ = read_csv(path, ["a", "b", "c"])
+    # assert
+    assert np.isnan(values[4, 1]) and np.isnan(frame.iloc[4, 1])
+    np.testing.assert_array_equal(values, frame.to_numpy())

@@ -25,7 +25,11 @@ from edgecomp_runtime.calendar import from_iso
 from edgecomp_runtime.errors import InputError
 
 BOOL_TEXT = {"true": 1.0, "false": 0.0}
-MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
+# NOTE: with the text pandas' read_csv reads as missing (#N/A from spreadsheets, <NA>, 1.#IND)
+MISSING_TEXT = frozenset(
+    {"", "na", "n/a", "nan", "null", "none", "-", "#n/a", "#n/a n/a", "#na", "<na>"}
+    | {"1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"}
+)
 TIME_NAMES = ("time", "timestamp", "date", "datetime", "time_hour")
 _DECIMAL_COMMA = re.compile(r"^\s*([+-]?\d+),(\d+)\s*$")
 _CLOCK = re.compile(r"^\s*\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*$")  # 7:05, 07:05:00.250
