@@ -321,11 +321,12 @@ VNNI static void qgemm_vnni(const Lin *W, const uint8_t *Q, const float *S, int 
 /* AVX-512 gates: the same exp polynomial, 1 / d by rcp14 and one Newton step (no divisions). */
 #define AVX512 __attribute__((target("avx512f")))
 
-static inline __attribute__((always_inline)) AVX512 __m512 v_exp(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+/* exp(-x): the negation folded into the range reduction (r = -x - n ln2, n = round(-x log2 e)) */
+static inline __attribute__((always_inline)) AVX512 __m512 v_exp_neg(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(-1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
     __m512 p = _mm512_set1_ps(1.9875691500e-4f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
@@ -343,7 +344,7 @@ static inline __attribute__((always_inline)) AVX512 __m512 v_recip(__m512 d) {
 }
 
 static inline __attribute__((always_inline)) AVX512 __m512 v_sigmoid(__m512 x) {
-    return v_recip(_mm512_add_ps(_mm512_set1_ps(1.0f), v_exp(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    return v_recip(_mm512_add_ps(_mm512_set1_ps(1.0f), v_exp_neg(x)));
 }
 
 static inline __attribute__((always_inline)) AVX512 __m512 v_tanh(__m512 x) {
