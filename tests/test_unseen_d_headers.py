@@ -111,3 +111,19 @@ def test_spreadsheet_missing_markers_are_missing_on_both_sides(tmp_path, marker)
     # assert
     assert np.isnan(values[4, 1]) and np.isnan(frame.iloc[4, 1])
     np.testing.assert_array_equal(values, frame.to_numpy())
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\u0661\u0662"])
+def test_numbers_python_reads_but_pandas_does_not_are_refused_on_both_sides(tmp_path, cell):
+    # setup: float() reads '1_000' as 1000 and Arabic-Indic digits; the compiler refuses both
+    path = _write(tmp_path, "time,a,b,c")
+    lines = path.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[1] = cell
+    lines[3] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # execute / assert
+    with pytest.raises(DataError, match="column 'a' has non-numeric value"):
+        load_table(path)
+    with pytest.raises(InputError, match="column 'a', row 3: not a number or a flag"):
+        read_csv(path, ["a", "b", "c"])

@@ -57,6 +57,8 @@ def cell_value(value: Any) -> float:
             return math.nan
         if text in BOOL_TEXT:
             return BOOL_TEXT[text]
+        if "_" in text or not text.isascii():  # float() reads 1_000 and ١٢; pandas does not
+            raise ValueError(f"could not convert string to float: {value!r}")
         return float(text)
     return float(value)
 
