@@ -152,3 +152,24 @@ def test_missing_and_infinite_values_anywhere_in_a_batch_take_the_general_path(
     np.testing.assert_array_equal(model.predict(gappy), pieces(model, filled))
     with pytest.raises(ecr.InputError, match=f"infinite value at batch row {batch - 1}, step 0"):
         model.predict(infinite)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_value_at_any_position_is_seen(value):
+    # setup: the int8 TCN fixture; argmin / argmax run vectorized with a scalar tail, so every
+    # position of the window is tried, on a model whose slot already bound the engine
+    model = ecr.load(FIXTURES / "tcn-int8.edgepkg")
+    mean = np.array(model.spec["scaler"]["mean"], dtype=np.float32)
+    window = np.tile(mean, (model.input_len, 1))
+    expected = model.predict(window)
+    # execute / assert
+    for step, col in np.ndindex(window.shape):
+        bad = window.copy()
+        bad[step, col] = value
+        if np.isnan(value):  # imputed from equal neighbours: the clean window's forecast
+            np.testing.assert_array_equal(model.predict(bad), expected)
+        else:
+            with pytest.raises(
+                ecr.InputError, match=f"infinite value at batch row 0, step {step},"
+            ):
+                model.predict(bad)
