@@ -32,7 +32,6 @@ from edgecomp_runtime.transform import forecast_floor
 _REAL_KINDS = "fiu"  # float, signed and unsigned integer dtypes
 _CHUNK_ELEMENTS = 1 << 20  # predict converts, imputes and runs at most this many values at once
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # predict's fast path takes these
 _SLOT_BATCH = 64  # batches up to this size keep per-thread buffers (and an engine binding)
 _SLOTS = 4  # window shapes one thread keeps buffers for
 _COPY_BYTES = 1 << 16  # run_scaled copies a float32 batch into the bound buffer up to this size
