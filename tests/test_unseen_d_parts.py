@@ -111,3 +111,18 @@ def test_clock_times_with_no_date_are_refused(tmp_path):
         f"{path}: column 'time' holds clock times with no date ('00:00'); give the date too (in "
         "the column or in a column of dates beside it), or pass --time-col"
     )
+
+
+def test_a_datetime_typed_column_wins_over_the_parts(tmp_path):
+    # setup: a Parquet file with a typed UTC timestamp 'ts' and local-time parts
+    utc = pd.date_range("2013-01-01 06:00", periods=30, freq="h")
+    local = utc - pd.Timedelta(hours=5)
+    df = pd.DataFrame({"year": local.year, "month": local.month, "day": local.day,
+                       "hour": local.hour, "ts": utc, "temp": np.arange(30.0)})  # fmt: skip
+    path = tmp_path / "typed.parquet"
+    df.to_parquet(path)
+    # execute
+    frame, report = load_table(path)
+    # assert
+    assert report.time_col == "ts" and frame.index[0] == utc[0]
+    assert not any(n.startswith("time: built") for n in report.notes)

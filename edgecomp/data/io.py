@@ -204,9 +204,14 @@ def load_table(
         raise DataError(f"on_duplicate '{on_duplicate}' unknown; expected one of {ON_DUPLICATE}")
     df, blank_notes = _drop_blank(_read(path))
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
-    df, part_notes = _join_parts(df, time_col, path)
-    blank_notes += part_notes
-    tcol = _dated(df, _time_column(df, time_col, path), path)
+    try:
+        tcol = _time_column(df, time_col, path)
+    except DataError:  # no time column: one built from year, month, day columns, if any
+        df, part_notes = _join_parts(df, time_col, path)
+        if not part_notes:
+            raise
+        tcol, blank_notes = "time", blank_notes + part_notes
+    tcol = _dated(df, tcol, path)
     df, clock_notes = _join_clock(df, tcol)
     parsed, date_order = _parse_times(df[tcol], path, tcol)
     _refuse_calendar_months(parsed, path, tcol)  # before snapping: years would fit a 365-day grid
@@ -403,13 +408,12 @@ def _dated(df: pd.DataFrame, tcol: str, path: Path) -> str:
 def _join_parts(
     df: pd.DataFrame, time_col: str | None, path: Path
 ) -> tuple[pd.DataFrame, list[str]]:
-    """A table with no time column but year, month and day columns (and hour, minute): a
-    ``time`` column built from them, with a note; the parts stay (skipped as calendar columns).
-    """
+    """For a table with no time column (``_time_column`` found none) but year, month and day
+    columns (and hour, minute): a ``time`` column built from them, with a note; the parts stay
+    (skipped as calendar columns)."""
     names = {c.lower(): c for c in df.columns}
     parts = [p for p in ("year", "month", "day", "hour", "minute") if p in names]
-    named = any(n in TIME_NAMES for n in names)
-    if time_col is not None or named or parts[:3] != ["year", "month", "day"]:
+    if time_col is not None or "time" in df.columns or parts[:3] != ["year", "month", "day"]:
         return df, []
     cells = {p: pd.to_numeric(df[names[p]], errors="coerce") for p in parts}
     stamps = pd.to_datetime(pd.DataFrame(cells), errors="coerce")
