@@ -6,7 +6,8 @@ Rules, in the order ``load_table`` applies them:
 * Time column: ``time_col`` if given, else the first column named one of ``TIME_NAMES``
   (case-insensitive), else the only datetime-typed column, else one built from columns named
   year, month and day (and hour, minute), with a note. A time column of dates only is joined
-  with a column of clock times (``Date;Time``, ``07:05`` or ``07:05:00``), with a note.
+  with a column of clock times (``Date;Time``, ``07:05`` or ``07:05:00``; either may come
+  first), with a note; a time column of clock times with no dates beside it is refused.
   Timestamps are parsed to UTC (naive strings are taken as UTC, offsets are converted) and the
   timezone is then dropped: the returned index is tz-naive UTC. A numeric time column is read
   as Unix time in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude;
@@ -30,6 +31,10 @@ Rules, in the order ``load_table`` applies them:
 * Grid: the sampling period is the most common step between sorted timestamps; missing grid steps
   are inserted as NaN rows (``regularize=True``) and reported as gaps. Daily data with no weekend
   rows is a business-day series: its grid holds weekdays only, so weekends are not gaps.
+  Monthly, quarterly and yearly data (month starts or ends at midnight) is refused by name: a
+  calendar month is no fixed period.
+* Header: names are stripped of surrounding spaces (as the runtime reads a window's header); a
+  name given twice is refused. A file starting with a UTF-16 byte-order mark is read as UTF-16.
 
 Bad data (``load_table`` here, ``prepare`` in prep.py). Every refusal is a one-line ``DataError``
 naming the file and the column:
