@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
+import subprocess
 import threading
 import warnings
 from pathlib import Path
@@ -221,6 +223,51 @@ def test_reference_sigmoid_and_quantization_are_what_the_docs_say():
     assert q.tolist() == [[64, -127, 32], [0, 0, 0]]
     assert scale.tolist() == [np.float32(1) / np.float32(127), 0.0]
     assert reference.sigmoid(np.float32(0)) == np.float32(0.5)
+
+
+# ------------------------------------------------------------------------------ other CPUs
+
+HARNESS = Path(__file__).resolve().parent / "native_harness.c"
+CROSS = {
+    # arch: (C compiler, how to run its binaries)
+    "aarch64": ("aarch64-linux-gnu-gcc", ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]),
+    "host": ("gcc", []),
+}
+
+
+def _harness_input(data, x, portable):
+    meta, arrays = native._kernel_arrays(native.parse(data))
+    parts = [struct.pack("<q", len(meta)), struct.pack(f"<{len(meta)}q", *meta)]
+    parts.append(struct.pack("<q", len(arrays)))
+    for array in arrays:
+        raw = np.ascontiguousarray(array).tobytes()
+        parts += [struct.pack("<q", len(raw)), raw]
+    parts += [struct.pack("<qq", int(portable), len(x)), np.ascontiguousarray(x, "<f4").tobytes()]
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("arch", sorted(CROSS))
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_kernel_builds_and_matches_the_reference_on_other_cpus(arch, cell, tmp_path):
+    # setup: the kernel alone (no Python), built with the arch's compiler, flags as setup.py's
+    compiler, runner = CROSS[arch]
+    if not shutil.which(compiler) or (runner and not shutil.which(runner[0])):
+        pytest.skip(f"needs {compiler} and {runner[0] if runner else 'nothing else'}")
+    binary = tmp_path / "harness"
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wextra", "-Werror"]
+    subprocess.run([compiler, *flags, str(HARNESS), "-o", str(binary), "-lm"], check=True)
+    x = _windows(5, 9, 5)
+    shape = {"input_len": 9, "n_features": 5, "target_index": (4, 1, 0)}
+    for precision, portable in [("fp32", True), ("int8", True), ("int8", False)]:
+        data = _pack(cell, (33, 7), precision, **shape)
+        (tmp_path / "in").write_bytes(_harness_input(data, x, portable))
+        # execute
+        subprocess.run([*runner, str(binary), str(tmp_path / "in"), str(tmp_path / "out")],
+                       check=True, timeout=120)  # fmt: skip
+        got = np.fromfile(tmp_path / "out", "<f4").reshape(5, 2, 3)
+        # assert
+        expected = reference.run(native.parse(data), x)
+        np.testing.assert_allclose(got, expected, atol=2e-5 if precision == "fp32" else 1e-3)
 
 
 # ------------------------------------------------------------------------------ pack arguments

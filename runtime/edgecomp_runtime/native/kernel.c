@@ -15,8 +15,10 @@
  * loop is plain C, compiled for x86-64, x86-64-v3 and x86-64-v4 (target_clones) and picked at
  * load. Other CPUs (aarch64) run the plain C, auto-vectorized.
  */
+#ifndef EC_NO_PYTHON /* EC_NO_PYTHON: the kernel alone (tests/runtime/native_harness.c) */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 
 #include <math.h>
 #include <stdint.h>
@@ -584,17 +586,12 @@ static int model_run(const Model *md, const float *x, int B, float *y) {
     return 0;
 }
 
-/* ---------------------------------------------------------------- Python binding */
+/* ---------------------------------------------------------------- preparing a model */
 
 static void model_free(Model *md) {
     free(md->block);
     free(md->fblock);
     free(md);
-}
-
-static void capsule_free(PyObject *capsule) {
-    Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
-    if (md) model_free(md);
 }
 
 /* The plain GEMM's weights: fp32 maps read their own; int8 maps (without VNNI) get a float copy
@@ -629,22 +626,27 @@ static int float_weights(Model *md) {
     return 0;
 }
 
-/* Copy one buffer of exactly `nbytes` into the block; NULL (with ValueError) otherwise. */
-static const void *take(PyObject *arrays, Py_ssize_t *index, size_t nbytes, char **cursor) {
-    PyObject *obj = PyTuple_GetItem(arrays, (*index)++);
-    if (!obj) return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if ((size_t)view.len != nbytes) {
-        PyErr_Format(PyExc_ValueError, "native kernel: array %zd holds %zd bytes, expected %zu",
-                     *index - 1, view.len, nbytes);
-        PyBuffer_Release(&view);
+typedef struct {
+    const void *const *bufs; /* the packed arrays, in prepare()'s order */
+    const size_t *lens;
+    size_t n, next;
+    char *cursor;
+    const char *err;
+} Source;
+
+/* Copy the next array, which must hold exactly `nbytes`, into the block; NULL otherwise. */
+static const void *take(Source *src, size_t nbytes) {
+    if (src->next >= src->n) {
+        src->err = "too few arrays";
         return NULL;
     }
-    char *dst = *cursor;
-    memcpy(dst, view.buf, nbytes);
-    *cursor += round64(nbytes);
-    PyBuffer_Release(&view);
+    if (src->lens[src->next] != nbytes) {
+        src->err = "an array's byte count does not match the meta";
+        return NULL;
+    }
+    char *dst = src->cursor;
+    memcpy(dst, src->bufs[src->next++], nbytes);
+    src->cursor += round64(nbytes);
     return dst;
 }
 
@@ -653,14 +655,14 @@ static size_t lin_bytes(const Lin *W) {
     return round64(w) + 3 * round64((size_t)W->Np * 4);
 }
 
-static int lin_take(Lin *W, PyObject *arrays, Py_ssize_t *i, char **cur) {
+static int lin_take(Lin *W, Source *src) {
     size_t w = W->int8 ? (size_t)W->Np * W->Kp : (size_t)W->Np * W->K * 4;
-    if (!(W->w = take(arrays, i, w, cur))) return -1;
+    if (!(W->w = take(src, w))) return -1;
     if (W->int8) {
-        if (!(W->sw = take(arrays, i, (size_t)W->Np * 4, cur))) return -1;
-        if (!(W->comp = take(arrays, i, (size_t)W->Np * 4, cur))) return -1;
+        if (!(W->sw = take(src, (size_t)W->Np * 4))) return -1;
+        if (!(W->comp = take(src, (size_t)W->Np * 4))) return -1;
     }
-    return (W->bias = take(arrays, i, (size_t)W->Np * 4, cur)) ? 0 : -1;
+    return (W->bias = take(src, (size_t)W->Np * 4)) ? 0 : -1;
 }
 
 static void lin_shape(Lin *W, int int8, int K, int N) {
@@ -671,40 +673,28 @@ static void lin_shape(Lin *W, int int8, int K, int N) {
     W->Np = (N + NB - 1) / NB * NB;
 }
 
-/* prepare(meta: tuple of ints, arrays: tuple of buffers, portable: bool = False) -> capsule
- * (portable: the plain C loops only, as on CPUs without AVX-512; for tests)
+/* A model from its meta ints and arrays (see prepare() below), or NULL with *err set.
  * meta: gru, L, F, n_layers, horizon, n_targets, residual, head_int8, then per layer
  * (hidden, hh int8, ih int8); arrays: per layer ih (w, [sw, comp,] bias), hh (...), head (...),
- * target_index int32. */
-static PyObject *py_prepare(PyObject *self, PyObject *args) {
-    PyObject *meta, *arrays;
-    int portable = 0;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!|p", &PyTuple_Type, &meta, &PyTuple_Type, &arrays, &portable))
-        return NULL;
-    long v[8 + 3 * MAX_LAYERS];
-    Py_ssize_t nmeta = PyTuple_GET_SIZE(meta);
-    if (nmeta < 11 || nmeta > 8 + 3 * MAX_LAYERS) {
-        PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nmeta; i++) {
-        v[i] = PyLong_AsLong(PyTuple_GET_ITEM(meta, i));
-        if ((v[i] == -1 && PyErr_Occurred()) || v[i] < 0 || v[i] > 100000000) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
+ * target_index int32. portable: the plain C loops only, as on CPUs without AVX-512 (tests). */
+static Model *model_new(const long *v, size_t nmeta, Source *src, int portable) {
+    for (size_t i = 0; i < nmeta; i++)
+        if (v[i] < 0 || v[i] > 100000000) {
+            src->err = "bad meta";
             return NULL;
         }
-    }
-    Model *md = calloc(1, sizeof(Model));
-    if (!md) return PyErr_NoMemory();
-    md->gru = (int)v[0], md->L = (int)v[1], md->F = (int)v[2], md->n_layers = (int)v[3];
-    md->horizon = (int)v[4], md->n_targets = (int)v[5], md->residual = (int)v[6];
-    if (md->n_layers < 1 || md->n_layers > MAX_LAYERS || nmeta != 8 + 3 * md->n_layers ||
-        md->L < 1 || md->F < 1 || md->horizon < 1 || md->n_targets < 1) {
-        free(md);
-        PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
+    if (nmeta < 11 || nmeta != 8 + 3 * (size_t)v[3] || v[3] < 1 || v[3] > MAX_LAYERS || v[1] < 1 ||
+        v[2] < 1 || v[4] < 1 || v[5] < 1) {
+        src->err = "bad meta";
         return NULL;
     }
+    Model *md = calloc(1, sizeof(Model));
+    if (!md) {
+        src->err = "out of memory";
+        return NULL;
+    }
+    md->gru = (int)v[0], md->L = (int)v[1], md->F = (int)v[2], md->n_layers = (int)v[3];
+    md->horizon = (int)v[4], md->n_targets = (int)v[5], md->residual = (int)v[6];
     const int G = md->gru ? 3 : 4;
     int width = md->F;
     size_t total = 0;
@@ -718,24 +708,23 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     }
     lin_shape(&md->head, (int)v[7], width, md->horizon * md->n_targets);
     total += lin_bytes(&md->head) + round64((size_t)md->n_targets * 4);
-    char *cur = md->block = aligned_alloc(64, total);
-    if (!cur) {
-        free(md);
-        return PyErr_NoMemory();
+    if (!(src->cursor = md->block = aligned_alloc(64, total))) {
+        src->err = "out of memory";
+        model_free(md);
+        return NULL;
     }
-    Py_ssize_t i = 0;
     int bad = 0;
     for (int l = 0; l < md->n_layers && !bad; l++)
-        bad = lin_take(&md->ih[l], arrays, &i, &cur) || lin_take(&md->hh[l], arrays, &i, &cur);
-    bad = bad || lin_take(&md->head, arrays, &i, &cur);
-    bad = bad || !(md->target_index = take(arrays, &i, (size_t)md->n_targets * 4, &cur));
+        bad = lin_take(&md->ih[l], src) || lin_take(&md->hh[l], src);
+    bad = bad || lin_take(&md->head, src);
+    bad = bad || !(md->target_index = take(src, (size_t)md->n_targets * 4));
     for (int t = 0; !bad && t < md->n_targets; t++)
         if (md->target_index[t] < 0 || md->target_index[t] >= md->F) {
-            PyErr_SetString(PyExc_ValueError, "native kernel: target_index out of range");
+            src->err = "target_index out of range";
             bad = 1;
         }
-    if (!bad && i != PyTuple_GET_SIZE(arrays)) {
-        PyErr_SetString(PyExc_ValueError, "native kernel: too many arrays");
+    if (!bad && src->next != src->n) {
+        src->err = "too many arrays";
         bad = 1;
     }
     if (bad) {
@@ -751,9 +740,56 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     (void)portable;
 #endif
     if (float_weights(md)) {
+        src->err = "out of memory";
         model_free(md);
-        return PyErr_NoMemory();
+        return NULL;
     }
+    return md;
+}
+
+#ifndef EC_NO_PYTHON
+/* ---------------------------------------------------------------- Python binding */
+
+static void capsule_free(PyObject *capsule) {
+    Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    if (md) model_free(md);
+}
+
+/* prepare(meta: tuple of ints, arrays: tuple of buffers, portable: bool = False) -> capsule */
+static PyObject *py_prepare(PyObject *self, PyObject *args) {
+    PyObject *meta, *arrays;
+    int portable = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!|p", &PyTuple_Type, &meta, &PyTuple_Type, &arrays, &portable))
+        return NULL;
+    long v[8 + 3 * MAX_LAYERS];
+    const Py_ssize_t nmeta = PyTuple_GET_SIZE(meta), n = PyTuple_GET_SIZE(arrays);
+    if (nmeta > 8 + 3 * MAX_LAYERS || n > 3 * 4 * MAX_LAYERS + 8) {
+        PyErr_SetString(PyExc_ValueError, "native kernel: bad meta");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nmeta; i++) {
+        v[i] = PyLong_AsLong(PyTuple_GET_ITEM(meta, i));
+        if (v[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer views[3 * 4 * MAX_LAYERS + 8];
+    const void *bufs[3 * 4 * MAX_LAYERS + 8];
+    size_t lens[3 * 4 * MAX_LAYERS + 8];
+    Py_ssize_t got = 0;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(arrays, got), &views[got], PyBUF_C_CONTIGUOUS) < 0)
+            break;
+        bufs[got] = views[got].buf;
+        lens[got] = (size_t)views[got].len;
+    }
+    Model *md = NULL;
+    Source src = {bufs, lens, (size_t)n, 0, NULL, NULL};
+    if (got == n) {
+        md = model_new(v, (size_t)nmeta, &src, portable);
+        if (!md) PyErr_Format(PyExc_ValueError, "native kernel: %s", src.err);
+    }
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    if (!md) return NULL;
     PyObject *capsule = PyCapsule_New(md, "edgecomp.native.model", capsule_free);
     if (!capsule) model_free(md);
     return capsule;
@@ -798,6 +834,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
+#endif
