@@ -56,6 +56,9 @@ class DataConfig:
             window is refused, and left out here) or "fill" (the column becomes its training mean
             in that window, here and in the runtime, and the window is kept: graph models, where
             one station that is down must not silence the others; its targets stay unobserved).
+        period_s: The sampling period in seconds the file must have (a model's, set by
+            ``config_from_spec``: a model scored on data of another period reads its windows as
+            other spans of time); None: any.
     """
 
     input_len: int
@@ -80,6 +83,7 @@ class DataConfig:
     calendar: tuple[str, ...] | None = None
     future_cols: tuple[str, ...] | None = None
     sparse_columns: str = "refuse"
+    period_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in _NAME_TUPLES:
@@ -101,6 +105,8 @@ class DataConfig:
         frac = self.max_missing_fraction
         _check(_is_num(frac) and 0 < frac <= 1, "max_missing_fraction", "a number in (0, 1]")
         _check(self.sparse_columns in ("refuse", "fill"), "sparse_columns", "'refuse' or 'fill'")
+        period = self.period_s
+        _check(period is None or (_is_num(period) and period > 0), "period_s", "> 0 or None")
         for name in ("time_col", "id_col"):
             value = getattr(self, name)
             _check(value is None or (isinstance(value, str) and value), name, "a name or None")
@@ -188,6 +194,7 @@ def config_from_spec(spec: Any) -> DataConfig:
         "interpolate_limit": imp.get("interpolate_limit", defaults.interpolate_limit),
         "max_missing_fraction": imp.get("max_missing_fraction", defaults.max_missing_fraction),
         "sparse_columns": imp.get("sparse_columns", defaults.sparse_columns),
+        "period_s": d.get("period_s"),
     }
     keys = ("stride", "split", "time_col", "id_col", "value_cols", "layout", "regularize")
     more = ("spike_threshold", "exclude", "drop_sparse", "on_duplicate", "seasons")

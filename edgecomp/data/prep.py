@@ -313,6 +313,7 @@ def prepare(source: str | Path, config: DataConfig) -> Dataset:
         on_duplicate=config.on_duplicate,
         keep_empty=config.drop_sparse is not None,
     )
+    _check_period(report, config, path)
     bounds = _bounds(len(frame), config, path, report.period_s)
     frame, notes = _drop_sparse(frame, bounds, config, path)
     features, targets = _select(list(frame.columns), config, path)
@@ -713,6 +714,18 @@ def refused_windows(
     missing = np.concatenate([np.zeros((1, raw.shape[1])), np.cumsum(np.isnan(raw), axis=0)])
     counts = missing[starts + input_len] - missing[starts]  # [N, F]
     return (counts / input_len > max_fraction) | (counts == input_len)
+
+
+def _check_period(report: Any, config: DataConfig, path: Path) -> None:
+    """Refuse a file sampled at another period than the model's (``config.period_s``)."""
+    want = config.period_s
+    if want is None or abs(report.period_s - want) <= 1e-6 * want:
+        return
+    raise DataError(
+        f"{path}: sampled every {report.period_s:g} s, the model every {want:g} s: its windows "
+        f"would span other lengths of time than the model learned; resample the file to "
+        f"{want:g}-second steps (or train a model on it)"
+    )
 
 
 def _named(config: DataConfig) -> set[str]:
