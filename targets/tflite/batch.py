@@ -82,9 +82,19 @@ def batching(model: bytes, input_len: int, n_features: int) -> dict[str, Any]:
 
 
 def remainder(model: bytes, x: np.ndarray, resized: bool) -> tuple[int, dict[str, Any]]:
-    """The smallest of ``REMAINDER_ROWS`` from which every copy (pinned, or resized when
-    ``resized``) agrees with one invoke per window and takes less CPU time (0: none), and what
-    was measured for each size (CPU ms, or why it was refused)."""
+    """The smallest remainder size worth one invoke, checked and timed like ``batch_rows``.
+
+    Args:
+        model: The batch-1 .tflite.
+        x: Scaled windows [>= 32, L, F] (the first n are used for a copy of n windows).
+        resized: The model's batch is symbolic: resize an interpreter instead of pinning a copy.
+
+    Returns:
+        The smallest of ``REMAINDER_ROWS`` from which every copy agrees with one invoke per
+        window (within ``BATCH_ATOL``) and takes less CPU time than those invokes (0: none), and
+        per size (as a string) the median CPU ms ``{"one_invoke", "per_window"}`` or why that
+        size was refused.
+    """
     from edgecomp_runtime.engines.litert_batch import pin_batch
 
     from .convert import quiet
