@@ -127,3 +127,17 @@ def test_numbers_python_reads_but_pandas_does_not_are_refused_on_both_sides(tmp_
         load_table(path)
     with pytest.raises(InputError, match="column 'a', row 3: not a number or a flag"):
         read_csv(path, ["a", "b", "c"])
+
+
+def test_a_missing_value_column_with_a_comma_is_named_whole(tmp_path):
+    # setup: the model's value column 'pressure, hPa'; this file calls it 'pressure'
+    path = tmp_path / "p.csv"
+    t = pd.date_range("2024-01-01", periods=30, freq="h")
+    pd.DataFrame({"time": t, "pressure": np.arange(30.0), "temp": 1.0 + np.arange(30)}).to_csv(
+        path, index=False
+    )
+    # execute / assert: before, it named the part 'hPa' and took 'pressure' silently
+    with pytest.raises(DataError, match=r"value column\(s\) \['pressure, hPa'\] not found"):
+        load_table(path, value_cols=["temp", "pressure, hPa"])
+    frame, _ = load_table(path, value_cols=["temp,pressure"])  # a comma-separated flag still splits
+    assert list(frame.columns) == ["temp", "pressure"]

@@ -639,11 +639,12 @@ def _value_columns(
     body: pd.DataFrame, times: pd.DatetimeIndex, exclude: set[str], requested: Any, path: Path
 ) -> tuple[list[str], list[str]]:
     if requested is not None:
-        requested = _split_names(requested, body.columns)
+        given, requested = list(requested), _split_names(requested, body.columns)
         unknown = [c for c in requested if c not in body.columns or c in exclude]
-        if unknown:
+        if unknown:  # named as given: 'pressure, hPa', not its part 'hPa'
+            named = [g for g in given if set(_split_names([g], body.columns)) & set(unknown)]
             raise DataError(
-                f"{path}: value column(s) {unknown} not found; columns: {_few(body.columns)}"
+                f"{path}: value column(s) {named} not found; columns: {_few(body.columns)}"
             )
         return list(requested), []
     skipped: dict[str, list[str]] = {
