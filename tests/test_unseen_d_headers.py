@@ -136,7 +136,7 @@ def test_a_missing_value_column_with_a_comma_is_named_whole(tmp_path):
     pd.DataFrame({"time": t, "pressure": np.arange(30.0), "temp": 1.0 + np.arange(30)}).to_csv(
         path, index=False
     )
-    # execute / assert: before, it named the part 'hPa' and took 'pressure' silently
+    # execute / assert: before, it named only the part 'hPa'
     with pytest.raises(DataError, match=r"value column\(s\) \['pressure, hPa'\] not found"):
         load_table(path, value_cols=["temp", "pressure, hPa"])
     frame, _ = load_table(path, value_cols=["temp,pressure"])  # a comma-separated flag still splits
