@@ -71,7 +71,7 @@ def as_numeric(window: Any, features: list[str]) -> Any:
         InputError: A DataFrame lacks feature columns, or a cell is not a number or a flag.
     """
     if hasattr(window, "columns") and hasattr(window, "to_numpy"):
-        names = [str(c) for c in window.columns]
+        names = [str(c).strip() for c in window.columns]  # as a CSV header is read
         absent = [f for f in features if f not in names]
         if absent:
             raise InputError(f"window: DataFrame lacks feature column(s) {absent}; has {names}")

@@ -120,3 +120,13 @@ def test_a_json_window_with_null_for_a_missing_reading_predicts_as_nan(
     np.testing.assert_allclose(
         json.loads(out)["forecast"], load(artifact).predict(window), rtol=1e-6
     )
+
+
+def test_a_dataframe_with_spaces_around_column_names_predicts(make_artifact, toy):
+    pd = pytest.importorskip("pandas")
+    # setup: pandas keeps ' a ' from a CSV header; the CSV path strips it
+    model = load(make_artifact())
+    window = np.round(toy.window(), 3)
+    frame = pd.DataFrame(window, columns=[f" {f} " for f in toy.features])
+    # execute / assert
+    np.testing.assert_allclose(model.predict(frame), model.predict(window), rtol=1e-6)
