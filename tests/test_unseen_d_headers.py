@@ -141,3 +141,24 @@ def test_a_missing_value_column_with_a_comma_is_named_whole(tmp_path):
         load_table(path, value_cols=["temp", "pressure, hPa"])
     frame, _ = load_table(path, value_cols=["temp,pressure"])  # a comma-separated flag still splits
     assert list(frame.columns) == ["temp", "pressure"]
+
+
+@pytest.mark.parametrize(
+    "preamble",
+    [["# Station: JFK", "# exported 2024-01-05"], ["Weather export", ""], ["", "#", "Logger 7"]],
+)
+def test_lines_above_the_header_are_skipped_on_both_sides(tmp_path, preamble):
+    # setup: a logger's metadata above its table; before, "Error tokenizing data" or a header
+    # read from the title line
+    plain = _write(tmp_path, "time,a,b,c", name="plain.csv")
+    path = tmp_path / "meta.csv"
+    path.write_text("\n".join(preamble) + "\n" + plain.read_text())
+    # execute
+    frame, report = load_table(path)
+    expected, _ = load_table(plain)
+    values, times = read_csv(path, ["a", "b", "c"], times=True)
+    # assert
+    pd.testing.assert_frame_equal(frame, expected)
+    assert f"skipped {len(preamble)} line(s) above the header" in report.notes
+    np.testing.assert_array_equal(values, expected.to_numpy())
+    assert times[0] == expected.index[0]

@@ -207,7 +207,10 @@ def load_table(
     path = Path(path)
     if on_duplicate not in ON_DUPLICATE:
         raise DataError(f"on_duplicate '{on_duplicate}' unknown; expected one of {ON_DUPLICATE}")
-    df, blank_notes = _drop_blank(_read(path))
+    df = _read(path)
+    preamble = list(df.attrs.get("notes", []))
+    df, blank_notes = _drop_blank(df)
+    blank_notes = preamble + blank_notes
     exclude = rejoin_names(exclude, df.columns)  # --exclude "Temp, C": one column
     try:
         tcol = _time_column(df, time_col, path)
@@ -304,10 +307,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
     options = _csv_dialect(path)
     if not options.get("encoding"):
         try:
-            return _header_checked(pd.read_csv(path, **options), path, options)
+            return _noted(_header_checked(pd.read_csv(path, **options), path, options), options)
         except UnicodeDecodeError:
             options["encoding"] = "cp1252"
-    return _header_checked(pd.read_csv(path, **options), path, options)
+    return _noted(_header_checked(pd.read_csv(path, **options), path, options), options)
+
+
+def _noted(df: pd.DataFrame, options: dict[str, Any]) -> pd.DataFrame:
+    """``df`` with a note (``df.attrs["notes"]``) on the lines skipped above its header."""
+    if options.get("skiprows"):
+        df.attrs["notes"] = [f"skipped {options['skiprows']} line(s) above the header"]
+    return df
 
 
 def _header_checked(df: pd.DataFrame, path: Path, options: dict[str, str]) -> pd.DataFrame:
@@ -330,7 +340,7 @@ def _header_checked(df: pd.DataFrame, path: Path, options: dict[str, str]) -> pd
     return df.set_axis(names, axis=1)
 
 
-def _csv_dialect(path: Path) -> dict[str, str]:
+def _csv_dialect(path: Path) -> dict[str, Any]:
     """``read_csv`` options for the file's delimiter: ',' unless the header has none and has ';',
     a tab or '|'; with ';' or a tab, cells such as "12,5" make ',' the decimal mark; and
     ``encoding`` "utf-16" for a file that starts with a UTF-16 byte-order mark."""
@@ -343,15 +353,28 @@ def _csv_dialect(path: Path) -> dict[str, str]:
     encoding = {"encoding": "utf-16"} if wide else {}
     with opener(path, "rt", encoding="utf-16" if wide else "utf-8", errors="replace") as f:
         head = [line for _, line in zip(range(_SNIFF_LINES), f, strict=False)]
+    skip = _preamble(head)
+    head, base = head[skip:], encoding | ({"skiprows": skip} if skip else {})
     if not head or "," in head[0]:
-        return encoding
+        return base
     sep = next((c for c in (";", "\t", "|") if c in head[0]), None)
     if sep is None:
-        return encoding
+        return base
     cells = (cell.strip().strip('"') for line in head[1:] for cell in line.split(sep))
     if sep != "|" and any(_DECIMAL_COMMA.match(cell) for cell in cells):
-        return {"sep": sep, "decimal": ",", **encoding}
-    return {"sep": sep, **encoding}
+        return {"sep": sep, "decimal": ",", **base}
+    return {"sep": sep, **base}
+
+
+def _preamble(head: list[str]) -> int:
+    """How many lines before the header to skip: blank lines, '#' comments and title lines with
+    no delimiter, when a later line has one (a logger's metadata above its table)."""
+
+    for i, line in enumerate(head):
+        text = line.strip()
+        if text and not text.startswith("#") and any(c in text for c in ",;\t|"):
+            return i
+    return 0
 
 
 def _time_column(df: pd.DataFrame, time_col: str | None, path: Path) -> str:

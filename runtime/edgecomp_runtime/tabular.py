@@ -300,17 +300,28 @@ def _cells(path: Path, rows: list[list[str]], index: list[int], names: list[str]
 
 
 def _lines(path: Path) -> tuple[list[str], str]:
-    """The file's lines (UTF-8, else Windows-1252; UTF-16 after its byte-order mark, as the
-    compiler reads them) and delimiter:
-    ',' unless the header has none and has ';', a tab or '|'."""
+    """The file's lines from its header on (UTF-8, else Windows-1252; UTF-16 after its
+    byte-order mark, as the compiler reads them) and delimiter: ',' unless the header has none
+    and has ';', a tab or '|'."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
     except UnicodeDecodeError:
         text = data.decode("cp1252", errors="replace")
     lines = text.splitlines()
+    lines = lines[_preamble(lines) :]
     head = lines[0] if lines else ","
     return lines, "," if "," in head else next((c for c in ";\t|" if c in head), ",")
+
+
+def _preamble(lines: list[str]) -> int:
+    """Lines before the header, skipped as the compiler skips them: blank lines, '#' comments
+    and title lines with no delimiter, when a later line has one."""
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if text and not text.startswith("#") and any(c in text for c in ",;\t|"):
+            return i
+    return 0
 
 
 def _time_column(path: Path, header: list[str], time_col: str | None) -> str:
