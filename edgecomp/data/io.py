@@ -35,6 +35,7 @@ Rules, in the order ``load_table`` applies them:
   calendar month is no fixed period.
 * Header: names are stripped of surrounding spaces (as the runtime reads a window's header); a
   name given twice is refused. A file starting with a UTF-16 byte-order mark is read as UTF-16.
+  Blank, '#' comment and title lines (no delimiter) above the header are skipped, with a note.
 
 Bad data (``load_table`` here, ``prepare`` in prep.py). Every refusal is a one-line ``DataError``
 naming the file and the column:
