@@ -14,7 +14,8 @@ ONNX graph reads the window [batch, L, F] and writes the forecast [batch, H, n_t
 engine reads exactly what the ONNX file reads. At int8 each recurrent layer and the head are int8
 unless option ``keep_float`` keeps them float (names, ``input`` / ``output``, as for the default
 lowering; the ladder's mixed rung sets it), and the weights are those of the model the request
-carries (fine-tuned or QAT-tuned included).
+carries (fine-tuned or QAT-tuned included). Where the packed file would miss the candidates'
+parity limit, layer 0's input projection and then whole layers go float (``_fit``), recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ if TYPE_CHECKING:
 
     from edgecomp.targets.base import Lowered, Request
 
-__all__ = ["ENGINE", "NATIVE_FILE", "applies", "available", "layer_plan", "native_lowering"]
+__all__ = [
+    "ENGINE",
+    "NATIVE_FILE",
+    "applies",
+    "available",
+    "layer_plan",
+    "native_lowering",
+    "unavailable_reason",
+]
 
 ENGINE = "native"  # the runtime's engine key (edgecomp_runtime.engines.ENGINES)
 NATIVE_FILE = "model.native"
