@@ -546,6 +546,13 @@ def _seconds(timestamp: Any) -> float:
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=timezone.utc)
         return timestamp.timestamp()
+    if isinstance(timestamp, np.datetime64) and not np.isnat(timestamp):  # a DataFrame's index
+        return float(timestamp.astype("datetime64[us]").astype(np.int64)) / 1e6
+    if isinstance(timestamp, np.floating) and timestamp.itemsize < 8:
+        raise InputError(
+            f"reading: timestamp {short(timestamp)} is a {timestamp.dtype} number, precise to "
+            f"{float(np.spacing(abs(timestamp))):g} s there; send float64 or integer seconds"
+        )
     if isinstance(timestamp, bool) or not isinstance(timestamp, _NUMBERS):
         raise InputError(
             f"reading: timestamp must be seconds, a datetime or ISO 8601, got {short(timestamp)}"
