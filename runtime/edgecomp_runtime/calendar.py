@@ -152,6 +152,11 @@ def _last_seconds(times: Any, batch: int, length: int) -> np.ndarray:
             f"got {list(stamps.shape)}"
         )
     last = stamps.reshape(-1, length)[:, -1]
+    if last.dtype.kind == "f" and last.dtype.itemsize < 8:  # float32: 128 s steps in 2024
+        raise InputError(
+            f"window: times= is {last.dtype}, too coarse for Unix seconds; pass float64 or "
+            "integer seconds, datetimes or ISO-8601 text"
+        )
     if last.dtype.kind == "M":
         if np.isnat(last).any():
             raise InputError("window: times= holds a missing timestamp (NaT)")

@@ -38,3 +38,20 @@ def test_a_nat_timestamp_is_refused(make_artifact, toy):
     stream = ecr.load(make_artifact()).stream()
     with pytest.raises(InputError, match="timestamp must be seconds, a datetime or ISO 8601"):
         stream.push(np.datetime64("NaT"), toy.window()[0])
+
+
+def test_predict_refuses_float32_times(make_artifact, toy):
+    # setup: a calendar model (hour of day as the toy's lead channels)
+    spec = {
+        "spec.features": ["a", "hour_sin@+2", "hour_cos@+2"],
+        "spec.targets": ["a", "a"],
+        "spec.future": {"calendar": ["hour"], "columns": [], "lead": 2,
+                        "features": ["hour_sin@+2", "hour_cos@+2"]},
+    }  # fmt: skip
+    model = ecr.load(make_artifact(manifest=spec))
+    window = toy.window()[:, :1]
+    seconds = 1.7e9 + 900.0 * np.arange(toy.input_len)
+    # execute / assert
+    with pytest.raises(InputError, match="times= is float32, too coarse for Unix seconds"):
+        model.predict(window, times=seconds.astype(np.float32))
+    assert model.predict(window, times=seconds).shape == (toy.horizon, 2)
