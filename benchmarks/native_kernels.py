@@ -6,8 +6,11 @@ fp32 session and its default ``quantize_dynamic`` (DynamicQuantizeLSTM for the L
 float: ORT has no int8 GRU kernel), and PyTorch eager, all on one thread, in one process,
 interleaved round by round on the same test windows, at batch 1 and 64 (engine calls only: scaled
 windows in, scaled forecasts out); also int8 with layer 0's input projection kept in fp32
-(``pack(..., input_precision="fp32")``). Errors: max |difference| from torch fp32 on the test split
-(scaled units), and each variant's worst-step MAE change against torch fp32 (raw units, %).
+(``pack(..., input_precision="fp32")``), and int8 as CPUs without AVX512-VNNI run it: on AVX2
+(x86-64 Haswell / Zen 1-3: ``Kernel(isa="avx2")``) and on the plain C loops (aarch64:
+``Kernel(portable=True)``); ORT's rows stay this host's (its own AVX-512 / VNNI kernels).
+Errors: max |difference| from torch fp32 on the test split (scaled units), and each variant's
+worst-step MAE change against torch fp32 (raw units, %).
 
     python benchmarks/native_kernels.py [--rounds 15] [--iters 40] [--archs lstm,gru]
 """
@@ -118,6 +121,9 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     kernels = {p: native.Kernel(pack_module(module, p)) for p in ("fp32", "int8")}
     # int8 with layer 0's input projection (the window's features) kept in fp32
     kernels["int8_fp32_input"] = native.Kernel(pack_module(module, "int8", "fp32"))
+    # the same int8 file as CPUs without VNNI run it
+    kernels["int8_avx2"] = native.Kernel(pack_module(module, "int8"), isa="avx2")
+    kernels["int8_portable"] = native.Kernel(pack_module(module, "int8"), portable=True)
     variants = {
         "torch_eager_fp32": lambda s: _torch_call(module, s),
         "ort_fp32": lambda s: fp32_ort.run(None, {"window": s})[0],
@@ -125,6 +131,8 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
         "native_fp32": kernels["fp32"].run,
         "native_int8": kernels["int8"].run,
         "native_int8_fp32_input": kernels["int8_fp32_input"].run,
+        "native_int8_avx2": kernels["int8_avx2"].run,
+        "native_int8_portable": kernels["int8_portable"].run,
     }
     latency = _interleaved(variants, x, args)
     outputs = {k: _batched(fn, x) for k, fn in variants.items()}
@@ -140,6 +148,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
             k: float(((v / mae["torch_eager_fp32"] - 1) * 100).max()) for k, v in mae.items()
         },
         "native_int8_vnni": kernels["int8"].vnni,
+        "native_int8_isa": {k: kernels[k].isa for k in ("int8", "int8_avx2", "int8_portable")},
         "sizes": {
             "native_fp32": len(pack_module(module, "fp32")),
             "native_int8": len(pack_module(module, "int8")),
@@ -152,7 +161,9 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
 def _ratios(latency: dict) -> dict:
     out = {}
     for b, lat in latency.items():
-        for mine in ("native_int8", "native_int8_fp32_input", "native_fp32"):
+        mines = ("native_int8", "native_int8_fp32_input", "native_fp32", "native_int8_avx2",
+                 "native_int8_portable")  # fmt: skip
+        for mine in mines:
             for peer in ("ort_quantize_dynamic", "ort_fp32", "torch_eager_fp32"):
                 out[f"{mine}_vs_{peer}_{b}"] = lat[peer]["p50"] / lat[mine]["p50"]
     return out
@@ -216,6 +227,11 @@ def _print(arch: str, res: dict) -> None:
             f" vs ORT fp32 {r[f'native_int8_vs_ort_fp32_{b}']:.2f}x,"
             f" vs eager {r[f'native_int8_vs_torch_eager_fp32_{b}']:.2f}x;"
             f" native fp32 vs ORT fp32 {r[f'native_fp32_vs_ort_fp32_{b}']:.2f}x"
+        )
+        print(
+            f"  {b}: without VNNI, native int8 vs ORT dynamic: AVX2 "
+            f"{r[f'native_int8_avx2_vs_ort_quantize_dynamic_{b}']:.2f}x, portable "
+            f"{r[f'native_int8_portable_vs_ort_quantize_dynamic_{b}']:.2f}x"
         )
 
 

@@ -80,7 +80,7 @@ def load(
     if range_factor is not None and not (_is_number(range_factor) and range_factor >= 1):
         raise ValueError(f"range_factor must be a number >= 1 or None, got {range_factor!r}")
     manifest, files = read_artifact(path, trusted_keys=trusted_keys)
-    backend, engine_type = choose_engine(manifest, engine)
+    backend, engine_type = choose_engine(manifest, engine, files)
     input_range = _check_model_file(files[manifest["model_file"]], manifest, backend)
     runner = engine_type(engine_input(backend, manifest, files), manifest, threads=threads)
     # large batches on the engine the build measured faster there (recipe.lowering.batch_routing)

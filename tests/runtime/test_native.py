@@ -65,8 +65,11 @@ def _windows(batch, input_len=7, n_features=3, seed=1):
 # ------------------------------------------------------------------------------ kernel vs numpy
 
 
-# portable: the plain C loops that CPUs without AVX-512 (aarch64 included) run
-PORTABLE = pytest.mark.parametrize("portable", [False, True], ids=["dispatch", "portable"])
+# isa: None the best paths of this CPU, "portable" the plain C loops (aarch64 runs them),
+# "avx2" no AVX-512 (AVX2-only x86-64: int8 maps on AVX2, the rest plain C)
+PORTABLE = pytest.mark.parametrize(
+    "isa", [None, "portable", "avx2"], ids=["dispatch", "portable", "avx2"]
+)
 
 
 @needs_kernel
@@ -74,9 +77,9 @@ PORTABLE = pytest.mark.parametrize("portable", [False, True], ids=["dispatch", "
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("hidden", [(1,), (7,), (33, 64), (64, 7, 33)])
 @pytest.mark.parametrize("batch", [1, 3, 64])
-def test_fp32_kernel_matches_the_reference(cell, hidden, batch, portable):
+def test_fp32_kernel_matches_the_reference(cell, hidden, batch, isa):
     data = _pack(cell, hidden, "fp32", input_len=9, n_features=5, target_index=(4, 1, 0))
-    kernel = native.Kernel(data, portable=portable)
+    kernel = native.Kernel(data, isa=isa)
     x = _windows(batch, 9, 5)
     expected = reference.run(kernel.model, x)
     got = kernel.run(x)
@@ -89,10 +92,10 @@ def test_fp32_kernel_matches_the_reference(cell, hidden, batch, portable):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("hidden", [(1,), (7,), (33, 64), (64, 7, 33)])
 @pytest.mark.parametrize("batch", [1, 3, 64])
-def test_int8_kernel_matches_the_reference_and_stays_near_fp32(cell, hidden, batch, portable):
+def test_int8_kernel_matches_the_reference_and_stays_near_fp32(cell, hidden, batch, isa):
     # setup: the same weights in int8 and fp32
     shape = {"input_len": 9, "n_features": 5, "target_index": (4, 1, 0)}
-    int8 = native.Kernel(_pack(cell, hidden, "int8", **shape), portable=portable)
+    int8 = native.Kernel(_pack(cell, hidden, "int8", **shape), isa=isa)
     fp32 = native.Kernel(_pack(cell, hidden, "fp32", **shape))
     x = _windows(batch, 9, 5)
     # execute
@@ -105,19 +108,64 @@ def test_int8_kernel_matches_the_reference_and_stays_near_fp32(cell, hidden, bat
     assert np.abs(got - reference.run(fp32.model, x)).max() < 0.1
 
 
+def _avx2_kernel(data):
+    kernel = native.Kernel(data, isa="avx2")
+    if kernel.isa != "avx2":
+        pytest.skip(f"this CPU has no AVX2 (int8 runs on {kernel.isa})")
+    return kernel
+
+
+@needs_kernel
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize(("hidden", "n_features"), [((1,), 5), ((33, 64), 5), ((64, 7), 9)])
+@pytest.mark.parametrize("batch", [1, 2, 3, 64])
+def test_avx2_int8_gives_the_exact_integer_sums_of_the_portable_path(
+    cell, hidden, n_features, batch
+):
+    # setup: odd widths (padded 4-byte groups, quantization tails), odd and even batches
+    data = _pack(cell, hidden, "int8", input_len=9, n_features=n_features, target_index=(4, 1))
+    avx2, portable = _avx2_kernel(data), native.Kernel(data, portable=True)
+    x = _windows(batch, 9, n_features) * np.float32(3)
+    # assert: the same integer sums and the same rescaling, so the same floats
+    assert portable.isa == "portable"
+    np.testing.assert_array_equal(avx2.run(x), portable.run(x))
+
+
+@needs_kernel
+def test_a_weight_of_minus_128_leaves_avx2_for_the_exact_path():
+    # setup: one hh weight set to -128 (pack never writes it; vpsignb cannot negate it)
+    header, body = _split(_pack("lstm", (16,), "int8"))
+    body = bytearray(body)
+    body[_scale_entry(header, "layer0.hh.weight")["offset"] + 5] = 0x80
+    data = _join(header, bytes(body))
+    avx2 = _avx2_kernel(data)
+    x = _windows(6) * np.float32(4)
+    # assert: the -128 multiplies as -128
+    assert avx2.model.layers[0].hh.weight.min() == -128
+    np.testing.assert_array_equal(avx2.run(x), native.Kernel(data, portable=True).run(x))
+    np.testing.assert_allclose(avx2.run(x), reference.run(avx2.model, x), atol=1e-3)
+
+
+@needs_kernel
+def test_an_unknown_isa_is_refused():
+    with pytest.raises(ValueError, match="isa must be None, 'avx2' or 'portable', got 'sse'"):
+        native.Kernel(_pack(), isa="sse")
+    assert native.host_isa() in ("avx512-vnni", "avx2", "portable")
+
+
 @needs_kernel
 @PORTABLE
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_saturating_inputs_and_constant_rows_match_the_reference(cell, portable):
+def test_saturating_inputs_and_constant_rows_match_the_reference(cell, isa):
     # setup: gate inputs far past the nonlinearities' knees, an all-zero and a constant window
     data = _pack(cell, (16, 5), "fp32")
-    kernel = native.Kernel(data, portable=portable)
+    kernel = native.Kernel(data, isa=isa)
     x = _windows(4) * 60
     x[1] = 0
     x[2] = 3.5
     # assert: the kernel's exp, sigmoid and tanh hold their accuracy where they clamp
     np.testing.assert_allclose(kernel.run(x), reference.run(kernel.model, x), atol=2e-5)
-    int8 = native.Kernel(_pack(cell, (16, 5), "int8"), portable=portable)
+    int8 = native.Kernel(_pack(cell, (16, 5), "int8"), isa=isa)
     np.testing.assert_allclose(int8.run(x[1:3]), reference.run(int8.model, x[1:3]), atol=1e-3)
 
 
@@ -139,13 +187,13 @@ def test_mixed_precisions_follow_the_plan(cell):
 @needs_kernel
 @PORTABLE
 @pytest.mark.parametrize(("precision", "input_precision"), [("int8", "fp32"), ("fp32", "int8")])
-def test_layer_0_input_projection_has_its_own_precision(precision, input_precision, portable):
+def test_layer_0_input_projection_has_its_own_precision(precision, input_precision, isa):
     # setup
     layers, head_w, head_b = _weights("lstm", 3, (8, 5), 4)
     args = {"input_len": 7, "n_features": 3, "target_index": [2, 0], "residual": True}
     data = native.pack("lstm", layers, head_w, head_b, precision=precision,
                        input_precision=input_precision, **args)  # fmt: skip
-    kernel = native.Kernel(data, portable=portable)
+    kernel = native.Kernel(data, isa=isa)
     x = _windows(5)
     # assert: only layer 0's input map differs from the layer's precision
     model = kernel.model
@@ -183,9 +231,10 @@ def test_residual_adds_the_last_reading_of_each_target():
 
 
 @needs_kernel
-def test_two_threads_get_the_same_results():
+@pytest.mark.parametrize("isa", [None, "avx2"], ids=["dispatch", "avx2"])
+def test_two_threads_get_the_same_results(isa):
     # setup
-    kernel = native.Kernel(_pack("gru", (64, 64), "int8"))
+    kernel = native.Kernel(_pack("gru", (64, 64), "int8"), isa=isa)
     batches = [_windows(b, seed=b) for b in (1, 64, 3, 17)]
     expected = [kernel.run(x) for x in batches]
     results, errors = {}, []
@@ -503,6 +552,38 @@ def test_without_the_kernel_the_engine_is_unavailable_and_load_falls_back(
     path = _native_artifact(make_artifact, toy, _toy_native(toy), equivalents=())
     with pytest.raises(EngineUnavailableError, match="not built"):
         load(path)
+
+
+@needs_kernel
+def test_int8_without_a_fast_int8_path_loads_the_equivalent_unless_native_is_asked(
+    make_artifact, toy, monkeypatch
+):
+    # setup: a CPU without AVX512-VNNI or AVX2 (the test hook: native.host_isa patched)
+    monkeypatch.setattr(native, "host_isa", lambda: "portable")
+    monkeypatch.setattr(engines_module, "_WARNED", set())
+    path = _native_artifact(make_artifact, toy, _toy_native(toy))
+    # execute
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        models = [load(path), load(path)]
+    # assert: the recorded equivalent runs, with one warning per process naming why
+    assert [model.backend for model in models] == ["onnx", "onnx"]
+    messages = [str(w.message) for w in caught if "'native'" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "would run slower on this host" in messages[0]
+    assert "lacks AVX512-VNNI and AVX2" in messages[0] and "engine='native'" in messages[0]
+    # asked for, native runs; an fp32 file, or no installed equivalent, keeps native
+    x = _windows(2, toy.input_len, len(toy.features))
+    asked = load(path, engine="native")
+    assert asked.backend == "native"
+    np.testing.assert_array_equal(asked.run_scaled(x), native.Kernel(_toy_native(toy)).run(x))
+    assert load(_native_artifact(make_artifact, toy, _toy_native(toy, "fp32"))).backend == "native"
+    alone = _native_artifact(make_artifact, toy, _toy_native(toy), equivalents=("no-such-engine",))
+    assert load(alone).backend == "native"
+    # and a CPU with a fast int8 path keeps native
+    for isa in ("avx2", "avx512-vnni"):
+        monkeypatch.setattr(native, "host_isa", lambda isa=isa: isa)
+        assert load(path).backend == "native"
 
 
 @needs_kernel

@@ -101,13 +101,25 @@ def get_engine(backend: str) -> type:
     return engine
 
 
-def choose_engine(manifest: dict[str, Any], requested: str | None = None) -> tuple[str, type]:
+def choose_engine(
+    manifest: dict[str, Any],
+    requested: str | None = None,
+    files: dict[str, bytes] | None = None,
+) -> tuple[str, type]:
     """The engine an artifact runs on: ``requested``, else the one its build chose.
 
     The build records its measured choice as ``recipe.lowering.engine`` (absent: the target's
     backend) and, as ``recipe.lowering.equivalent_engines``, the engines it ran the same model
     file on and found to pass the parity check. When the chosen engine is not installed, the
     first installed equivalent runs the artifact, with one RuntimeWarning per process saying so.
+    So it does when the chosen engine has a ``slower_here(file bytes)`` hook that gives a reason
+    this host would run its file slower than the build measured (the native engine's int8 layers
+    on a CPU without a fast int8 path); ``requested`` runs the engine as asked.
+
+    Args:
+        manifest: The artifact's manifest.
+        requested: An engine key the caller asked for (no fallback).
+        files: The artifact's files by name, for ``slower_here`` (None: the hook is not asked).
 
     Returns:
         (engine key of ``ENGINES``, engine class).
@@ -125,18 +137,25 @@ def choose_engine(manifest: dict[str, Any], requested: str | None = None) -> tup
     chosen = lowering.get("engine") or backend
     equivalents = list(lowering.get("equivalent_engines", ()))
     try:
-        return chosen, get_engine(chosen)
+        engine = get_engine(chosen)
     except EngineUnavailableError as exc:
         if not equivalents:
             raise
-        missing = str(exc)
+        missing, engine = str(exc), None
+    else:
+        slower = getattr(engine, "slower_here", None)
+        missing = slower(engine_input(chosen, manifest, files)) if slower and files else None
+        if not (missing and equivalents):
+            return chosen, engine
     for key in equivalents:
         try:
-            engine = get_engine(key)
+            fallback = get_engine(key)
         except EngineUnavailableError:
             continue
-        _warn_once(chosen, key, missing)
-        return key, engine
+        _warn_once(chosen, key, missing, slower=engine is not None)
+        return key, fallback
+    if engine is not None:  # slower here, but no equivalent is installed
+        return chosen, engine
     raise EngineUnavailableError(
         f"{missing} (none of the equivalent engines the build measured, {equivalents}, is "
         "installed either)"
@@ -279,14 +298,18 @@ class LazyEngine:
 _WARNED: set[tuple[str, str]] = set()
 
 
-def _warn_once(chosen: str, fallback: str, why: str, *, routed_batches: int = 0) -> None:
+def _warn_once(
+    chosen: str, fallback: str, why: str, *, routed_batches: int = 0, slower: bool = False
+) -> None:
     if (chosen, fallback) in _WARNED:
         return
     _WARNED.add((chosen, fallback))
     what = f"engine for batches of {routed_batches}+ windows" if routed_batches else "engine"
+    state = "would run slower on this host" if slower else "is unavailable"
+    asked = f"; load(..., engine='{chosen}') runs it there anyway" if slower else ""
     warnings.warn(
-        f"the artifact's {what} '{chosen}' is unavailable ({why}); running it on '{fallback}', "
-        "which its build measured on the same model file and found equivalent",
+        f"the artifact's {what} '{chosen}' {state} ({why}); running it on '{fallback}', "
+        f"which its build measured on the same model file and found equivalent{asked}",
         RuntimeWarning,
         stacklevel=3,
     )

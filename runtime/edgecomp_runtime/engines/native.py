@@ -4,11 +4,14 @@ The engine reads the artifact's ``.native`` file (``recipe.lowering.engine_files
 format in runtime/FORMAT.md) and runs it on edgecomp_runtime/native/kernel.c, compiled when the
 runtime was installed. Where it was not (no C compiler at install), ``get_engine("native")`` raises
 EngineUnavailableError saying so, and ``choose_engine`` falls back to the build's recorded
-equivalent engine (ONNX Runtime on the artifact's ONNX model file) with one warning.
+equivalent engine (ONNX Runtime on the artifact's ONNX model file) with one warning. So does
+``choose_engine`` when the file has int8 layers and this CPU has no fast int8 path for them (neither
+AVX512-VNNI nor AVX2: ``slower_here``), unless the caller asked for ``engine="native"``.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -30,6 +33,25 @@ class NativeEngine:
     def unavailable() -> str | None:
         """Why this engine cannot run on this host (None when it can)."""
         return native.unavailable_reason()
+
+    @staticmethod
+    def slower_here(model_bytes: bytes) -> str | None:
+        """Why this host would run the ``.native`` file slower than the engines its build found
+        equivalent (None when it would not): int8 layers on a CPU without AVX512-VNNI or AVX2,
+        where they run as integer math in float32 (the LSTM measured slower than ONNX Runtime's
+        int8 there). ``choose_engine`` asks, given the artifact's files."""
+        if native.host_isa() != "portable":
+            return None
+        try:
+            header = native.describe(bytes(model_bytes))
+        except ArtifactError:
+            return None  # the engine's own load names what is wrong
+        if not any(array["dtype"] == "int8" for array in header["arrays"]):
+            return None
+        return (
+            f"this CPU ({platform.machine()}) lacks AVX512-VNNI and AVX2, so the native kernel "
+            "would run the file's int8 layers as integer math in float32"
+        )
 
     def __init__(
         self, model_bytes: bytes, manifest: dict[str, Any], *, threads: int | None

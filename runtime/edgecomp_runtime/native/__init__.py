@@ -6,7 +6,8 @@ is present; ``available()`` says whether it was), and ``reference.run`` is the s
 
 int8 maps use symmetric per-output-row int8 weights and quantize their input per row (per window
 and step) at run time, the scheme of ONNX Runtime's dynamic quantization; the kernel multiplies
-on AVX512-VNNI where the CPU has it, else in plain C.
+on AVX512-VNNI where the CPU has it, else on AVX2 (x86-64 without VNNI), else in plain C
+(``host_isa``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 
 from edgecomp_runtime.native.format import NativeModel, describe, pack, parse
 
-__all__ = ["Kernel", "available", "describe", "pack", "parse", "unavailable_reason"]
+__all__ = ["Kernel", "available", "describe", "host_isa", "pack", "parse", "unavailable_reason"]
 
 _NB = 64  # the kernel's column block (kernel.c NB)
+_FORCE = {None: 0, "portable": 1, "avx2": 2}  # Kernel(isa=...) -> kernel.c model_new's force
 
 
 def _load() -> tuple[Any, str | None]:
@@ -48,6 +50,12 @@ def unavailable_reason() -> str | None:
     return _WHY
 
 
+def host_isa() -> str:
+    """The fastest int8 path of this CPU: "avx512-vnni", "avx2" or "portable" (plain C: int8 maps
+    as integer math in float32, slower than ONNX Runtime's int8 LSTM; also without the kernel)."""
+    return "portable" if _KERNEL is None else str(_KERNEL.host_isa())
+
+
 class Kernel:
     """A ``.native`` file prepared for the compiled kernel; ``run`` is thread-safe.
 
@@ -56,19 +64,35 @@ class Kernel:
         RuntimeError: The compiled kernel is not available (``unavailable_reason()``).
     """
 
-    def __init__(self, data: bytes, name: str = "model.native", *, portable: bool = False) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        name: str = "model.native",
+        *,
+        portable: bool = False,
+        isa: str | None = None,
+    ) -> None:
         if _KERNEL is None:
             raise RuntimeError(_WHY)
+        if isa not in _FORCE:
+            raise ValueError(f"isa must be None, 'avx2' or 'portable', got {isa!r}")
         self.model = parse(data, name)
         self.name = name
-        # portable: the plain C loops only (what CPUs without AVX-512 run), for tests
-        self._capsule = _KERNEL.prepare(*_kernel_arrays(self.model), portable)
+        # for tests: portable / isa="portable" runs the plain C loops only (as on aarch64),
+        # isa="avx2" no AVX-512 (as on AVX2-only x86-64: int8 on AVX2 where the CPU has it)
+        force = _FORCE["portable" if portable else isa]
+        self._capsule = _KERNEL.prepare(*_kernel_arrays(self.model), force)
         self._outputs = self.model.horizon * self.model.n_targets
 
     @property
     def vnni(self) -> bool:
-        """Whether int8 maps run on AVX512-VNNI (else plain C)."""
+        """Whether int8 maps run on AVX512-VNNI."""
         return bool(_KERNEL.vnni(self._capsule))
+
+    @property
+    def isa(self) -> str:
+        """The int8 maps' path: "avx512-vnni", "avx2" or "portable" (plain C)."""
+        return str(_KERNEL.isa(self._capsule))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Scaled float32 windows [B, L, F] -> float32 [B, horizon, n_targets]."""

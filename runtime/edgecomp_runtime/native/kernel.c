@@ -11,9 +11,10 @@
  *   comp[n] = 128 * sum_k w[n][k] (activations are stored as q + 128 in uint8)
  * Sequences are time-major [L][B][width] float.
  *
- * x86-64: the int8 GEMM uses AVX512-VNNI where the CPU has it (checked at run time); every other
- * loop is plain C, compiled for x86-64, x86-64-v3 and x86-64-v4 (target_clones) and picked at
- * load. Other CPUs (aarch64) run the plain C, auto-vectorized.
+ * x86-64: the int8 GEMM uses AVX512-VNNI where the CPU has it, else AVX2 (checked at load; both
+ * give the exact integer sums); every other loop is plain C, compiled for x86-64, x86-64-v3 and
+ * x86-64-v4 (target_clones) and picked at load. Other CPUs (aarch64) run the plain C,
+ * auto-vectorized, int8 maps as exact integer math in float32.
  */
 #ifndef EC_NO_PYTHON /* EC_NO_PYTHON: the kernel alone (tests/runtime/native_harness.c) */
 #define PY_SSIZE_T_CLEAN
@@ -44,10 +45,11 @@ typedef struct {
     const float *sw;     /* [Np] int8 only */
     const int32_t *comp; /* [Np] int8 only */
     const float *bias;   /* [Np] */
+    int m128;            /* int8 only: a weight is -128 (the AVX2 sign trick needs |w| <= 127) */
 } Lin;
 
 typedef struct {
-    int gru, L, F, n_layers, horizon, n_targets, residual, vnni, avx512;
+    int gru, L, F, n_layers, horizon, n_targets, residual, vnni, avx512, avx2;
     int hidden[MAX_LAYERS];
     Lin ih[MAX_LAYERS], hh[MAX_LAYERS], head;
     const int32_t *target_index;
@@ -320,6 +322,106 @@ VNNI static void qgemm_vnni(const Lin *W, const uint8_t *Q, const float *S, int 
         }
     }
 }
+/* ---------------------------------------------------------------- AVX2 int8 (no VNNI)
+ * Activations are quantized to signed int8 q (no offset, so no compensation). vpmaddubsw needs
+ * an unsigned operand: |q| times w with q's sign moved onto w (vpsignb); each int16 pair sum is
+ * at most 2 * 127 * 127 < 2^15 (no saturation: maps with a -128 weight run the plain GEMM), and
+ * vpmaddwd by ones widens the pairs to the 4-term int32 sums vpdpbusd gives. Exact. */
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* quantize_rows on AVX2: the same rounding (cvtps: to nearest even) and clamp, q as int8. */
+AVX2 static void quantize_rows_avx2(const float *A, int M, int lda, int K, int Kp, int8_t *Q,
+                                    float *S) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        __m256 peak = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= K; k += 8)
+            peak = _mm256_max_ps(peak, _mm256_and_ps(_mm256_loadu_ps(a + k), magnitude));
+        __m128 p4 = _mm_max_ps(_mm256_castps256_ps128(peak), _mm256_extractf128_ps(peak, 1));
+        p4 = _mm_max_ps(p4, _mm_movehl_ps(p4, p4));
+        p4 = _mm_max_ss(p4, _mm_movehdup_ps(p4));
+        float top = _mm_cvtss_f32(p4);
+        for (; k < K; k++) {
+            const float v = fabsf(a[k]);
+            top = v > top ? v : top;
+        }
+        const float inv = top > 0.0f ? 127.0f / top : 0.0f;
+        const __m256 vinv = _mm256_set1_ps(inv);
+        int8_t *q = Q + (size_t)m * Kp;
+        for (k = 0; k + 8 <= K; k += 8) {
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(a + k), vinv));
+            v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+            __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(p, p));
+        }
+        for (; k < K; k++) {
+            int v = _mm_cvtss_si32(_mm_set_ss(a[k] * inv));
+            v = v < -127 ? -127 : v;
+            q[k] = (int8_t)(v > 127 ? 127 : v);
+        }
+        for (; k < Kp; k++) q[k] = 0;
+        S[m] = top / 127.0f;
+    }
+}
+
+/* MB rows x 8 * NJ columns from column c0 of the 64-column block at nb. */
+static inline __attribute__((always_inline)) AVX2 void avx2_tile(
+    const int MB, const int NJ, const int8_t *wb, int kgs, const int8_t *Q, int ldq,
+    const float *S, const Lin *W, int nb, int c0, float *out, int ldo) {
+    __m256i acc[2][8];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int i = 0; i < MB; i++)
+        for (int j = 0; j < NJ; j++) acc[i][j] = _mm256_setzero_si256();
+    for (int g = 0; g < kgs; g++) {
+        const int8_t *w = wb + (size_t)g * 256 + 4 * c0;
+        __m256i a[2], u[2];
+        for (int i = 0; i < MB; i++) {
+            int32_t a4;
+            memcpy(&a4, Q + (size_t)i * ldq + 4 * g, 4);
+            a[i] = _mm256_set1_epi32(a4);
+            u[i] = _mm256_abs_epi8(a[i]);
+        }
+        for (int j = 0; j < NJ; j++) {
+            const __m256i wj = _mm256_loadu_si256((const __m256i *)(w + 32 * j));
+            for (int i = 0; i < MB; i++) {
+                const __m256i pairs = _mm256_maddubs_epi16(u[i], _mm256_sign_epi8(wj, a[i]));
+                acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+    }
+    for (int j = 0; j < NJ; j++) {
+        const int n = nb + c0 + 8 * j;
+        const __m256 sw = _mm256_loadu_ps(W->sw + n), bias = _mm256_loadu_ps(W->bias + n);
+        for (int i = 0; i < MB; i++) {
+            const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(S[i]), sw);
+            const __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][j]), scale, bias);
+            _mm256_storeu_ps(out + (size_t)i * ldo + n, y);
+        }
+    }
+}
+
+/* pairs of rows take each 64-column block in two halves (16 accumulators would spill) */
+AVX2 static void qgemm_avx2(const Lin *W, const int8_t *Q, const float *S, int M, float *out,
+                            int ldo) {
+    const int kgs = W->Kp / 4, ldq = W->Kp;
+    for (int nb = 0; nb < W->Np; nb += NB) {
+        const int8_t *wb = (const int8_t *)W->w + (size_t)nb * W->Kp;
+        int m = 0;
+        for (; m + 2 <= M; m += 2) {
+            const int8_t *q = Q + (size_t)m * ldq;
+            float *o = out + (size_t)m * ldo;
+            avx2_tile(2, 4, wb, kgs, q, ldq, S + m, W, nb, 0, o, ldo);
+            avx2_tile(2, 4, wb, kgs, q, ldq, S + m, W, nb, 32, o, ldo);
+        }
+        if (m < M)
+            avx2_tile(1, 8, wb, kgs, Q + (size_t)m * ldq, ldq, S + m, W, nb, 0,
+                      out + (size_t)m * ldo, ldo);
+    }
+}
+
 /* AVX-512 gates: the same exp polynomial, 1 / d by rcp14 and one Newton step (no divisions). */
 #define AVX512 __attribute__((target("avx512f")))
 
@@ -463,6 +565,11 @@ static void linear(const Model *md, const Lin *W, const float *A, int M, int lda
         qgemm_vnni(W, Q, S, M, out, ldo);
         return;
     }
+    if (W->int8 && md->avx2 && !W->m128) {
+        quantize_rows_avx2(A, M, lda, W->K, W->Kp, (int8_t *)Q, S);
+        qgemm_avx2(W, (const int8_t *)Q, S, M, out, ldo);
+        return;
+    }
 #endif
     (void)md;
     if (!W->int8) {
@@ -594,8 +701,13 @@ static void model_free(Model *md) {
     free(md);
 }
 
-/* The plain GEMM's weights: fp32 maps read their own; int8 maps (without VNNI) get a float copy
- * of their int8 weights, [Np/64][Kp][64], in one block. */
+/* The plain GEMM's weights: fp32 maps read their own; int8 maps the int8 GEMMs do not take (no
+ * VNNI, and no AVX2 or a -128 weight) get a float copy of their int8 weights, [Np/64][Kp][64],
+ * in one block. */
+static int plain_int8(const Model *md, const Lin *W) {
+    return W->int8 && !md->vnni && (!md->avx2 || W->m128);
+}
+
 static int float_weights(Model *md) {
     Lin *lins[2 * MAX_LAYERS + 1];
     int n = 0;
@@ -603,7 +715,7 @@ static int float_weights(Model *md) {
     lins[n++] = &md->head;
     size_t total = 0;
     for (int i = 0; i < n; i++)
-        if (lins[i]->int8 && !md->vnni) total += round64((size_t)lins[i]->Np * lins[i]->Kp * 4);
+        if (plain_int8(md, lins[i])) total += round64((size_t)lins[i]->Np * lins[i]->Kp * 4);
     char *cur = NULL;
     if (total && !(cur = md->fblock = aligned_alloc(64, total))) return -1;
     for (int i = 0; i < n; i++) {
@@ -612,7 +724,7 @@ static int float_weights(Model *md) {
             W->wf = W->w;
             continue;
         }
-        if (md->vnni) continue;
+        if (!plain_int8(md, W)) continue;
         float *wf = (float *)cur;
         const int8_t *w = W->w;
         for (int nb = 0; nb < W->Np; nb += NB)
@@ -659,6 +771,8 @@ static int lin_take(Lin *W, Source *src) {
     size_t w = W->int8 ? (size_t)W->Np * W->Kp : (size_t)W->Np * W->K * 4;
     if (!(W->w = take(src, w))) return -1;
     if (W->int8) {
+        const int8_t *w8 = W->w;
+        for (size_t i = 0; i < w && !W->m128; i++) W->m128 = w8[i] == -128;
         if (!(W->sw = take(src, (size_t)W->Np * 4))) return -1;
         if (!(W->comp = take(src, (size_t)W->Np * 4))) return -1;
     }
@@ -676,8 +790,9 @@ static void lin_shape(Lin *W, int int8, int K, int N) {
 /* A model from its meta ints and arrays (see prepare() below), or NULL with *err set.
  * meta: gru, L, F, n_layers, horizon, n_targets, residual, head_int8, then per layer
  * (hidden, hh int8, ih int8); arrays: per layer ih (w, [sw, comp,] bias), hh (...), head (...),
- * target_index int32. portable: the plain C loops only, as on CPUs without AVX-512 (tests). */
-static Model *model_new(const long *v, size_t nmeta, Source *src, int portable) {
+ * target_index int32. force (tests): 0 the best paths this CPU has, 1 the plain C loops only (as
+ * on aarch64), 2 no AVX-512 (as on AVX2-only x86: int8 on AVX2, the rest plain C). */
+static Model *model_new(const long *v, size_t nmeta, Source *src, int force) {
     for (size_t i = 0; i < nmeta; i++)
         if (v[i] < 0 || v[i] > 100000000) {
             src->err = "bad meta";
@@ -733,11 +848,13 @@ static Model *model_new(const long *v, size_t nmeta, Source *src, int portable) 
     }
 #if EC_X86
     __builtin_cpu_init();
-    md->avx512 = !portable && __builtin_cpu_supports("avx512f");
+    md->avx512 = !force && __builtin_cpu_supports("avx512f");
     md->vnni = md->avx512 && __builtin_cpu_supports("avx512vnni") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    md->avx2 = force != 1 && !md->vnni && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
 #else
-    (void)portable;
+    (void)force;
 #endif
     if (float_weights(md)) {
         src->err = "out of memory";
@@ -755,13 +872,17 @@ static void capsule_free(PyObject *capsule) {
     if (md) model_free(md);
 }
 
-/* prepare(meta: tuple of ints, arrays: tuple of buffers, portable: bool = False) -> capsule */
+/* prepare(meta: tuple of ints, arrays: tuple of buffers, force: int = 0) -> capsule */
 static PyObject *py_prepare(PyObject *self, PyObject *args) {
     PyObject *meta, *arrays;
-    int portable = 0;
+    int force = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!|p", &PyTuple_Type, &meta, &PyTuple_Type, &arrays, &portable))
+    if (!PyArg_ParseTuple(args, "O!O!|i", &PyTuple_Type, &meta, &PyTuple_Type, &arrays, &force))
         return NULL;
+    if (force < 0 || force > 2) {
+        PyErr_SetString(PyExc_ValueError, "native kernel: force must be 0, 1 or 2");
+        return NULL;
+    }
     long v[8 + 3 * MAX_LAYERS];
     const Py_ssize_t nmeta = PyTuple_GET_SIZE(meta), n = PyTuple_GET_SIZE(arrays);
     if (nmeta > 8 + 3 * MAX_LAYERS || n > 3 * 4 * MAX_LAYERS + 8) {
@@ -785,7 +906,7 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     Model *md = NULL;
     Source src = {bufs, lens, (size_t)n, 0, NULL, NULL};
     if (got == n) {
-        md = model_new(v, (size_t)nmeta, &src, portable);
+        md = model_new(v, (size_t)nmeta, &src, force);
         if (!md) PyErr_Format(PyExc_ValueError, "native kernel: %s", src.err);
     }
     for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
@@ -827,10 +948,35 @@ static PyObject *py_vnni(PyObject *self, PyObject *capsule) {
     return PyBool_FromLong(md->vnni);
 }
 
+static const char *int8_isa(int vnni, int avx2) {
+    return vnni ? "avx512-vnni" : avx2 ? "avx2" : "portable";
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *capsule) {
+    (void)self;
+    const Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    if (!md) return NULL;
+    return PyUnicode_FromString(int8_isa(md->vnni, md->avx2));
+}
+
+static PyObject *py_host_isa(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    int vnni = 0, avx2 = 0;
+#if EC_X86
+    __builtin_cpu_init();
+    vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return PyUnicode_FromString(int8_isa(vnni, avx2 && !vnni));
+}
+
 static PyMethodDef methods[] = {
     {"prepare", py_prepare, METH_VARARGS, "Copy a packed model into the kernel; a capsule."},
     {"run", py_run, METH_VARARGS, "Run a prepared model on float32 windows."},
     {"vnni", py_vnni, METH_O, "Whether the prepared model runs int8 on AVX512-VNNI."},
+    {"isa", py_isa, METH_O, "The prepared model's int8 path: avx512-vnni, avx2 or portable."},
+    {"host_isa", py_host_isa, METH_NOARGS, "The fastest int8 path this CPU has."},
     {NULL, NULL, 0, NULL},
 };
 
