@@ -12,8 +12,9 @@
  * Sequences are time-major [L][B][width] float.
  *
  * x86-64: the int8 GEMM uses AVX512-VNNI where the CPU has it, else AVX2 (checked at load; both
- * give the exact integer sums); every other loop is plain C, compiled for x86-64, x86-64-v3 and
- * x86-64-v4 (target_clones) and picked at load. Other CPUs (aarch64) run the plain C,
+ * give the exact integer sums), the fp32 GEMM and the gates AVX-512, else (the gates) AVX2; every
+ * other loop is plain C, compiled for x86-64, x86-64-v3 and x86-64-v4 (target_clones) and picked
+ * at load. Other CPUs (aarch64) run the plain C,
  * auto-vectorized, int8 maps as exact integer math in float32.
  */
 #ifndef EC_NO_PYTHON /* EC_NO_PYTHON: the kernel alone (tests/runtime/native_harness.c) */
@@ -422,6 +423,75 @@ AVX2 static void qgemm_avx2(const Lin *W, const int8_t *Q, const float *S, int M
     }
 }
 
+/* AVX2 gates (the AVX-512 ones below on 8 lanes): 2^n from the exponent bits, 1 / d by rcp and
+ * one Newton step (about 22 bits); the last H % 8 units on the plain C cell's math. */
+static inline __attribute__((always_inline)) AVX2 __m256 v8_exp_neg(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(-1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmsub_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* n in [-126, 127]: 2^n is a normal float */
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __attribute__((always_inline)) AVX2 __m256 v8_sigmoid(__m256 x) {
+    const __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), v8_exp_neg(x));
+    const __m256 r = _mm256_rcp_ps(d);
+    return _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
+}
+
+static inline __attribute__((always_inline)) AVX2 __m256 v8_tanh(__m256 x) {
+    return _mm256_fmsub_ps(v8_sigmoid(_mm256_add_ps(x, x)), _mm256_set1_ps(2.0f), _mm256_set1_ps(1.0f));
+}
+
+#define V8_GATE(a, b) _mm256_add_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b))
+
+AVX2 static void lstm_cell_avx2(const float *xg, const float *hg, float *c, float *h, int H) {
+    int j = 0;
+    for (; j + 8 <= H; j += 8) {
+        __m256 i = v8_sigmoid(V8_GATE(xg + j, hg + j));
+        __m256 f = v8_sigmoid(V8_GATE(xg + H + j, hg + H + j));
+        __m256 g = v8_tanh(V8_GATE(xg + 2 * H + j, hg + 2 * H + j));
+        __m256 o = v8_sigmoid(V8_GATE(xg + 3 * H + j, hg + 3 * H + j));
+        __m256 cj = _mm256_fmadd_ps(f, _mm256_loadu_ps(c + j), _mm256_mul_ps(i, g));
+        _mm256_storeu_ps(c + j, cj);
+        _mm256_storeu_ps(h + j, _mm256_mul_ps(o, v8_tanh(cj)));
+    }
+    for (; j < H; j++) {
+        float i = ec_sigmoid(xg[j] + hg[j]), f = ec_sigmoid(xg[H + j] + hg[H + j]);
+        float g = ec_tanh(xg[2 * H + j] + hg[2 * H + j]);
+        float o = ec_sigmoid(xg[3 * H + j] + hg[3 * H + j]);
+        c[j] = f * c[j] + i * g;
+        h[j] = o * ec_tanh(c[j]);
+    }
+}
+
+AVX2 static void gru_cell_avx2(const float *xg, const float *hg, const float *hp, float *h, int H) {
+    int j = 0;
+    for (; j + 8 <= H; j += 8) {
+        __m256 r = v8_sigmoid(V8_GATE(xg + j, hg + j));
+        __m256 z = v8_sigmoid(V8_GATE(xg + H + j, hg + H + j));
+        __m256 n = v8_tanh(_mm256_fmadd_ps(r, _mm256_loadu_ps(hg + 2 * H + j),
+                                           _mm256_loadu_ps(xg + 2 * H + j)));
+        __m256 hj = _mm256_loadu_ps(hp + j);
+        _mm256_storeu_ps(h + j, _mm256_fmadd_ps(z, _mm256_sub_ps(hj, n), n));
+    }
+    for (; j < H; j++) {
+        float r = ec_sigmoid(xg[j] + hg[j]), z = ec_sigmoid(xg[H + j] + hg[H + j]);
+        float n = ec_tanh(xg[2 * H + j] + r * hg[2 * H + j]);
+        h[j] = (1.0f - z) * n + z * hp[j];
+    }
+}
+
 /* AVX-512 gates: the same exp polynomial, 1 / d by rcp14 and one Newton step (no divisions). */
 #define AVX512 __attribute__((target("avx512f")))
 
@@ -649,6 +719,15 @@ static void run_layer(const Model *md, int l, const float *in, int width, float 
                     else
                         lstm_cell_512(xg + (size_t)b * ld, sc->hg + (size_t)b * ld,
                                       sc->c + (size_t)b * H, ht + (size_t)b * H, H);
+                    continue;
+                }
+                if (md->avx2) {
+                    if (md->gru)
+                        gru_cell_avx2(xg + (size_t)b * ld, sc->hg + (size_t)b * ld,
+                                      hp + (size_t)b * H, ht + (size_t)b * H, H);
+                    else
+                        lstm_cell_avx2(xg + (size_t)b * ld, sc->hg + (size_t)b * ld,
+                                       sc->c + (size_t)b * H, ht + (size_t)b * H, H);
                     continue;
                 }
 #endif
