@@ -15,7 +15,6 @@ window and its truth; error is scored per horizon step on observed (non-missing)
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import hashlib
 import json
@@ -399,14 +398,12 @@ def read_table(path: Path, features: list[str]) -> tuple[np.ndarray, list[float]
     """
     if path.suffix.lower() == ".parquet":
         return _read_parquet(path, features)
-    from edgecomp_runtime.tabular import read_csv
+    from edgecomp_runtime.tabular import has_time_column, read_csv
 
-    try:
-        with open(path, newline="") as fh:
-            header = [name.strip() for name in next(csv.reader(fh), [])]
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a 'Time' or 'Date' header too, UTF-16, lines above the header: as read_csv reads
+        timed = has_time_column(path)
+    except OSError as exc:
         raise InputError(f"{path}: cannot read the data file ({exc})") from None
-    timed = any(name in _TIME_NAMES for name in header)
     values, stamps = read_csv(path, features, times=timed)
     seconds = None if stamps is None else [_epoch(s) for s in stamps]
     return values, seconds

@@ -255,6 +255,18 @@ def _optional_times(path: str | Path, date_order: str | None) -> list[datetime] 
         return None
 
 
+def has_time_column(path: str | Path) -> bool:
+    """True when a CSV file's header names a time column (one of ``TIME_NAMES``, any case) or
+    year, month and day columns: the times ``read_csv(..., times=True)`` reads.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    lines, sep = _lines(Path(path))
+    header = [h.strip() for h in next(csv.reader(lines[:1], delimiter=sep), [])]
+    return any(h.lower() in TIME_NAMES for h in header) or _date_parts(header) is not None
+
+
 def _check_steps(path: str | Path, stamps: list[datetime], period_s: float, weekdays: bool) -> None:
     """Refuse a window whose rows are not one sampling period apart (a missing row would make
     the model read 24 rows as 24 consecutive steps): a step of 0.5 to 1.5 periods is one, as the
