@@ -428,7 +428,7 @@ def _read_parquet(path: Path, features: list[str]) -> tuple[np.ndarray, list[flo
             f"{table.column_names} (a wide table is needed: one column per feature)"
         )
     values = np.column_stack([table.column(f).to_numpy(zero_copy_only=False) for f in features])
-    tcol = next((n for n in table.column_names if n in _TIME_NAMES), None)
+    tcol = next((n for n in table.column_names if n.lower() in _TIME_NAMES), None)  # any case
     seconds = None
     if tcol is not None:
         seconds = [_epoch(t) for t in table.column(tcol).to_pylist()]

@@ -55,3 +55,16 @@ def test_a_capitalized_time_header_finds_the_gaps(tmp_path, make_artifact, heade
     # assert: the toy's windows span 8 rows; the 7 starting at rows 13 to 19 cross the gap
     assert seconds is not None and seconds[20] - seconds[19] == 1800
     assert result["accuracy"]["n_skipped_gaps"] == 7
+
+
+def test_a_capitalized_time_column_of_a_parquet_file_is_read(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    # setup
+    stamps = pd.date_range("2024-01-01", periods=5, freq="15min")
+    data = tmp_path / "site.parquet"
+    pd.DataFrame({"Timestamp": stamps, "a": 1.0, "b": 2.0, "c": 3.0}).to_parquet(data)
+    # execute
+    _, seconds = read_table(data, ["a", "b", "c"])
+    # assert
+    assert seconds is not None and seconds[1] - seconds[0] == 900
