@@ -95,9 +95,15 @@ def load(
 
 
 def _check_model_file(data: bytes, manifest: dict[str, Any], backend: str) -> Any:
-    """The checks of ``opcheck`` (before any engine parses the file); the input range."""
-    if backend in _ONNX_BACKENDS and manifest["model_file"].endswith(".onnx"):
-        return check_onnx(data, manifest, backend)
+    """The checks of ``opcheck`` (before any engine parses the file); the input range.
+
+    An ONNX model file is checked whichever engine runs it: an engine with a file of its own
+    (the native kernel) keeps the ONNX file as its recorded fallback, checked as the target's.
+    """
+    if manifest["model_file"].endswith(".onnx"):
+        kind = backend if backend in _ONNX_BACKENDS else manifest["target"]["backend"]
+        if kind in _ONNX_BACKENDS:
+            return check_onnx(data, manifest, kind)
     if backend == "tflite":
         check_tflite(data, manifest)
     entry = manifest["io"]["inputs"][0]  # int8 I/O (LiteRT): the manifest carries the range

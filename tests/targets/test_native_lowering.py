@@ -301,3 +301,19 @@ def test_layers_the_parity_limit_needs_float_are_made_float_and_recorded(tmp_pat
     assert {layer["precision"] for layer in [*header["layers"], header["head"]]} == {"fp32"}
     assert all("parity" in r["native_reason"] for r in result.layers if "native" in r)
     assert result.lowering["parity"]["max_abs_diff"] <= 1e-4
+
+
+@needs_kernel
+def test_the_onnx_fallback_file_of_a_native_artifact_is_checked_at_load(
+    tmp_path, traffic_path, traffic_checkpoints
+):
+    # setup: a native build, then its ONNX file (the recorded fallback) replaced by garbage
+    from edgecomp_runtime.model import _check_model_file
+
+    result = _build(traffic_checkpoints["lstm"], traffic_path, tmp_path, lowering="native")
+    manifest, files = ecr.read_artifact(result.path)
+    # assert: the intact file passes the ONNX checks although the native engine runs the artifact
+    _check_model_file(files["model.onnx"], manifest, "native")
+    # execute + assert: a broken one is refused, naming the file, before any engine runs
+    with pytest.raises(ecr.ArtifactError, match="model.onnx"):
+        _check_model_file(b"\x08\x07garbage", manifest, "native")
