@@ -144,8 +144,10 @@ def choose_engine(
         missing, engine = str(exc), None
     else:
         slower = getattr(engine, "slower_here", None)
-        missing = slower(engine_input(chosen, manifest, files)) if slower and files else None
-        if not (missing and equivalents):
+        if not (slower and files and equivalents):
+            return chosen, engine
+        missing = slower(engine_input(chosen, manifest, files))
+        if not missing:
             return chosen, engine
     for key in equivalents:
         try:
