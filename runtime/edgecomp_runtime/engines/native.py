@@ -19,6 +19,7 @@ import numpy as np
 
 from edgecomp_runtime import native
 from edgecomp_runtime.errors import ArtifactError, EngineUnavailableError, InputShapeError
+from edgecomp_runtime.native.format import NativeModel
 
 
 class NativeEngine:
@@ -63,6 +64,8 @@ class NativeEngine:
         if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"{self._name}: the native engine needs the .native file's bytes")
         self._kernel = native.Kernel(bytes(model_bytes), self._name)  # ArtifactError if malformed
+        if "spec" in manifest:  # the build's own parity runs pass no manifest
+            _check_spec(self._kernel.model, manifest["spec"], self._name)
         self.threads = 1  # one thread per call; concurrent calls run in parallel (GIL released)
 
     def bind(self, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
@@ -80,3 +83,27 @@ class NativeEngine:
             return self._kernel.run(x)
         except ValueError as exc:
             raise InputShapeError(str(exc)) from None
+
+
+def _check_spec(model: NativeModel, spec: dict[str, Any], name: str) -> None:
+    """Refuse a ``.native`` file whose shapes (or residual targets) are not the artifact's: it
+    would forecast another shape, or add the wrong reading, for the same window."""
+    features, targets = list(spec["features"]), list(spec["targets"])
+    expected = {
+        "input_len": spec["input_len"],
+        "n_features": len(features),
+        "horizon": spec["horizon"],
+        "n_targets": len(targets),
+    }
+    for field, value in expected.items():
+        if getattr(model, field) != value:
+            raise ArtifactError(
+                f"{name}: {field} {getattr(model, field)} is not the manifest's {value} "
+                "(spec, io): the file is not this artifact's model"
+            )
+    index = [features.index(t) if t in features else -1 for t in targets]
+    if model.residual and list(model.target_index) != index:
+        raise ArtifactError(
+            f"{name}: target_index {list(model.target_index)} is not the positions of the "
+            f"manifest's targets {targets} among its features ({index}), which the residual adds"
+        )

@@ -288,6 +288,9 @@ def parse(data: bytes, name: str = "model.native") -> NativeModel:
         raise ArtifactError(
             f"{name}: input_len * widest layer = {input_len * widest} exceeds {LIMITS['sequence']}"
         )
+    unread = sorted(set(arrays.entries) - set(arrays.seen))
+    if unread:
+        raise ArtifactError(f"{name}: arrays lists {unread}, which no layer or head reads")
     total = sum(a.size for a in arrays.seen.values())
     if total > LIMITS["weights"]:
         raise ArtifactError(f"{name}: {total} weight elements exceed {LIMITS['weights']}")
@@ -327,12 +330,14 @@ def _read_header(data: bytes, name: str) -> tuple[dict, memoryview]:
     if length > MAX_HEADER or start + length > len(view):
         raise ArtifactError(f"{name}: header length {length} runs past the file (truncated?)")
     try:
-        header = json.loads(bytes(view[start : start + length]).decode())
+        header = json.loads(
+            bytes(view[start : start + length]).decode(), object_pairs_hook=_unique(name)
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ArtifactError(f"{name}: the header is not valid JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ArtifactError(f"{name}: header.format must be {FORMAT!r}")
-    if header.get("version") != VERSION:
+    if type(header.get("version")) is not int or header["version"] != VERSION:
         raise ArtifactError(
             f"{name}: version {header.get('version')!r} is not {VERSION}, the one this runtime "
             "reads (pip install -U edgecomp-runtime, or rebuild the artifact)"
@@ -344,6 +349,19 @@ def _read_header(data: bytes, name: str) -> tuple[dict, memoryview]:
             f"{header.get('body_bytes')!r} (truncated or altered file)"
         )
     return header, body
+
+
+def _unique(name: str):
+    """A json object hook refusing a key given twice (readers could take either value)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            key = next(k for i, (k, _) in enumerate(items) if k in dict(items[:i]))
+            raise ArtifactError(f"{name}: the header repeats the key {key!r}")
+        return out
+
+    return pairs
 
 
 class _Spec:
