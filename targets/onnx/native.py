@@ -106,6 +106,7 @@ def native_lowering(request: Request, fp32: Lowered, default: Lowered) -> Lowere
     if rnn is None or not _same_io(default.io, spec, module):
         return None
     names = _layer_names(fp32.ir, module)
+    _check_finite(module, names)
     reasons = _reasons(request, fp32.ir, module)
     pack = _packer(module, spec)
     plan, window, fit = _fit(request, default, pack, layer_plan(request, fp32.ir, module))
@@ -138,6 +139,20 @@ def native_lowering(request: Request, fp32: Lowered, default: Lowered) -> Lowere
         lowering=lowering,
         extra_files={**default.extra_files, NATIVE_FILE: data},
     )
+
+
+def _check_finite(module: nn.Module, names: list[str]) -> None:
+    """Refuse non-finite weights naming the manifest's layer (pack would name its own index)."""
+    rnn = module.rnn
+    owners = [(names[k], f"{p}_l{k}") for k in range(rnn.num_layers) for p in _RNN_PARAMS]
+    owners += [(names[-1], "weight"), (names[-1], "bias")]
+    for layer, param in owners:
+        tensor = getattr(module.head if layer == names[-1] else rnn, param)
+        if not np.isfinite(_array(tensor)).all():
+            raise ValueError(f"native: layer {layer} ({param}) holds NaN or infinite weights")
+
+
+_RNN_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def _packer(module: nn.Module, spec: Any) -> Callable[..., bytes]:
