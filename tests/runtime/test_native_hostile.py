@@ -18,6 +18,7 @@ import pytest
 from edgecomp_runtime import load, native
 from edgecomp_runtime.errors import ArtifactError, InputError, ModelOutputError
 from edgecomp_runtime.native import format as fmt
+from edgecomp_runtime.native import reference
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"{native.unavailable_reason()}")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -273,6 +274,38 @@ def test_edge_inputs_give_finite_forecasts_as_the_onnx_fallback_does(
     # assert: finite forecasts like the fallback's (the toy ONNX file is another model)
     assert all(np.isfinite(y).all() for y in outs)
     assert np.isfinite(forecast).all() and forecast.shape == (2, toy.horizon, len(toy.targets))
+
+
+TINY_ROW_NAN = pytest.mark.xfail(
+    strict=True,
+    reason="kernel.c quantize_rows_float (the plain C int8 path: aarch64, x86 without AVX2): a row "
+    "whose peak |value| is below 127 / FLT_MAX (~3.7e-37) gets 127 / peak = inf, and 0 * inf = NaN",
+)
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", [None, "avx2", pytest.param("portable", marks=TINY_ROW_NAN)])
+@pytest.mark.parametrize(
+    ("cell", "edge"),
+    [("lstm", "tiny_input_row"), ("gru", "tiny_input_row"), ("lstm", "saturated_gates")],
+)
+def test_int8_rows_of_tiny_values_match_the_reference_on_every_path(toy, isa, cell, edge):
+    # setup: int8 maps whose input rows peak below ~3.7e-37: a window step of 1e-37 and zeros,
+    # or inputs of 1e4 that saturate the LSTM's output gate so h underflows to ~1e-44
+    data = _pack(toy, cell, "int8", (8, 5))
+    rng = np.random.default_rng(0)
+    if edge == "tiny_input_row":
+        x = np.zeros((2, toy.input_len, 3), np.float32)
+        x[:, :, 0] = 1e-37
+    else:
+        x = (rng.normal(0, 1, (4, toy.input_len, 3)) * 1e4).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # exp(-x) saturating; 0 * inf (the xfail)
+        expected = reference.run(native.parse(data), x)
+    # execute
+    got = native.Kernel(data, isa=isa).run(x)
+    # assert
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)
 
 
 @needs_kernel
