@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -356,3 +357,41 @@ def test_threads_with_different_batch_sizes_get_the_serial_results(make_artifact
     # assert: every thread, every call, bit-identical to the serial forecast
     assert not errors, errors
     assert results == dict.fromkeys(windows), {b: y for b, y in results.items() if y is not None}
+
+
+# ------------------------------------------------------------------ the kernel's scratch
+
+
+@needs_kernel
+def test_a_batch_whose_scratch_would_exceed_the_limit_runs_in_sub_batches(toy, monkeypatch):
+    # setup: a limit of 3 windows' sequence buffers (input_len * widest layer 8), a spy on the
+    # compiled kernel's run
+    data = _pack(toy, "lstm", "int8", (8, 5))
+    x = np.random.default_rng(3).normal(0, 1, (8, toy.input_len, 3)).astype(np.float32)
+    whole = native.Kernel(data).run(x)
+    monkeypatch.setattr(native, "_SCRATCH_FLOATS", 3 * toy.input_len * 8)
+    compiled, sizes = native._KERNEL, []
+
+    def run(capsule, xs, ys):
+        sizes.append(len(xs))
+        compiled.run(capsule, xs, ys)
+
+    spy = types.SimpleNamespace(run=run, prepare=compiled.prepare)
+    monkeypatch.setattr(native, "_KERNEL", spy)
+    kernel = native.Kernel(data)
+    # execute: run, and a binding (predict's path)
+    got = kernel.run(x)
+    bound = kernel.bind(x, whole.shape)()
+    # assert: three calls of at most 3 windows each, the forecasts of one call
+    assert sizes == [3, 3, 2, 3, 3, 2]
+    np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(bound, got)
+
+
+def test_a_file_near_the_sequence_limit_runs_few_windows_per_call(toy):
+    # setup: 1024 steps of 4096 features: 2^22 floats per window's sequence buffer
+    data = _pack(toy, "gru", "int8", (2,), input_len=1024, n_features=4096, target_index=[0])
+    # assert: 4 windows per kernel call (two 64 MiB buffers at most), not predict's 256
+    if native.available():
+        assert native.Kernel(data)._step == 4
+    assert native._SCRATCH_FLOATS == fmt.LIMITS["sequence"] == 1 << 24

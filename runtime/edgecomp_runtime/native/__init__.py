@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from edgecomp_runtime.native.format import NativeModel, describe, pack, parse
+from edgecomp_runtime.native.format import LIMITS, NativeModel, describe, pack, parse
 
 __all__ = ["Kernel", "available", "describe", "host_isa", "pack", "parse", "unavailable_reason"]
 
 _NB = 64  # the kernel's column block (kernel.c NB)
+# one kernel call's windows: its two sequence buffers (kernel.c scratch_alloc, windows * input_len
+# * widest layer floats each) stay within the per-window limit's 64 MiB; kernel.c takes <= 1e6
+_SCRATCH_FLOATS = LIMITS["sequence"]
+_MAX_WINDOWS = 1_000_000
 _FORCE = {None: 0, "portable": 1, "avx2": 2}  # Kernel(isa=...) -> kernel.c model_new's force
 
 
@@ -83,6 +87,9 @@ class Kernel:
         force = _FORCE["portable" if portable else isa]
         self._capsule = _KERNEL.prepare(*_kernel_arrays(self.model), force)
         self._outputs = self.model.horizon * self.model.n_targets
+        widest = max(self.model.n_features, *(layer.hidden for layer in self.model.layers))
+        per_window = self.model.input_len * widest
+        self._step = max(1, min(_MAX_WINDOWS, _SCRATCH_FLOATS // per_window))
 
     @property
     def vnni(self) -> bool:
@@ -104,7 +111,7 @@ class Kernel:
                 f"got {list(x.shape)}"
             )
         y = np.empty((len(x), model.horizon, model.n_targets), np.float32)
-        _KERNEL.run(self._capsule, x, y)
+        _run_steps(_KERNEL.run, self._capsule, x, y, self._step)
         return y
 
     def bind(self, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], np.ndarray]:
@@ -126,13 +133,25 @@ class Kernel:
                 f" and an output [batch, {model.horizon}, {model.n_targets}]"
             )
         y = np.empty(out_shape, np.float32)
-        run, capsule = _KERNEL.run, self._capsule
+        run, capsule, step = _KERNEL.run, self._capsule, self._step
+        if len(x) > step:  # rare: windows whose scratch would exceed _SCRATCH_FLOATS at once
+            return lambda: _run_steps(run, capsule, x, y, step)
 
         def call() -> np.ndarray:
             run(capsule, x, y)
             return y
 
         return call
+
+
+def _run_steps(run: Any, capsule: Any, x: np.ndarray, y: np.ndarray, step: int) -> np.ndarray:
+    """Run the C-contiguous ``x`` into ``y``, at most ``step`` windows per kernel call."""
+    if len(x) <= step:
+        run(capsule, x, y)
+        return y
+    for start in range(0, len(x), step):
+        run(capsule, x[start : start + step], y[start : start + step])
+    return y
 
 
 def _kernel_arrays(model: NativeModel) -> tuple[tuple[int, ...], tuple[np.ndarray, ...]]:
