@@ -137,6 +137,16 @@ def test_a_version_that_only_equals_1_loosely_is_refused(version):
         native.describe(_join(json.dumps(header).encode(), bytes(body)), "net.native")
 
 
+@pytest.mark.parametrize("number", [b"9" * 5000, b"1e999", b"-0", b"NaN", b"6.0"])
+def test_a_number_json_reads_oddly_is_refused_naming_the_file(number):
+    # 5000 digits: Python's int conversion limit raises ValueError inside json.loads
+    header, body = _split(_pack_plain())
+    text = json.dumps(header).encode().replace(b'"input_len": 6', b'"input_len": ' + number, 1)
+    assert text != json.dumps(header).encode()
+    with pytest.raises(ArtifactError, match="^net.native: "):
+        native.describe(_join(text, bytes(body)), "net.native")
+
+
 @pytest.mark.parametrize("depth", [100, 100_000])
 def test_a_deeply_nested_header_is_refused(depth):
     text = b'{"format":"edgecomp-native","version":1,"x":' + b"[" * depth + b"]" * depth + b"}"

@@ -333,7 +333,9 @@ def _read_header(data: bytes, name: str) -> tuple[dict, memoryview]:
         header = json.loads(
             bytes(view[start : start + length]).decode(), object_pairs_hook=_unique(name)
         )
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except ArtifactError:
+        raise  # a repeated key (_unique)
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, an int of > 4300 digits, nesting
         raise ArtifactError(f"{name}: the header is not valid JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ArtifactError(f"{name}: header.format must be {FORMAT!r}")
