@@ -142,3 +142,25 @@ def test_non_finite_weights_are_refused_by_the_native_lowering_naming_the_layer(
     with pytest.raises(TargetError):
         _emit(model, tmp_path / "int8", "int8", lowering="native")
     assert not (tmp_path / "int8" / "model.native").exists()
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("isa", [None, "avx2"], ids=["dispatch", "avx2"])
+def test_edge_inputs_forecast_close_to_the_onnx_fallback(arch, precision, isa, tmp_path):
+    # setup: a built 2-layer model; windows of -0.0, subnormal, tiny, large and +-1e30 values
+    model = _model(arch, layers=2, hidden=8)
+    _emit(model, tmp_path, precision, lowering="native")
+    runner = kernel.Kernel((tmp_path / "model.native").read_bytes(), isa=isa)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    spec = model.spec
+    for value in (-0.0, 1e-45, 1e-37, 1e4, 1e30, -1e30):
+        x = np.zeros((2, spec.input_len, spec.n_features), np.float32)
+        x[:, :, 1], x[1, :, 0] = value, -value
+        # execute
+        got = runner.run(x)
+        expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+        # assert: finite, and within the precision's tolerance relative to the forecast's size
+        assert np.isfinite(got).all(), value
+        relative = np.abs(got - expected) / np.maximum(1, np.abs(expected))
+        assert relative.max() <= ATOL[precision] / 10, (value, relative.max())
