@@ -164,3 +164,25 @@ def test_edge_inputs_forecast_close_to_the_onnx_fallback(arch, precision, isa, t
         assert np.isfinite(got).all(), value
         relative = np.abs(got - expected) / np.maximum(1, np.abs(expected))
         assert relative.max() <= ATOL[precision] / 10, (value, relative.max())
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_a_pruned_model_packs_at_its_pruned_width_and_passes_the_spec_check(arch, tmp_path):
+    # setup: keep 3 of 8 hidden units per layer of a 2-layer model (edgecomp.passes.prune_rnn)
+    from edgecomp.models import build_model
+    from edgecomp.passes.prune_rnn import prune_recurrent_state, recurrent_scores
+
+    model = _model(arch, layers=2, hidden=8, n_features=5, targets=[4, 2])
+    state, _ = prune_recurrent_state(model.module, recurrent_scores(model.module, "l2"), 3)
+    spec = dataclasses.replace(model.spec, hparams={**model.spec.hparams, "hidden": 3})
+    pruned = build_model(spec).eval()
+    pruned.load_state_dict(state)
+    pruned_model = Model(module=pruned, spec=spec)
+    # execute
+    _emit(pruned_model, tmp_path, "int8", lowering="native")
+    data = (tmp_path / "model.native").read_bytes()
+    # assert
+    assert [layer["hidden"] for layer in kernel.describe(data)["layers"]] == [3, 3]
+    engine = NativeEngine(data, {"spec": spec.to_dict()}, threads=1)
+    x = sine_windows(30, spec.input_len, spec.horizon, 5, 2, 2).x
+    assert np.abs(engine.run(x) - reference_predict(pruned_model, x)).max() <= ATOL["int8"]
