@@ -288,15 +288,8 @@ def test_edge_inputs_give_finite_forecasts_as_the_onnx_fallback_does(
     assert np.isfinite(forecast).all() and forecast.shape == (2, toy.horizon, len(toy.targets))
 
 
-TINY_ROW_NAN = pytest.mark.xfail(
-    strict=True,
-    reason="kernel.c quantize_rows_float (the plain C int8 path: aarch64, x86 without AVX2): a row "
-    "whose peak |value| is below 127 / FLT_MAX (~3.7e-37) gets 127 / peak = inf, and 0 * inf = NaN",
-)
-
-
 @needs_kernel
-@pytest.mark.parametrize("isa", [None, "avx2", pytest.param("portable", marks=TINY_ROW_NAN)])
+@pytest.mark.parametrize("isa", [None, "avx2", "portable"])
 @pytest.mark.parametrize(
     ("cell", "edge"),
     [("lstm", "tiny_input_row"), ("gru", "tiny_input_row"), ("lstm", "saturated_gates")],
@@ -311,7 +304,7 @@ def test_int8_rows_of_tiny_values_match_the_reference_on_every_path(toy, isa, ce
         x[:, :, 0] = 1e-37
     else:
         x = (rng.normal(0, 1, (4, toy.input_len, 3)) * 1e4).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # exp(-x) saturating; 0 * inf (the xfail)
+    with np.errstate(over="ignore", invalid="ignore"):  # exp(-x) saturating
         expected = reference.run(native.parse(data), x)
     # execute
     got = native.Kernel(data, isa=isa).run(x)
@@ -406,3 +399,21 @@ def test_a_file_near_the_sequence_limit_runs_few_windows_per_call(toy):
     if native.available():
         assert native.Kernel(data)._step == 4
     assert native._SCRATCH_FLOATS == fmt.LIMITS["sequence"] == 1 << 24
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("recipe.lowering.equivalent_engines", 5, "equivalent_engines"),
+        ("recipe.lowering.equivalent_engines", "onnx", "equivalent_engines"),
+        ("recipe.lowering.equivalent_engines", [["onnx"]], "equivalent_engines"),
+        ("recipe.lowering.engine", ["native"], "lowering.engine"),
+        ("recipe.lowering", "native", "recipe.lowering"),
+    ],
+)
+def test_a_malformed_engine_record_is_refused_naming_the_field(make_artifact, path, value, field):
+    # setup: the manifest's engine choice tampered (a type no build writes)
+    artifact = make_artifact(manifest={path: value})
+    # execute + assert: an ArtifactError naming the field, not a TypeError / AttributeError
+    with pytest.raises(ArtifactError, match=field):
+        load(artifact)

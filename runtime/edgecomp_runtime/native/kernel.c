@@ -112,6 +112,10 @@ CLONES static void gru_cell(const float *restrict xg, const float *restrict hg,
 
 typedef float v8f __attribute__((vector_size(32)));
 
+/* a row whose largest |value| is at most this quantizes to zeros: 127 / peak would overflow to
+   infinity below ~3.7e-37 (0 * inf = NaN); such a row contributes nothing in float32 anyway */
+#define TINY_PEAK 0x1p-100f
+
 /* unaligned 8-float load / store (macros: no vector crosses a function boundary) */
 #define LD8(v, p) memcpy(&(v), (p), sizeof(v8f))
 #define ST8(p, v) memcpy((p), &(v), sizeof(v8f))
@@ -128,7 +132,7 @@ CLONES static void quantize_rows_float(const float *restrict A, int M, int lda, 
             peak_bits = b > peak_bits ? b : peak_bits;
         }
         union { uint32_t u; float f; } peak = {peak_bits};
-        float inv = peak.f > 0.0f ? 127.0f / peak.f : 0.0f;
+        float inv = peak.f > TINY_PEAK ? 127.0f / peak.f : 0.0f;
         float *q = Q + (size_t)m * Kp;
         for (int k = 0; k < K; k++) {
             float v = rintf(a[k] * inv);
@@ -292,7 +296,7 @@ VNNI static void quantize_rows_512(const float *A, int M, int lda, int K, int Kp
             peak = _mm512_max_ps(peak, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, a + k)));
         }
         const float top = _mm512_reduce_max_ps(peak);
-        const __m512 inv = _mm512_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
+        const __m512 inv = _mm512_set1_ps(top > TINY_PEAK ? 127.0f / top : 0.0f);
         uint8_t *q = Q + (size_t)m * Kp;
         for (int k = 0; k < Kp; k += 16) { /* lanes past K load 0: q = 128, the padding */
             const __mmask16 mask = K - k >= 16 ? 0xffff : K > k ? (__mmask16)((1u << (K - k)) - 1) : 0;
@@ -349,7 +353,7 @@ AVX2 static void quantize_rows_avx2(const float *A, int M, int lda, int K, int K
             const float v = fabsf(a[k]);
             top = v > top ? v : top;
         }
-        const float inv = top > 0.0f ? 127.0f / top : 0.0f;
+        const float inv = top > TINY_PEAK ? 127.0f / top : 0.0f;
         const __m256 vinv = _mm256_set1_ps(inv);
         int8_t *q = Q + (size_t)m * Kp;
         for (k = 0; k + 8 <= K; k += 8) {

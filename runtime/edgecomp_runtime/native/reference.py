@@ -1,9 +1,10 @@
 """The native kernel's math in plain numpy: the test oracle for the compiled kernel.
 
 Float32 throughout. An int8 map quantizes its input per row (per window and step): peak =
-max |a|, q = clip(rint(a * (127 / peak)), -127, 127), scale = peak / 127 (q = 0, scale = 0 for
-an all-zero row), multiplies int8 by int8 into exact integers and rescales by the input row's
-scale times the weight row's scale, then adds the float bias.
+max |a|, q = clip(rint(a * (127 / peak)), -127, 127), scale = peak / 127 (q = 0 for a row whose
+peak is at most ``TINY_PEAK``: 127 / peak would overflow float32 below ~3.7e-37), multiplies int8
+by int8 into exact integers and rescales by the input row's scale times the weight row's scale,
+then adds the float bias.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import numpy as np
 from edgecomp_runtime.native.format import Linear, NativeModel
 
 F32 = np.float32
+TINY_PEAK = F32(2.0**-100)  # kernel.c's TINY_PEAK
 
 
 def quantize_activations(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 of a float32 [M, K] matrix: (q [M, K] int32, scale [M])."""
     peak = np.abs(a).max(axis=1)
-    safe = np.where(peak > 0, peak, F32(1))
-    inv = np.where(peak > 0, F32(127) / safe, F32(0)).astype(F32)
+    tiny = peak <= TINY_PEAK
+    inv = np.where(tiny, F32(0), F32(127) / np.where(tiny, F32(1), peak)).astype(F32)
     q = np.clip(np.rint(a * inv[:, None]), -127, 127).astype(np.int32)
     return q, (peak / F32(127)).astype(F32)
 
