@@ -133,9 +133,7 @@ def choose_engine(
         return requested, get_engine(requested)
     if backend not in ENGINES and backend not in REGISTERED:  # the model file's format is unknown
         get_engine(backend)  # raises, naming the backend and the upgrade
-    lowering = manifest.get("recipe", {}).get("lowering", {})
-    chosen = lowering.get("engine") or backend
-    equivalents = list(lowering.get("equivalent_engines", ()))
+    chosen, equivalents = _recorded_engines(manifest, backend)
     try:
         engine = get_engine(chosen)
     except EngineUnavailableError as exc:
@@ -187,6 +185,24 @@ def engine_input(key: str, manifest: dict[str, Any], files: dict[str, bytes]) ->
             "which the artifact does not hold"
         )
     return files[name]
+
+
+def _recorded_engines(manifest: dict[str, Any], backend: str) -> tuple[str, list[str]]:
+    """``recipe.lowering``'s engine (default ``backend``) and equivalent engines, checked."""
+    recipe = manifest.get("recipe", {})
+    lowering = recipe.get("lowering", {}) if isinstance(recipe, dict) else None
+    if not isinstance(lowering, dict):
+        raise ArtifactError("manifest recipe.lowering must be an object")
+    chosen = lowering.get("engine") or backend
+    equivalents = lowering.get("equivalent_engines", [])
+    if not isinstance(chosen, str):
+        raise ArtifactError(f"manifest recipe.lowering.engine must be a string, got {chosen!r}")
+    if not isinstance(equivalents, list) or not all(isinstance(k, str) for k in equivalents):
+        raise ArtifactError(
+            "manifest recipe.lowering.equivalent_engines must be a list of engine names, "
+            f"got {equivalents!r}"
+        )
+    return chosen, equivalents
 
 
 def route_batches(
