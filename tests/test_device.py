@@ -307,3 +307,15 @@ def test_an_offline_device_installs_from_a_wheelhouse(server, tmp_path):
         "numpy",
         "onnxruntime",
     }
+
+
+def test_the_runtime_wheel_for_devices_is_pure_python(tmp_path):
+    # setup + execute: a fresh build of this checkout's runtime wheel
+    from edgecomp.bench.device import build_runtime_wheel
+
+    wheel = build_runtime_wheel(cache=tmp_path)
+    # assert: installable on any Python and CPU (the native kernel's compiled module would tie it
+    # to this host's, and a gateway's pip refuses it: "No matching distribution")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        assert not [n for n in archive.namelist() if n.endswith((".so", ".pyd"))]

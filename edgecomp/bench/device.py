@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -198,9 +199,16 @@ def bench_cli(
 
 
 def build_runtime_wheel(cache: Path = ROOT / ".cache" / "runtime-wheel") -> Path:
-    """The edgecomp-runtime wheel of this checkout, rebuilt when its sources change."""
+    """The edgecomp-runtime wheel of this checkout, rebuilt when its sources change.
+
+    Pure Python (``EDGECOMP_RUNTIME_PURE=1``: without the native kernel, whose compiled module
+    would tie the wheel to this host's Python and CPU), so it installs on any gateway; there an
+    artifact built for the native engine runs on its recorded equivalent engine, with the
+    runtime's warning saying so.
+    """
     digest = hashlib.sha256()
-    for path in sorted([RUNTIME / "pyproject.toml", *RUNTIME.glob("edgecomp_runtime/**/*.py")]):
+    sources = [RUNTIME / "pyproject.toml", RUNTIME / "setup.py"]
+    for path in sorted([*sources, *RUNTIME.glob("edgecomp_runtime/**/*.py")]):
         digest.update(path.relative_to(RUNTIME).as_posix().encode() + path.read_bytes())
     folder = cache / digest.hexdigest()[:16]
     wheels = sorted(folder.glob("edgecomp_runtime-*.whl"))
@@ -213,6 +221,7 @@ def build_runtime_wheel(cache: Path = ROOT / ".cache" / "runtime-wheel") -> Path
             [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
              "-w", str(Path(tmp) / "out"), str(source)],
             capture_output=True, text=True, check=False,
+            env={**os.environ, "EDGECOMP_RUNTIME_PURE": "1"},
         )  # fmt: skip
         if proc.returncode != 0:
             raise DeviceError(f"building the runtime wheel failed: {_last_line(proc.stderr)}")
