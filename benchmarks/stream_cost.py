@@ -3,20 +3,22 @@
     .venv/bin/python benchmarks/stream_cost.py                 # traffic, L=48, H=8
     .venv/bin/python benchmarks/stream_cost.py --rounds 5 --per-round 200   # quicker
 
-For each forecaster it builds artifacts with ``stream=true`` (fp32, and int8 for the windowed
-comparison), then pushes the real traffic test-split readings (raw, NaN where missing, as a gateway
-sees them) through ``Model.stream()`` one at a time, forecasting after every reading, in three
-modes: incremental (the step model), windowed fp32 and windowed int8 (``predict`` on the window).
-Rounds interleave the variants in random order; the figure is the median over rounds of the mean
-time per ``push``; "engine only" times the bare step (for LSTM/GRU the numpy kernel the stream runs,
-and the ONNX step model on onnxruntime beside it) and the bare windowed models; "predict's own
-cost" times ``predict`` on one raw window with the engine call replaced by a copy of its recorded
-output (checks, imputation test, scaling, unscaling: all but the engine). Forecasters: an
-exact TCN (kernel 4, dilations 1, 2, 4, ... while the receptive field fits L: 43 for L = 48;
-trained here) and, for L = 48, the traffic example's TCN (receptive field 61), LSTM and GRU when
-`make demo` has trained them (or ``--checkpoints DIR`` holds them; else, and for other L, trained
-here for ``--epochs``); ``--archs lstm,gru`` limits the run. Writes
-benchmarks/out/stream_cost.json (stream_cost_L<L>.json for another ``--input-len``).
+For each forecaster it builds artifacts with ``stream=true`` (fp32 and int8), then pushes the real
+traffic test-split readings (raw, NaN where missing, as a gateway sees them) through
+``Model.stream()`` one at a time, forecasting after every reading, in these modes: incremental (the
+step model), windowed fp32 and windowed int8 (``predict`` on the window), and the int8 artifact's
+own incremental stream ("engines" says what ran each: an LSTM/GRU on the native engine steps on its
+``.native`` file, else the step model's numpy kernel or onnxruntime). Rounds interleave the
+variants in random order; the figure is the median over rounds of the mean time per ``push``;
+"engine only" times the bare step (what the fp32 stream runs: for LSTM/GRU the native kernel or the
+numpy kernel, ``step_kernel``; and the ONNX step model on onnxruntime beside it) and the bare
+windowed models; "predict's own cost" times ``predict`` on one raw window with the engine call
+replaced by a copy of its recorded output (checks, imputation test, scaling, unscaling: all but the
+engine). Forecasters: an exact TCN (kernel 4, dilations 1, 2, 4, ... while the receptive field fits
+L: 43 for L = 48; trained here) and, for L = 48, the traffic example's TCN (receptive field 61),
+LSTM and GRU when `make demo` has trained them (or ``--checkpoints DIR`` holds them; else, and for
+other L, trained here for ``--epochs``); ``--archs lstm,gru`` limits the run. Writes
+benchmarks/out/stream_cost.json (stream_cost_L<L>.json for another ``--input-len``; ``--out``).
 """
 
 from __future__ import annotations
@@ -77,8 +79,11 @@ def build(name: str, checkpoint: Path, tmp: Path) -> dict:
         BuildConfig(precision="fp32", options={"stream": True}),
         tmp / f"{name}-fp32.edgepkg",
     )
-    int8 = build_artifact(
-        str(checkpoint), DATA, BuildConfig(precision="int8"), tmp / f"{name}-int8.edgepkg"
+    int8 = build_artifact(  # with its own step model: the stream an int8 artifact gives
+        str(checkpoint),
+        DATA,
+        BuildConfig(precision="int8", options={"stream": True}),
+        tmp / f"{name}-int8.edgepkg",
     )
     return {"fp32": fp32.path, "int8": int8.path, "stream": fp32.manifest["stream"]}
 
@@ -139,6 +144,14 @@ def _own_cost(path: Path, raw: np.ndarray):
     return lambda: model.predict(raw)
 
 
+def _step_engine(stream) -> str:
+    """What runs a stream's steps: the native kernel, the numpy kernel or the ONNX step model."""
+    runner = stream._runner
+    if getattr(runner, "native", None) is not None:
+        return "native"
+    return "numpy kernel" if getattr(runner, "kernel", None) is not None else "onnxruntime"
+
+
 def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
     import edgecomp_runtime as ecr
 
@@ -148,6 +161,7 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
         "incremental": Feed(fp32, "incremental", rows, period),
         "windowed fp32": Feed(fp32, "windowed", rows, period),
         "windowed int8": Feed(int8, "windowed", rows, period),
+        "incremental int8": Feed(int8, "incremental", rows, period),
     }
     from edgecomp_runtime.step import StepRunner, step_runner, stream_section
 
@@ -179,7 +193,9 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
         "us_per_reading": {name: us[name] for name in feeds},
         "engine_us": {
             "step": us["engine step"],
-            "step_kernel": section.get("kernel", {}).get("cell"),
+            "step_kernel": "native"
+            if runner.native is not None
+            else section.get("kernel", {}).get("cell"),
             "step_onnxruntime": us["engine step onnxruntime"],
             "window": us["engine window"],
             "window_int8": us["engine window int8"],
@@ -188,6 +204,14 @@ def measure(artifacts: dict, rounds: int, per_round: int, seed: int) -> dict:
         "predict_overhead_us": {"fp32": us["predict window"], "int8": us["predict window int8"]},
         "speedup_vs_windowed_fp32": us["windowed fp32"] / us["incremental"],
         "speedup_vs_windowed_int8": us["windowed int8"] / us["incremental"],
+        # the int8 artifact's own stream against its own windowed predict (the figure of issue 21)
+        "speedup_int8_stream_vs_windowed_int8": us["windowed int8"] / us["incremental int8"],
+        "engines": {
+            "windowed fp32": fp32.backend,
+            "windowed int8": int8.backend,
+            "incremental": _step_engine(feeds["incremental"].stream),
+            "incremental int8": _step_engine(feeds["incremental int8"].stream),
+        },
         "replays": replays,
         "readings": feeds["incremental"].i,
     }
@@ -204,6 +228,7 @@ def main() -> None:
     parser.add_argument(
         "--checkpoints", type=Path, help="folder with lstm/, gru/, tcn/ checkpoints (L = 48)"
     )
+    parser.add_argument("--out", type=Path, help="the JSON to write (default: see above)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -230,10 +255,10 @@ def main() -> None:
             results["models"][name] = row
             print_row(name, row)
     suffix = "" if args.input_len == 48 else f"_L{args.input_len}"
-    path = OUT / f"stream_cost{suffix}.json"
+    path = args.out or OUT / f"stream_cost{suffix}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
 
 
 def print_row(name: str, row: dict) -> None:
@@ -252,7 +277,11 @@ def print_row(name: str, row: dict) -> None:
         f"{own['fp32']:5.1f} us, int8 {own['int8']:5.1f} us\n"
         f"{'':<10} exact {step['exact']}, allowed {step['allowed']}, stream MAE vs windowed "
         f"worst step {worst:+.2%}, |stream - windowed| <= {max(metrics['deviation_mae']):.3f} "
-        f"(mean per step), replays {row['replays']} in {row['readings']} readings",
+        f"(mean per step), replays {row['replays']} in {row['readings']} readings\n"
+        f"{'':<10} int8 artifact: stream {us['incremental int8']:6.1f} us "
+        f"({row['engines']['incremental int8']}) vs windowed {us['windowed int8']:6.1f} us "
+        f"({row['engines']['windowed int8']}): "
+        f"{row['speedup_int8_stream_vs_windowed_int8']:.2f}x",
         flush=True,
     )
 

@@ -16,6 +16,10 @@ the same cell's weights, run here with a few in-place numpy ops per layer. One s
 small GEMVs, so onnxruntime's per-call cost (feeds, output allocation, node dispatch) is most of
 it; the kernel skips that. The ONNX step model still loads (and is what a runtime without kernel
 support runs); the build checks that both give the same forecasts.
+
+An LSTM or GRU artifact that runs on the native engine steps on its own ``.native`` model instead
+(``native.Stepper``: the windowed kernel's math for one step, its int8 maps included), so a stream
+from a zero state over L readings forecasts what ``predict`` does on those L readings.
 """
 
 from __future__ import annotations
@@ -81,10 +85,39 @@ def stream_files(section: dict[str, Any] | None) -> list[str]:
 
 
 def step_runner(model: Any, section: dict[str, Any]) -> StepRunner:
-    """The runner of a loaded artifact's step model (``model``: an ``edgecomp_runtime.Model``)."""
+    """The runner of a loaded artifact's step model (``model``: an ``edgecomp_runtime.Model``).
+
+    An LSTM or GRU artifact running on the native engine steps on its own ``.native`` model (the
+    windowed run's math, int8 maps included) where its state is the step model's; else the step
+    model's numpy kernel, else the ONNX step model."""
     kernel = section.get("kernel")
     data = model.file(kernel["file"]) if kernel else None
-    return StepRunner(model.file(section["step_file"]), section, threads=model.threads, kernel=data)
+    stepper = _native_stepper(model, section)
+    return StepRunner(
+        model.file(section["step_file"]),
+        section,
+        threads=model.threads,
+        kernel=data if stepper is None else None,
+        native=stepper,
+    )
+
+
+def raw_stepper(model: Any, runner: StepRunner | None) -> Any:
+    """For a stream on the native stepper (``runner.native``) of a model without lead channels:
+    one kernel call per raw reading to the raw forecast, scaled and unscaled as ``predict`` does
+    (``native.Stepper.raw_step``); None otherwise."""
+    native = getattr(runner, "native", None)
+    if native is None or model.spec.get("future"):
+        return None
+    return native.raw_step(model._scalers[np.float64], model._flat)
+
+
+def _native_stepper(model: Any, section: dict[str, Any]) -> Any:
+    make = getattr(model.engine, "stepper", None)  # engines.native.NativeEngine
+    if make is None or section["kind"] != "recurrent-state":
+        return None
+    stepper = make()
+    return stepper if stepper.state_size == int(section["state_size"]) else None
 
 
 def _is_state_size(value: Any) -> bool:
@@ -104,6 +137,7 @@ class StepRunner:
         *,
         threads: int | None,
         kernel: bytes | None = None,
+        native: Any = None,
     ) -> None:
         self.name = section["step_file"]
         self.state_size = int(section["state_size"])
@@ -114,7 +148,10 @@ class StepRunner:
                 f"{self.name}: step model inputs are {names}, expected {[READING, STATE]}"
             )
         self._outputs = [FORECAST, STATE_NEXT]
-        self.kernel = None if kernel is None else _Kernel(kernel, section)
+        self.native = native  # a native.Stepper: the artifact's .native model, stepped
+        self.kernel = (
+            native if native is not None else None if kernel is None else _Kernel(kernel, section)
+        )
         self.reset()
 
     def reset(self) -> None:

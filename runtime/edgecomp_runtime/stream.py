@@ -52,7 +52,7 @@ from edgecomp_runtime.errors import (
 from edgecomp_runtime.preprocess import impute_window
 from edgecomp_runtime.readings import Readings, finite, short
 from edgecomp_runtime.state import load_state, save_state
-from edgecomp_runtime.step import StepRunner, step_runner, stream_section
+from edgecomp_runtime.step import StepRunner, raw_stepper, step_runner, stream_section
 
 # NOTE: ``model`` is a Model (edgecomp_runtime.model), typed Any here: model.py imports this
 # module, and the runtime keeps its import graph free of cycles.
@@ -120,6 +120,7 @@ class Stream:
         self.period_s = _period(model, period_s)
         self.max_ahead_s = _max_ahead(max_ahead_s, self.period_s)
         self.mode, self.mode_reason, self._runner = _choose_mode(model, mode)
+        self._raw_step = raw_stepper(model, self._runner)  # native: raw reading -> raw forecast
         self.stats = dict.fromkeys((*COUNTERS, "refused", "resets"), 0)
         self.last_refusal: str | None = None
         self._clock = clock
@@ -382,6 +383,8 @@ class Stream:
         steps = self._pending
         fresh = self._synced and self._fed is None and 0 < steps < len(self._ring)
         if fresh and not self._nans and not self.model.spec.get("future"):
+            if self._raw_step is not None:
+                return self._feed_raw(steps)
             return self._unscaled(self._feed_new(steps))  # the common case: new rows as read
         window, missing = self.window, self._nans > 0
         if missing:
@@ -410,6 +413,18 @@ class Stream:
             np.multiply(centered, inv_std, out=centered)
             scaled[...] = centered
             y = self._runner.step(scaled)
+        return y
+
+    def _feed_raw(self, steps: int) -> np.ndarray:
+        """``_feed_new`` then ``_unscaled`` on the native stepper: one kernel call per row."""
+        self._pending = 0
+        for at in range(self._head - steps, self._head):  # NOTE: at < 0 wraps around
+            y, ok = self._raw_step(self._ring[at])
+        if not ok:
+            raise ModelOutputError(
+                f"{self._runner.name}: the step model's forecast is not finite for a finite "
+                "window within float32 range"
+            )
         return y
 
     def _unscaled(self, y: np.ndarray) -> np.ndarray:

@@ -77,6 +77,11 @@ class NativeEngine:
         except ValueError as exc:
             raise InputShapeError(str(exc)) from None
 
+    def stepper(self) -> native.Stepper:
+        """A stream's step on this model's kernel, with its own zero state (``native.Stepper``):
+        ``Model.stream()`` runs it instead of the artifact's step model."""
+        return self._kernel.stepper()
+
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run scaled float32 windows [B, L, F]; returns scaled float32 [B, H, F_out]."""
         try:

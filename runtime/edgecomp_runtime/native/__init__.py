@@ -20,7 +20,16 @@ import numpy as np
 
 from edgecomp_runtime.native.format import LIMITS, NativeModel, describe, pack, parse
 
-__all__ = ["Kernel", "available", "describe", "host_isa", "pack", "parse", "unavailable_reason"]
+__all__ = [
+    "Kernel",
+    "Stepper",
+    "available",
+    "describe",
+    "host_isa",
+    "pack",
+    "parse",
+    "unavailable_reason",
+]
 
 _NB = 64  # the kernel's column block (kernel.c NB)
 # one kernel call's windows: its two sequence buffers (kernel.c scratch_alloc, windows * input_len
@@ -140,6 +149,80 @@ class Kernel:
         def call() -> np.ndarray:
             run(capsule, x, y)
             return y
+
+        return call
+
+    def stepper(self) -> Stepper:
+        """A stream's step on this model: its own zero state; see ``Stepper``."""
+        return Stepper(self)
+
+
+class Stepper:
+    """One stream's recurrent state on a prepared ``Kernel``: ``step`` feeds one scaled reading
+    and returns the scaled forecast, the windowed run's math for one step (int8 maps quantize the
+    reading and each h per step). The state is every layer's h, then (LSTM) every layer's c.
+
+    Not thread-safe (one per stream); steppers of one ``Kernel`` may run in several threads.
+    """
+
+    def __init__(self, kernel: Kernel) -> None:
+        model = kernel.model
+        self.name = kernel.name
+        self.state_size = sum(layer.hidden for layer in model.layers) * (
+            1 if model.cell == "gru" else 2
+        )
+        self._shape = (model.horizon, model.n_targets)
+        self._features = model.n_features
+        self._capsule = kernel._capsule
+        self._state = np.zeros(self.state_size, np.float32)
+
+    def packed(self) -> np.ndarray:
+        """A copy of the state as [1, S]."""
+        return self._state[None].copy()
+
+    def unpack(self, state: np.ndarray) -> None:
+        """Set the state from [1, S] (as ``packed`` gives it)."""
+        flat = np.asarray(state, dtype=np.float32).reshape(-1)
+        if flat.size != self.state_size:
+            raise ValueError(
+                f"{self.name}: a state of {flat.size} values, expected {self.state_size}"
+            )
+        self._state[...] = flat
+
+    def step(self, reading: np.ndarray) -> np.ndarray:
+        """One scaled reading [F] -> the scaled forecast [horizon, n_targets] (a new array); the
+        state advances."""
+        x = reading  # the stream's own float32 row: as it is (the kernel checks its size)
+        if type(x) is not np.ndarray or x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(reading, dtype=np.float32).reshape(-1)
+        if x.size != self._features:
+            raise ValueError(
+                f"{self.name}: a reading of {x.size} values, expected {self._features}"
+            )
+        y = np.empty(self._shape, np.float32)
+        _KERNEL.step(self._capsule, x, self._state, y)
+        return y
+
+    def raw_step(
+        self, scaler: tuple[np.ndarray, np.ndarray], unscaler: tuple[np.ndarray, ...]
+    ) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
+        """``step`` from a raw reading to a raw forecast in one kernel call: a function of one
+        C-contiguous float64 reading [F] that returns (forecast [horizon, n_targets] in raw
+        units, a new array; whether it is all finite). It scales as ``predict`` scales a float64
+        window (``scaler``: mean, 1 / std, float64 [F]) and unscales as it does (``unscaler``:
+        std, mean and floor or None, float32 [horizon * n_targets])."""
+        sc64 = np.ascontiguousarray(np.concatenate(scaler), dtype=np.float64)
+        std, mean, floor = unscaler
+        has_floor = floor is not None
+        parts = (std, mean, floor if has_floor else np.zeros_like(std))
+        sc32 = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+        if sc64.size != 2 * self._features or sc32.size != 3 * int(np.prod(self._shape)):
+            raise ValueError(f"{self.name}: scaler or unscaler of the wrong size")
+        step_raw, capsule, state, shape = _KERNEL.step_raw, self._capsule, self._state, self._shape
+
+        def call(row: np.ndarray) -> tuple[np.ndarray, bool]:
+            y = np.empty(shape, np.float32)
+            return y, step_raw(capsule, row, sc64, sc32, has_floor, state, y)
 
         return call
 

@@ -760,6 +760,93 @@ static int model_run(const Model *md, const float *x, int B, float *y) {
     return 0;
 }
 
+#ifndef EC_NO_PYTHON /* the stream step: the Python binding's only */
+/* One stream step: reading x [F] (scaled), state [S] (every layer's h, then, LSTM, every layer's
+ * c; S = sum of hidden, twice for an LSTM) advanced in place, forecast y [horizon * n_targets].
+ * The windowed run's math for one step of one window (same maps, same per-row quantization, same
+ * cells); the state is the caller's, so one prepared model may step several streams at once. */
+static size_t step_state(const Model *md) {
+    size_t s = 0;
+    for (int l = 0; l < md->n_layers; l++) s += (size_t)md->hidden[l];
+    return md->gru ? s : 2 * s;
+}
+
+static int model_step(const Model *md, const float *x, float *state, float *y) {
+    int gmax = md->head.Np, qk = md->head.Kp, hmax = 1;
+    for (int l = 0; l < md->n_layers; l++) {
+        gmax = md->ih[l].Np > gmax ? md->ih[l].Np : gmax;
+        qk = md->ih[l].Kp > qk ? md->ih[l].Kp : qk;
+        qk = md->hh[l].Kp > qk ? md->hh[l].Kp : qk;
+        hmax = md->hidden[l] > hmax ? md->hidden[l] : hmax;
+    }
+    const size_t g = round64((size_t)gmax * 4), hb = round64((size_t)hmax * 4);
+    char *p = aligned_alloc(64, 2 * g + 2 * hb + round64((size_t)qk * 4) + 64);
+    if (!p) return -1;
+    float *xg = (float *)p, *hg = (float *)(p + g), *hn = (float *)(p + 2 * g);
+    float *in = (float *)(p + 2 * g + hb);
+    uint8_t *q = (uint8_t *)(p + 2 * g + 2 * hb);
+    float *s = (float *)(p + 2 * g + 2 * hb + round64((size_t)qk * 4));
+    const size_t half = md->gru ? 0 : step_state(md) / 2;
+    const float *cur = x;
+    size_t off = 0;
+    for (int l = 0; l < md->n_layers; l++) {
+        const int H = md->hidden[l];
+        float *h = state + off, *c = state + half + off;
+        linear(md, &md->ih[l], cur, 1, md->ih[l].K, xg, md->ih[l].Np, q, s);
+        linear(md, &md->hh[l], h, 1, H, hg, md->hh[l].Np, q, s);
+#if EC_X86
+        if (md->avx512) {
+            if (md->gru) gru_cell_512(xg, hg, h, hn, H);
+            else lstm_cell_512(xg, hg, c, hn, H);
+        } else if (md->avx2) {
+            if (md->gru) gru_cell_avx2(xg, hg, h, hn, H);
+            else lstm_cell_avx2(xg, hg, c, hn, H);
+        } else
+#endif
+        if (md->gru) gru_cell(xg, hg, h, hn, H);
+        else lstm_cell(xg, hg, c, hn, H);
+        memcpy(h, hn, (size_t)H * 4);
+        memcpy(in, hn, (size_t)H * 4); /* the next layer's input (h is the caller's buffer) */
+        cur = in;
+        off += (size_t)H;
+    }
+    const Lin *head = &md->head;
+    linear(md, head, cur, 1, head->K, xg, head->Np, q, s);
+    const int T = md->n_targets, outs = md->horizon * T;
+    memcpy(y, xg, (size_t)outs * 4);
+    if (md->residual)
+        for (int k = 0; k < outs; k++) y[k] += x[md->target_index[k % T]];
+    free(p);
+    return 0;
+}
+
+/* A stream step from a raw reading: x = (raw - mean) * inv_std in double rounded to float (as
+ * predict scales a float64 window), model_step, then y = y * std + mean (and max(y, floor)) in
+ * float, each operation rounded apart (as predict unscales: no fused multiply-add). Returns
+ * whether every forecast value is finite. sc64 = [mean F, inv_std F]; sc32 = [std, mean, floor]
+ * of horizon * n_targets each. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+static int step_raw(const Model *md, const double *raw, const double *sc64, const float *sc32,
+                    int floor, float *state, float *y, int *finite) {
+    float x[md->F];
+    for (int f = 0; f < md->F; f++) x[f] = (float)((raw[f] - sc64[f]) * sc64[md->F + f]);
+    if (model_step(md, x, state, y)) return -1;
+    const int outs = md->horizon * md->n_targets;
+    int ok = 1;
+    for (int k = 0; k < outs; k++) {
+        float v = y[k] * sc32[k];
+        v = v + sc32[outs + k];
+        if (floor && v < sc32[2 * outs + k]) v = sc32[2 * outs + k];
+        y[k] = v;
+        ok &= isfinite(v) != 0;
+    }
+    *finite = ok;
+    return 0;
+}
+#endif
+
 /* ---------------------------------------------------------------- preparing a model */
 
 static void model_free(Model *md) {
@@ -1008,6 +1095,64 @@ static PyObject *py_run(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* step(capsule, x: float32 [F], state: writable float32 [S], y: writable float32 [horizon *
+ * n_targets]): one stream step (model_step); state advances in place. */
+static PyObject *py_step(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    Py_buffer x, state, y;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oy*w*w*", &capsule, &x, &state, &y)) return NULL;
+    const Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    PyObject *result = NULL;
+    if (md) {
+        const size_t outs = (size_t)md->horizon * md->n_targets * 4;
+        if ((size_t)x.len != (size_t)md->F * 4 || (size_t)state.len != step_state(md) * 4 ||
+            (size_t)y.len != outs) {
+            PyErr_SetString(PyExc_ValueError, "native kernel: reading, state or output size mismatch");
+        } else if (model_step(md, x.buf, state.buf, y.buf)) {
+            PyErr_NoMemory();
+        } else {
+            result = Py_NewRef(Py_None);
+        }
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&state);
+    PyBuffer_Release(&y);
+    return result;
+}
+
+/* step_raw(capsule, raw: float64 [F], sc64: float64 [2F], sc32: float32 [3 outs], floor: int,
+ * state: writable float32 [S], y: writable float32 [outs]) -> bool (all finite); see step_raw. */
+static PyObject *py_step_raw(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    Py_buffer raw, sc64, sc32, state, y;
+    int floor;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oy*y*y*iw*w*", &capsule, &raw, &sc64, &sc32, &floor, &state, &y))
+        return NULL;
+    const Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
+    PyObject *result = NULL;
+    if (md) {
+        const size_t F = (size_t)md->F, outs = (size_t)md->horizon * md->n_targets;
+        int finite = 0;
+        if ((size_t)raw.len != F * 8 || (size_t)sc64.len != 2 * F * 8 ||
+            (size_t)sc32.len != 3 * outs * 4 || (size_t)state.len != step_state(md) * 4 ||
+            (size_t)y.len != outs * 4) {
+            PyErr_SetString(PyExc_ValueError, "native kernel: reading, scaler, state or output size mismatch");
+        } else if (step_raw(md, raw.buf, sc64.buf, sc32.buf, floor, state.buf, y.buf, &finite)) {
+            PyErr_NoMemory();
+        } else {
+            result = PyBool_FromLong(finite);
+        }
+    }
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&sc64);
+    PyBuffer_Release(&sc32);
+    PyBuffer_Release(&state);
+    PyBuffer_Release(&y);
+    return result;
+}
+
 static PyObject *py_vnni(PyObject *self, PyObject *capsule) {
     (void)self;
     const Model *md = PyCapsule_GetPointer(capsule, "edgecomp.native.model");
@@ -1041,6 +1186,8 @@ static PyObject *py_host_isa(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"prepare", py_prepare, METH_VARARGS, "Copy a packed model into the kernel; a capsule."},
     {"run", py_run, METH_VARARGS, "Run a prepared model on float32 windows."},
+    {"step", py_step, METH_VARARGS, "One stream step of a prepared model; the state in place."},
+    {"step_raw", py_step_raw, METH_VARARGS, "One stream step from a raw reading to a raw forecast."},
     {"vnni", py_vnni, METH_O, "Whether the prepared model runs int8 on AVX512-VNNI."},
     {"isa", py_isa, METH_O, "The prepared model's int8 path: avx512-vnni, avx2 or portable."},
     {"host_isa", py_host_isa, METH_NOARGS, "The fastest int8 path this CPU has."},
