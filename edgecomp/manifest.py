@@ -241,7 +241,8 @@ def _format_stream(stream: dict[str, Any] | None, out: io.StringIO) -> None:
     print(
         f"stream      {stream['step_file']} ({stream['kind']}), exact {stream['exact']}, "
         f"allowed {stream['allowed']}; worst step vs windowed {100 * worst:+.2f} % "
-        f"(budget {100 * stream['error_budget']:g} %)",
+        f"(budget {100 * stream['error_budget']:g} %)"
+        + (f", measured on the {stream['step_path']} step" if stream.get("step_path") else ""),
         file=out,
     )
 

@@ -17,6 +17,12 @@ what it measured into the manifest's ``stream`` section (runtime/FORMAT.md, "Str
 
 The runtime uses the step model only when the section says ``allowed``: exact, or a per-horizon
 MAE (against the truth) within ``stream_error_budget`` (default 1 %) of the windowed artifact's.
+
+An LSTM / GRU artifact on the native engine (``recipe.lowering.engine == "native"``) streams on its
+``.native`` model instead (the runtime's ``native.Stepper``, int8 maps included): where the kernel
+runs on the build host, the section's figures and ``allowed`` are that stepper's against the native
+engine's windowed forecasts (``step_path: "native"``), and ``fallback`` holds the step model's
+against the target's backend, what a gateway without the native engine streams.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ KERNEL_FILE = "step_kernel.npz"
 KERNEL_TOLERANCE = 1e-4  # max |kernel - ONNX step model| over the split, scaled units
 DEFAULT_BUDGET = 0.01  # stateful MAE may exceed the windowed artifact's by at most 1 % per step
 EXACT_TOLERANCE = 1e-4  # max |step - windowed reference|, scaled units, for an exact step model
+NATIVE = "native"  # recipe.lowering.engine of an artifact that steps on its .native model
+STEP_MODEL = "step-model"  # stream.step_path of figures measured on step.onnx (or its kernel)
 
 
 class StreamBuildError(BuildError):
@@ -249,13 +257,19 @@ def add_stream(
     kernel = step_kernel(model.module)
     if kernel is not None:
         section["kernel"] = {"file": KERNEL_FILE, "cell": kernel[0]}
-    runner = StepRunner(
-        step_bytes,
-        {**section, "exact": False, "allowed": False},
-        threads=1,
-        kernel=None if kernel is None else kernel[1],
+    kernel_bytes = None if kernel is None else kernel[1]
+    runner = StepRunner(step_bytes, _runner_section(section), threads=1, kernel=kernel_bytes)
+    windowed = get_engine(manifest["target"]["backend"])(
+        files[manifest["model_file"]], manifest, threads=1
     )
-    section.update(_measure(runner, model, dataset, manifest, files, split, budget))
+    measured = _measure(runner, windowed, model, dataset, split, budget)
+    native = _native_engine(manifest, files, state_size)
+    if native is None:
+        section.update(measured, step_path=STEP_MODEL)
+    else:  # the gateway steps on the .native model: its figures gate; the step model's fall back
+        on_native = StepRunner(step_bytes, _runner_section(section), threads=1, native=native[1])
+        section.update(_measure(on_native, native[0], model, dataset, split, budget))
+        section.update(step_path=NATIVE, fallback=_fallback(measured))
     files[STEP_FILE] = step_bytes
     if kernel is not None:
         _check_kernel(step_bytes, section, runner, model, dataset, split)
@@ -355,16 +369,51 @@ def _structure(module: nn.Module) -> dict[str, Any]:
     }
 
 
+def _runner_section(section: dict[str, Any]) -> dict[str, Any]:
+    """A stream section as ``StepRunner`` reads it before the verdict (not allowed, not exact)."""
+    return {**section, "exact": False, "allowed": False}
+
+
+def _native_engine(
+    manifest: dict[str, Any], files: dict[str, bytes], state_size: int
+) -> tuple[Any, Any] | None:
+    """(windowed engine, stepper) of the artifact's native engine, as ``Model.stream()`` steps
+    on it (runtime step.py, ``_native_stepper``); None where the build recorded another engine,
+    the kernel is not built on this host, or the ``.native`` state is not the step model's."""
+    from edgecomp_runtime import native
+    from edgecomp_runtime.engines import engine_input
+
+    lowering = manifest.get("recipe", {}).get("lowering", {})
+    if lowering.get("engine") != NATIVE or not native.available():
+        return None
+    engine = get_engine(NATIVE)(engine_input(NATIVE, manifest, files), manifest, threads=1)
+    stepper = engine.stepper()
+    return (engine, stepper) if stepper.state_size == state_size else None
+
+
+def _fallback(measured: dict[str, Any]) -> dict[str, Any]:
+    """The step model's figures, for a gateway whose runtime does not step on the native engine
+    (kernel not built there, or int8 layers on a CPU without a fast int8 path)."""
+    return {
+        "step_path": STEP_MODEL,
+        "note": "the fp32 step model (step.onnx, or its numpy kernel) against the windowed model "
+        "on the target's backend: what a gateway streams where the native engine does not run. "
+        "The section's own 'allowed' is the native step's; this 'allowed' is the step model's "
+        "verdict on these figures",
+        **measured,
+    }
+
+
 def _measure(
     runner: StepRunner,
+    engine: Any,
     model: Model,
     dataset: Dataset,
-    manifest: dict[str, Any],
-    files: dict[str, bytes],
     split: str,
     budget: float,
 ) -> dict[str, Any]:
-    """Stream the split's segment reading by reading; compare with the windowed forecasts."""
+    """Stream the split's segment reading by reading on ``runner``; compare with the windowed
+    forecasts of ``engine`` (an ``edgecomp_runtime`` engine instance)."""
     windows, (start, end) = dataset.split(split), dataset.bounds[split]
     if len(windows) == 0:
         raise StreamBuildError(f"the {split} split has no window to measure the step model on")
@@ -372,9 +421,6 @@ def _measure(
     mean, std = np.asarray(spec.scaler["mean"]), np.asarray(spec.scaler["std"])
     readings = ((dataset.values[start:end] - mean) / std).astype(np.float32)
     streamed = runner.run(readings)[windows.starts - start + spec.input_len - 1]
-    engine = get_engine(manifest["target"]["backend"])(
-        files[manifest["model_file"]], manifest, threads=1
-    )
     windowed = np.concatenate(
         [engine.run(windows.x[i : i + 256]) for i in range(0, len(windows), 256)]
     )
