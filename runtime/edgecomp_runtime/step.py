@@ -65,6 +65,17 @@ def stream_section(manifest: dict[str, Any], *, source: str = "manifest") -> dic
     need("state_size", _is_state_size, f"an integer in [1, {_MAX_STATE}]")
     for key in ("exact", "allowed"):
         need(key, lambda v: isinstance(v, bool), "true or false")
+    if "fallback" in section:  # the step model's verdict where the native step is measured
+        fallback = section["fallback"]
+        if not (
+            isinstance(fallback, dict)
+            and isinstance(fallback.get("allowed"), bool)
+            and isinstance(fallback.get("exact", False), bool)
+        ):
+            raise ArtifactError(
+                f"{where}.fallback' must be an object with 'allowed' (and 'exact', if given) "
+                "true or false"
+            )
     if "kernel" in section:
         need("kernel", lambda v: isinstance(v, dict), "an object")
         kernel = section["kernel"]

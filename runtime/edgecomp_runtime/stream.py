@@ -516,19 +516,32 @@ def _choose_mode(model: Model, mode: str) -> tuple[str, str, StepRunner | None]:
         reason = "the model takes known-future columns, given anew with each forecast"
     elif section is None:
         reason = "the artifact has no step model (built without the lowering option stream=true)"
-    elif not section["allowed"]:
-        reason = f"the manifest does not allow its step model: {section.get('reason', '')}"
     else:
         try:
             runner = step_runner(model, section)
         except EngineUnavailableError as exc:  # step models run on onnxruntime
             reason = f"the step model needs onnxruntime: {exc}"
         else:
-            why = "exact" if section["exact"] else "within the error budget"
-            return "incremental", f"step model {section['kind']}, {why}", runner
+            verdict = _verdict(section, runner)
+            if verdict["allowed"]:
+                why = (
+                    "exact" if verdict.get("exact", section["exact"]) else "within the error budget"
+                )
+                return "incremental", f"step model {section['kind']}, {why}", runner
+            reason = f"the manifest does not allow its step model: {verdict.get('reason', '')}"
     if mode == "incremental":
         raise StreamError(f"cannot stream incrementally: {reason}")
     return "windowed", reason, None
+
+
+def _verdict(section: dict[str, Any], runner: StepRunner) -> dict[str, Any]:
+    """The build's stream verdict for the step path that runs: a build on the native engine
+    measured its native step (``step_path: native``) and the step model the gateway falls back to
+    (``fallback``); a runner not on the native stepper goes by the fallback's."""
+    fallback = section.get("fallback")
+    if section.get("step_path") == "native" and runner.native is None and fallback is not None:
+        return fallback
+    return section
 
 
 def _period(model: Model, period_s: float | None) -> float:

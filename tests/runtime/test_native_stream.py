@@ -10,6 +10,7 @@ import pytest
 
 import edgecomp_runtime as ecr
 from edgecomp_runtime import native
+from edgecomp_runtime.errors import ArtifactError
 from edgecomp_runtime.stream import StreamError
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"{native.unavailable_reason()}")
@@ -290,6 +291,42 @@ def test_the_stream_still_refuses_what_the_manifest_does_not_allow(make_artifact
     assert stream.mode == "windowed" and "does not allow its step model" in stream.mode_reason
     with pytest.raises(StreamError, match="cannot stream incrementally"):
         model.stream(mode="incremental")
+
+
+def test_the_verdict_of_the_step_path_that_runs_decides(make_artifact, toy):
+    # setup: the build measured the native step within budget and the step model past it
+    fallback = {"step_path": "step-model", "exact": False, "allowed": False, "reason": "over"}
+    path, _ = _artifact(make_artifact, toy, step_path="native", fallback=fallback)
+    # execute: on the native engine, and where the gateway runs the ONNX file instead
+    native_stream = ecr.load(path).stream()
+    onnx_model = ecr.load(path, engine="onnx")
+    # assert: the native step streams; the step model goes by its own (refusing) verdict
+    assert native_stream.mode == "incremental" and native_stream._runner.native is not None
+    assert onnx_model.stream().mode == "windowed"
+    with pytest.raises(StreamError, match="does not allow its step model: over"):
+        onnx_model.stream(mode="incremental")
+
+
+def test_the_opposite_verdicts_stream_on_the_step_model_only(make_artifact, toy):
+    # setup: the native step past the budget, the step model within it
+    fallback = {"step_path": "step-model", "exact": False, "allowed": True}
+    path, _ = _artifact(
+        make_artifact, toy, step_path="native", allowed=False, reason="native", fallback=fallback
+    )
+    # execute + assert
+    assert ecr.load(path).stream().mode == "windowed"
+    assert ecr.load(path, engine="onnx").stream().mode == "incremental"
+
+
+@pytest.mark.parametrize(
+    "fallback", [5, {"exact": False}, {"allowed": "yes"}, {"exact": 1, "allowed": True}]
+)
+def test_a_malformed_fallback_verdict_is_refused_naming_the_key(make_artifact, toy, fallback):
+    # setup
+    path, _ = _artifact(make_artifact, toy, step_path="native", fallback=fallback)
+    # execute + assert
+    with pytest.raises(ArtifactError, match="stream.fallback"):
+        ecr.load(path).stream()
 
 
 def test_stepper_refuses_readings_and_states_of_another_size(toy):
