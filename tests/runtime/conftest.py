@@ -269,6 +269,47 @@ def valid_manifest(toy: Toy, toy_model_bytes: bytes) -> dict[str, Any]:
     return toy.manifest(toy_model_bytes)
 
 
+GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent cell
+
+
+def rnn_weights(cell: str, n_features: int, hidden: Any, outputs: int, seed: int = 0) -> tuple:
+    """Random stacked LSTM / GRU weights as ``native.pack`` takes them (PyTorch's init bounds),
+    and a head of ``outputs`` rows: (layers, head weight, head bias); the same for one seed."""
+    rng = np.random.default_rng(seed)
+    layers, width = [], n_features
+    for size in hidden:
+        rows, bound = GATES[cell] * size, 1 / np.sqrt(size)
+        layers.append(
+            {
+                "w_ih": rng.uniform(-bound, bound, (rows, width)),
+                "w_hh": rng.uniform(-bound, bound, (rows, size)),
+                "b_ih": rng.uniform(-bound, bound, rows),
+                "b_hh": rng.uniform(-bound, bound, rows),
+            }
+        )
+        width = size
+    return layers, rng.normal(0, 0.3, (outputs, width)), rng.normal(0, 0.1, outputs)
+
+
+def native_artifact(
+    make: Callable[..., Path], toy: Toy, data: bytes, *, equivalents: Any = ("onnx",)
+) -> Path:
+    """The toy artifact plus ``data`` as ``model.native``, which its manifest names for the
+    native engine (ONNX Runtime on the toy ONNX file recorded as the equivalents)."""
+    onnx_entry = toy.manifest((FIXTURES / "toy.onnx").read_bytes())["files"][0]
+    entry = {"name": "model.native", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    lowering = {
+        "lowering": "native",
+        "engine": "native",
+        "engine_files": {"native": "model.native"},
+        "equivalent_engines": list(equivalents),
+    }
+    return make(
+        manifest={"recipe.lowering": lowering, "files": [onnx_entry, entry]},
+        files={"model.native": data},
+    )
+
+
 @pytest.fixture
 def make_artifact(tmp_path: Path, toy: Toy, toy_model_bytes: bytes) -> Callable[..., Path]:
     """make_artifact(**overrides) -> path of a toy artifact, tampered as asked.

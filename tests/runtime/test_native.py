@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -23,26 +22,13 @@ from edgecomp_runtime.native import format as fmt
 from edgecomp_runtime.native import reference
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason=f"{native.unavailable_reason()}")
-GATES = {"lstm": 4, "gru": 3}
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _weights(cell, n_features, hidden, outputs, seed=0):
-    rng = np.random.default_rng(seed)
-    layers, width = [], n_features
-    for size in hidden:
-        bound = 1 / np.sqrt(size)
-        rows = GATES[cell] * size
-        layers.append(
-            {
-                "w_ih": rng.uniform(-bound, bound, (rows, width)),
-                "w_hh": rng.uniform(-bound, bound, (rows, size)),
-                "b_ih": rng.uniform(-bound, bound, rows),
-                "b_hh": rng.uniform(-bound, bound, rows),
-            }
-        )
-        width = size
-    return layers, rng.normal(0, 0.3, (outputs, width)), rng.normal(0, 0.1, outputs)
+    from conftest import rnn_weights
+
+    return rnn_weights(cell, n_features, hidden, outputs, seed)
 
 
 def _pack(cell="lstm", hidden=(8, 5), precision="fp32", *, input_len=7, n_features=3,
@@ -481,19 +467,9 @@ def test_a_hostile_file_never_reaches_the_kernel():
 
 
 def _native_artifact(make_artifact, toy, data, *, equivalents=("onnx",)):
-    """The toy artifact plus ``model.native``, which its manifest names for the native engine."""
-    onnx_entry = toy.manifest((FIXTURES / "toy.onnx").read_bytes())["files"][0]
-    entry = {"name": "model.native", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    lowering = {
-        "lowering": "native",
-        "engine": "native",
-        "engine_files": {"native": "model.native"},
-        "equivalent_engines": list(equivalents),
-    }
-    return make_artifact(
-        manifest={"recipe.lowering": lowering, "files": [onnx_entry, entry]},
-        files={"model.native": data},
-    )
+    from conftest import native_artifact
+
+    return native_artifact(make_artifact, toy, data, equivalents=equivalents)
 
 
 def _toy_native(toy, precision="int8"):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import subprocess
@@ -55,19 +54,9 @@ def _pack(toy, cell="lstm", precision="int8", hidden=(6,), **changes):
 
 
 def _artifact(make_artifact, toy, data):
-    """The toy artifact plus ``data`` as ``model.native``, the file its native engine reads."""
-    onnx_entry = toy.manifest((FIXTURES / "toy.onnx").read_bytes())["files"][0]
-    entry = {"name": "model.native", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    lowering = {
-        "lowering": "native",
-        "engine": "native",
-        "engine_files": {"native": "model.native"},
-        "equivalent_engines": ["onnx"],
-    }
-    return make_artifact(
-        manifest={"recipe.lowering": lowering, "files": [onnx_entry, entry]},
-        files={"model.native": data},
-    )
+    from conftest import native_artifact
+
+    return native_artifact(make_artifact, toy, data)
 
 
 def _split(data):

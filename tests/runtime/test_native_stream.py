@@ -17,27 +17,15 @@ pytestmark = pytest.mark.skipif(not native.available(), reason=f"{native.unavail
 
 T0 = 1_700_000_000.0
 PERIOD = 900.0  # the toy artifact's spec.period_s
-GATES = {"lstm": 4, "gru": 3}
 HIDDEN = (8, 5)
 
 
 def _pack(toy, cell, precision, *, input_len=None, seed=0):
     """A stacked LSTM / GRU for the toy's features and targets (same weights for one seed)."""
-    rng = np.random.default_rng(seed)
-    layers, width = [], len(toy.features)
-    for size in HIDDEN:
-        rows, bound = GATES[cell] * size, 1 / np.sqrt(size)
-        layers.append(
-            {
-                "w_ih": rng.uniform(-bound, bound, (rows, width)),
-                "w_hh": rng.uniform(-bound, bound, (rows, size)),
-                "b_ih": rng.uniform(-bound, bound, rows),
-                "b_hh": rng.uniform(-bound, bound, rows),
-            }
-        )
-        width = size
+    from conftest import rnn_weights
+
     outputs = toy.horizon * len(toy.targets)
-    head_w, head_b = rng.normal(0, 0.3, (outputs, width)), rng.normal(0, 0.1, outputs)
+    layers, head_w, head_b = rnn_weights(cell, len(toy.features), HIDDEN, outputs, seed)
     return native.pack(
         cell, layers, head_w, head_b, input_len=input_len or toy.input_len,
         n_features=len(toy.features), target_index=[toy.features.index(t) for t in toy.targets],
