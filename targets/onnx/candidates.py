@@ -575,7 +575,10 @@ def _engine_version(cand: Candidate) -> str:
     from edgecomp_runtime.engines import ENGINES
 
     module, _, name = ENGINES[cand.engine].partition(":")
-    package = getattr(importlib.import_module(module), name).package
+    engine = getattr(importlib.import_module(module), name)
+    # the version that names what ran: the engine's own package (the native kernel ships in
+    # edgecomp-runtime; its ``package`` is numpy, the dependency the extras check)
+    package = getattr(engine, "version_package", engine.package)
     try:
         return version(package)
     except PackageNotFoundError:

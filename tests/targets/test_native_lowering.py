@@ -181,6 +181,11 @@ def test_an_auto_build_measures_native_and_records_the_alternatives(
     measured = [m for m in recorded["candidates"]["measured"] if m["latency_ms"]]
     assert {"default", "native"} <= {m["lowering"] for m in measured}
     assert all(m["passed"] for m in measured if m["lowering"] == "native")
+    # the native engine's recorded version is the runtime's, whose kernel ran (not numpy's)
+    from importlib.metadata import version
+
+    natives = {m["engine_version"] for m in measured if m["engine"] == "native"}
+    assert natives == {version("edgecomp-runtime")}
     best = min(measured, key=lambda m: m["latency_ms"]["b1"] * m["latency_ms"]["b64"])
     if "batch_routing" not in recorded:  # else a pair of engines won (test_candidates.py)
         assert recorded["candidate_lowering"] == best["lowering"]

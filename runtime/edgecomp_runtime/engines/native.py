@@ -29,6 +29,7 @@ class NativeEngine:
     package: ClassVar[str] = "numpy"
     extra: ClassVar[str] = ""
     min_version: ClassVar[str] = "1.26"
+    version_package: ClassVar[str] = "edgecomp-runtime"  # whose version a build records
 
     @staticmethod
     def unavailable() -> str | None:
