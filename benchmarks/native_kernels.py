@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import quantize_dynamic
+from x86_peers import session
 
 from edgecomp.bench.host import host_info
 from edgecomp.checkpoint import load_checkpoint
@@ -117,7 +118,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     )
     dyn_path = work / "ort_dynamic.onnx"
     quantize_dynamic(str(fp32_path), str(dyn_path))
-    fp32_ort, dyn_ort = _session(fp32_path), _session(dyn_path)
+    fp32_ort, dyn_ort = session(fp32_path), session(dyn_path)
     kernels = {p: native.Kernel(pack_module(module, p)) for p in ("fp32", "int8")}
     # int8 with layer 0's input projection (the window's features) kept in fp32
     kernels["int8_fp32_input"] = native.Kernel(pack_module(module, "int8", "fp32"))
@@ -167,12 +168,6 @@ def _ratios(latency: dict) -> dict:
             for peer in ("ort_quantize_dynamic", "ort_fp32", "torch_eager_fp32"):
                 out[f"{mine}_vs_{peer}_{b}"] = lat[peer]["p50"] / lat[mine]["p50"]
     return out
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _torch_call(module, batch: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import onnxruntime as ort
 import torch
 from executorch_rows import add_variants, print_summary, summary
 from onnxruntime.quantization import quantize_dynamic
-from x86_peers import add_peers, count_macs, floor_multiples, host_throughput, versions
+from x86_peers import add_peers, count_macs, floor_multiples, host_throughput, session, versions
 
 import edgecomp_runtime
 from edgecomp.bench.host import host_info
@@ -128,7 +128,7 @@ def compare(model, work: Path, args: argparse.Namespace) -> dict:
     runtime_model = edgecomp_runtime.load(artifact, threads=1)
     native = _native_model(model, dataset, work)  # LSTM/GRU where the native kernel is built
     module = model.module.eval()
-    fp32, dyn = _session(fp32_path), _session(dyn_path)
+    fp32, dyn = session(fp32_path), session(dyn_path)
     # Each variant takes (scaled, raw) windows; only the runtime's predict() uses the raw ones.
     variants = {
         "torch_eager_fp32": lambda s, r: _torch_call(module, s),
@@ -284,12 +284,6 @@ def _peer_ratios(latency: dict, mae: dict) -> dict:
 
 def _gmacs(best: dict) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in best.items())
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _torch_call(module, batch: np.ndarray) -> np.ndarray:
